@@ -1,0 +1,96 @@
+//! Domain rejections. Each maps to exactly one stable code of the HTTP
+//! contract; none of them is a technical failure.
+
+use thiserror::Error;
+
+/// Why a command was rejected. A rejected command appends nothing.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum DomainError {
+    #[error("{field}: {reason}")]
+    Validation { field: &'static str, reason: String },
+    #[error("the amount is out of range")]
+    AmountOutOfRange,
+    #[error("insufficient funds: {needed_coins} coins needed, {available_coins} available")]
+    InsufficientFunds { needed_coins: i64, available_coins: i64 },
+    #[error("insufficient earnings: {needed_coins} coins needed, {available_coins} available")]
+    InsufficientEarnings { needed_coins: i64, available_coins: i64 },
+    #[error("a payout is at least {min_coins} coins, not {coins}")]
+    BelowMinimum { coins: i64, min_coins: i64 },
+    #[error("at most {max} payouts may be pending at once")]
+    TooManyPendingPayouts { max: usize },
+    #[error("the payout is unknown or no longer pending")]
+    PayoutNotPending,
+    #[error("the stream does not exist")]
+    StreamNotFound,
+    #[error("the stream is not live")]
+    StreamNotLive,
+    #[error("the host already has a live stream")]
+    StreamAlreadyLive,
+    #[error("a stream with this id already exists")]
+    StreamAlreadyExists,
+    #[error("a host cannot send gifts to their own stream")]
+    SelfGift,
+    #[error("only the stream's host or an admin may end it")]
+    NotStreamHost,
+    #[error("the user does not exist")]
+    UserNotFound,
+    #[error("the user is already registered")]
+    UserAlreadyRegistered,
+    #[error("the email is already registered")]
+    EmailTaken,
+    #[error("the username is already taken")]
+    UsernameTaken,
+}
+
+impl DomainError {
+    /// The stable machine word of the HTTP contract (`code` in problem+json).
+    pub fn code(&self) -> &'static str {
+        match self {
+            DomainError::Validation { .. } => "validation_failed",
+            DomainError::AmountOutOfRange => "amount_out_of_range",
+            DomainError::InsufficientFunds { .. } => "insufficient_funds",
+            DomainError::InsufficientEarnings { .. } => "insufficient_earnings",
+            DomainError::BelowMinimum { .. } => "below_minimum",
+            DomainError::TooManyPendingPayouts { .. } => "too_many_pending_payouts",
+            DomainError::PayoutNotPending => "payout_not_pending",
+            DomainError::StreamNotFound => "not_found",
+            DomainError::StreamNotLive => "stream_not_live",
+            DomainError::StreamAlreadyLive => "stream_already_live",
+            DomainError::StreamAlreadyExists => "conflict",
+            DomainError::SelfGift => "self_gift_forbidden",
+            DomainError::NotStreamHost => "forbidden",
+            DomainError::UserNotFound => "not_found",
+            DomainError::UserAlreadyRegistered => "conflict",
+            DomainError::EmailTaken => "email_taken",
+            DomainError::UsernameTaken => "username_taken",
+        }
+    }
+
+    pub(crate) fn invalid(field: &'static str, reason: impl Into<String>) -> DomainError {
+        DomainError::Validation { field, reason: reason.into() }
+    }
+}
+
+/// A broken invariant found in a stored commit: evidence of a bug or of
+/// tampering, reported by replay and audit.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum Violation {
+    #[error("transfer {index}: amount {amount_coins} is not positive")]
+    NonPositiveTransfer { index: usize, amount_coins: i64 },
+    #[error("transfer {index}: from and to are the same account")]
+    SelfTransfer { index: usize },
+    #[error("transfer {index} touches {account}, which is not this aggregate's")]
+    ForeignAccount { index: usize, account: String },
+    #[error("the commit touches none of this aggregate's accounts")]
+    NoOwnAccount,
+    #[error("the stored state after the commit is not what its transfers give")]
+    StateMismatch,
+    #[error("{account} is negative: {balance_coins}")]
+    NegativeBalance { account: &'static str, balance_coins: i64 },
+    #[error("the hold ({held_coins}) is not the sum of pending payouts ({pending_coins})")]
+    HoldMismatch { held_coins: i64, pending_coins: i64 },
+    #[error("a balance overflowed")]
+    Overflow,
+    #[error("the event is not a ledger commit")]
+    NotALedgerCommit,
+}

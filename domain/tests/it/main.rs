@@ -1,0 +1,8 @@
+//! Specifications of every decider, and the ledger's properties.
+
+mod gift_spec;
+mod ledger_spec;
+mod properties;
+mod spec;
+mod stream_spec;
+mod user_spec;

@@ -1,0 +1,217 @@
+//! The envelope every stored event travels in, its stored encoding, and the
+//! hash chain that makes the log tamper-evident.
+//!
+//! A stored event is the canonical JSON of the envelope (see `canonical`),
+//! whose `hash` is the SHA-256 of that same encoding without the `hash` key,
+//! and whose `prevHash` is the `hash` of the previous event on the same
+//! aggregate subject (`GENESIS_HASH` for the first).
+
+use chrono::{DateTime, Utc};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use uuid::Uuid;
+
+use crate::canonical::{sha256_hex, to_canonical};
+use crate::{Event, SchemaError};
+
+/// The `prevHash` of the first event of every aggregate.
+pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// Who caused an event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Actor {
+    pub kind: ActorKind,
+    /// The user's id for users and admins; the component's name for the
+    /// system (`gift-reactor`); the Stripe event id for Stripe.
+    pub id: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ActorKind {
+    User,
+    Admin,
+    System,
+    Stripe,
+}
+
+impl Actor {
+    pub fn user(id: Uuid) -> Actor {
+        Actor { kind: ActorKind::User, id: Some(id.to_string()) }
+    }
+    pub fn admin(id: Uuid) -> Actor {
+        Actor { kind: ActorKind::Admin, id: Some(id.to_string()) }
+    }
+    pub fn system(component: &str) -> Actor {
+        Actor { kind: ActorKind::System, id: Some(component.to_string()) }
+    }
+}
+
+/// What arrives with a command and ends up in the envelope: ids and time come
+/// from outside the domain, never from a clock or a generator inside it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventMeta {
+    /// UUID v7.
+    pub event_id: Uuid,
+    pub occurred_at: DateTime<Utc>,
+    pub command_id: String,
+    pub correlation_id: String,
+    pub actor: Actor,
+}
+
+/// The envelope fields other than `type` and `payload`, in their stored shape.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Header {
+    /// UUID v7: unique, and ordered by creation time.
+    pub event_id: Uuid,
+    pub schema_version: u16,
+    pub aggregate_id: String,
+    /// 1 for an aggregate's first event, then one more for each event.
+    pub sequence: u64,
+    pub occurred_at: DateTime<Utc>,
+    pub command_id: String,
+    pub correlation_id: String,
+    pub actor: Actor,
+    pub prev_hash: String,
+    pub hash: String,
+}
+
+/// One stored event: the header and the typed event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Envelope {
+    pub header: Header,
+    pub event: Event,
+}
+
+impl Envelope {
+    /// Builds the envelope of `event`, the `sequence`-th of its aggregate,
+    /// chained after `prev_hash`, and computes its hash.
+    pub fn seal(meta: &EventMeta, event: Event, sequence: u64, prev_hash: &str) -> Envelope {
+        let header = Header {
+            event_id: meta.event_id,
+            schema_version: event.schema_version(),
+            aggregate_id: event.aggregate_id(),
+            sequence,
+            occurred_at: meta.occurred_at,
+            command_id: meta.command_id.clone(),
+            correlation_id: meta.correlation_id.clone(),
+            actor: meta.actor.clone(),
+            prev_hash: prev_hash.to_string(),
+            hash: String::new(),
+        };
+        let mut envelope = Envelope { header, event };
+        let mut value = envelope.to_value_without_hash();
+        envelope.header.hash = sha256_hex(&to_canonical(&value));
+        if let Value::Object(map) = &mut value {
+            map.insert("hash".into(), Value::String(envelope.header.hash.clone()));
+        }
+        envelope
+    }
+
+    /// The permanent event type name.
+    pub fn type_name(&self) -> &'static str {
+        self.event.type_name()
+    }
+
+    /// The subject the event is stored under: `hb.<kind>.<aggregate id>`.
+    pub fn subject(&self) -> String {
+        subject(self.event.aggregate_kind().as_str(), &self.header.aggregate_id)
+    }
+
+    /// The stored bytes: canonical JSON, hash included.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut value = self.to_value_without_hash();
+        if let Value::Object(map) = &mut value {
+            map.insert("hash".into(), Value::String(self.header.hash.clone()));
+        }
+        to_canonical(&value)
+    }
+
+    fn to_value_without_hash(&self) -> Value {
+        // Both serialisations are of plain data types with string keys:
+        // they cannot fail, and a failure would be a bug in this crate.
+        let mut map = match serde_json::to_value(&self.header) {
+            Ok(Value::Object(map)) => map,
+            other => unreachable!("a header serialises to an object: {other:?}"),
+        };
+        map.remove("hash");
+        match serde_json::to_value(&self.event) {
+            Ok(Value::Object(event)) => map.extend(event),
+            other => unreachable!("an event serialises to an object: {other:?}"),
+        }
+        Value::Object(map)
+    }
+
+    /// Reads stored bytes, upcasting an older schema version to the current
+    /// one. Does not check the hash: see `verify`.
+    pub fn decode(bytes: &[u8]) -> Result<Envelope, SchemaError> {
+        let value: Value = serde_json::from_slice(bytes).map_err(|e| SchemaError::Json(e.to_string()))?;
+        Self::from_value(value)
+    }
+
+    fn from_value(value: Value) -> Result<Envelope, SchemaError> {
+        let Value::Object(mut map) = value else {
+            return Err(SchemaError::Json("an event is a JSON object".into()));
+        };
+        let type_name = match map.remove("type") {
+            Some(Value::String(t)) => t,
+            _ => return Err(SchemaError::Json("`type` is missing or not a string".into())),
+        };
+        let stored_version = map
+            .get("schemaVersion")
+            .and_then(Value::as_u64)
+            .and_then(|v| u16::try_from(v).ok())
+            .ok_or_else(|| SchemaError::Json("`schemaVersion` is missing or not a small integer".into()))?;
+        let current = crate::current_version(&type_name).ok_or_else(|| SchemaError::UnknownType(type_name.clone()))?;
+        let mut payload = map.remove("payload").ok_or_else(|| SchemaError::Json("`payload` is missing".into()))?;
+        if stored_version != current {
+            payload = crate::upcast::upcast(&type_name, stored_version, payload)?;
+            map.insert("schemaVersion".into(), Value::from(current));
+        }
+        let header: Header = serde_json::from_value(Value::Object(map))
+            .map_err(|e| SchemaError::Invalid { type_name: type_name.clone(), reason: e.to_string() })?;
+        let mut tagged = Map::with_capacity(2);
+        tagged.insert("type".into(), Value::String(type_name.clone()));
+        tagged.insert("payload".into(), payload);
+        let event: Event = serde_json::from_value(Value::Object(tagged))
+            .map_err(|e| SchemaError::Invalid { type_name: type_name.clone(), reason: e.to_string() })?;
+        if header.aggregate_id != event.aggregate_id() {
+            return Err(SchemaError::Invalid {
+                type_name,
+                reason: format!(
+                    "aggregateId {:?} is not the payload's {:?}",
+                    header.aggregate_id,
+                    event.aggregate_id()
+                ),
+            });
+        }
+        Ok(Envelope { header, event })
+    }
+
+    /// Reads stored bytes and checks that their hash is the hash of their
+    /// content. The link to the previous event is the caller's to check
+    /// (`header.prev_hash`), since only it knows the previous event.
+    pub fn verify(bytes: &[u8]) -> Result<Envelope, SchemaError> {
+        let mut value: Value = serde_json::from_slice(bytes).map_err(|e| SchemaError::Json(e.to_string()))?;
+        let stored_hash = match value.as_object_mut().and_then(|m| m.remove("hash")) {
+            Some(Value::String(h)) => h,
+            _ => return Err(SchemaError::Json("`hash` is missing or not a string".into())),
+        };
+        let computed = sha256_hex(&to_canonical(&value));
+        if computed != stored_hash {
+            return Err(SchemaError::HashMismatch { stored: stored_hash, computed });
+        }
+        if let Value::Object(map) = &mut value {
+            map.insert("hash".into(), Value::String(stored_hash));
+        }
+        Self::from_value(value)
+    }
+}
+
+/// The subject of an aggregate: `hb.<kind>.<id>`.
+pub fn subject(kind: &str, aggregate_id: &str) -> String {
+    format!("hb.{kind}.{aggregate_id}")
+}

@@ -1,0 +1,506 @@
+//! Every event of the design, as the payload types stored in the log.
+//!
+//! Type names (`ledger.gift_sent`, ...) and aggregate kinds are permanent once
+//! events are stored: rename a Rust type freely, never a `#[serde(rename)]`.
+
+use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::Account;
+
+/// A role a user holds. Everyone holds `user`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    User,
+    Admin,
+    Finance,
+    Ops,
+}
+
+/// An amount of money: an exact decimal (stored as a string) and a currency.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Money {
+    pub amount: Decimal,
+    /// ISO 4217 code in lower case, as Stripe writes it (`usd`).
+    pub currency: String,
+}
+
+/// One movement of coins between two accounts. `amount_coins` is positive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Transfer {
+    pub from: Account,
+    pub to: Account,
+    pub amount_coins: i64,
+}
+
+/// A payout that holds earnings until an admin approves or rejects it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PendingPayout {
+    pub payout_id: Uuid,
+    pub coins: i64,
+}
+
+/// A user ledger's state after a commit. Carried in every ledger commit so
+/// that the aggregate loads from its last message alone.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LedgerSnapshot {
+    /// Balance of `wallet:<user>`; negative only after a refund.
+    pub wallet_coins: i64,
+    /// Balance of `earnings:<user>`; never negative.
+    pub earnings_coins: i64,
+    /// Balance of `payout_hold:<user>`; equals the sum of `pending_payouts`.
+    pub held_coins: i64,
+    /// Pending payouts, oldest first.
+    pub pending_payouts: Vec<PendingPayout>,
+    /// Log position of the last viewer-side gift credited to this user as a
+    /// host: the reactor's exactly-once guard.
+    pub last_credited_position: u64,
+}
+
+/// What every ledger event carries: its transfers and the state after them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LedgerCommit {
+    pub transfers: Vec<Transfer>,
+    pub state_after: LedgerSnapshot,
+}
+
+/// A user's state after an event of the user aggregate.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct UserSnapshot {
+    pub email: String,
+    pub username: String,
+    pub roles: Vec<Role>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct UserRegistered {
+    pub user_id: Uuid,
+    /// Normalised: trimmed and lower case.
+    pub email: String,
+    pub username: String,
+    /// An argon2 PHC string; never the password.
+    pub password_hash: String,
+    pub roles: Vec<Role>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct UserRolesChanged {
+    pub user_id: Uuid,
+    pub granted: Vec<Role>,
+    pub revoked: Vec<Role>,
+    pub state_after: UserSnapshot,
+}
+
+/// What a reservation holds unique.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ReservationKind {
+    Email,
+    Username,
+}
+
+/// A unique value (an email, a username) claimed by a user. Appended to its
+/// own subject with expected sequence 0, so that only one claim can exist.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ReservationClaimed {
+    pub kind: ReservationKind,
+    /// The normalised value (lower case).
+    pub value: String,
+    pub user_id: Uuid,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CoinsPurchased {
+    pub user_id: Uuid,
+    /// The Stripe PaymentIntent id the coins were bought with.
+    pub payment_id: String,
+    pub coins: i64,
+    pub commit: LedgerCommit,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PurchaseRefunded {
+    pub user_id: Uuid,
+    pub payment_id: String,
+    pub coins: i64,
+    pub commit: LedgerCommit,
+}
+
+/// The viewer's side of a gift: coins leave the wallet for `transit:gifts`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GiftSent {
+    /// The viewer.
+    pub user_id: Uuid,
+    pub stream_id: Uuid,
+    pub host_id: Uuid,
+    pub gift_id: String,
+    pub quantity: i64,
+    /// The gift's price in coins, per unit.
+    pub unit_coins: i64,
+    /// `unit_coins * quantity`.
+    pub coins: i64,
+    /// The host share in force when the gift was sent, in basis points, so
+    /// that the host's credit does not depend on the reactor's configuration.
+    pub host_share_bps: u32,
+    pub commit: LedgerCommit,
+}
+
+/// One viewer-side gift credited in a host's batch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ReceivedGift {
+    /// Log position of the `ledger.gift_sent` commit.
+    pub source_position: u64,
+    pub viewer_id: Uuid,
+    pub stream_id: Uuid,
+    pub coins: i64,
+    /// `floor(coins * host_share_bps / 10000)`; the rest is the platform's.
+    pub host_coins: i64,
+}
+
+/// The host's side of one or more gifts, batched.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GiftsReceived {
+    /// The host.
+    pub user_id: Uuid,
+    pub gifts: Vec<ReceivedGift>,
+    pub commit: LedgerCommit,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PayoutRequested {
+    pub user_id: Uuid,
+    pub payout_id: Uuid,
+    pub coins: i64,
+    /// What the coins are worth, at the rate in force when requested.
+    pub fiat: Money,
+    pub destination: String,
+    pub commit: LedgerCommit,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PayoutApproved {
+    pub user_id: Uuid,
+    pub payout_id: Uuid,
+    pub coins: i64,
+    pub external_ref: String,
+    pub commit: LedgerCommit,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PayoutRejected {
+    pub user_id: Uuid,
+    pub payout_id: Uuid,
+    pub coins: i64,
+    pub reason: String,
+    pub commit: LedgerCommit,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LedgerAdjusted {
+    pub user_id: Uuid,
+    /// Signed: positive credits the wallet, negative debits it.
+    pub coins: i64,
+    pub reason: String,
+    pub admin_id: Uuid,
+    pub commit: LedgerCommit,
+}
+
+/// Whether a stream is live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum StreamStatus {
+    Live,
+    Ended,
+}
+
+/// A stream's state after an event of the stream aggregate.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StreamSnapshot {
+    pub host_id: Uuid,
+    pub status: StreamStatus,
+    pub started_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StreamStarted {
+    pub stream_id: Uuid,
+    pub host_id: Uuid,
+    pub title: String,
+    /// Added in schema version 2; version 1 streams read as `general`.
+    pub category: String,
+    pub state_after: StreamSnapshot,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ViewerJoined {
+    pub stream_id: Uuid,
+    pub viewer_id: Uuid,
+    pub state_after: StreamSnapshot,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ViewerLeft {
+    pub stream_id: Uuid,
+    pub viewer_id: Uuid,
+    pub state_after: StreamSnapshot,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StreamEnded {
+    pub stream_id: Uuid,
+    pub host_id: Uuid,
+    /// The host, or the admin who ended it.
+    pub ended_by: Uuid,
+    pub state_after: StreamSnapshot,
+}
+
+/// The host's channel: which stream, if any, is live. One live stream per
+/// host is enforced here, appended atomically with the stream's own event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ChannelWentLive {
+    pub host_id: Uuid,
+    pub stream_id: Uuid,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ChannelWentOffline {
+    pub host_id: Uuid,
+    pub stream_id: Uuid,
+}
+
+/// A verified Stripe webhook event, recorded once, whatever its type.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StripeEventRecorded {
+    pub stripe_event_id: String,
+    pub stripe_event_type: String,
+    /// Stripe's `created`, in seconds since the epoch.
+    pub stripe_created: i64,
+    /// The body exactly as Stripe sent it.
+    pub body: String,
+}
+
+/// Every event of the system. Serialised adjacently tagged, as the envelope's
+/// `type` and `payload`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", content = "payload")]
+pub enum Event {
+    #[serde(rename = "user.registered")]
+    UserRegistered(UserRegistered),
+    #[serde(rename = "user.roles_changed")]
+    UserRolesChanged(UserRolesChanged),
+    #[serde(rename = "reservation.claimed")]
+    ReservationClaimed(ReservationClaimed),
+    #[serde(rename = "ledger.coins_purchased")]
+    CoinsPurchased(CoinsPurchased),
+    #[serde(rename = "ledger.purchase_refunded")]
+    PurchaseRefunded(PurchaseRefunded),
+    #[serde(rename = "ledger.gift_sent")]
+    GiftSent(GiftSent),
+    #[serde(rename = "ledger.gifts_received")]
+    GiftsReceived(GiftsReceived),
+    #[serde(rename = "ledger.payout_requested")]
+    PayoutRequested(PayoutRequested),
+    #[serde(rename = "ledger.payout_approved")]
+    PayoutApproved(PayoutApproved),
+    #[serde(rename = "ledger.payout_rejected")]
+    PayoutRejected(PayoutRejected),
+    #[serde(rename = "ledger.adjusted")]
+    LedgerAdjusted(LedgerAdjusted),
+    #[serde(rename = "stream.started")]
+    StreamStarted(StreamStarted),
+    #[serde(rename = "stream.viewer_joined")]
+    ViewerJoined(ViewerJoined),
+    #[serde(rename = "stream.viewer_left")]
+    ViewerLeft(ViewerLeft),
+    #[serde(rename = "stream.ended")]
+    StreamEnded(StreamEnded),
+    #[serde(rename = "channel.went_live")]
+    ChannelWentLive(ChannelWentLive),
+    #[serde(rename = "channel.went_offline")]
+    ChannelWentOffline(ChannelWentOffline),
+    #[serde(rename = "stripe.event_recorded")]
+    StripeEventRecorded(StripeEventRecorded),
+}
+
+/// The kind of aggregate an event belongs to: the second token of its subject.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AggregateKind {
+    User,
+    Reservation,
+    Ledger,
+    Stream,
+    Channel,
+    Stripe,
+}
+
+impl AggregateKind {
+    /// Permanent: part of every stored subject.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AggregateKind::User => "user",
+            AggregateKind::Reservation => "reservation",
+            AggregateKind::Ledger => "ledger",
+            AggregateKind::Stream => "stream",
+            AggregateKind::Channel => "channel",
+            AggregateKind::Stripe => "stripe",
+        }
+    }
+}
+
+/// Every event type with its current schema version, in a stable order.
+pub const EVENT_TYPES: &[(&str, u16)] = &[
+    ("user.registered", 1),
+    ("user.roles_changed", 1),
+    ("reservation.claimed", 1),
+    ("ledger.coins_purchased", 1),
+    ("ledger.purchase_refunded", 1),
+    ("ledger.gift_sent", 1),
+    ("ledger.gifts_received", 1),
+    ("ledger.payout_requested", 1),
+    ("ledger.payout_approved", 1),
+    ("ledger.payout_rejected", 1),
+    ("ledger.adjusted", 1),
+    ("stream.started", 2),
+    ("stream.viewer_joined", 1),
+    ("stream.viewer_left", 1),
+    ("stream.ended", 1),
+    ("channel.went_live", 1),
+    ("channel.went_offline", 1),
+    ("stripe.event_recorded", 1),
+];
+
+impl Event {
+    /// The permanent type name, as stored in the envelope's `type`.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Event::UserRegistered(_) => "user.registered",
+            Event::UserRolesChanged(_) => "user.roles_changed",
+            Event::ReservationClaimed(_) => "reservation.claimed",
+            Event::CoinsPurchased(_) => "ledger.coins_purchased",
+            Event::PurchaseRefunded(_) => "ledger.purchase_refunded",
+            Event::GiftSent(_) => "ledger.gift_sent",
+            Event::GiftsReceived(_) => "ledger.gifts_received",
+            Event::PayoutRequested(_) => "ledger.payout_requested",
+            Event::PayoutApproved(_) => "ledger.payout_approved",
+            Event::PayoutRejected(_) => "ledger.payout_rejected",
+            Event::LedgerAdjusted(_) => "ledger.adjusted",
+            Event::StreamStarted(_) => "stream.started",
+            Event::ViewerJoined(_) => "stream.viewer_joined",
+            Event::ViewerLeft(_) => "stream.viewer_left",
+            Event::StreamEnded(_) => "stream.ended",
+            Event::ChannelWentLive(_) => "channel.went_live",
+            Event::ChannelWentOffline(_) => "channel.went_offline",
+            Event::StripeEventRecorded(_) => "stripe.event_recorded",
+        }
+    }
+
+    /// The schema version this code writes for the event's type.
+    pub fn schema_version(&self) -> u16 {
+        current_version(self.type_name()).unwrap_or(1)
+    }
+
+    pub fn aggregate_kind(&self) -> AggregateKind {
+        match self {
+            Event::UserRegistered(_) | Event::UserRolesChanged(_) => AggregateKind::User,
+            Event::ReservationClaimed(_) => AggregateKind::Reservation,
+            Event::CoinsPurchased(_)
+            | Event::PurchaseRefunded(_)
+            | Event::GiftSent(_)
+            | Event::GiftsReceived(_)
+            | Event::PayoutRequested(_)
+            | Event::PayoutApproved(_)
+            | Event::PayoutRejected(_)
+            | Event::LedgerAdjusted(_) => AggregateKind::Ledger,
+            Event::StreamStarted(_) | Event::ViewerJoined(_) | Event::ViewerLeft(_) | Event::StreamEnded(_) => {
+                AggregateKind::Stream
+            }
+            Event::ChannelWentLive(_) | Event::ChannelWentOffline(_) => AggregateKind::Channel,
+            Event::StripeEventRecorded(_) => AggregateKind::Stripe,
+        }
+    }
+
+    /// The id of the aggregate the event belongs to, as it appears in the
+    /// subject. Reservations are keyed by a hash of their value, so that any
+    /// email or username makes a valid subject token.
+    pub fn aggregate_id(&self) -> String {
+        match self {
+            Event::UserRegistered(e) => e.user_id.to_string(),
+            Event::UserRolesChanged(e) => e.user_id.to_string(),
+            Event::ReservationClaimed(e) => reservation_id(e.kind, &e.value),
+            Event::CoinsPurchased(e) => e.user_id.to_string(),
+            Event::PurchaseRefunded(e) => e.user_id.to_string(),
+            Event::GiftSent(e) => e.user_id.to_string(),
+            Event::GiftsReceived(e) => e.user_id.to_string(),
+            Event::PayoutRequested(e) => e.user_id.to_string(),
+            Event::PayoutApproved(e) => e.user_id.to_string(),
+            Event::PayoutRejected(e) => e.user_id.to_string(),
+            Event::LedgerAdjusted(e) => e.user_id.to_string(),
+            Event::StreamStarted(e) => e.stream_id.to_string(),
+            Event::ViewerJoined(e) => e.stream_id.to_string(),
+            Event::ViewerLeft(e) => e.stream_id.to_string(),
+            Event::StreamEnded(e) => e.stream_id.to_string(),
+            Event::ChannelWentLive(e) => e.host_id.to_string(),
+            Event::ChannelWentOffline(e) => e.host_id.to_string(),
+            Event::StripeEventRecorded(e) => e.stripe_event_id.clone(),
+        }
+    }
+
+    /// The ledger commit, for ledger events.
+    pub fn ledger_commit(&self) -> Option<&LedgerCommit> {
+        match self {
+            Event::CoinsPurchased(e) => Some(&e.commit),
+            Event::PurchaseRefunded(e) => Some(&e.commit),
+            Event::GiftSent(e) => Some(&e.commit),
+            Event::GiftsReceived(e) => Some(&e.commit),
+            Event::PayoutRequested(e) => Some(&e.commit),
+            Event::PayoutApproved(e) => Some(&e.commit),
+            Event::PayoutRejected(e) => Some(&e.commit),
+            Event::LedgerAdjusted(e) => Some(&e.commit),
+            _ => None,
+        }
+    }
+}
+
+/// The schema version this code writes for a type, or `None` for an unknown
+/// type.
+pub fn current_version(type_name: &str) -> Option<u16> {
+    EVENT_TYPES.iter().find(|(t, _)| *t == type_name).map(|(_, v)| *v)
+}
+
+/// The subject token of a reservation: the kind and a SHA-256 of the value.
+pub fn reservation_id(kind: ReservationKind, value: &str) -> String {
+    let prefix = match kind {
+        ReservationKind::Email => "email",
+        ReservationKind::Username => "username",
+    };
+    format!("{prefix}-{}", crate::canonical::sha256_hex(value.as_bytes()))
+}

@@ -1,0 +1,163 @@
+//! One sample event of every type, sealed as the first or second event of
+//! its aggregate.
+
+use chrono::{TimeZone, Utc};
+use events_schema::*;
+use rust_decimal::Decimal;
+use uuid::Uuid;
+
+pub fn id(n: u128) -> Uuid {
+    Uuid::from_u128(0x0190_0000_0000_7000_8000_0000_0000_0000 + n)
+}
+
+pub fn meta(n: u128) -> EventMeta {
+    EventMeta {
+        event_id: id(1000 + n),
+        occurred_at: Utc.timestamp_opt(1_750_000_000 + n as i64, 0).single().expect("a time"),
+        command_id: format!("idem-{n}"),
+        correlation_id: format!("req-{n}"),
+        actor: Actor::user(id(1)),
+    }
+}
+
+fn commit(transfers: Vec<Transfer>, wallet: i64, earnings: i64, held: i64) -> LedgerCommit {
+    LedgerCommit {
+        transfers,
+        state_after: LedgerSnapshot {
+            wallet_coins: wallet,
+            earnings_coins: earnings,
+            held_coins: held,
+            pending_payouts: if held > 0 { vec![PendingPayout { payout_id: id(50), coins: held }] } else { vec![] },
+            last_credited_position: 0,
+        },
+    }
+}
+
+fn t(from: Account, to: Account, amount_coins: i64) -> Transfer {
+    Transfer { from, to, amount_coins }
+}
+
+/// A sample of every event type, in `EVENT_TYPES` order.
+pub fn events() -> Vec<Event> {
+    let (u, h, s) = (id(1), id(2), id(3));
+    let snapshot = StreamSnapshot { host_id: h, status: StreamStatus::Live, started_at: meta(0).occurred_at };
+    vec![
+        Event::UserRegistered(UserRegistered {
+            user_id: u,
+            email: "ann@example.com".into(),
+            username: "ann".into(),
+            password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into(),
+            roles: vec![Role::User],
+        }),
+        Event::UserRolesChanged(UserRolesChanged {
+            user_id: u,
+            granted: vec![Role::Finance],
+            revoked: vec![],
+            state_after: UserSnapshot {
+                email: "ann@example.com".into(),
+                username: "ann".into(),
+                roles: vec![Role::User, Role::Finance],
+            },
+        }),
+        Event::ReservationClaimed(ReservationClaimed {
+            kind: ReservationKind::Email,
+            value: "ann@example.com".into(),
+            user_id: u,
+        }),
+        Event::CoinsPurchased(CoinsPurchased {
+            user_id: u,
+            payment_id: "pi_3Q".into(),
+            coins: 500,
+            commit: commit(vec![t(Account::ExternalStripe, Account::Wallet(u), 500)], 500, 0, 0),
+        }),
+        Event::PurchaseRefunded(PurchaseRefunded {
+            user_id: u,
+            payment_id: "pi_3Q".into(),
+            coins: 100,
+            commit: commit(vec![t(Account::Wallet(u), Account::ExternalStripe, 100)], 400, 0, 0),
+        }),
+        Event::GiftSent(GiftSent {
+            user_id: u,
+            stream_id: s,
+            host_id: h,
+            gift_id: "rose".into(),
+            quantity: 2,
+            unit_coins: 10,
+            coins: 20,
+            host_share_bps: 7000,
+            commit: commit(vec![t(Account::Wallet(u), Account::TransitGifts, 20)], 380, 0, 0),
+        }),
+        Event::GiftsReceived(GiftsReceived {
+            user_id: h,
+            gifts: vec![ReceivedGift { source_position: 6, viewer_id: u, stream_id: s, coins: 20, host_coins: 14 }],
+            commit: LedgerCommit {
+                transfers: vec![
+                    t(Account::TransitGifts, Account::Earnings(h), 14),
+                    t(Account::TransitGifts, Account::PlatformRevenue, 6),
+                ],
+                state_after: LedgerSnapshot {
+                    earnings_coins: 14,
+                    last_credited_position: 6,
+                    ..LedgerSnapshot::default()
+                },
+            },
+        }),
+        Event::PayoutRequested(PayoutRequested {
+            user_id: h,
+            payout_id: id(50),
+            coins: 1000,
+            fiat: Money { amount: Decimal::new(1000, 2), currency: "usd".into() },
+            destination: "acct_1".into(),
+            commit: commit(vec![t(Account::Earnings(h), Account::PayoutHold(h), 1000)], 0, 500, 1000),
+        }),
+        Event::PayoutApproved(PayoutApproved {
+            user_id: h,
+            payout_id: id(50),
+            coins: 1000,
+            external_ref: "po_1".into(),
+            commit: commit(vec![t(Account::PayoutHold(h), Account::ExternalPayouts, 1000)], 0, 500, 0),
+        }),
+        Event::PayoutRejected(PayoutRejected {
+            user_id: h,
+            payout_id: id(50),
+            coins: 1000,
+            reason: "kyc".into(),
+            commit: commit(vec![t(Account::PayoutHold(h), Account::Earnings(h), 1000)], 0, 1500, 0),
+        }),
+        Event::LedgerAdjusted(LedgerAdjusted {
+            user_id: u,
+            coins: -5,
+            reason: "duplicate".into(),
+            admin_id: id(9),
+            commit: commit(vec![t(Account::Wallet(u), Account::PlatformAdjustments, 5)], 375, 0, 0),
+        }),
+        Event::StreamStarted(StreamStarted {
+            stream_id: s,
+            host_id: h,
+            title: "Friday".into(),
+            category: "music".into(),
+            state_after: snapshot.clone(),
+        }),
+        Event::ViewerJoined(ViewerJoined { stream_id: s, viewer_id: u, state_after: snapshot.clone() }),
+        Event::ViewerLeft(ViewerLeft { stream_id: s, viewer_id: u, state_after: snapshot.clone() }),
+        Event::StreamEnded(StreamEnded {
+            stream_id: s,
+            host_id: h,
+            ended_by: h,
+            state_after: StreamSnapshot { status: StreamStatus::Ended, ..snapshot },
+        }),
+        Event::ChannelWentLive(ChannelWentLive { host_id: h, stream_id: s }),
+        Event::ChannelWentOffline(ChannelWentOffline { host_id: h, stream_id: s }),
+        Event::StripeEventRecorded(StripeEventRecorded {
+            stripe_event_id: "evt_1".into(),
+            stripe_event_type: "payment_intent.succeeded".into(),
+            stripe_created: 1_750_000_000,
+            body: r#"{"id":"evt_1","type":"payment_intent.succeeded"}"#.into(),
+        }),
+    ]
+}
+
+/// Every sample, sealed as the first event of its aggregate.
+pub fn envelopes() -> Vec<Envelope> {
+    events().into_iter().enumerate().map(|(i, e)| Envelope::seal(&meta(i as u128), e, 1, GENESIS_HASH)).collect()
+}

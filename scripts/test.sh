@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Runs every test of the workspace. Installs what the tests need first (a
+# pinned nats-server when none of 2.12 or newer is on PATH), so that it works
+# on a fresh machine.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ -x scripts/ensure-nats-server.sh ]; then
+  NATS_SERVER_BIN="$(scripts/ensure-nats-server.sh)"
+  export NATS_SERVER_BIN
+  echo "nats-server: $NATS_SERVER_BIN ($("$NATS_SERVER_BIN" --version))"
+fi
+
+cargo test --workspace --locked
