@@ -81,8 +81,8 @@ pub enum Violation {
     SelfTransfer { index: usize },
     #[error("transfer {index} touches {account}, which is not this aggregate's")]
     ForeignAccount { index: usize, account: String },
-    #[error("the commit touches none of this aggregate's accounts")]
-    NoOwnAccount,
+    #[error("the commit has no transfer")]
+    EmptyCommit,
     #[error("the stored state after the commit is not what its transfers give")]
     StateMismatch,
     #[error("{account} is negative: {balance_coins}")]

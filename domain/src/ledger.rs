@@ -337,7 +337,6 @@ fn next_snapshot(
 ) -> Result<LedgerSnapshot, NextError> {
     let user = prev.user_id;
     let mut next = prev.snapshot.clone();
-    let mut own = false;
     for (index, t) in transfers.iter().enumerate() {
         if t.amount_coins <= 0 {
             return Err(NextError::Violation(Violation::NonPositiveTransfer { index, amount_coins: t.amount_coins }));
@@ -350,7 +349,6 @@ fn next_snapshot(
             if owner != user {
                 return Err(NextError::Violation(Violation::ForeignAccount { index, account: account.to_string() }));
             }
-            own = true;
             let balance = match account {
                 Account::Wallet(_) => &mut next.wallet_coins,
                 Account::Earnings(_) => &mut next.earnings_coins,
@@ -360,10 +358,11 @@ fn next_snapshot(
             *balance = balance.checked_add(delta).ok_or(NextError::Overflow)?;
         }
     }
-    // A transfer between two platform accounts (the revenue share of a gift)
-    // may ride along, but a commit always moves some of this user's coins.
-    if !own {
-        return Err(NextError::Violation(Violation::NoOwnAccount));
+    // A commit moves coins. It may move none of this user's own (a batch of
+    // one-coin gifts gives the host nothing and the platform everything),
+    // but it still records the batch.
+    if transfers.is_empty() {
+        return Err(NextError::Violation(Violation::EmptyCommit));
     }
     match change {
         PendingChange::None => {}

@@ -83,6 +83,16 @@ fn credited_gifts_are_split_per_gift_and_rounded_down_for_the_host() {
 }
 
 #[test]
+fn one_coin_gifts_credit_the_platform_alone_and_still_advance_the_position() {
+    let host = user(2);
+    let event =
+        ledger_of(host).when(CreditGifts { gifts: vec![gift(4, user(3), 1), gift(5, user(3), 1)] }).then_event();
+    assert_eq!(transfers(&event), vec![(Account::TransitGifts, Account::PlatformRevenue, 2)]);
+    assert_eq!(balances(&event), (0, 0, 0));
+    assert_eq!(commit(&event).state_after.last_credited_position, 5);
+}
+
+#[test]
 fn gifts_already_credited_are_never_credited_again() {
     let host = user(2);
     let viewer = user(3);
