@@ -308,6 +308,23 @@ pub struct StripeEventRecorded {
     pub body: String,
 }
 
+/// The record of a completed command, appended in the same atomic batch as
+/// the command's events, on a subject of its own that must be empty: a
+/// repeated command finds it and gets the first answer, however late.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CommandRecorded {
+    /// Whose id space the command id belongs to: `user:<id>` for an
+    /// `Idempotency-Key`, `stripe` for a Stripe object id, `system:<name>`.
+    pub scope: String,
+    pub command_id: String,
+    /// SHA-256 of the command's content: the same id with other content is
+    /// a reused key, not a repeat.
+    pub fingerprint: String,
+    /// How many events were appended with this record, just before it.
+    pub event_count: u32,
+}
+
 /// Every event of the system. Serialised adjacently tagged, as the envelope's
 /// `type` and `payload`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -349,6 +366,8 @@ pub enum Event {
     ChannelWentOffline(ChannelWentOffline),
     #[serde(rename = "stripe.event_recorded")]
     StripeEventRecorded(StripeEventRecorded),
+    #[serde(rename = "command.recorded")]
+    CommandRecorded(CommandRecorded),
 }
 
 /// The kind of aggregate an event belongs to: the second token of its subject.
@@ -360,6 +379,7 @@ pub enum AggregateKind {
     Stream,
     Channel,
     Stripe,
+    Command,
 }
 
 impl AggregateKind {
@@ -372,6 +392,7 @@ impl AggregateKind {
             AggregateKind::Stream => "stream",
             AggregateKind::Channel => "channel",
             AggregateKind::Stripe => "stripe",
+            AggregateKind::Command => "command",
         }
     }
 }
@@ -396,6 +417,7 @@ pub const EVENT_TYPES: &[(&str, u16)] = &[
     ("channel.went_live", 1),
     ("channel.went_offline", 1),
     ("stripe.event_recorded", 1),
+    ("command.recorded", 1),
 ];
 
 impl Event {
@@ -420,6 +442,7 @@ impl Event {
             Event::ChannelWentLive(_) => "channel.went_live",
             Event::ChannelWentOffline(_) => "channel.went_offline",
             Event::StripeEventRecorded(_) => "stripe.event_recorded",
+            Event::CommandRecorded(_) => "command.recorded",
         }
     }
 
@@ -445,6 +468,7 @@ impl Event {
             }
             Event::ChannelWentLive(_) | Event::ChannelWentOffline(_) => AggregateKind::Channel,
             Event::StripeEventRecorded(_) => AggregateKind::Stripe,
+            Event::CommandRecorded(_) => AggregateKind::Command,
         }
     }
 
@@ -471,6 +495,7 @@ impl Event {
             Event::ChannelWentLive(e) => e.host_id.to_string(),
             Event::ChannelWentOffline(e) => e.host_id.to_string(),
             Event::StripeEventRecorded(e) => e.stripe_event_id.clone(),
+            Event::CommandRecorded(e) => command_record_id(&e.scope, &e.command_id),
         }
     }
 
@@ -503,4 +528,14 @@ pub fn reservation_id(kind: ReservationKind, value: &str) -> String {
         ReservationKind::Username => "username",
     };
     format!("{prefix}-{}", crate::canonical::sha256_hex(value.as_bytes()))
+}
+
+/// The subject token of a command record: a SHA-256 of its scope and id, so
+/// that any client's key makes a valid subject token.
+pub fn command_record_id(scope: &str, command_id: &str) -> String {
+    let mut key = String::with_capacity(scope.len() + command_id.len() + 1);
+    key.push_str(scope);
+    key.push('\n');
+    key.push_str(command_id);
+    crate::canonical::sha256_hex(key.as_bytes())
 }

@@ -74,6 +74,7 @@ pub fn event_schemas() -> Vec<(String, Value)> {
                 "channel.went_live" => payload_schema::<ChannelWentLive>(),
                 "channel.went_offline" => payload_schema::<ChannelWentOffline>(),
                 "stripe.event_recorded" => payload_schema::<StripeEventRecorded>(),
+                "command.recorded" => payload_schema::<CommandRecorded>(),
                 other => unreachable!("EVENT_TYPES lists {other} without a schema"),
             };
             let file = format!("{type_name}.v{version}.json");

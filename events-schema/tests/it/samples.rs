@@ -154,6 +154,12 @@ pub fn events() -> Vec<Event> {
             stripe_created: 1_750_000_000,
             body: r#"{"id":"evt_1","type":"payment_intent.succeeded"}"#.into(),
         }),
+        Event::CommandRecorded(CommandRecorded {
+            scope: format!("user:{u}"),
+            command_id: "idem-42".into(),
+            fingerprint: "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08".into(),
+            event_count: 1,
+        }),
     ]
 }
 
