@@ -4,3 +4,33 @@
 //!
 //! Filled by the event-log issue. It must never read a read model: every
 //! decision is made from the log alone.
+//!
+//! # Modules
+//!
+//! - [`handler`]: every command of the design as a load-decide-append loop
+//!   ([`handler::Commands`]): the aggregates a decision reads are loaded from
+//!   the last message of their subjects, the events are sealed into their
+//!   hash chains and appended together (atomic batch) with the command's
+//!   idempotency record, and a lost race is decided again (bounded).
+//! - [`reactor`]: the gift reactor, crediting hosts in batches, exactly once,
+//!   one active instance (pinned JetStream consumer) and standbys.
+//! - [`log`]: the event-log port ([`log::EventLog`]: append under optimistic
+//!   concurrency, atomic multi-subject batches, last message of a subject,
+//!   ordered reads from a position, last position) and its NATS JetStream
+//!   adapter ([`log::JetStreamLog`]), which creates or checks the `HALOBUZZ`
+//!   stream, refuses servers older than 2.12, classifies failures
+//!   ([`log::LogError`]) and retries the transient ones with the message id
+//!   as the guard against double appends. Byte-level: payloads are opaque.
+//! - [`managed`]: the embedded default, a local `nats-server` child with
+//!   JetStream on `DATA_DIR`, supervised (restarted when it dies) and stopped
+//!   cleanly; also the lookup (or pinned install) of the `nats-server`
+//!   binary.
+//! - [`testing`]: the harness every crate's tests use: real `nats-server`
+//!   processes, single ([`testing::NatsServer`]) or a loopback cluster
+//!   ([`testing::NatsCluster`]), with kill -9 and restart.
+
+pub mod handler;
+pub mod log;
+pub mod managed;
+pub mod reactor;
+pub mod testing;

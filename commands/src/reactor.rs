@@ -1,0 +1,417 @@
+//! The gift reactor: reads viewer-side gift commits in log order and
+//! appends the host-side credits, batched per host.
+//!
+//! Exactly once. A host's ledger records the last source position it was
+//! credited up to, and a credit skips every gift at or before it. That guard
+//! is sound because the reactor reads the log strictly in order: when a
+//! host is credited up to position P, every earlier gift to it has been
+//! credited. So a batch replayed after a crash (credited, checkpoint not yet
+//! saved) credits nothing twice, and two instances racing on one host are
+//! serialised by the optimistic concurrency of the host's subject.
+//!
+//! Active and standby. One instance holds a lease in a JetStream key-value
+//! bucket (compare-and-set on the entry's revision), renews it, and keeps
+//! its checkpoint in it. A standby takes the lease over when it expires,
+//! and resumes from that checkpoint. (A pinned-client consumer was the first
+//! design; its redeliveries come out of order after a crash, which breaks
+//! the positional guard, so it was dropped.)
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use async_nats::jetstream::consumer::DeliverPolicy;
+use async_nats::jetstream::consumer::pull::OrderedConfig;
+use async_nats::jetstream::kv;
+use bytes::Bytes;
+use domain::ledger::GiftToCredit;
+use events_schema::{Envelope, Event};
+use futures_util::StreamExt;
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use uuid::Uuid;
+
+use crate::handler::Commands;
+
+/// The key-value bucket holding the workers' leases and checkpoints.
+pub const LEASE_BUCKET: &str = "HALOBUZZ_LEASES";
+
+#[derive(Debug, Clone)]
+pub struct ReactorConfig {
+    /// The lease's key: one per deployment.
+    pub lease_key: String,
+    /// The most messages taken into one batch.
+    pub batch_size_max: usize,
+    /// How long a batch waits for more messages after its first.
+    pub batch_delay: Duration,
+    /// How long a lease lasts unless renewed; a standby takes over after it.
+    pub lease_ttl: Duration,
+    /// How many hosts of one batch are credited at once.
+    pub hosts_in_flight_max: usize,
+    /// Replicas of the lease bucket (as the event stream's).
+    pub replicas: usize,
+    /// Test hook: stop dead after this many credit commits, before the
+    /// checkpoint is saved, as a crash would.
+    pub crash_after_commits: Option<u64>,
+}
+
+impl Default for ReactorConfig {
+    fn default() -> Self {
+        ReactorConfig {
+            lease_key: "gift-reactor".into(),
+            batch_size_max: 1_000,
+            batch_delay: Duration::from_millis(10),
+            lease_ttl: Duration::from_secs(3),
+            hosts_in_flight_max: 16,
+            replicas: 1,
+            crash_after_commits: None,
+        }
+    }
+}
+
+/// What the reactor has done, for metrics and tests.
+#[derive(Debug, Default)]
+pub struct ReactorStats {
+    /// Host-side commits appended.
+    pub commits: AtomicU64,
+    /// Gifts credited (in those commits).
+    pub gifts: AtomicU64,
+    /// Log position up to which every gift is credited (the checkpoint).
+    pub position: AtomicU64,
+    /// 1 while this instance holds the lease.
+    pub active: AtomicU64,
+}
+
+/// The lease entry's value.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Lease {
+    owner: String,
+    expires_at_ms: i64,
+    /// Every gift at or before this position is credited.
+    checkpoint: u64,
+}
+
+/// A running reactor.
+#[derive(Debug)]
+pub struct GiftReactor {
+    task: JoinHandle<()>,
+    stop: watch::Sender<bool>,
+    stats: Arc<ReactorStats>,
+}
+
+impl GiftReactor {
+    /// Starts the reactor on `client`'s JetStream, reading `stream_name`.
+    pub async fn start(
+        commands: Commands,
+        client: async_nats::Client,
+        stream_name: &str,
+        config: ReactorConfig,
+    ) -> Result<GiftReactor, async_nats::Error> {
+        let js = async_nats::jetstream::new(client);
+        let bucket = lease_bucket(&js, config.replicas).await?;
+        let stream = js.get_stream(stream_name).await?;
+        let (stop, stop_rx) = watch::channel(false);
+        let stats = Arc::new(ReactorStats::default());
+        let worker =
+            Worker { commands, bucket, stream, config, stats: stats.clone(), owner: Uuid::now_v7().to_string() };
+        let task = tokio::spawn(worker.run(stop_rx));
+        Ok(GiftReactor { task, stop, stats })
+    }
+
+    pub fn stats(&self) -> &Arc<ReactorStats> {
+        &self.stats
+    }
+
+    /// Stops at a clean point and releases the lease: the batch in hand is
+    /// finished and checkpointed, or left to whoever comes next.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
+    }
+
+    /// Stops dead, as a crash would (the lease runs out by itself).
+    pub fn kill(self) {
+        self.task.abort();
+    }
+
+    pub fn is_finished(&self) -> bool {
+        self.task.is_finished()
+    }
+}
+
+/// The bucket of leases, created when missing.
+pub async fn lease_bucket(
+    js: &async_nats::jetstream::Context,
+    replicas: usize,
+) -> Result<kv::Store, async_nats::Error> {
+    if let Ok(store) = js.get_key_value(LEASE_BUCKET).await {
+        return Ok(store);
+    }
+    let store = js
+        .create_key_value(kv::Config {
+            bucket: LEASE_BUCKET.into(),
+            description: "HaloBuzz workers' leases and checkpoints".into(),
+            history: 1,
+            num_replicas: replicas,
+            ..kv::Config::default()
+        })
+        .await?;
+    Ok(store)
+}
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+struct Worker {
+    commands: Commands,
+    bucket: kv::Store,
+    stream: async_nats::jetstream::stream::Stream,
+    config: ReactorConfig,
+    stats: Arc<ReactorStats>,
+    owner: String,
+}
+
+/// A held lease: the revision to renew from, and the checkpoint.
+struct Held {
+    revision: u64,
+    checkpoint: u64,
+}
+
+enum Flow {
+    Stop,
+    Crash,
+    LostLease,
+}
+
+impl Worker {
+    async fn run(self, mut stop: watch::Receiver<bool>) {
+        let mut failures: u32 = 0;
+        while !*stop.borrow() {
+            let held = match self.acquire().await {
+                Ok(Some(held)) => held,
+                Ok(None) => {
+                    // Another instance is active: stand by.
+                    if !pause(self.config.lease_ttl / 3, &mut stop).await {
+                        return;
+                    }
+                    continue;
+                }
+                Err(error) => {
+                    failures = failures.saturating_add(1);
+                    tracing::warn!(%error, "gift reactor: cannot reach the lease; retrying");
+                    if !pause(backoff(failures), &mut stop).await {
+                        return;
+                    }
+                    continue;
+                }
+            };
+            failures = 0;
+            self.stats.active.store(1, Ordering::Relaxed);
+            self.stats.position.store(held.checkpoint, Ordering::Relaxed);
+            tracing::info!(checkpoint = held.checkpoint, owner = %self.owner, "gift reactor: active");
+            let flow = self.active(held, &mut stop).await;
+            self.stats.active.store(0, Ordering::Relaxed);
+            match flow {
+                Ok(Flow::Stop) | Ok(Flow::Crash) => return,
+                Ok(Flow::LostLease) => tracing::warn!("gift reactor: lease lost; standing by"),
+                Err(error) => {
+                    failures = failures.saturating_add(1);
+                    tracing::warn!(%error, "gift reactor: interrupted; resuming");
+                    if !pause(backoff(failures), &mut stop).await {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    fn lease(&self, checkpoint: u64, ttl: Duration) -> Bytes {
+        let lease = Lease {
+            owner: self.owner.clone(),
+            expires_at_ms: now_ms().saturating_add(i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX)),
+            checkpoint,
+        };
+        // A struct of plain fields always serialises.
+        Bytes::from(serde_json::to_vec(&lease).unwrap_or_default())
+    }
+
+    /// Takes the lease when it is free, expired or ours.
+    async fn acquire(&self) -> Result<Option<Held>, async_nats::Error> {
+        let key = self.config.lease_key.as_str();
+        match self.bucket.entry(key).await? {
+            Some(entry) if entry.operation == kv::Operation::Put => {
+                let current: Lease = serde_json::from_slice(&entry.value)?;
+                if current.owner != self.owner && current.expires_at_ms > now_ms() {
+                    return Ok(None);
+                }
+                let value = self.lease(current.checkpoint, self.config.lease_ttl);
+                match self.bucket.update(key, value, entry.revision).await {
+                    Ok(revision) => Ok(Some(Held { revision, checkpoint: current.checkpoint })),
+                    // Another standby was quicker.
+                    Err(_) => Ok(None),
+                }
+            }
+            _ => match self.bucket.create(key, self.lease(0, self.config.lease_ttl)).await {
+                Ok(revision) => Ok(Some(Held { revision, checkpoint: 0 })),
+                Err(_) => Ok(None),
+            },
+        }
+    }
+
+    /// Renews the lease with a new checkpoint; `false` when it was lost.
+    async fn renew(&self, held: &mut Held, checkpoint: u64, ttl: Duration) -> bool {
+        let value = self.lease(checkpoint, ttl);
+        match self.bucket.update(self.config.lease_key.as_str(), value, held.revision).await {
+            Ok(revision) => {
+                held.revision = revision;
+                held.checkpoint = checkpoint;
+                true
+            }
+            Err(error) => {
+                tracing::warn!(%error, "gift reactor: lease renewal refused");
+                false
+            }
+        }
+    }
+
+    async fn active(&self, mut held: Held, stop: &mut watch::Receiver<bool>) -> Result<Flow, async_nats::Error> {
+        let consumer = self
+            .stream
+            .create_consumer(OrderedConfig {
+                filter_subject: "hb.ledger.>".into(),
+                deliver_policy: DeliverPolicy::ByStartSequence { start_sequence: held.checkpoint + 1 },
+                ..OrderedConfig::default()
+            })
+            .await?;
+        let mut messages = consumer.messages().await?;
+        let renew_every = self.config.lease_ttl / 3;
+        loop {
+            // The first message of a batch, the stop, or time to renew.
+            let first = tokio::select! {
+                _ = stop.changed() => {
+                    // Release: a standby may take over at once.
+                    let checkpoint = held.checkpoint;
+                    self.renew(&mut held, checkpoint, Duration::ZERO).await;
+                    return Ok(Flow::Stop);
+                }
+                next = tokio::time::timeout(renew_every, messages.next()) => match next {
+                    Ok(Some(m)) => m?,
+                    Ok(None) => return Err("the ordered consumer ended".into()),
+                    Err(_) => {
+                        let checkpoint = held.checkpoint;
+                        if !self.renew(&mut held, checkpoint, self.config.lease_ttl).await {
+                            return Ok(Flow::LostLease);
+                        }
+                        continue;
+                    }
+                },
+            };
+            let mut batch = vec![first];
+            let deadline = tokio::time::Instant::now() + self.config.batch_delay;
+            while batch.len() < self.config.batch_size_max {
+                match tokio::time::timeout_at(deadline, messages.next()).await {
+                    Ok(Some(m)) => batch.push(m?),
+                    Ok(None) | Err(_) => break,
+                }
+            }
+            let last_position = batch.last().and_then(|m| m.info().ok()).map(|i| i.stream_sequence).unwrap_or(0);
+            if !self.credit_batch(&batch, stop).await {
+                return Ok(Flow::Stop);
+            }
+            if let Some(limit) = self.config.crash_after_commits
+                && self.stats.commits.load(Ordering::Relaxed) >= limit
+            {
+                return Ok(Flow::Crash);
+            }
+            if !self.renew(&mut held, last_position, self.config.lease_ttl).await {
+                return Ok(Flow::LostLease);
+            }
+            self.stats.position.store(last_position, Ordering::Relaxed);
+        }
+    }
+
+    /// Credits every gift of the batch, host by host; `false` when stopping
+    /// before the batch is done.
+    async fn credit_batch(&self, batch: &[async_nats::jetstream::Message], stop: &mut watch::Receiver<bool>) -> bool {
+        let mut hosts: Vec<Uuid> = Vec::new();
+        let mut gifts: HashMap<Uuid, Vec<GiftToCredit>> = HashMap::new();
+        for message in batch {
+            let Ok(info) = message.info() else {
+                tracing::error!(subject = %message.subject, "gift reactor: a message without JetStream metadata");
+                continue;
+            };
+            let position = info.stream_sequence;
+            let envelope = match Envelope::decode(&message.payload) {
+                Ok(e) => e,
+                Err(error) => {
+                    // An unreadable commit cannot be credited; audit reports it.
+                    tracing::error!(position, %error, "gift reactor: unreadable ledger commit skipped");
+                    continue;
+                }
+            };
+            if let Event::GiftSent(sent) = envelope.event {
+                let entry = gifts.entry(sent.host_id).or_insert_with(|| {
+                    hosts.push(sent.host_id);
+                    Vec::new()
+                });
+                entry.push(GiftToCredit {
+                    source_position: position,
+                    viewer_id: sent.user_id,
+                    stream_id: sent.stream_id,
+                    coins: sent.coins,
+                    host_share_bps: sent.host_share_bps,
+                });
+            }
+        }
+        let credits = futures_util::stream::iter(hosts.into_iter().map(|host| {
+            let host_gifts = gifts.remove(&host).unwrap_or_default();
+            let mut stop = stop.clone();
+            async move { self.credit_host(host, host_gifts, &mut stop).await }
+        }))
+        .buffer_unordered(self.config.hosts_in_flight_max.max(1));
+        let results: Vec<bool> = credits.collect().await;
+        results.into_iter().all(|done| done)
+    }
+
+    /// Credits one host's gifts, retrying until it succeeds or the reactor
+    /// stops: a gift is never dropped.
+    async fn credit_host(&self, host: Uuid, gifts: Vec<GiftToCredit>, stop: &mut watch::Receiver<bool>) -> bool {
+        let count = gifts.len() as u64;
+        let mut failures: u32 = 0;
+        loop {
+            match self.commands.credit_gifts(host, gifts.clone()).await {
+                Ok(outcome) => {
+                    if !outcome.events.is_empty() {
+                        self.stats.commits.fetch_add(1, Ordering::Relaxed);
+                        self.stats.gifts.fetch_add(count, Ordering::Relaxed);
+                    }
+                    return true;
+                }
+                Err(error) => {
+                    failures = failures.saturating_add(1);
+                    tracing::warn!(%host, %error, failures, "gift reactor: credit failed; retrying");
+                    if !pause(backoff(failures), stop).await {
+                        return false;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A little longer after each failure, up to two seconds.
+fn backoff(failures: u32) -> Duration {
+    Duration::from_millis((50u64 << failures.min(5)).min(2_000))
+}
+
+/// Sleeps; `false` when asked to stop meanwhile.
+async fn pause(delay: Duration, stop: &mut watch::Receiver<bool>) -> bool {
+    tokio::select! {
+        _ = stop.changed() => false,
+        _ = tokio::time::sleep(delay) => !*stop.borrow(),
+    }
+}

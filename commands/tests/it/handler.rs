@@ -1,0 +1,214 @@
+//! The command handlers against a real server: every command of the design,
+//! uniqueness through the log, idempotency beyond the duplicate window.
+
+use std::time::Duration;
+
+use commands::handler::CommandError;
+use domain::ledger::LedgerCommand;
+use domain::stream::StreamCommand;
+use domain::user::{ChangeRoles, Register};
+use events_schema::{Account, Event, Role};
+use uuid::Uuid;
+
+use crate::world::{World, admin, balance, balances, ctx, wait_for_credits};
+
+fn register(user_id: Uuid, email: &str, username: &str) -> Register {
+    Register {
+        user_id,
+        email: email.into(),
+        username: username.into(),
+        password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into(),
+        admin_emails: vec![],
+    }
+}
+
+fn code(result: Result<commands::handler::Outcome, CommandError>) -> String {
+    match result {
+        Ok(_) => "ok".into(),
+        Err(CommandError::Domain(e)) => e.code().into(),
+        Err(other) => other.to_string(),
+    }
+}
+
+#[tokio::test]
+async fn every_command_of_the_design_runs_against_the_log() {
+    let world = World::start().await;
+    let reactor = world.reactor(Default::default()).await;
+    let (viewer, host) = (Uuid::now_v7(), Uuid::now_v7());
+    let c = &world.commands;
+
+    // Users, with the email and username claimed in the log.
+    let ok = c.register(&ctx(viewer, "reg"), register(viewer, "Vee@Example.com", "vee")).await.expect("registered");
+    assert_eq!(ok.events.len(), 3, "the user and two reservations");
+    c.register(&ctx(host, "reg"), register(host, "boss@halobuzz.com", "host")).await.expect("registered");
+    let dup_email = c.register(&ctx(Uuid::now_v7(), "reg"), register(Uuid::now_v7(), "vee@example.com", "other")).await;
+    assert_eq!(code(dup_email), "email_taken");
+    let dup_name = c.register(&ctx(Uuid::now_v7(), "reg"), register(Uuid::now_v7(), "new@example.com", "VEE")).await;
+    assert_eq!(code(dup_name), "username_taken");
+    let host_roles = world.read_all().await.into_iter().find_map(|(_, e)| match e.event {
+        Event::UserRegistered(r) if r.user_id == host => Some(r.roles),
+        _ => None,
+    });
+    assert_eq!(host_roles, Some(vec![Role::User, Role::Admin, Role::Finance]), "ADMIN_EMAILS bootstrap");
+    let roles = ChangeRoles { user_id: viewer, grant: vec![Role::Ops], revoke: vec![] };
+    assert_eq!(c.change_roles(&ctx(admin(), "roles"), roles).await.expect("granted").events.len(), 1);
+
+    // Coins, a stream, a gift, the host's credit.
+    c.ledger(&ctx(viewer, "buy"), viewer, LedgerCommand::PurchaseCoins { payment_id: "pi_1".into(), coins: 5000 })
+        .await
+        .expect("purchased");
+    let stream_id = world.start_stream(host).await;
+    let again = ctx(host, "again");
+    let second = world.commands.start_stream(
+        &again,
+        domain::stream::StartStream {
+            stream_id: Uuid::now_v7(),
+            host_id: host,
+            title: "x".into(),
+            category: "y".into(),
+            at: chrono::Utc::now(),
+        },
+    );
+    assert_eq!(code(second.await), "stream_already_live");
+    c.stream(&ctx(viewer, "join"), stream_id, StreamCommand::Join { viewer_id: viewer }).await.expect("joined");
+    assert_eq!(
+        code(c.send_gift(&ctx(host, "self"), host, stream_id, "rose".into(), 1, 10).await),
+        "self_gift_forbidden"
+    );
+    let gift = c.send_gift(&ctx(viewer, "gift"), viewer, stream_id, "rose".into(), 2, 1500).await.expect("sent");
+    let Event::GiftSent(sent) = &gift.events[0].event else { panic!("gift sent") };
+    assert_eq!((sent.coins, sent.commit.state_after.wallet_coins), (3000, 2000));
+    assert_eq!(
+        code(c.send_gift(&ctx(viewer, "too-much"), viewer, stream_id, "rose".into(), 3, 1000).await),
+        "insufficient_funds"
+    );
+
+    let events = wait_for_credits(&world, Duration::from_secs(10)).await;
+    let b = balances(&events);
+    assert_eq!(balance(&b, Account::Earnings(host)), 2100);
+    assert_eq!(balance(&b, Account::PlatformRevenue), 900);
+    assert_eq!(balance(&b, Account::TransitGifts), 0);
+
+    // Payouts: requested, one approved, one rejected.
+    let (p1, p2) = (Uuid::now_v7(), Uuid::now_v7());
+    assert_eq!(
+        code(c.request_payout(&ctx(host, "small"), host, Uuid::now_v7(), 999, "acct".into()).await),
+        "below_minimum"
+    );
+    c.request_payout(&ctx(host, "p1"), host, p1, 1000, "acct".into()).await.expect("requested");
+    assert_eq!(
+        code(c.request_payout(&ctx(host, "p2-big"), host, p2, 1101, "acct".into()).await),
+        "insufficient_earnings"
+    );
+    c.request_payout(&ctx(host, "p2"), host, p2, 1100, "acct".into()).await.expect("requested");
+    c.ledger(&ctx(admin(), "ap"), host, LedgerCommand::ApprovePayout { payout_id: p1, external_ref: "po_1".into() })
+        .await
+        .expect("approved");
+    c.ledger(&ctx(admin(), "rj"), host, LedgerCommand::RejectPayout { payout_id: p2, reason: "kyc".into() })
+        .await
+        .expect("rejected");
+    let refund = LedgerCommand::RefundPurchase { payment_id: "pi_1".into(), coins: 5000 };
+    let refunded = c.ledger(&ctx(viewer, "refund"), viewer, refund).await.expect("refunded");
+    let Event::PurchaseRefunded(r) = &refunded.events[0].event else { panic!("refund") };
+    assert_eq!(r.commit.state_after.wallet_coins, -3000, "a refund may drive the wallet negative");
+
+    // A negative wallet blocks spending, even on a live stream.
+    assert_eq!(
+        code(c.send_gift(&ctx(viewer, "late"), viewer, stream_id, "rose".into(), 1, 1).await),
+        "insufficient_funds"
+    );
+    c.stream(&ctx(viewer, "leave"), stream_id, StreamCommand::Leave { viewer_id: viewer }).await.expect("left");
+    assert_eq!(
+        code(c.stream(&ctx(viewer, "end"), stream_id, StreamCommand::End { by: viewer, by_admin: false }).await),
+        "forbidden"
+    );
+    c.stream(&ctx(host, "end"), stream_id, StreamCommand::End { by: host, by_admin: false }).await.expect("ended");
+    world.fund(viewer, 3001).await;
+    assert_eq!(
+        code(c.send_gift(&ctx(viewer, "late2"), viewer, stream_id, "rose".into(), 1, 1).await),
+        "stream_not_live"
+    );
+    // The host may start again once the first stream ended.
+    world.start_stream(host).await;
+
+    let events = world.read_all().await;
+    let b = balances(&events);
+    assert_eq!(balance(&b, Account::Earnings(host)), 1100);
+    assert_eq!(balance(&b, Account::PayoutHold(host)), 0);
+    assert_eq!(balance(&b, Account::ExternalPayouts), 1000);
+    assert_eq!(balance(&b, Account::Wallet(viewer)), 1);
+    // Every aggregate's chain is intact.
+    assert_chains(&events);
+    reactor.shutdown().await;
+}
+
+/// Each subject's events are numbered 1, 2, 3... and chained by hash.
+pub fn assert_chains(events: &[(u64, events_schema::Envelope)]) {
+    let mut last: std::collections::HashMap<String, (u64, String)> = Default::default();
+    for (position, e) in events {
+        let (sequence, hash) = last.get(&e.subject()).cloned().unwrap_or((0, events_schema::GENESIS_HASH.to_string()));
+        assert_eq!(e.header.sequence, sequence + 1, "sequence at {position}");
+        assert_eq!(e.header.prev_hash, hash, "chain at {position}");
+        last.insert(e.subject(), (e.header.sequence, e.header.hash.clone()));
+    }
+}
+
+#[tokio::test]
+async fn racing_registrations_for_one_email_admit_exactly_one() {
+    let world = World::start().await;
+    let mut tasks = Vec::new();
+    for i in 0..10 {
+        let c = world.commands.clone();
+        tasks.push(tokio::spawn(async move {
+            let id = Uuid::now_v7();
+            c.register(&ctx(id, "reg"), register(id, "same@example.com", &format!("name{i}"))).await
+        }));
+    }
+    let mut codes = Vec::new();
+    for t in tasks {
+        codes.push(code(t.await.expect("task")));
+    }
+    assert_eq!(codes.iter().filter(|c| *c == "ok").count(), 1, "{codes:?}");
+    assert!(codes.iter().all(|c| c == "ok" || c == "email_taken"), "{codes:?}");
+    let registered = world.read_all().await.iter().filter(|(_, e)| matches!(e.event, Event::UserRegistered(_))).count();
+    assert_eq!(registered, 1);
+}
+
+#[tokio::test]
+async fn a_repeated_command_gets_the_first_answer_long_after_the_duplicate_window() {
+    // A one-second duplicate window: JetStream forgets the message ids
+    // quickly, and the log's own record must do the work.
+    let world = World::start_with(|mut c| {
+        c.duplicate_window_ms = 1_000;
+        c
+    })
+    .await;
+    let (viewer, host) = (Uuid::now_v7(), Uuid::now_v7());
+    world.fund(viewer, 100).await;
+    let stream_id = world.start_stream(host).await;
+    let key = ctx(viewer, "gift-1");
+    let first = world.commands.send_gift(&key, viewer, stream_id, "rose".into(), 1, 100).await.expect("sent");
+    let position = world.last_position().await;
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+
+    // The wallet is empty now: deciding again would be refused. The repeat
+    // gets the first answer and appends nothing.
+    let again = world.commands.send_gift(&key, viewer, stream_id, "rose".into(), 1, 100).await.expect("first answer");
+    assert!(again.repeated);
+    assert_eq!(again.position, first.position);
+    assert_eq!(again.events, first.events);
+    assert_eq!(world.last_position().await, position, "nothing appended");
+
+    // The same key with other content is refused.
+    let mut other = key.clone();
+    other.fingerprint = "fp:something-else".into();
+    let reused = world.commands.send_gift(&other, viewer, stream_id, "rose".into(), 2, 10).await;
+    assert!(matches!(reused, Err(CommandError::IdempotencyKeyReused)), "{reused:?}");
+
+    // The same key from another user is another command.
+    let other_user = ctx(host, "gift-1");
+    world.fund(host, 5).await;
+    let answer = world.commands.send_gift(&other_user, host, stream_id, "rose".into(), 1, 5).await;
+    assert_eq!(code(answer), "self_gift_forbidden");
+    assert_eq!(world.read_all().await.iter().filter(|(_, e)| matches!(e.event, Event::GiftSent(_))).count(), 1);
+}

@@ -1,0 +1,13 @@
+//! Integration tests of the `commands` crate, against real nats-server
+//! processes started by `commands::testing` (never mocks, never skipped).
+
+mod cluster;
+mod conformance;
+mod durability;
+mod handler;
+mod load;
+mod managed;
+mod reactor;
+mod retries;
+mod support;
+mod world;
