@@ -1,0 +1,353 @@
+//! Gift commands through the command handler against the raw JetStream
+//! publish of the same messages; command latency on a fresh account and on
+//! one with 1,000,000 prior commits; a hot host receiving 10,000 gifts from
+//! 1,000 viewers through the reactor.
+//!
+//! Run: `cargo bench -p commands --bench commands`. Sizes:
+//! `BENCH_GIFTS` (default 20,000), `BENCH_CONCURRENCY` (default 64),
+//! `BENCH_PRIOR_COMMITS` (default 1,000,000), `BENCH_SAMPLES` (default 2,000).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use commands::handler::{CommandConfig, CommandContext, Commands, ledger_subject};
+use commands::log::{EventLog, JetStreamLog};
+use commands::reactor::{GiftReactor, ReactorConfig};
+use commands::testing::{NatsServer, SyncMode};
+use domain::Loaded;
+use domain::ledger::{self, LedgerCommand, PayoutPolicy};
+use domain::stream::StartStream;
+use events_schema::{Actor, Envelope, Event, EventMeta, Money};
+use futures_util::StreamExt;
+use rust_decimal::Decimal;
+use uuid::Uuid;
+
+const WINDOW: usize = 256;
+
+fn env_number(name: &str, default: u64) -> u64 {
+    std::env::var(name).ok().and_then(|v| v.trim().replace('_', "").parse().ok()).unwrap_or(default)
+}
+
+fn per_second(count: u64, elapsed: Duration) -> u64 {
+    count.saturating_mul(1_000_000) / u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX).max(1)
+}
+
+fn percentile(sorted: &[Duration], per_mille: usize) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    sorted[(sorted.len() * per_mille / 1000).min(sorted.len() - 1)]
+}
+
+fn config() -> CommandConfig {
+    CommandConfig {
+        host_share_bps: 7000,
+        payout_policy: PayoutPolicy {
+            rate_per_coin: Money { amount: Decimal::new(1, 2), currency: "usd".into() },
+            min_coins: 1000,
+        },
+        admin_emails: vec![],
+    }
+}
+
+fn ctx(user: Uuid, key: String) -> CommandContext {
+    CommandContext {
+        scope: format!("user:{user}"),
+        fingerprint: key.clone(),
+        correlation_id: key.clone(),
+        command_id: key,
+        actor: Actor::user(user),
+    }
+}
+
+struct Setup {
+    _server: NatsServer,
+    log: Arc<JetStreamLog>,
+    commands: Commands,
+}
+
+async fn setup(sync: SyncMode) -> Setup {
+    let server = NatsServer::start_with(sync).await;
+    let log = Arc::new(server.event_log().await);
+    let commands = Commands::new(log.clone(), config());
+    Setup { _server: server, log, commands }
+}
+
+async fn fund(commands: &Commands, user: Uuid, coins: i64) {
+    let admin = Uuid::nil();
+    commands
+        .ledger(
+            &ctx(admin, format!("fund-{user}")),
+            user,
+            LedgerCommand::Adjust { coins, reason: "bench".into(), admin_id: admin },
+        )
+        .await
+        .expect("funded");
+}
+
+async fn start_stream(commands: &Commands, host: Uuid) -> Uuid {
+    let stream_id = Uuid::now_v7();
+    let command = StartStream {
+        stream_id,
+        host_id: host,
+        title: "bench".into(),
+        category: "music".into(),
+        at: chrono::Utc::now(),
+    };
+    commands.start_stream(&ctx(host, format!("start-{stream_id}")), command).await.expect("started");
+    stream_id
+}
+
+/// Gift commands from `concurrency` viewers at once; returns gifts/s and the
+/// sizes of the messages one command appended.
+async fn handler_throughput(s: &Setup, gifts: u64, concurrency: usize) -> (u64, Vec<usize>) {
+    let viewers: Vec<Uuid> = (0..concurrency).map(|_| Uuid::now_v7()).collect();
+    for v in &viewers {
+        fund(&s.commands, *v, 1_000_000_000).await;
+    }
+    let stream_id = start_stream(&s.commands, Uuid::now_v7()).await;
+    let before = s.log.last_position().await.expect("position");
+    let per_viewer = gifts / concurrency as u64;
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for v in viewers {
+        let commands = s.commands.clone();
+        tasks.push(tokio::spawn(async move {
+            for g in 0..per_viewer {
+                commands.send_gift(&ctx(v, format!("g{g}")), v, stream_id, "rose".into(), 1, 10).await.expect("gift");
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.expect("task");
+    }
+    let rate = per_second(per_viewer * concurrency as u64, started.elapsed());
+    let sample = s.log.read_from(before + 1, 2).await.expect("read");
+    (rate, sample.iter().map(|m| m.payload.len()).collect())
+}
+
+/// Raw async JetStream publish (no expectations, no reads), `WINDOW` in
+/// flight, of `count` messages cycling through `sizes`.
+async fn raw_publish(s: &Setup, count: u64, sizes: &[usize]) -> u64 {
+    let js = async_nats::jetstream::new(s.log.client().clone());
+    let payloads: Vec<Bytes> = sizes.iter().map(|n| Bytes::from(vec![b'x'; *n])).collect();
+    let started = Instant::now();
+    let published = futures_util::stream::iter(0..count)
+        .map(|i| {
+            let js = js.clone();
+            let payload = payloads[(i as usize) % payloads.len()].clone();
+            async move {
+                let ack = js.publish(format!("hb.raw.{}", i % 1024), payload).await.expect("publish");
+                ack.await.expect("ack");
+            }
+        })
+        .buffer_unordered(WINDOW)
+        .count()
+        .await;
+    per_second(published as u64, started.elapsed())
+}
+
+/// Sequential gift latencies for one viewer.
+async fn latencies(s: &Setup, viewer: Uuid, stream_id: Uuid, samples: u64) -> Vec<Duration> {
+    let mut out = Vec::with_capacity(samples as usize);
+    for g in 0..samples {
+        let started = Instant::now();
+        s.commands
+            .send_gift(&ctx(viewer, format!("lat{g}")), viewer, stream_id, "rose".into(), 1, 1)
+            .await
+            .expect("gift");
+        out.push(started.elapsed());
+    }
+    out.sort_unstable();
+    out
+}
+
+/// Appends `count` valid purchase commits to `user`'s ledger directly (raw
+/// publish of sealed commits), so that the account has a long history.
+async fn prefill(s: &Setup, user: Uuid, count: u64) {
+    let js = async_nats::jetstream::new(s.log.client().clone());
+    let subject = ledger_subject(user);
+    let mut loaded = Loaded::new(ledger::initial_state(user));
+    let meta = EventMeta {
+        event_id: Uuid::now_v7(),
+        occurred_at: chrono::Utc::now(),
+        command_id: "prefill".into(),
+        correlation_id: "prefill".into(),
+        actor: Actor::system("bench"),
+    };
+    let (sender, mut receiver) = tokio::sync::mpsc::channel::<async_nats::jetstream::context::PublishAckFuture>(WINDOW);
+    let waiter = tokio::spawn(async move {
+        while let Some(ack) = receiver.recv().await {
+            ack.await.expect("prefill ack");
+        }
+    });
+    for i in 0..count {
+        let command = LedgerCommand::PurchaseCoins { payment_id: format!("pi_{i}"), coins: 1 };
+        let events = ledger::decide(&loaded.state, &command).expect("purchase");
+        for event in events {
+            let envelope: Envelope = loaded.seal(&EventMeta { event_id: Uuid::now_v7(), ..meta.clone() }, event);
+            let ack = js.publish(subject.clone(), Bytes::from(envelope.encode())).await.expect("publish");
+            sender.send(ack).await.expect("waiter");
+            loaded = loaded.apply(&envelope, ledger::evolve);
+        }
+    }
+    drop(sender);
+    waiter.await.expect("acks");
+    let _: Option<&Event> = None;
+}
+
+fn sync_name(sync: SyncMode) -> &'static str {
+    match sync {
+        SyncMode::Always => "always",
+        SyncMode::Interval => "interval",
+    }
+}
+
+async fn throughput(sync: SyncMode, gifts: u64, concurrency: usize) {
+    let s = setup(sync).await;
+    let (handler_rate, sizes) = handler_throughput(&s, gifts, concurrency).await;
+    let messages_per_command = sizes.len() as u64;
+    let raw_messages = raw_publish(&s, gifts * messages_per_command, &sizes).await;
+    let raw_commands = raw_messages / messages_per_command.max(1);
+    println!(
+        "| {} | {handler_rate} gifts/s | {raw_messages} msgs/s = {raw_commands} commands/s | {}.{:02} | messages per gift {:?} bytes |",
+        sync_name(sync),
+        handler_rate * 100 / raw_commands.max(1) / 100,
+        handler_rate * 100 / raw_commands.max(1) % 100,
+        sizes
+    );
+}
+
+async fn latency(sync: SyncMode, prior: u64, samples: u64) {
+    let s = setup(sync).await;
+    let stream_id = start_stream(&s.commands, Uuid::now_v7()).await;
+    let fresh = Uuid::now_v7();
+    fund(&s.commands, fresh, 1_000_000).await;
+    let old = Uuid::now_v7();
+    let started = Instant::now();
+    prefill(&s, old, prior).await;
+    let prefill_time = started.elapsed();
+    // Warm up both paths once.
+    latencies(&s, fresh, stream_id, 50).await;
+    let a = latencies(&s, fresh, stream_id, samples).await;
+    let b = latencies(&s, old, stream_id, samples).await;
+    let (a50, a99, b50, b99) = (percentile(&a, 500), percentile(&a, 990), percentile(&b, 500), percentile(&b, 990));
+    println!(
+        "| {} | fresh account | {} µs | {} µs |\n| {} | account with {prior} prior commits (prefilled in {:?}) | {} µs | {} µs |",
+        sync_name(sync),
+        a50.as_micros(),
+        a99.as_micros(),
+        sync_name(sync),
+        prefill_time,
+        b50.as_micros(),
+        b99.as_micros()
+    );
+    println!(
+        "  p50 ratio {}.{:02}, p99 ratio {}.{:02} (goal: within 1.2)",
+        b50.as_micros() / a50.as_micros().max(1),
+        b50.as_micros() * 100 / a50.as_micros().max(1) % 100,
+        b99.as_micros() / a99.as_micros().max(1),
+        b99.as_micros() * 100 / a99.as_micros().max(1) % 100
+    );
+}
+
+async fn hot_host(sync: SyncMode, viewers: usize, gifts: u64) {
+    let s = setup(sync).await;
+    let host = Uuid::now_v7();
+    let stream_id = start_stream(&s.commands, host).await;
+    let ids: Vec<Uuid> = (0..viewers).map(|_| Uuid::now_v7()).collect();
+    for v in &ids {
+        fund(&s.commands, *v, 1_000_000).await;
+    }
+    let reactor =
+        GiftReactor::start(s.commands.clone(), s.log.client().clone(), s.log.stream_name(), ReactorConfig::default())
+            .await
+            .expect("reactor");
+    let first = s.log.last_position().await.expect("position") + 1;
+    let per_viewer = gifts / viewers as u64;
+    let started = Instant::now();
+    let tasks: Vec<_> = ids
+        .iter()
+        .map(|v| {
+            let (commands, v) = (s.commands.clone(), *v);
+            tokio::spawn(async move {
+                for g in 0..per_viewer {
+                    commands
+                        .send_gift(&ctx(v, format!("h{g}")), v, stream_id, "rose".into(), 1, 10)
+                        .await
+                        .expect("gift");
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.expect("task");
+    }
+    let sent_in = started.elapsed();
+    let total = per_viewer * viewers as u64;
+    // Wait until the host has every gift.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while reactor.stats().gifts.load(std::sync::atomic::Ordering::Relaxed) < total && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let commits = reactor.stats().commits.load(std::sync::atomic::Ordering::Relaxed);
+    reactor.shutdown().await;
+    // Credit lag: from the server's timestamp of each gift to that of the
+    // host commit that credited it.
+    let mut sent_at = std::collections::HashMap::new();
+    let mut lags = Vec::new();
+    let mut stream = s.log.read_stream(first);
+    while let Some(m) = stream.next().await {
+        let m = m.expect("read");
+        let Ok(e) = Envelope::decode(&m.payload) else { continue };
+        match e.event {
+            Event::GiftSent(_) => {
+                sent_at.insert(m.position, m.timestamp);
+            }
+            Event::GiftsReceived(r) => {
+                for g in r.gifts {
+                    if let Some(t) = sent_at.get(&g.source_position) {
+                        lags.push((m.timestamp - *t).to_std().unwrap_or_default());
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    lags.sort_unstable();
+    println!(
+        "| {} | {viewers} viewers, {total} gifts in {:?} ({} gifts/s) | {commits} host commits ({} gifts per commit) | lag p50 {} ms, p99 {} ms, max {} ms |",
+        sync_name(sync),
+        sent_in,
+        per_second(total, sent_in),
+        total / commits.max(1),
+        percentile(&lags, 500).as_millis(),
+        percentile(&lags, 990).as_millis(),
+        lags.last().copied().unwrap_or_default().as_millis()
+    );
+}
+
+fn main() {
+    let gifts = env_number("BENCH_GIFTS", 20_000);
+    let concurrency = env_number("BENCH_CONCURRENCY", 64) as usize;
+    let prior = env_number("BENCH_PRIOR_COMMITS", 1_000_000);
+    let samples = env_number("BENCH_SAMPLES", 2_000);
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+    runtime.block_on(async {
+        println!("## gift commands through the handler vs raw JetStream publish ({gifts} gifts, {concurrency} viewers at once, raw window {WINDOW})");
+        println!("| sync | handler | raw publish of the same messages | ratio | |");
+        println!("| --- | --- | --- | --- | --- |");
+        for sync in [SyncMode::Always, SyncMode::Interval] {
+            throughput(sync, gifts, concurrency).await;
+        }
+        println!("\n## command latency, sequential gifts ({samples} samples)");
+        println!("| sync | account | p50 | p99 |");
+        println!("| --- | --- | --- | --- |");
+        latency(SyncMode::Interval, prior, samples).await;
+        println!("\n## hot host");
+        for sync in [SyncMode::Always, SyncMode::Interval] {
+            hot_host(sync, 1_000, 10_000).await;
+        }
+    });
+}
