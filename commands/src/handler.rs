@@ -35,6 +35,10 @@ use crate::log::{AppendRequest, EventLog, LogError};
 pub const CONFLICT_RETRY_MAX: u32 = 16;
 /// The longest pause between two tries after a conflict.
 pub const CONFLICT_DELAY_MS_MAX: u64 = 50;
+/// Atomic batches one process keeps in flight. The server accepts at most
+/// 50 per stream (ADR-50) and refuses more with an error the adapter
+/// retries after a pause; queueing here instead keeps the pause away.
+pub const ATOMIC_BATCHES_IN_FLIGHT_MAX: usize = 40;
 
 /// Who asks, and under which id, for an idempotent command.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -149,11 +153,13 @@ fn record_subject(scope: &str, command_id: &str) -> String {
 pub struct Commands {
     log: Arc<dyn EventLog>,
     config: Arc<CommandConfig>,
+    batches_in_flight: Arc<tokio::sync::Semaphore>,
 }
 
 impl Commands {
     pub fn new(log: Arc<dyn EventLog>, config: CommandConfig) -> Commands {
-        Commands { log, config: Arc::new(config) }
+        let batches_in_flight = Arc::new(tokio::sync::Semaphore::new(ATOMIC_BATCHES_IN_FLIGHT_MAX));
+        Commands { log, config: Arc::new(config), batches_in_flight }
     }
 
     pub fn log(&self) -> &Arc<dyn EventLog> {
@@ -373,6 +379,8 @@ impl Commands {
                 let request = requests.into_iter().next().expect("one request");
                 self.log.append(request).await.map(|a| vec![a.position])
             } else {
+                // The semaphore is never closed, so a permit always comes.
+                let _permit = self.batches_in_flight.acquire().await;
                 self.log.append_atomic(requests).await
             };
             match appended {
