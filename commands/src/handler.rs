@@ -22,14 +22,14 @@ use domain::stream::{self, StartStream, StreamCommand};
 use domain::user::{self, ChangeRoles, Register, RegistrationState};
 use domain::{DomainError, Loaded, gift};
 use events_schema::{
-    Actor, AggregateKind, CommandRecorded, Envelope, Event, EventMeta, GENESIS_HASH, ReservationKind, SchemaError,
-    command_record_id, reservation_id, subject,
+    Actor, ActorKind, AggregateKind, CommandRecorded, Envelope, Event, EventMeta, GENESIS_HASH, ReservationKind,
+    SchemaError, command_record_id, reservation_id, subject,
 };
 use futures_util::future::try_join_all;
 use rand::Rng;
 use uuid::Uuid;
 
-use crate::log::{AppendRequest, EventLog, LogError};
+use crate::log::{AppendRequest, EventLog, LogError, StoredMessage};
 
 /// How many times a command is decided again after losing a race.
 pub const CONFLICT_RETRY_MAX: u32 = 16;
@@ -40,7 +40,9 @@ pub const CONFLICT_DELAY_MS_MAX: u64 = 50;
 /// retries after a pause; queueing here instead keeps the pause away.
 pub const ATOMIC_BATCHES_IN_FLIGHT_MAX: usize = 40;
 
-/// Who asks, and under which id, for an idempotent command.
+/// Who asks, and under which id, for an idempotent command. Build it with
+/// `CommandContext::new`, which derives the scope from the actor, so that a
+/// record can be rebuilt from an event's header alone.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CommandContext {
     /// The id space of `command_id`: `user:<id>` for a client's
@@ -52,6 +54,21 @@ pub struct CommandContext {
     pub fingerprint: String,
     pub correlation_id: String,
     pub actor: Actor,
+}
+
+impl CommandContext {
+    /// The context of a command sent by `actor` under `command_id`, whose
+    /// content hashes to `fingerprint`. `None` for a system actor, whose
+    /// commands are idempotent by the state they change.
+    pub fn new(
+        actor: Actor,
+        command_id: String,
+        fingerprint: String,
+        correlation_id: String,
+    ) -> Option<CommandContext> {
+        let scope = scope_of(&actor)?;
+        Some(CommandContext { scope, command_id, fingerprint, correlation_id, actor })
+    }
 }
 
 /// What an accepted command did.
@@ -316,9 +333,14 @@ impl Commands {
 
     /// The answer of an earlier run of the command, if it was recorded.
     async fn recorded(&self, ctx: &CommandContext) -> Result<Option<Outcome>, CommandError> {
-        let Some(msg) = self.log.last_on_subject(&record_subject(&ctx.scope, &ctx.command_id)).await? else {
-            return Ok(None);
-        };
+        match self.log.last_on_subject(&record_subject(&ctx.scope, &ctx.command_id)).await? {
+            None => Ok(None),
+            Some(msg) => self.answer_from_record(ctx, &msg).await.map(Some),
+        }
+    }
+
+    /// The first answer, read back from the log through the command's record.
+    async fn answer_from_record(&self, ctx: &CommandContext, msg: &StoredMessage) -> Result<Outcome, CommandError> {
         let envelope = Envelope::decode(&msg.payload).map_err(|e| corrupt(msg.position, e))?;
         let Event::CommandRecorded(record) = &envelope.event else {
             return Err(CommandError::Corrupt { position: msg.position, reason: "not a command record".into() });
@@ -326,20 +348,37 @@ impl Commands {
         if record.fingerprint != ctx.fingerprint {
             return Err(CommandError::IdempotencyKeyReused);
         }
-        let count = u64::from(record.event_count);
-        let first = msg.position.checked_sub(count).ok_or_else(|| CommandError::Corrupt {
-            position: msg.position,
-            reason: "a record counts more events than precede it".into(),
-        })?;
-        let stored = self.log.read_from(first, record.event_count).await?;
+        let mut stored = Vec::with_capacity(record.event_positions.len().max(1));
+        if record.event_positions.is_empty() {
+            // One atomic batch: the events are the messages just before.
+            let count = u64::from(record.event_count);
+            let first = msg.position.checked_sub(count).ok_or_else(|| CommandError::Corrupt {
+                position: msg.position,
+                reason: "a record counts more events than precede it".into(),
+            })?;
+            stored = self.log.read_from(first, record.event_count).await?;
+        } else {
+            for position in &record.event_positions {
+                stored.extend(self.log.read_from(*position, 1).await?);
+            }
+        }
         let mut events = Vec::with_capacity(stored.len());
         for m in stored {
             events.push(Envelope::decode(&m.payload).map_err(|e| corrupt(m.position, e))?);
         }
-        Ok(Some(Outcome { position: msg.position, events, repeated: true }))
+        Ok(Outcome { position: msg.position, events, repeated: true })
     }
 
     /// The load-decide-append loop every command goes through.
+    ///
+    /// A command that writes one aggregate appends its event alone (one
+    /// message, the fast path), with a message id derived from the command,
+    /// then its record. A command that writes several aggregates appends
+    /// them and its record in one atomic batch (JetStream 2.12), which costs
+    /// the server several milliseconds per batch. A crash between the event
+    /// and its record is covered twice: a repeat inside the duplicate window
+    /// hits the message id, and the gift reactor writes a missing record
+    /// from the event's header within seconds.
     async fn execute<F>(
         &self,
         ctx: Option<&CommandContext>,
@@ -351,32 +390,52 @@ impl Commands {
         F: Fn(&Snapshot) -> Result<Vec<Event>, DomainError>,
     {
         for attempt in 0..=CONFLICT_RETRY_MAX {
-            let snapshot = self.load(&subjects).await?;
+            let record_lookup = async {
+                match ctx {
+                    Some(c) => self.log.last_on_subject(&record_subject(&c.scope, &c.command_id)).await,
+                    None => Ok(None),
+                }
+            };
+            let (snapshot, record) = tokio::join!(self.load(&subjects), record_lookup);
+            let (snapshot, record) = (snapshot?, record?);
+            if let (Some(ctx), Some(record)) = (ctx, record) {
+                return self.answer_from_record(ctx, &record).await;
+            }
             let events = match decide(&snapshot) {
                 Ok(events) => events,
                 Err(rejection) => {
-                    // The command may have been accepted before, and be
-                    // rejected now only because its first run spent the
-                    // coins: the first answer wins.
+                    // The first run may have appended its event and died
+                    // before its record: then the event is the aggregate's
+                    // last, and it is the answer.
                     if let Some(ctx) = ctx
-                        && let Some(first) = self.recorded(ctx).await?
+                        && let Some(outcome) = self.complete_unrecorded(ctx, &snapshot).await?
                     {
-                        return Ok(first);
+                        return Ok(outcome);
                     }
                     return Err(rejection.into());
                 }
             };
             if events.is_empty() {
-                if let Some(ctx) = ctx
-                    && let Some(first) = self.recorded(ctx).await?
-                {
-                    return Ok(first);
-                }
                 return Ok(Outcome { position: snapshot.max_position(), events: vec![], repeated: false });
             }
-            let (requests, envelopes) = self.seal_all(ctx, actor, &snapshot, events)?;
-            let appended = if requests.len() == 1 {
-                let request = requests.into_iter().next().expect("one request");
+            let single = events.len() == 1 && ctx.is_some();
+            let (mut requests, envelopes) = self.seal_all(ctx, actor, &snapshot, events, !single)?;
+            let appended = if single {
+                let Some(ctx) = ctx else { unreachable!("single implies a context") };
+                let mut request = requests.remove(0);
+                request.msg_id = command_msg_id(ctx);
+                match self.log.append(request).await {
+                    Ok(appended) => return self.record_after(ctx, actor, appended.position, envelopes).await,
+                    // The event of an earlier run of this command, inside
+                    // the duplicate window: record it, answer with it.
+                    Err(LogError::Duplicate { position }) => {
+                        let original = self.read_envelope(position).await?;
+                        return self.record_after(ctx, actor, position, vec![original]).await;
+                    }
+                    Err(other) => Err(other),
+                }
+            } else if requests.len() == 1 {
+                let request = requests.remove(0);
                 self.log.append(request).await.map(|a| vec![a.position])
             } else {
                 // The semaphore is never closed, so a permit always comes.
@@ -391,12 +450,7 @@ impl Commands {
                 Err(LogError::Conflict { .. } | LogError::Duplicate { .. }) => {
                     // Lost a race: either an identical command won (its
                     // record is there now), or another command changed an
-                    // aggregate: decide again on the new state.
-                    if let Some(ctx) = ctx
-                        && let Some(first) = self.recorded(ctx).await?
-                    {
-                        return Ok(first);
-                    }
+                    // aggregate: load and decide again.
                     let ceiling_ms = (1u64 << attempt.min(6)).min(CONFLICT_DELAY_MS_MAX);
                     let delay_ms = rand::rng().random_range(0..=ceiling_ms);
                     tokio::time::sleep(Duration::from_millis(delay_ms)).await;
@@ -407,12 +461,69 @@ impl Commands {
         Err(CommandError::Contention { tries: CONFLICT_RETRY_MAX + 1 })
     }
 
+    /// Appends the record of a command whose event is at `position`. The
+    /// event is stored whatever happens here, so the answer is a success:
+    /// if the record cannot be written now, the reactor writes it.
+    async fn record_after(
+        &self,
+        ctx: &CommandContext,
+        actor: &Actor,
+        position: u64,
+        events: Vec<Envelope>,
+    ) -> Result<Outcome, CommandError> {
+        let request = record_request(ctx, actor, vec![position], events.len());
+        match self.log.append(request).await {
+            Ok(appended) => Ok(Outcome { position: appended.position, events, repeated: false }),
+            Err(LogError::Conflict { .. } | LogError::Duplicate { .. }) => match self.recorded(ctx).await? {
+                // Another run (or the reactor) recorded it first.
+                Some(first) => Ok(first),
+                None => Ok(Outcome { position, events, repeated: false }),
+            },
+            Err(error) => {
+                tracing::warn!(%error, position, "command record not written; the reactor will write it");
+                Ok(Outcome { position, events, repeated: false })
+            }
+        }
+    }
+
+    /// When the aggregate's last event is this command's, unrecorded (a run
+    /// that died between its event and its record), records and returns it.
+    async fn complete_unrecorded(
+        &self,
+        ctx: &CommandContext,
+        snapshot: &Snapshot,
+    ) -> Result<Option<Outcome>, CommandError> {
+        for last in snapshot.entries.values() {
+            let Some(envelope) = &last.envelope else { continue };
+            let header = &envelope.header;
+            let same_sender = scope_of(&header.actor).as_deref() == Some(ctx.scope.as_str());
+            if same_sender
+                && header.command_id == ctx.command_id
+                && header.command_fingerprint.as_deref() == Some(&ctx.fingerprint)
+            {
+                let outcome = self.record_after(ctx, &ctx.actor, last.position, vec![envelope.clone()]).await?;
+                return Ok(Some(Outcome { repeated: true, ..outcome }));
+            }
+        }
+        Ok(None)
+    }
+
+    async fn read_envelope(&self, position: u64) -> Result<Envelope, CommandError> {
+        let stored = self.log.read_from(position, 1).await?;
+        let message = stored.into_iter().next().ok_or_else(|| CommandError::Corrupt {
+            position,
+            reason: "an acknowledged message cannot be read back".into(),
+        })?;
+        Envelope::decode(&message.payload).map_err(|e| corrupt(position, e))
+    }
+
     fn seal_all(
         &self,
         ctx: Option<&CommandContext>,
         actor: &Actor,
         snapshot: &Snapshot,
         events: Vec<Event>,
+        with_record: bool,
     ) -> Result<(Vec<AppendRequest>, Vec<Envelope>), CommandError> {
         let occurred_at = Utc::now();
         let (command_id, correlation_id) = match ctx {
@@ -422,16 +533,11 @@ impl Commands {
                 (id.clone(), id)
             }
         };
-        let meta = |event_id| EventMeta {
-            event_id,
-            occurred_at,
-            command_id: command_id.clone(),
-            correlation_id: correlation_id.clone(),
-            actor: actor.clone(),
-        };
+        let fingerprint = ctx.map(|c| c.fingerprint.as_str());
+        let meta = EventMeta { event_id: Uuid::nil(), occurred_at, command_id, correlation_id, actor: actor.clone() };
         let mut requests = Vec::with_capacity(events.len() + 1);
         let mut envelopes = Vec::with_capacity(events.len());
-        let event_count = u32::try_from(events.len()).unwrap_or(u32::MAX);
+        let event_count = events.len();
         for event in events {
             let subject = subject(event.aggregate_kind().as_str(), &event.aggregate_id());
             // A decider writes only aggregates it has read: their last
@@ -440,7 +546,8 @@ impl Commands {
                 position: 0,
                 reason: format!("a decision wrote {subject}, which it did not read"),
             })?;
-            let envelope = chain.seal(&meta(Uuid::now_v7()), event);
+            let meta = EventMeta { event_id: Uuid::now_v7(), ..meta.clone() };
+            let envelope = chain.seal_for_command(&meta, fingerprint, event);
             requests.push(AppendRequest {
                 subject,
                 payload: Bytes::from(envelope.encode()),
@@ -449,27 +556,76 @@ impl Commands {
             });
             envelopes.push(envelope);
         }
-        if let Some(ctx) = ctx {
-            let record = Event::CommandRecorded(CommandRecorded {
-                scope: ctx.scope.clone(),
-                command_id: ctx.command_id.clone(),
-                fingerprint: ctx.fingerprint.clone(),
-                event_count,
-            });
-            let envelope = Envelope::seal(&meta(Uuid::now_v7()), record, 1, GENESIS_HASH);
-            // The record's uniqueness comes from its subject expecting to be
-            // empty, not from its message id: a repeat racing the first run
-            // must lose on the subject, as a conflict, not as a half-duplicate
-            // batch.
-            requests.push(AppendRequest {
-                subject: envelope.subject(),
-                payload: Bytes::from(envelope.encode()),
-                msg_id: envelope.header.event_id.to_string(),
-                expected_last_subject_seq: 0,
-            });
+        if with_record && let Some(ctx) = ctx {
+            requests.push(record_request(ctx, actor, vec![], event_count));
         }
         Ok((requests, envelopes))
     }
+}
+
+/// The message id of a single-aggregate command's event: the same for every
+/// run of the command, so that JetStream drops a second one inside its
+/// duplicate window.
+fn command_msg_id(ctx: &CommandContext) -> String {
+    format!("cmd-{}", command_record_id(&ctx.scope, &ctx.command_id))
+}
+
+/// The append of a command's record, on a subject that must be empty: its
+/// uniqueness comes from the subject, so a racing repeat loses as a
+/// conflict.
+fn record_request(ctx: &CommandContext, actor: &Actor, event_positions: Vec<u64>, event_count: usize) -> AppendRequest {
+    let record = Event::CommandRecorded(CommandRecorded {
+        scope: ctx.scope.clone(),
+        command_id: ctx.command_id.clone(),
+        fingerprint: ctx.fingerprint.clone(),
+        event_count: u32::try_from(event_count).unwrap_or(u32::MAX),
+        event_positions,
+    });
+    let meta = EventMeta {
+        event_id: Uuid::now_v7(),
+        occurred_at: Utc::now(),
+        command_id: ctx.command_id.clone(),
+        correlation_id: ctx.correlation_id.clone(),
+        actor: actor.clone(),
+    };
+    let envelope = Envelope::seal(&meta, record, 1, GENESIS_HASH);
+    AppendRequest {
+        subject: envelope.subject(),
+        payload: Bytes::from(envelope.encode()),
+        msg_id: envelope.header.event_id.to_string(),
+        expected_last_subject_seq: 0,
+    }
+}
+
+/// The record of a command whose event carries its id and fingerprint but
+/// has no record yet; the reactor writes it for events it reads.
+pub fn repair_record_request(envelope: &Envelope, position: u64) -> Option<AppendRequest> {
+    let fingerprint = envelope.header.command_fingerprint.clone()?;
+    let scope = scope_of(&envelope.header.actor)?;
+    let ctx = CommandContext {
+        scope,
+        command_id: envelope.header.command_id.clone(),
+        fingerprint,
+        correlation_id: envelope.header.correlation_id.clone(),
+        actor: envelope.header.actor.clone(),
+    };
+    Some(record_request(&ctx, &ctx.actor, vec![position], 1))
+}
+
+/// The id space of a command sent by `actor`: its user for users and
+/// admins, Stripe's for Stripe.
+pub fn scope_of(actor: &Actor) -> Option<String> {
+    match actor.kind {
+        ActorKind::User | ActorKind::Admin => actor.id.as_ref().map(|id| format!("user:{id}")),
+        ActorKind::Stripe => Some("stripe".into()),
+        ActorKind::System => None,
+    }
+}
+
+/// The subject of a command's record.
+pub fn command_record_subject(envelope: &Envelope) -> Option<String> {
+    let scope = scope_of(&envelope.header.actor)?;
+    Some(record_subject(&scope, &envelope.header.command_id))
 }
 
 fn corrupt(position: u64, error: SchemaError) -> CommandError {

@@ -9,6 +9,11 @@
 //! saved) credits nothing twice, and two instances racing on one host are
 //! serialised by the optimistic concurrency of the host's subject.
 //!
+//! Records. A command that writes one aggregate appends its event, then
+//! its record; the reactor, reading every ledger event anyway, writes the
+//! record of an event whose command died in between, before its checkpoint
+//! moves past it.
+//!
 //! Active and standby. One instance holds a lease in a JetStream key-value
 //! bucket (compare-and-set on the entry's revision), renews it, and keeps
 //! its checkpoint in it. A standby takes the lease over when it expires,
@@ -33,7 +38,8 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
-use crate::handler::Commands;
+use crate::handler::{Commands, command_record_subject, repair_record_request};
+use crate::log::LogError;
 
 /// The key-value bucket holding the workers' leases and checkpoints.
 pub const LEASE_BUCKET: &str = "HALOBUZZ_LEASES";
@@ -82,6 +88,9 @@ pub struct ReactorStats {
     pub position: AtomicU64,
     /// 1 while this instance holds the lease.
     pub active: AtomicU64,
+    /// Command records written for events whose command died before
+    /// writing them.
+    pub records_repaired: AtomicU64,
 }
 
 /// The lease entry's value.
@@ -339,6 +348,7 @@ impl Worker {
     async fn credit_batch(&self, batch: &[async_nats::jetstream::Message], stop: &mut watch::Receiver<bool>) -> bool {
         let mut hosts: Vec<Uuid> = Vec::new();
         let mut gifts: HashMap<Uuid, Vec<GiftToCredit>> = HashMap::new();
+        let mut recorded: Vec<(u64, Envelope)> = Vec::new();
         for message in batch {
             let Ok(info) = message.info() else {
                 tracing::error!(subject = %message.subject, "gift reactor: a message without JetStream metadata");
@@ -353,6 +363,9 @@ impl Worker {
                     continue;
                 }
             };
+            if envelope.header.command_fingerprint.is_some() {
+                recorded.push((position, envelope.clone()));
+            }
             if let Event::GiftSent(sent) = envelope.event {
                 let entry = gifts.entry(sent.host_id).or_insert_with(|| {
                     hosts.push(sent.host_id);
@@ -374,7 +387,54 @@ impl Worker {
         }))
         .buffer_unordered(self.config.hosts_in_flight_max.max(1));
         let results: Vec<bool> = credits.collect().await;
-        results.into_iter().all(|done| done)
+        if !results.into_iter().all(|done| done) {
+            return false;
+        }
+        // Every command's event has its record before the checkpoint moves
+        // past it (a run may have died between its event and its record).
+        let repairs = futures_util::stream::iter(recorded.into_iter().map(|(position, envelope)| {
+            let mut stop = stop.clone();
+            async move { self.ensure_record(position, &envelope, &mut stop).await }
+        }))
+        .buffer_unordered(self.config.hosts_in_flight_max.max(1));
+        let repaired: Vec<bool> = repairs.collect().await;
+        repaired.into_iter().all(|done| done)
+    }
+
+    /// Writes the record of the command of `envelope` when it is missing.
+    async fn ensure_record(&self, position: u64, envelope: &Envelope, stop: &mut watch::Receiver<bool>) -> bool {
+        let (Some(subject), Some(request)) =
+            (command_record_subject(envelope), repair_record_request(envelope, position))
+        else {
+            return true;
+        };
+        let log = self.commands.log();
+        let mut failures: u32 = 0;
+        loop {
+            let result = match log.last_on_subject(&subject).await {
+                Ok(Some(_)) => Ok(()),
+                Ok(None) => match log.append(request.clone()).await {
+                    Ok(_) => {
+                        self.stats.records_repaired.fetch_add(1, Ordering::Relaxed);
+                        Ok(())
+                    }
+                    // Written meanwhile by the command itself.
+                    Err(LogError::Conflict { .. } | LogError::Duplicate { .. }) => Ok(()),
+                    Err(e) => Err(e),
+                },
+                Err(e) => Err(e),
+            };
+            match result {
+                Ok(()) => return true,
+                Err(error) => {
+                    failures = failures.saturating_add(1);
+                    tracing::warn!(position, %error, "gift reactor: cannot check a command record; retrying");
+                    if !pause(backoff(failures), stop).await {
+                        return false;
+                    }
+                }
+            }
+        }
     }
 
     /// Credits one host's gifts, retrying until it succeeds or the reactor

@@ -23,6 +23,11 @@ impl<S> Loaded<S> {
         Envelope::seal(meta, event, self.sequence + 1, &self.last_hash)
     }
 
+    /// `seal`, for a command with an idempotency id and content hash.
+    pub fn seal_for_command(&self, meta: &EventMeta, fingerprint: Option<&str>, event: Event) -> Envelope {
+        Envelope::seal_for_command(meta, fingerprint, event, self.sequence + 1, &self.last_hash)
+    }
+
     /// Moves past `envelope` with `evolve`, keeping the chain position.
     pub fn apply(self, envelope: &Envelope, evolve: impl FnOnce(S, &Event) -> S) -> Loaded<S> {
         Loaded {

@@ -73,6 +73,10 @@ pub struct Header {
     pub sequence: u64,
     pub occurred_at: DateTime<Utc>,
     pub command_id: String,
+    /// The command's content hash, for commands with an idempotency id: the
+    /// record of the command can be rebuilt from the event alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command_fingerprint: Option<String>,
     pub correlation_id: String,
     pub actor: Actor,
     pub prev_hash: String,
@@ -90,6 +94,18 @@ impl Envelope {
     /// Builds the envelope of `event`, the `sequence`-th of its aggregate,
     /// chained after `prev_hash`, and computes its hash.
     pub fn seal(meta: &EventMeta, event: Event, sequence: u64, prev_hash: &str) -> Envelope {
+        Self::seal_for_command(meta, None, event, sequence, prev_hash)
+    }
+
+    /// `seal`, for an event of a command with an idempotency id whose content
+    /// hashes to `fingerprint`.
+    pub fn seal_for_command(
+        meta: &EventMeta,
+        fingerprint: Option<&str>,
+        event: Event,
+        sequence: u64,
+        prev_hash: &str,
+    ) -> Envelope {
         let header = Header {
             event_id: meta.event_id,
             schema_version: event.schema_version(),
@@ -97,6 +113,7 @@ impl Envelope {
             sequence,
             occurred_at: meta.occurred_at,
             command_id: meta.command_id.clone(),
+            command_fingerprint: fingerprint.map(str::to_string),
             correlation_id: meta.correlation_id.clone(),
             actor: meta.actor.clone(),
             prev_hash: prev_hash.to_string(),

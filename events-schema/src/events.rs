@@ -321,8 +321,13 @@ pub struct CommandRecorded {
     /// SHA-256 of the command's content: the same id with other content is
     /// a reused key, not a repeat.
     pub fingerprint: String,
-    /// How many events were appended with this record, just before it.
+    /// How many events the command appended. Without `eventPositions`,
+    /// they are the messages just before the record (one atomic batch).
     pub event_count: u32,
+    /// Where the command's events are, when they were appended before the
+    /// record rather than in one batch with it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub event_positions: Vec<u64>,
 }
 
 /// Every event of the system. Serialised adjacently tagged, as the envelope's

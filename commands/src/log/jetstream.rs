@@ -53,6 +53,9 @@ const ERR_WRONG_LAST_SEQUENCE_CONSTANT: u64 = 10164;
 const ERR_NO_MESSAGE_FOUND: u64 = 10037;
 const ERR_ATOMIC_BATCH_CONTAINS_DUPLICATE: u64 = 10201;
 const ERR_ATOMIC_BATCH_TOO_MANY_INFLIGHT: u64 = 10210;
+/// "No suitable peers for placement": a cluster still forming (or a peer
+/// restarting) cannot place a replicated stream yet.
+const ERR_CLUSTER_NO_PEERS: u64 = 10005;
 
 /// Batches a single direct get may return; larger reads are split. Bounded so
 /// that one reply burst stays well inside the client's subscription buffer
@@ -299,7 +302,8 @@ fn classify(error: &ApiError) -> LogError {
         | ERR_DUPLICATE_MESSAGE_IN_PROCESS
         | ERR_EXPECTED_LAST_SEQ_PER_SUBJECT_NOT_READY
         | ERR_WRONG_LAST_SEQUENCE_CONSTANT
-        | ERR_ATOMIC_BATCH_TOO_MANY_INFLIGHT => LogError::Unavailable(error.to_string()),
+        | ERR_ATOMIC_BATCH_TOO_MANY_INFLIGHT
+        | ERR_CLUSTER_NO_PEERS => LogError::Unavailable(error.to_string()),
         _ if error.code == 503 => LogError::Unavailable(error.to_string()),
         _ => LogError::Invalid(error.to_string()),
     }

@@ -212,3 +212,88 @@ async fn a_repeated_command_gets_the_first_answer_long_after_the_duplicate_windo
     assert_eq!(code(answer), "self_gift_forbidden");
     assert_eq!(world.read_all().await.iter().filter(|(_, e)| matches!(e.event, Event::GiftSent(_))).count(), 1);
 }
+
+/// Appends the event of a gift command as a run that died before writing
+/// its record would have left it.
+async fn orphan_gift(world: &World, viewer: Uuid, stream_id: Uuid, key: &str, unit_coins: i64) -> u64 {
+    use commands::log::{AppendRequest, EventLog};
+    use domain::{Loaded, gift, ledger, stream};
+    let c = ctx(viewer, key);
+    let ledger_s = commands::handler::ledger_subject(viewer);
+    let last = world.log.last_on_subject(&ledger_s).await.expect("read").expect("funded");
+    let envelope = events_schema::Envelope::decode(&last.payload).expect("decodes");
+    let state = ledger::evolve(ledger::initial_state(viewer), &envelope.event);
+    let loaded = Loaded { state, sequence: envelope.header.sequence, last_hash: envelope.header.hash.clone() };
+    let stream_last = world.log.last_on_subject(&commands::handler::stream_subject(stream_id)).await.expect("read");
+    let stream_state = stream_last
+        .map(|m| stream::evolve(None, &events_schema::Envelope::decode(&m.payload).expect("decodes").event))
+        .unwrap_or(None);
+    let command = gift::SendGift { stream_id, gift_id: "rose".into(), quantity: 1, unit_coins, host_share_bps: 7000 };
+    let events =
+        gift::decide(gift::GiftState { viewer: &loaded.state, stream: &stream_state }, &command).expect("accepted");
+    let meta = events_schema::EventMeta {
+        event_id: Uuid::now_v7(),
+        occurred_at: chrono::Utc::now(),
+        command_id: c.command_id.clone(),
+        correlation_id: c.correlation_id.clone(),
+        actor: c.actor.clone(),
+    };
+    let sealed = loaded.seal_for_command(&meta, Some(&c.fingerprint), events.into_iter().next().expect("one"));
+    let request = AppendRequest {
+        subject: ledger_s,
+        payload: bytes::Bytes::from(sealed.encode()),
+        msg_id: sealed.header.event_id.to_string(),
+        expected_last_subject_seq: last.position,
+    };
+    world.log.append(request).await.expect("appended").position
+}
+
+#[tokio::test]
+async fn a_command_that_died_before_its_record_is_completed_never_applied_twice() {
+    let world = World::start_with(|mut c| {
+        c.duplicate_window_ms = 1_000;
+        c
+    })
+    .await;
+    let (viewer, host) = (Uuid::now_v7(), Uuid::now_v7());
+    world.fund(viewer, 150).await;
+    let stream_id = world.start_stream(host).await;
+
+    // Repeated at once, when deciding again would be refused: the event is
+    // the ledger's last, so it is the answer, and its record is written.
+    let first = orphan_gift(&world, viewer, stream_id, "died-1", 100).await;
+    let again = world.commands.send_gift(&ctx(viewer, "died-1"), viewer, stream_id, "rose".into(), 1, 100).await;
+    let again = again.expect("the first run's answer");
+    assert!(again.repeated);
+    assert_eq!(again.events.len(), 1);
+    assert_eq!(crate::world::unrecorded(&world.read_all().await), 0, "the record was written");
+
+    // Long after the duplicate window, when deciding again would succeed:
+    // the reactor has written the record from the event's header meanwhile.
+    world.fund(viewer, 1_000).await;
+    let orphan = orphan_gift(&world, viewer, stream_id, "died-2", 10).await;
+    assert!(orphan > first);
+    let reactor = world.reactor(Default::default()).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while reactor.stats().records_repaired.load(std::sync::atomic::Ordering::Relaxed) == 0
+        && tokio::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(reactor.stats().records_repaired.load(std::sync::atomic::Ordering::Relaxed) >= 1);
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let before = world.last_position().await;
+    let repeat = world.commands.send_gift(&ctx(viewer, "died-2"), viewer, stream_id, "rose".into(), 1, 10).await;
+    let repeat = repeat.expect("the first answer");
+    assert!(repeat.repeated);
+    assert_eq!(repeat.events[0].header.command_id, "died-2");
+    assert_eq!(world.last_position().await, before, "nothing appended");
+    let gifts = world
+        .read_all()
+        .await
+        .iter()
+        .filter(|(_, e)| e.header.command_id == "died-2" && matches!(e.event, Event::GiftSent(_)))
+        .count();
+    assert_eq!(gifts, 1, "the command applied once");
+    reactor.shutdown().await;
+}

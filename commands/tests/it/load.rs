@@ -88,19 +88,27 @@ async fn setup(world: &World) -> (Vec<Uuid>, Vec<(Uuid, Uuid)>) {
 /// commit without its record, exact balances.
 fn check_log(events: &[(u64, Envelope)], answers: &Answers, viewers: &[Uuid], hosts: &[Uuid]) {
     let mut gifts_by_command: HashMap<&str, usize> = HashMap::new();
-    let mut records: HashMap<&str, u64> = HashMap::new();
+    let mut gift_position: HashMap<&str, u64> = HashMap::new();
+    let mut records: HashMap<&str, (u64, &events_schema::CommandRecorded)> = HashMap::new();
     for (position, e) in events {
         match &e.event {
-            Event::GiftSent(_) => *gifts_by_command.entry(e.header.command_id.as_str()).or_default() += 1,
+            Event::GiftSent(_) => {
+                *gifts_by_command.entry(e.header.command_id.as_str()).or_default() += 1;
+                gift_position.insert(e.header.command_id.as_str(), *position);
+            }
             Event::CommandRecorded(r) if r.command_id.starts_with("gift-") => {
-                assert!(records.insert(r.command_id.as_str(), *position).is_none(), "one record per command");
-                // The record follows its events, in the same atomic batch.
-                let (before, prior) = &events[events.iter().position(|(p, _)| p == position).expect("found") - 1];
-                assert_eq!(*before, position - 1);
-                assert_eq!(prior.header.command_id, r.command_id, "a record follows its own events");
+                assert!(records.insert(r.command_id.as_str(), (*position, r)).is_none(), "one record per command");
             }
             _ => {}
         }
+    }
+    assert_eq!(crate::world::unrecorded(events), 0, "every command's event has its record");
+    for (command, position) in &gift_position {
+        let (record_position, record) = records[command];
+        // The record names its event, or follows it in one atomic batch.
+        let names_it = record.event_positions.contains(position);
+        let follows_it = record.event_positions.is_empty() && record_position == position + 1;
+        assert!(names_it || follows_it, "{command}: its record points at its event");
     }
     for (command, count) in &gifts_by_command {
         assert_eq!(*count, 1, "{command} appended exactly once");

@@ -148,14 +148,34 @@ pub fn gift_positions(events: &[(u64, Envelope)]) -> Vec<u64> {
     events.iter().filter(|(_, e)| matches!(e.event, Event::GiftSent(_))).map(|(p, _)| *p).collect()
 }
 
-/// Waits until the reactor has credited every gift in the log (bounded).
+/// Events of commands with an id that have no record yet.
+pub fn unrecorded(events: &[(u64, Envelope)]) -> usize {
+    let recorded: std::collections::HashSet<(String, String)> = events
+        .iter()
+        .filter_map(|(_, e)| match &e.event {
+            Event::CommandRecorded(r) => Some((r.scope.clone(), r.command_id.clone())),
+            _ => None,
+        })
+        .collect();
+    events
+        .iter()
+        .filter(|(_, e)| e.header.command_fingerprint.is_some())
+        .filter(|(_, e)| {
+            let scope = commands::handler::scope_of(&e.header.actor).unwrap_or_default();
+            !recorded.contains(&(scope, e.header.command_id.clone()))
+        })
+        .count()
+}
+
+/// Waits until the reactor has credited every gift in the log and every
+/// command's event has its record (bounded).
 pub async fn wait_for_credits(world: &World, timeout: std::time::Duration) -> Vec<(u64, Envelope)> {
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
         let events = world.read_all().await;
         let sent = gift_positions(&events);
         let credited = credited_positions(&events);
-        if credited.len() >= sent.len() || tokio::time::Instant::now() > deadline {
+        if (credited.len() >= sent.len() && unrecorded(&events) == 0) || tokio::time::Instant::now() > deadline {
             return events;
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;

@@ -159,6 +159,7 @@ pub fn events() -> Vec<Event> {
             command_id: "idem-42".into(),
             fingerprint: "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08".into(),
             event_count: 1,
+            event_positions: vec![],
         }),
     ]
 }
