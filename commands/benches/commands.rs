@@ -5,7 +5,8 @@
 //!
 //! Run: `cargo bench -p commands --bench commands`. Sizes:
 //! `BENCH_GIFTS` (default 20,000), `BENCH_CONCURRENCY` (default 64),
-//! `BENCH_PRIOR_COMMITS` (default 1,000,000), `BENCH_SAMPLES` (default 2,000).
+//! `BENCH_PRIOR_COMMITS` (default 1,000,000), `BENCH_SAMPLES` (default 2,000);
+//! `BENCH_ONLY=throughput|latency|hot` runs one part.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -334,20 +335,29 @@ fn main() {
     let prior = env_number("BENCH_PRIOR_COMMITS", 1_000_000);
     let samples = env_number("BENCH_SAMPLES", 2_000);
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+    // `BENCH_ONLY=throughput|latency|hot` runs one part.
+    let only = std::env::var("BENCH_ONLY").unwrap_or_default();
+    let run = |part: &str| only.is_empty() || only == part;
     runtime.block_on(async {
+        if run("throughput") {
         println!("## gift commands through the handler vs raw JetStream publish ({gifts} gifts, {concurrency} viewers at once, raw window {WINDOW})");
         println!("| sync | handler | raw publish of the same messages | ratio | |");
         println!("| --- | --- | --- | --- | --- |");
         for sync in [SyncMode::Always, SyncMode::Interval] {
             throughput(sync, gifts, concurrency).await;
         }
+        }
+        if run("latency") {
         println!("\n## command latency, sequential gifts ({samples} samples)");
         println!("| sync | account | p50 | p99 |");
         println!("| --- | --- | --- | --- |");
         latency(SyncMode::Interval, prior, samples).await;
+        }
+        if run("hot") {
         println!("\n## hot host");
         for sync in [SyncMode::Always, SyncMode::Interval] {
             hot_host(sync, 1_000, 10_000).await;
+        }
         }
     });
 }

@@ -10,9 +10,9 @@
 //! serialised by the optimistic concurrency of the host's subject.
 //!
 //! Records. A command that writes one aggregate appends its event, then
-//! its record; the reactor, reading every ledger event anyway, writes the
-//! record of an event whose command died in between, before its checkpoint
-//! moves past it.
+//! its record; the reactor reads the ledger and the records' subjects, and
+//! writes the record of an event whose command died in between (none seen
+//! two seconds later), before its checkpoint moves past it.
 //!
 //! Active and standby. One instance holds a lease in a JetStream key-value
 //! bucket (compare-and-set on the entry's revision), renews it, and keeps
@@ -91,6 +91,60 @@ pub struct ReactorStats {
     /// Command records written for events whose command died before
     /// writing them.
     pub records_repaired: AtomicU64,
+}
+
+/// How old an event must be before the reactor checks its command's
+/// record: the command writes it right after the event, so a younger one is
+/// most likely being written now.
+const RECORD_GRACE: Duration = Duration::from_secs(2);
+/// Events waiting for their record check, at most; past it, the oldest are
+/// checked at once.
+const PENDING_RECORDS_MAX: usize = 100_000;
+
+/// A command's identity: its scope and id.
+type CommandKey = (String, String);
+
+/// Events whose command record has not been seen yet, in log order. The
+/// reactor reads the records' subjects too: a record normally follows its
+/// event within milliseconds and resolves it without a lookup. The
+/// checkpoint never moves past the first unresolved event.
+#[derive(Default)]
+struct PendingRecords {
+    /// (position, key, stored at in ms, envelope), in log order.
+    entries: std::collections::VecDeque<(u64, CommandKey, i64, Envelope)>,
+    open: std::collections::HashSet<CommandKey>,
+}
+
+impl PendingRecords {
+    fn push(&mut self, position: u64, envelope: Envelope, stored_at_ms: i64) {
+        let Some(scope) = crate::handler::scope_of(&envelope.header.actor) else { return };
+        let key = (scope, envelope.header.command_id.clone());
+        self.open.insert(key.clone());
+        self.entries.push_back((position, key, stored_at_ms, envelope));
+    }
+
+    fn resolve(&mut self, key: &CommandKey) {
+        self.open.remove(key);
+    }
+
+    /// Drops resolved entries from the front.
+    fn trim(&mut self) {
+        while let Some((_, key, _, _)) = self.entries.front() {
+            if self.open.contains(key) {
+                break;
+            }
+            self.entries.pop_front();
+        }
+    }
+
+    /// The checkpoint to save after crediting up to `position`.
+    fn checkpoint(&mut self, position: u64) -> u64 {
+        self.trim();
+        match self.entries.front() {
+            Some((first, _, _, _)) => first.saturating_sub(1).min(position),
+            None => position,
+        }
+    }
 }
 
 /// The lease entry's value.
@@ -291,13 +345,17 @@ impl Worker {
         let consumer = self
             .stream
             .create_consumer(OrderedConfig {
-                filter_subject: "hb.ledger.>".into(),
+                filter_subjects: vec!["hb.ledger.>".into(), "hb.command.>".into()],
                 deliver_policy: DeliverPolicy::ByStartSequence { start_sequence: held.checkpoint + 1 },
                 ..OrderedConfig::default()
             })
             .await?;
         let mut messages = consumer.messages().await?;
         let renew_every = self.config.lease_ttl / 3;
+        let mut pending = PendingRecords::default();
+        // Every message up to here is credited (the saved checkpoint, then
+        // each batch's last position).
+        let mut credited_to = held.checkpoint;
         loop {
             // The first message of a batch, the stop, or time to renew.
             let first = tokio::select! {
@@ -311,10 +369,15 @@ impl Worker {
                     Ok(Some(m)) => m?,
                     Ok(None) => return Err("the ordered consumer ended".into()),
                     Err(_) => {
-                        let checkpoint = held.checkpoint;
+                        // Idle: check the records that have aged meanwhile.
+                        if !self.check_records(&mut pending, stop).await {
+                            return Ok(Flow::Stop);
+                        }
+                        let checkpoint = pending.checkpoint(credited_to);
                         if !self.renew(&mut held, checkpoint, self.config.lease_ttl).await {
                             return Ok(Flow::LostLease);
                         }
+                        self.stats.position.store(checkpoint, Ordering::Relaxed);
                         continue;
                     }
                 },
@@ -328,27 +391,39 @@ impl Worker {
                 }
             }
             let last_position = batch.last().and_then(|m| m.info().ok()).map(|i| i.stream_sequence).unwrap_or(0);
-            if !self.credit_batch(&batch, stop).await {
+            if !self.credit_batch(&batch, &mut pending, stop).await {
                 return Ok(Flow::Stop);
             }
+            credited_to = last_position;
             if let Some(limit) = self.config.crash_after_commits
                 && self.stats.commits.load(Ordering::Relaxed) >= limit
             {
                 return Ok(Flow::Crash);
             }
-            if !self.renew(&mut held, last_position, self.config.lease_ttl).await {
+            if !self.check_records(&mut pending, stop).await {
+                return Ok(Flow::Stop);
+            }
+            let checkpoint = pending.checkpoint(credited_to);
+            if !self.renew(&mut held, checkpoint, self.config.lease_ttl).await {
                 return Ok(Flow::LostLease);
             }
-            self.stats.position.store(last_position, Ordering::Relaxed);
+            self.stats.position.store(checkpoint, Ordering::Relaxed);
         }
     }
 
-    /// Credits every gift of the batch, host by host; `false` when stopping
-    /// before the batch is done.
-    async fn credit_batch(&self, batch: &[async_nats::jetstream::Message], stop: &mut watch::Receiver<bool>) -> bool {
+    /// Credits every gift of the batch, host by host, and queues the events
+    /// whose command record is to be checked; `false` when stopping before
+    /// the batch is done.
+    async fn credit_batch(
+        &self,
+        batch: &[async_nats::jetstream::Message],
+        pending: &mut PendingRecords,
+        stop: &mut watch::Receiver<bool>,
+    ) -> bool {
         let mut hosts: Vec<Uuid> = Vec::new();
         let mut gifts: HashMap<Uuid, Vec<GiftToCredit>> = HashMap::new();
-        let mut recorded: Vec<(u64, Envelope)> = Vec::new();
+        let mut recorded: Vec<(u64, Envelope, i64)> = Vec::new();
+        let mut resolved: Vec<CommandKey> = Vec::new();
         for message in batch {
             let Ok(info) = message.info() else {
                 tracing::error!(subject = %message.subject, "gift reactor: a message without JetStream metadata");
@@ -363,8 +438,13 @@ impl Worker {
                     continue;
                 }
             };
+            if let Event::CommandRecorded(record) = &envelope.event {
+                resolved.push((record.scope.clone(), record.command_id.clone()));
+                continue;
+            }
             if envelope.header.command_fingerprint.is_some() {
-                recorded.push((position, envelope.clone()));
+                let stored_at_ms = i64::try_from(info.published.unix_timestamp_nanos() / 1_000_000).unwrap_or(0);
+                recorded.push((position, envelope.clone(), stored_at_ms));
             }
             if let Event::GiftSent(sent) = envelope.event {
                 let entry = gifts.entry(sent.host_id).or_insert_with(|| {
@@ -390,9 +470,34 @@ impl Worker {
         if !results.into_iter().all(|done| done) {
             return false;
         }
-        // Every command's event has its record before the checkpoint moves
-        // past it (a run may have died between its event and its record).
-        let repairs = futures_util::stream::iter(recorded.into_iter().map(|(position, envelope)| {
+        for (position, envelope, stored_at_ms) in recorded {
+            pending.push(position, envelope, stored_at_ms);
+        }
+        for key in &resolved {
+            pending.resolve(key);
+        }
+        true
+    }
+
+    /// Writes the records still missing for events old enough that their
+    /// command has had every chance to write them (or for all, past the
+    /// queue's bound); `false` when stopping meanwhile.
+    async fn check_records(&self, pending: &mut PendingRecords, stop: &mut watch::Receiver<bool>) -> bool {
+        let ripe_before_ms = now_ms() - i64::try_from(RECORD_GRACE.as_millis()).unwrap_or(i64::MAX);
+        let mut ripe = Vec::new();
+        pending.trim();
+        while let Some((_, key, stored_at_ms, _)) = pending.entries.front() {
+            let open = pending.open.contains(key);
+            if open && *stored_at_ms > ripe_before_ms && pending.entries.len() <= PENDING_RECORDS_MAX {
+                break;
+            }
+            if let Some((position, key, _, envelope)) = pending.entries.pop_front()
+                && pending.open.remove(&key)
+            {
+                ripe.push((position, envelope));
+            }
+        }
+        let repairs = futures_util::stream::iter(ripe.into_iter().map(|(position, envelope)| {
             let mut stop = stop.clone();
             async move { self.ensure_record(position, &envelope, &mut stop).await }
         }))
