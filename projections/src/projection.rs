@@ -1,0 +1,322 @@
+//! The pure projections: an event in, document changes out. No IO, no clock:
+//! times come from the envelope, positions from the log.
+//!
+//! An event type a projection does not use yields nothing (its checkpoint
+//! still moves past it: that is the runner's business).
+
+use chrono::{DateTime, Utc};
+use events_schema::{Account, Envelope, Event, LedgerCommit, StreamStatus, StripeEventRecorded, Transfer};
+use uuid::Uuid;
+
+use crate::change::{Change, Posting};
+use crate::model::{
+    PayoutDoc, PayoutStatus, Projection, StreamDoc, TransactionDoc, TxMetadata, TxStatus, TxType, UserDoc, WalletDoc,
+};
+
+/// Appends to `out` the changes `projection` makes of `envelope`, stored at
+/// log `position`. Each document is changed at most once per event, which
+/// is what lets MongoDB guard every update by the event's position.
+pub fn project(projection: Projection, envelope: &Envelope, position: u64, out: &mut Vec<Change>) {
+    let at = millis(envelope.header.occurred_at);
+    match projection {
+        Projection::Users => users(&envelope.event, at, position, out),
+        Projection::Wallets => wallets(&envelope.event, at, position, out),
+        Projection::Transactions => transactions(envelope, position, out),
+        Projection::Streams => streams(&envelope.event, at, position, out),
+        Projection::Payouts => payouts(&envelope.event, at, position, out),
+        Projection::Ledger => ledger(&envelope.event, at, out),
+        Projection::GiftLeaderboards => leaderboards(&envelope.event, out),
+        Projection::StripePayments => stripe_payments(&envelope.event, out),
+    }
+}
+
+fn users(event: &Event, at: DateTime<Utc>, position: u64, out: &mut Vec<Change>) {
+    match event {
+        Event::UserRegistered(e) => out.push(Change::UserRegistered(UserDoc {
+            id: e.user_id,
+            email: e.email.clone(),
+            username: e.username.clone(),
+            roles: e.roles.clone(),
+            password_hash: e.password_hash.clone(),
+            created_at: at,
+            position,
+        })),
+        Event::UserRolesChanged(e) => out.push(Change::UserUpdated {
+            user_id: e.user_id,
+            email: e.state_after.email.clone(),
+            username: e.state_after.username.clone(),
+            roles: e.state_after.roles.clone(),
+        }),
+        _ => {}
+    }
+}
+
+/// Read models keep times to the millisecond, as MongoDB does, so that
+/// every adapter holds the same documents.
+fn millis(t: DateTime<Utc>) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(t.timestamp_millis()).unwrap_or(t)
+}
+
+/// The user a ledger event belongs to: one commit, one user.
+fn ledger_user(event: &Event) -> Option<Uuid> {
+    Some(match event {
+        Event::CoinsPurchased(e) => e.user_id,
+        Event::PurchaseRefunded(e) => e.user_id,
+        Event::GiftSent(e) => e.user_id,
+        Event::GiftsReceived(e) => e.user_id,
+        Event::PayoutRequested(e) => e.user_id,
+        Event::PayoutApproved(e) => e.user_id,
+        Event::PayoutRejected(e) => e.user_id,
+        Event::LedgerAdjusted(e) => e.user_id,
+        _ => return None,
+    })
+}
+
+fn wallets(event: &Event, at: DateTime<Utc>, position: u64, out: &mut Vec<Change>) {
+    let (Some(user_id), Some(commit)) = (ledger_user(event), event.ledger_commit()) else { return };
+    let s = &commit.state_after;
+    out.push(Change::Wallet(WalletDoc {
+        user_id,
+        coins: s.wallet_coins,
+        earnings: s.earnings_coins,
+        held: s.held_coins,
+        updated_at: at,
+        position,
+    }));
+}
+
+/// The signed change of the user's own accounts in a commit. Saturating: a
+/// commit's amounts are checked i64 sums already, so this never saturates
+/// on a valid log, and a read model must not panic on a bad one.
+fn user_net_coins(user: Uuid, commit: &LedgerCommit) -> i64 {
+    commit.transfers.iter().fold(0i64, |net, t| {
+        let mut net = net;
+        if t.from.owner() == Some(user) {
+            net = net.saturating_sub(t.amount_coins);
+        }
+        if t.to.owner() == Some(user) {
+            net = net.saturating_add(t.amount_coins);
+        }
+        net
+    })
+}
+
+fn transactions(envelope: &Envelope, position: u64, out: &mut Vec<Change>) {
+    let event = &envelope.event;
+    if let Event::StripeEventRecorded(e) = event {
+        if let Some((payment_id, session_id)) = checkout_session(e) {
+            out.push(Change::TransactionStripeSession { payment_id, session_id });
+        }
+        return;
+    }
+    let (Some(user_id), Some(commit)) = (ledger_user(event), event.ledger_commit()) else { return };
+    let mut metadata = TxMetadata::default();
+    let mut status = TxStatus::Completed;
+    let kind = match event {
+        Event::CoinsPurchased(e) => {
+            metadata.payment_id = Some(e.payment_id.clone());
+            TxType::Purchase
+        }
+        Event::PurchaseRefunded(e) => {
+            metadata.payment_id = Some(e.payment_id.clone());
+            TxType::Refund
+        }
+        Event::GiftSent(e) => {
+            metadata.stream_id = Some(e.stream_id);
+            metadata.host_id = Some(e.host_id);
+            metadata.gift_id = Some(e.gift_id.clone());
+            metadata.quantity = Some(e.quantity);
+            TxType::GiftSent
+        }
+        Event::GiftsReceived(e) => {
+            let first_stream = e.gifts.first().map(|g| g.stream_id);
+            if e.gifts.iter().all(|g| Some(g.stream_id) == first_stream) {
+                metadata.stream_id = first_stream;
+            }
+            metadata.gifts_count = i64::try_from(e.gifts.len()).ok();
+            TxType::GiftReceived
+        }
+        Event::PayoutRequested(e) => {
+            metadata.payout_id = Some(e.payout_id);
+            status = TxStatus::Pending;
+            TxType::PayoutRequested
+        }
+        Event::PayoutApproved(e) => {
+            metadata.payout_id = Some(e.payout_id);
+            metadata.external_ref = Some(e.external_ref.clone());
+            out.push(Change::PayoutTransactionStatus { user_id, payout_id: e.payout_id, status: TxStatus::Paid });
+            TxType::PayoutPaid
+        }
+        Event::PayoutRejected(e) => {
+            metadata.payout_id = Some(e.payout_id);
+            metadata.reason = Some(e.reason.clone());
+            out.push(Change::PayoutTransactionStatus { user_id, payout_id: e.payout_id, status: TxStatus::Rejected });
+            TxType::PayoutRejected
+        }
+        Event::LedgerAdjusted(e) => {
+            metadata.reason = Some(e.reason.clone());
+            metadata.admin_id = Some(e.admin_id);
+            TxType::Adjustment
+        }
+        _ => return,
+    };
+    let s = &commit.state_after;
+    out.push(Change::Transaction(TransactionDoc {
+        id: envelope.header.event_id,
+        user_id,
+        kind,
+        status,
+        coins: user_net_coins(user_id, commit),
+        wallet_after: s.wallet_coins,
+        earnings_after: s.earnings_coins,
+        held_after: s.held_coins,
+        metadata,
+        created_at: millis(envelope.header.occurred_at),
+        position,
+    }));
+}
+
+/// The Checkout Session and PaymentIntent of a recorded
+/// `checkout.session.completed`. The body is Stripe's JSON (not one of our
+/// events), read by the two fields needed so that any API version works.
+fn checkout_session(e: &StripeEventRecorded) -> Option<(String, String)> {
+    if e.stripe_event_type != "checkout.session.completed" {
+        return None;
+    }
+    let body: serde_json::Value = serde_json::from_str(&e.body).ok()?;
+    let object = body.get("data")?.get("object")?;
+    let session_id = object.get("id")?.as_str()?.to_string();
+    let payment_id = object.get("payment_intent")?.as_str()?.to_string();
+    Some((payment_id, session_id))
+}
+
+fn streams(event: &Event, at: DateTime<Utc>, position: u64, out: &mut Vec<Change>) {
+    match event {
+        Event::StreamStarted(e) => out.push(Change::StreamStarted(StreamDoc {
+            id: e.stream_id,
+            host_id: e.host_id,
+            title: e.title.clone(),
+            category: e.category.clone(),
+            status: StreamStatus::Live,
+            is_live: true,
+            start_time: millis(e.state_after.started_at),
+            end_time: None,
+            viewers: 0,
+            peak_viewers: 0,
+            gifts_coins: 0,
+            position,
+        })),
+        Event::ViewerJoined(e) => out.push(Change::ViewerJoined { stream_id: e.stream_id, viewer_id: e.viewer_id }),
+        Event::ViewerLeft(e) => out.push(Change::ViewerLeft { stream_id: e.stream_id, viewer_id: e.viewer_id }),
+        Event::StreamEnded(e) => out.push(Change::StreamEnded { stream_id: e.stream_id, end_time: at }),
+        Event::GiftSent(e) => out.push(Change::StreamGifts { stream_id: e.stream_id, coins: e.coins }),
+        _ => {}
+    }
+}
+
+fn payouts(event: &Event, at: DateTime<Utc>, position: u64, out: &mut Vec<Change>) {
+    match event {
+        Event::PayoutRequested(e) => out.push(Change::PayoutRequested(PayoutDoc {
+            id: e.payout_id,
+            user_id: e.user_id,
+            coins: e.coins,
+            fiat: e.fiat.clone(),
+            destination: e.destination.clone(),
+            status: PayoutStatus::Pending,
+            external_ref: None,
+            reason: None,
+            requested_at: at,
+            settled_at: None,
+            position,
+        })),
+        Event::PayoutApproved(e) => out.push(Change::PayoutSettled {
+            payout_id: e.payout_id,
+            status: PayoutStatus::Paid,
+            external_ref: Some(e.external_ref.clone()),
+            reason: None,
+            settled_at: at,
+        }),
+        Event::PayoutRejected(e) => out.push(Change::PayoutSettled {
+            payout_id: e.payout_id,
+            status: PayoutStatus::Rejected,
+            external_ref: None,
+            reason: Some(e.reason.clone()),
+            settled_at: at,
+        }),
+        _ => {}
+    }
+}
+
+/// One posting per account per transfer. A user's account's balance after
+/// each posting comes from the commit's `stateAfter` (walking the commit's
+/// later postings back); a platform account's is the store's running total.
+fn ledger(event: &Event, at: DateTime<Utc>, out: &mut Vec<Change>) {
+    let Some(commit) = event.ledger_commit() else { return };
+    let event_type = event.type_name();
+    let first = out.len();
+    for (index, t) in commit.transfers.iter().enumerate() {
+        let Transfer { from, to, amount_coins } = *t;
+        // Both sides of one transfer: the index is bounded by the commit's
+        // size, which the domain bounds far below u32.
+        let seq = u32::try_from(index).unwrap_or(u32::MAX / 2).saturating_mul(2);
+        out.push(Change::Posting(Posting {
+            account: from,
+            seq,
+            event_type,
+            counterparty: to,
+            coins: amount_coins.saturating_neg(),
+            balance_after: None,
+            created_at: at,
+        }));
+        out.push(Change::Posting(Posting {
+            account: to,
+            seq: seq.saturating_add(1),
+            event_type,
+            counterparty: from,
+            coins: amount_coins,
+            balance_after: None,
+            created_at: at,
+        }));
+    }
+    // Walk back from the state after the commit: the last posting on a user
+    // account ends at the carried balance, each earlier one before the later
+    // postings' amounts.
+    let s = &commit.state_after;
+    let mut wallet = s.wallet_coins;
+    let mut earnings = s.earnings_coins;
+    let mut held = s.held_coins;
+    for change in out[first..].iter_mut().rev() {
+        let Change::Posting(p) = change else { continue };
+        let balance = match p.account {
+            Account::Wallet(_) => &mut wallet,
+            Account::Earnings(_) => &mut earnings,
+            Account::PayoutHold(_) => &mut held,
+            _ => continue,
+        };
+        p.balance_after = Some(*balance);
+        *balance = balance.saturating_sub(p.coins);
+    }
+}
+
+fn leaderboards(event: &Event, out: &mut Vec<Change>) {
+    if let Event::GiftSent(e) = event {
+        out.push(Change::LeaderboardGift { stream_id: e.stream_id, user_id: e.user_id, coins: e.coins });
+    }
+}
+
+fn stripe_payments(event: &Event, out: &mut Vec<Change>) {
+    match event {
+        Event::CoinsPurchased(e) => {
+            out.push(Change::StripeIssued { payment_id: e.payment_id.clone(), user_id: e.user_id, coins: e.coins })
+        }
+        Event::PurchaseRefunded(e) => {
+            out.push(Change::StripeReversed { payment_id: e.payment_id.clone(), user_id: e.user_id, coins: e.coins })
+        }
+        Event::StripeEventRecorded(e) => {
+            if let Some((payment_id, session_id)) = checkout_session(e) {
+                out.push(Change::StripeSession { payment_id, session_id });
+            }
+        }
+        _ => {}
+    }
+}

@@ -1,0 +1,266 @@
+//! The embedded store's tables, indexes and statements, per projection
+//! version (version 1 uses the runbook's names, later versions a suffix).
+
+use crate::model::{Collection, Projection};
+
+/// The tables every store has, whatever the versions.
+pub(super) const META_DDL: &str = "
+CREATE TABLE IF NOT EXISTS projector_checkpoints (
+    projection TEXT NOT NULL, version INTEGER NOT NULL, position INTEGER NOT NULL, updated_at INTEGER NOT NULL,
+    PRIMARY KEY (projection, version)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS projector_leases (
+    key TEXT PRIMARY KEY, owner TEXT NOT NULL, expires_at INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS projection_versions (
+    projection TEXT PRIMARY KEY, active INTEGER NOT NULL) WITHOUT ROWID;
+";
+
+/// The DDL of one projection's collections at a version. Indexes mirror the
+/// runbook's MongoDB indexes, plus what the queries' keyset paging needs.
+/// The runbook's `streams {category: 1, viewers: -1}` serves the live list
+/// by category: here it is partial on live streams (ended ones are never
+/// listed by viewers, and stop costing index updates), and it carries `id`
+/// for keyset paging.
+pub(super) fn projection_ddl(projection: Projection, version: u32) -> String {
+    let mut ddl = String::new();
+    for collection in projection.collections() {
+        ddl.push_str(&collection_ddl(*collection, version));
+    }
+    ddl
+}
+
+fn collection_ddl(collection: Collection, version: u32) -> String {
+    let t = collection.physical_name(version);
+    match collection {
+        Collection::Users => format!(
+            "CREATE TABLE IF NOT EXISTS {t} (id BLOB PRIMARY KEY, email TEXT NOT NULL, username TEXT NOT NULL,
+                roles TEXT NOT NULL, password_hash TEXT NOT NULL, created_at INTEGER NOT NULL,
+                position INTEGER NOT NULL) WITHOUT ROWID;
+             CREATE UNIQUE INDEX IF NOT EXISTS {t}_email ON {t}(email);
+             CREATE UNIQUE INDEX IF NOT EXISTS {t}_username ON {t}(username);
+             CREATE INDEX IF NOT EXISTS {t}_created ON {t}(created_at DESC);"
+        ),
+        Collection::Wallets => format!(
+            "CREATE TABLE IF NOT EXISTS {t} (user_id BLOB PRIMARY KEY, coins INTEGER NOT NULL,
+                earnings INTEGER NOT NULL, held INTEGER NOT NULL, updated_at INTEGER NOT NULL,
+                position INTEGER NOT NULL) WITHOUT ROWID;"
+        ),
+        Collection::Transactions => format!(
+            "CREATE TABLE IF NOT EXISTS {t} (id BLOB PRIMARY KEY, user_id BLOB NOT NULL, type TEXT NOT NULL,
+                status TEXT NOT NULL, coins INTEGER NOT NULL, wallet_after INTEGER NOT NULL,
+                earnings_after INTEGER NOT NULL, held_after INTEGER NOT NULL, created_at INTEGER NOT NULL,
+                position INTEGER NOT NULL, payment_id TEXT, stripe_session_id TEXT, stream_id BLOB, host_id BLOB,
+                gift_id TEXT, quantity INTEGER, gifts_count INTEGER, payout_id BLOB, external_ref TEXT,
+                reason TEXT, admin_id BLOB) WITHOUT ROWID;
+             CREATE INDEX IF NOT EXISTS {t}_user_created ON {t}(user_id, created_at DESC, id DESC);
+             CREATE INDEX IF NOT EXISTS {t}_type_status ON {t}(type, status);
+             CREATE INDEX IF NOT EXISTS {t}_session ON {t}(stripe_session_id) WHERE stripe_session_id IS NOT NULL;
+             CREATE INDEX IF NOT EXISTS {t}_payment ON {t}(payment_id) WHERE payment_id IS NOT NULL;
+             CREATE INDEX IF NOT EXISTS {t}_payout ON {t}(payout_id) WHERE payout_id IS NOT NULL;"
+        ),
+        Collection::StripeSessions => format!(
+            "CREATE TABLE IF NOT EXISTS {t} (payment_id TEXT PRIMARY KEY, session_id TEXT NOT NULL,
+                position INTEGER NOT NULL) WITHOUT ROWID;"
+        ),
+        Collection::Streams => format!(
+            "CREATE TABLE IF NOT EXISTS {t} (id BLOB PRIMARY KEY, host_id BLOB NOT NULL, title TEXT NOT NULL,
+                category TEXT NOT NULL, status TEXT NOT NULL, is_live INTEGER NOT NULL,
+                start_time INTEGER NOT NULL, end_time INTEGER, viewers INTEGER NOT NULL,
+                peak_viewers INTEGER NOT NULL, gifts_coins INTEGER NOT NULL, position INTEGER NOT NULL) WITHOUT ROWID;
+             CREATE INDEX IF NOT EXISTS {t}_host_status ON {t}(host_id, status);
+             CREATE INDEX IF NOT EXISTS {t}_live_start ON {t}(is_live, start_time DESC);
+             CREATE INDEX IF NOT EXISTS {t}_live_viewers ON {t}(viewers DESC, id DESC) WHERE is_live = 1;
+             CREATE INDEX IF NOT EXISTS {t}_category_viewers ON {t}(category, viewers DESC, id DESC)
+                WHERE is_live = 1;"
+        ),
+        Collection::StreamViewers => format!(
+            "CREATE TABLE IF NOT EXISTS {t} (stream_id BLOB NOT NULL, viewer_id BLOB NOT NULL,
+                PRIMARY KEY (stream_id, viewer_id)) WITHOUT ROWID;"
+        ),
+        Collection::Payouts => format!(
+            "CREATE TABLE IF NOT EXISTS {t} (id BLOB PRIMARY KEY, user_id BLOB NOT NULL, coins INTEGER NOT NULL,
+                fiat_amount TEXT NOT NULL, fiat_currency TEXT NOT NULL, destination TEXT NOT NULL,
+                status TEXT NOT NULL, external_ref TEXT, reason TEXT, requested_at INTEGER NOT NULL,
+                settled_at INTEGER, position INTEGER NOT NULL) WITHOUT ROWID;
+             CREATE INDEX IF NOT EXISTS {t}_user_requested ON {t}(user_id, requested_at DESC, id DESC);
+             CREATE INDEX IF NOT EXISTS {t}_status_requested ON {t}(status, requested_at DESC, id DESC);
+             CREATE INDEX IF NOT EXISTS {t}_requested ON {t}(requested_at DESC, id DESC);"
+        ),
+        Collection::LedgerEntries => format!(
+            "CREATE TABLE IF NOT EXISTS {t} (account BLOB NOT NULL, position INTEGER NOT NULL, seq INTEGER NOT NULL,
+                event_type TEXT NOT NULL, counterparty BLOB NOT NULL, coins INTEGER NOT NULL,
+                balance_after INTEGER NOT NULL, created_at INTEGER NOT NULL,
+                PRIMARY KEY (account, position, seq)) WITHOUT ROWID;"
+        ),
+        Collection::LedgerAccounts => format!(
+            "CREATE TABLE IF NOT EXISTS {t} (account BLOB PRIMARY KEY, balance INTEGER NOT NULL,
+                position INTEGER NOT NULL) WITHOUT ROWID;"
+        ),
+        Collection::GiftLeaderboards => format!(
+            "CREATE TABLE IF NOT EXISTS {t} (stream_id BLOB NOT NULL, user_id BLOB NOT NULL, coins INTEGER NOT NULL,
+                position INTEGER NOT NULL, PRIMARY KEY (stream_id, user_id)) WITHOUT ROWID;
+             CREATE INDEX IF NOT EXISTS {t}_stream_coins ON {t}(stream_id, coins DESC, user_id DESC);"
+        ),
+        Collection::StripePayments => format!(
+            "CREATE TABLE IF NOT EXISTS {t} (payment_id TEXT PRIMARY KEY, user_id BLOB, coins_issued INTEGER NOT NULL,
+                coins_reversed INTEGER NOT NULL, stripe_session_id TEXT, position INTEGER NOT NULL) WITHOUT ROWID;"
+        ),
+    }
+}
+
+/// Column lists, in the order the row readers expect them.
+pub(super) const USER_COLS: &str = "id, email, username, roles, password_hash, created_at, position";
+pub(super) const WALLET_COLS: &str = "user_id, coins, earnings, held, updated_at, position";
+pub(super) const TX_COLS: &str = "id, user_id, type, status, coins, wallet_after, earnings_after, held_after, \
+    created_at, position, payment_id, stripe_session_id, stream_id, host_id, gift_id, quantity, gifts_count, \
+    payout_id, external_ref, reason, admin_id";
+pub(super) const STREAM_COLS: &str =
+    "id, host_id, title, category, status, is_live, start_time, end_time, viewers, peak_viewers, gifts_coins, position";
+pub(super) const PAYOUT_COLS: &str = "id, user_id, coins, fiat_amount, fiat_currency, destination, status, \
+    external_ref, reason, requested_at, settled_at, position";
+pub(super) const ENTRY_COLS: &str =
+    "account, position, seq, event_type, counterparty, coins, balance_after, created_at";
+pub(super) const LEADERBOARD_COLS: &str = "stream_id, user_id, coins, position";
+pub(super) const STRIPE_COLS: &str = "payment_id, user_id, coins_issued, coins_reversed, stripe_session_id, position";
+
+/// Every write statement of one version, built once per version and kept,
+/// so that `prepare_cached` finds the same text every time.
+#[derive(Debug)]
+pub(super) struct WriteSql {
+    pub user_upsert: String,
+    pub user_update: String,
+    pub wallet_upsert: String,
+    pub tx_insert: String,
+    pub tx_payout_status: String,
+    pub tx_session_link: String,
+    pub tx_session_remember: String,
+    pub stream_insert: String,
+    pub viewer_add: String,
+    pub viewer_count_up: String,
+    pub viewer_remove: String,
+    pub viewer_count_down: String,
+    pub stream_end: String,
+    pub stream_viewers_clear: String,
+    pub stream_gifts: String,
+    pub payout_insert: String,
+    pub payout_settle: String,
+    pub entry_insert: String,
+    pub account_balance: String,
+    pub account_upsert: String,
+    pub leaderboard_inc: String,
+    pub stripe_issued: String,
+    pub stripe_reversed: String,
+    pub stripe_session: String,
+}
+
+impl WriteSql {
+    pub(super) fn new(version: u32) -> WriteSql {
+        let users = Collection::Users.physical_name(version);
+        let wallets = Collection::Wallets.physical_name(version);
+        let txs = Collection::Transactions.physical_name(version);
+        let sessions = Collection::StripeSessions.physical_name(version);
+        let streams = Collection::Streams.physical_name(version);
+        let viewers = Collection::StreamViewers.physical_name(version);
+        let payouts = Collection::Payouts.physical_name(version);
+        let entries = Collection::LedgerEntries.physical_name(version);
+        let accounts = Collection::LedgerAccounts.physical_name(version);
+        let boards = Collection::GiftLeaderboards.physical_name(version);
+        let stripe = Collection::StripePayments.physical_name(version);
+        WriteSql {
+            user_upsert: format!(
+                "INSERT INTO {users} ({USER_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                 ON CONFLICT(id) DO UPDATE SET email = excluded.email, username = excluded.username,
+                 roles = excluded.roles, password_hash = excluded.password_hash,
+                 created_at = excluded.created_at, position = excluded.position"
+            ),
+            user_update: format!(
+                "UPDATE {users} SET email = ?2, username = ?3, roles = ?4, position = ?5 WHERE id = ?1"
+            ),
+            wallet_upsert: format!(
+                "INSERT INTO {wallets} ({WALLET_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT(user_id) DO UPDATE SET coins = excluded.coins, earnings = excluded.earnings,
+                 held = excluded.held, updated_at = excluded.updated_at, position = excluded.position"
+            ),
+            // A purchase recorded after its Checkout Session finds the
+            // session in the projection's own memory of sessions.
+            tx_insert: format!(
+                "INSERT INTO {txs} ({TX_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11,
+                 CASE WHEN ?11 IS NULL THEN NULL
+                      ELSE (SELECT session_id FROM {sessions} WHERE payment_id = ?11) END,
+                 ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)
+                 ON CONFLICT(id) DO NOTHING"
+            ),
+            tx_payout_status: format!(
+                "UPDATE {txs} SET status = ?3 WHERE payout_id = ?2 AND user_id = ?1 AND type = 'payout_requested'"
+            ),
+            tx_session_link: format!("UPDATE {txs} SET stripe_session_id = ?2 WHERE payment_id = ?1"),
+            tx_session_remember: format!(
+                "INSERT INTO {sessions} (payment_id, session_id, position) VALUES (?1, ?2, ?3)
+                 ON CONFLICT(payment_id) DO UPDATE SET session_id = excluded.session_id, position = excluded.position"
+            ),
+            stream_insert: format!(
+                "INSERT INTO {streams} ({STREAM_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
+                 ON CONFLICT(id) DO NOTHING"
+            ),
+            // Only a live stream counts viewers: a join recorded after the
+            // end (which the domain refuses anyway) counts nobody.
+            viewer_add: format!(
+                "INSERT INTO {viewers} (stream_id, viewer_id)
+                 SELECT ?1, ?2 WHERE EXISTS (SELECT 1 FROM {streams} WHERE id = ?1 AND is_live = 1)
+                 ON CONFLICT(stream_id, viewer_id) DO NOTHING"
+            ),
+            viewer_count_up: format!(
+                "UPDATE {streams} SET viewers = viewers + 1, peak_viewers = MAX(peak_viewers, viewers + 1),
+                 position = ?2 WHERE id = ?1"
+            ),
+            viewer_remove: format!("DELETE FROM {viewers} WHERE stream_id = ?1 AND viewer_id = ?2"),
+            viewer_count_down: format!(
+                "UPDATE {streams} SET viewers = MAX(viewers - 1, 0), position = ?2 WHERE id = ?1"
+            ),
+            stream_end: format!(
+                "UPDATE {streams} SET status = 'ended', is_live = 0, end_time = ?2, viewers = 0, position = ?3
+                 WHERE id = ?1"
+            ),
+            stream_viewers_clear: format!("DELETE FROM {viewers} WHERE stream_id = ?1"),
+            stream_gifts: format!(
+                "UPDATE {streams} SET gifts_coins = gifts_coins + ?2, position = MAX(position, ?3) WHERE id = ?1"
+            ),
+            payout_insert: format!(
+                "INSERT INTO {payouts} ({PAYOUT_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
+                 ON CONFLICT(id) DO NOTHING"
+            ),
+            payout_settle: format!(
+                "UPDATE {payouts} SET status = ?2, external_ref = ?3, reason = ?4, settled_at = ?5, position = ?6
+                 WHERE id = ?1"
+            ),
+            entry_insert: format!(
+                "INSERT INTO {entries} ({ENTRY_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+                 ON CONFLICT(account, position, seq) DO NOTHING"
+            ),
+            account_balance: format!("SELECT balance FROM {accounts} WHERE account = ?1"),
+            account_upsert: format!(
+                "INSERT INTO {accounts} (account, balance, position) VALUES (?1, ?2, ?3)
+                 ON CONFLICT(account) DO UPDATE SET balance = excluded.balance, position = excluded.position"
+            ),
+            leaderboard_inc: format!(
+                "INSERT INTO {boards} ({LEADERBOARD_COLS}) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT(stream_id, user_id) DO UPDATE SET coins = coins + excluded.coins,
+                 position = MAX(position, excluded.position)"
+            ),
+            stripe_issued: format!(
+                "INSERT INTO {stripe} ({STRIPE_COLS}) VALUES (?1, ?2, ?3, 0, NULL, ?4)
+                 ON CONFLICT(payment_id) DO UPDATE SET user_id = excluded.user_id,
+                 coins_issued = coins_issued + excluded.coins_issued, position = excluded.position"
+            ),
+            stripe_reversed: format!(
+                "INSERT INTO {stripe} ({STRIPE_COLS}) VALUES (?1, ?2, 0, ?3, NULL, ?4)
+                 ON CONFLICT(payment_id) DO UPDATE SET user_id = excluded.user_id,
+                 coins_reversed = coins_reversed + excluded.coins_reversed, position = excluded.position"
+            ),
+            stripe_session: format!(
+                "INSERT INTO {stripe} ({STRIPE_COLS}) VALUES (?1, NULL, 0, 0, ?2, ?3)
+                 ON CONFLICT(payment_id) DO UPDATE SET stripe_session_id = excluded.stripe_session_id,
+                 position = excluded.position"
+            ),
+        }
+    }
+}

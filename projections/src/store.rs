@@ -1,0 +1,175 @@
+//! The read-store port: applying projected batches with their checkpoints,
+//! leases for active/standby projectors, the registry of active projection
+//! versions, and the queries the API serves.
+//!
+//! Methods return boxed futures (rather than `async fn`) so that the trait is
+//! dyn-compatible: the API holds an `Arc<dyn ReadStore>` chosen at start
+//! (MongoDB when `MONGODB_URI` is set, the embedded store otherwise).
+
+use std::fmt;
+
+use events_schema::Account;
+use futures_util::future::BoxFuture;
+use uuid::Uuid;
+
+use crate::ProjectionError;
+use crate::change::{ApplyOutcome, ProjectedBatch};
+use crate::model::{
+    AccountBalance, Checkpoint, Collection, LeaderboardEntry, LedgerEntryDoc, Page, PageRequest, PayoutDoc,
+    PayoutStatus, Projection, ProjectionVersion, StreamDoc, StripePaymentDoc, TransactionDoc, TransactionFilter,
+    TrialBalance, UserDoc, WalletDoc,
+};
+
+pub type StoreResult<T> = Result<T, ProjectionError>;
+
+/// Any stored document, for scans (checksums, verification, export).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "collection", content = "doc", rename_all = "snake_case")]
+pub enum AnyDoc {
+    User(UserDoc),
+    Wallet(WalletDoc),
+    Transaction(TransactionDoc),
+    /// `(paymentId, sessionId)`.
+    StripeSession(String, String),
+    Stream(StreamDoc),
+    /// `(streamId, viewerId)`: a viewer present now.
+    StreamViewer(Uuid, Uuid),
+    Payout(PayoutDoc),
+    LedgerEntry(LedgerEntryDoc),
+    LedgerAccount(AccountBalance),
+    Leaderboard(LeaderboardEntry),
+    StripePayment(StripePaymentDoc),
+}
+
+/// One page of a scan: documents in key order and the key to continue after.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScanPage {
+    pub docs: Vec<AnyDoc>,
+    /// `None` when the collection has no more documents.
+    pub next_key: Option<String>,
+}
+
+/// The read-store port. Every adapter passes the same conformance suite
+/// (`projections/tests/it/conformance.rs`).
+pub trait ReadStore: Send + Sync + fmt::Debug {
+    /// A short name for logs and metrics (`sqlite`, `mongodb`).
+    fn backend(&self) -> &'static str;
+
+    /// Creates what is missing for these projection versions: collections
+    /// (tables) and their indexes. Idempotent; called by the runner at start.
+    fn prepare<'a>(&'a self, targets: &'a [ProjectionVersion]) -> BoxFuture<'a, StoreResult<()>>;
+
+    /// Applies a batch and moves every target's checkpoint to its
+    /// `to_position`, all or nothing (embedded store) or idempotently
+    /// (MongoDB without transactions: checkpoint last). Changes at or before
+    /// their projection's checkpoint are skipped, so applying a batch again
+    /// changes nothing. Fails with `Retired` when a target's version was
+    /// replaced, and nothing is applied then.
+    fn apply(&self, batch: ProjectedBatch) -> BoxFuture<'_, StoreResult<ApplyOutcome>>;
+
+    /// Commits any batch held open (see `ProjectedBatch::hold_open`).
+    fn flush(&self) -> BoxFuture<'_, StoreResult<()>> {
+        Box::pin(std::future::ready(Ok(())))
+    }
+
+    /// Every checkpoint, with whether its version is the active one.
+    fn checkpoints(&self) -> BoxFuture<'_, StoreResult<Vec<Checkpoint>>>;
+
+    /// Takes or renews the lease `key` for `owner` until `now_ms + ttl_ms`:
+    /// granted when free, expired, or already `owner`'s (compare and set).
+    /// Times are milliseconds since the epoch, from the caller's clock.
+    fn acquire_lease<'a>(
+        &'a self,
+        key: &'a str,
+        owner: &'a str,
+        ttl_ms: u64,
+        now_ms: i64,
+    ) -> BoxFuture<'a, StoreResult<bool>>;
+
+    /// Gives the lease up, if `owner` holds it, so a standby takes over now.
+    fn release_lease<'a>(&'a self, key: &'a str, owner: &'a str) -> BoxFuture<'a, StoreResult<()>>;
+
+    /// The version of `projection` that serves queries (1 until another is
+    /// activated).
+    fn active_version(&self, projection: Projection) -> BoxFuture<'_, StoreResult<u32>>;
+
+    /// Makes `target` the version that serves queries (an atomic switch of
+    /// the registry). Refuses to go back to an older version.
+    fn activate(&self, target: ProjectionVersion) -> BoxFuture<'_, StoreResult<()>>;
+
+    /// Drops a version's collections and checkpoint. Refuses the active one.
+    fn drop_version(&self, target: ProjectionVersion) -> BoxFuture<'_, StoreResult<()>>;
+
+    /// Up to `limit` documents of `collection` of `target`, in key order,
+    /// after `after_key`.
+    fn scan<'a>(
+        &'a self,
+        target: ProjectionVersion,
+        collection: Collection,
+        after_key: Option<&'a str>,
+        limit: u32,
+    ) -> BoxFuture<'a, StoreResult<ScanPage>>;
+
+    // Queries. Each reads the active version of the projection it needs.
+
+    fn user_by_id(&self, user_id: Uuid) -> BoxFuture<'_, StoreResult<Option<UserDoc>>>;
+
+    /// `email` is normalised (trimmed, lower case) before the lookup.
+    fn user_by_email<'a>(&'a self, email: &'a str) -> BoxFuture<'a, StoreResult<Option<UserDoc>>>;
+
+    fn wallet(&self, user_id: Uuid) -> BoxFuture<'_, StoreResult<Option<WalletDoc>>>;
+
+    /// A user's transactions, newest first.
+    fn transactions<'a>(
+        &'a self,
+        user_id: Uuid,
+        filter: TransactionFilter,
+        page: &'a PageRequest,
+    ) -> BoxFuture<'a, StoreResult<Page<TransactionDoc>>>;
+
+    /// Live streams, most viewers first (ties: newest id first).
+    fn live_streams<'a>(
+        &'a self,
+        category: Option<&'a str>,
+        page: &'a PageRequest,
+    ) -> BoxFuture<'a, StoreResult<Page<StreamDoc>>>;
+
+    fn stream(&self, stream_id: Uuid) -> BoxFuture<'_, StoreResult<Option<StreamDoc>>>;
+
+    /// Top gifters of a stream, most coins first.
+    fn leaderboard<'a>(
+        &'a self,
+        stream_id: Uuid,
+        page: &'a PageRequest,
+    ) -> BoxFuture<'a, StoreResult<Page<LeaderboardEntry>>>;
+
+    /// A user's payouts, newest first.
+    fn user_payouts<'a>(&'a self, user_id: Uuid, page: &'a PageRequest) -> BoxFuture<'a, StoreResult<Page<PayoutDoc>>>;
+
+    /// All payouts, newest first, optionally of one status.
+    fn payouts<'a>(
+        &'a self,
+        status: Option<PayoutStatus>,
+        page: &'a PageRequest,
+    ) -> BoxFuture<'a, StoreResult<Page<PayoutDoc>>>;
+
+    /// An account's entries with running balance, newest first.
+    fn ledger_entries<'a>(
+        &'a self,
+        account: Account,
+        page: &'a PageRequest,
+    ) -> BoxFuture<'a, StoreResult<Page<LedgerEntryDoc>>>;
+
+    /// Every account's balance (paged, by account) and the total of all.
+    fn trial_balance<'a>(&'a self, page: &'a PageRequest) -> BoxFuture<'a, StoreResult<TrialBalance>>;
+
+    fn stripe_payment<'a>(&'a self, payment_id: &'a str) -> BoxFuture<'a, StoreResult<Option<StripePaymentDoc>>>;
+}
+
+/// How many documents a scan page holds at most.
+pub const SCAN_LIMIT_MAX: u32 = 5_000;
+
+/// Email normalisation, as at registration: trimmed and lower case.
+pub(crate) fn normalise_email(email: &str) -> String {
+    email.trim().to_lowercase()
+}

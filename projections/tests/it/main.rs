@@ -1,0 +1,7 @@
+//! The projections crate's integration tests, in one binary.
+
+mod conformance;
+mod generator;
+mod runs;
+mod specs;
+mod support;

@@ -1,0 +1,312 @@
+//! The projector runner: crashes, active/standby, read your writes, and
+//! an unreadable event.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use events_schema::{Account, CoinsPurchased, Event};
+use projections::testing::{Generator, GeneratorConfig, MemoryLog, checksum};
+use projections::{
+    Projection, ProjectionError, ProjectionVersion, ReadStore, Runner, RunnerConfig, RunnerRole, SqliteStore,
+    wait_for_position, wait_for_store_position,
+};
+use uuid::Uuid;
+
+use crate::support::{Given, project_all, sqlite, transfer};
+
+/// splitmix64, for kill points that are random but reproducible.
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        (z ^ (z >> 31)) % n
+    }
+}
+
+const KILLS: usize = 50;
+const LOG_EVENTS: u64 = 100_000;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runner_killed_at_50_random_points_ends_equal_to_a_clean_rebuild() {
+    let started = Instant::now();
+    let log = Arc::new(MemoryLog::from_events(Generator::log(GeneratorConfig::default(), LOG_EVENTS)));
+    let targets = ProjectionVersion::all_current();
+    let dir = tempfile::tempdir().unwrap();
+    let seed = std::env::var("KILL_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(20_261_126u64);
+    let mut rng = Rng(seed);
+    // Kill points spread over the log, in log order; none in the last
+    // batches, so that a fault armed at a point has a batch to fire in.
+    let mut points: Vec<u64> = (0..KILLS).map(|_| 1 + rng.below(LOG_EVENTS * 95 / 100)).collect();
+    points.sort_unstable();
+    let mut kill_points = Vec::new();
+    let mut killed_at = Vec::new();
+    let (mut mid_batch, mut aborted) = (0, 0);
+    for (kill, point) in points.iter().enumerate() {
+        // A restart: a new store instance on the same file, as a new process.
+        let store = Arc::new(SqliteStore::open(dir.path()).await.unwrap());
+        let mut config = RunnerConfig::new("node-1");
+        config.batch_size_max = 100 + u32::try_from(rng.below(2_000)).unwrap();
+        let runner = Runner::new(store.clone(), log.clone(), config).unwrap();
+        let status = runner.status();
+        let handle = tokio::spawn(async move { runner.run(std::future::pending()).await });
+        wait_until("the kill point", Duration::from_secs(120), || {
+            status.borrow().applied >= *point || handle.is_finished()
+        })
+        .await;
+        killed_at.push(status.borrow().applied);
+        if kill % 2 == 0 {
+            // Die inside the next batch's transaction, after a random
+            // number of its writes: the transaction is rolled back.
+            store.fail_after_writes(1 + rng.below(300));
+            wait_until("the injected fault", Duration::from_secs(60), || handle.is_finished()).await;
+            match handle.await.unwrap() {
+                Err(ProjectionError::InjectedFault { .. }) => mid_batch += 1,
+                other => panic!("the runner stopped by itself: {other:?}"),
+            }
+        } else {
+            // Die wherever it is: reading, decoding, or waiting on a commit.
+            handle.abort();
+            let _ = handle.await;
+            aborted += 1;
+        }
+        store.fail_after_writes(0);
+        let checkpoints = store.checkpoints().await.unwrap();
+        kill_points.push(checkpoints.iter().map(|c| c.position).min().unwrap_or(0));
+        drop(store);
+    }
+    let store = Arc::new(SqliteStore::open(dir.path()).await.unwrap());
+    assert_eq!(project_all(store.clone(), log.clone()).await, LOG_EVENTS);
+
+    let (clean, _clean_dir) = sqlite().await;
+    project_all(clean.clone(), log.clone()).await;
+    let resumed = checksum(&*store, &targets).await.unwrap();
+    assert_eq!(resumed, checksum(&*clean, &targets).await.unwrap());
+
+    let distinct: std::collections::BTreeSet<u64> = killed_at.iter().copied().collect();
+    println!(
+        "killed {KILLS} times ({mid_batch} inside a transaction, {aborted} aborted) after applying {killed_at:?}; \
+         committed checkpoints then {kill_points:?}; {:.1?}\n{resumed}",
+        started.elapsed()
+    );
+    assert_eq!(mid_batch, KILLS / 2);
+    assert!(distinct.len() >= 40, "kills at too few distinct points: {killed_at:?}");
+    assert!(killed_at.iter().any(|p| *p > LOG_EVENTS / 2), "no kill in the second half");
+    assert!(kill_points.windows(2).all(|w| w[0] <= w[1]), "a committed checkpoint went back: {kill_points:?}");
+    let trial = store.trial_balance(&projections::PageRequest::default()).await.unwrap();
+    assert_eq!(trial.total_coins, 0);
+}
+
+/// A short lease, still well above a batch's duration (a debug build on a
+/// busy machine), since the lease is renewed between batches.
+fn fast_lease(owner: &str) -> RunnerConfig {
+    let mut config = RunnerConfig::new(owner);
+    config.batch_size_max = 500;
+    config.lease_ttl_ms = 2_000;
+    config.lease_renew_ms = 400;
+    config.standby_poll_ms = 100;
+    config.idle_poll_ms = 10;
+    config
+}
+
+async fn wait_until(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !ok() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_one_runner_applies_and_a_standby_takes_over_within_a_lease() {
+    let log = Arc::new(MemoryLog::from_events(Generator::log(GeneratorConfig::default(), 5_000)));
+    let dir = tempfile::tempdir().unwrap();
+    let a_store = Arc::new(SqliteStore::open(dir.path()).await.unwrap());
+    let b_store = Arc::new(SqliteStore::open(dir.path()).await.unwrap());
+    let a = Arc::new(Runner::new(a_store.clone(), log.clone(), fast_lease("a")).unwrap());
+    let a_status = a.status();
+    let a_task = tokio::spawn({
+        let a = a.clone();
+        async move { a.run(std::future::pending()).await }
+    });
+    wait_until("a is active", Duration::from_secs(5), || a_status.borrow().role == RunnerRole::Active).await;
+    let b = Arc::new(Runner::new(b_store.clone(), log.clone(), fast_lease("b")).unwrap());
+    let b_status = b.status();
+    let (stop_b, stop_b_rx) = tokio::sync::oneshot::channel::<()>();
+    let b_task = tokio::spawn({
+        let b = b.clone();
+        async move {
+            b.run(async {
+                let _ = stop_b_rx.await;
+            })
+            .await
+        }
+    });
+    wait_until("a has caught up", Duration::from_secs(20), || a_status.borrow().checkpoint == 5_000).await;
+    wait_until("b stands by", Duration::from_secs(5), || b_status.borrow().role == RunnerRole::Standby).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(b_status.borrow().batches_applied, 0, "a standby applies nothing");
+
+    // The active one dies without giving the lease up: b takes over once
+    // the lease expires, and applies what is appended meanwhile.
+    a_task.abort();
+    let _ = a_task.await;
+    let died = Instant::now();
+    let mut given_log = Given::new();
+    let u = Uuid::from_u128(77);
+    let commit = given_log.commit(u, vec![transfer(Account::ExternalStripe, Account::Wallet(u), 5)]);
+    given_log.event(Event::CoinsPurchased(CoinsPurchased { user_id: u, payment_id: "pi_x".into(), coins: 5, commit }));
+    log.append(given_log.log.get(1).unwrap());
+    wait_until("b is active", Duration::from_secs(5), || b_status.borrow().role == RunnerRole::Active).await;
+    let takeover = died.elapsed();
+    wait_until("b has caught up", Duration::from_secs(10), || b_status.borrow().checkpoint == 5_001).await;
+    assert!(takeover < Duration::from_secs(4), "takeover took {takeover:?} with a 2 s lease");
+    assert_eq!(b_store.wallet(u).await.unwrap().unwrap().coins, 5);
+
+    // A graceful stop gives the lease up at once.
+    stop_b.send(()).unwrap();
+    assert_eq!(b_task.await.unwrap().unwrap(), projections::RunnerExit::Shutdown);
+    assert_eq!(b_status.borrow().role, RunnerRole::Stopped);
+    let key = &b.config().lease_key;
+    assert!(key.starts_with("projector:users@1,wallets@1,"), "{key}");
+    assert!(b_store.acquire_lease(key, "c", 60_000, chrono_now_ms()).await.unwrap());
+
+    let (clean, _clean_dir) = sqlite().await;
+    project_all(clean.clone(), log.clone()).await;
+    let targets = ProjectionVersion::all_current();
+    assert_eq!(checksum(&*b_store, &targets).await.unwrap(), checksum(&*clean, &targets).await.unwrap());
+}
+
+fn chrono_now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_your_writes_waits_for_the_position_within_a_timeout() {
+    let mut given = Given::new();
+    let (store, _dir) = sqlite().await;
+    let mut config = RunnerConfig::new("rw");
+    config.idle_poll_ms = 5;
+    let runner = Arc::new(Runner::new(store.clone(), given.log.clone(), config).unwrap());
+    let mut status = runner.status();
+    let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn({
+        let runner = runner.clone();
+        async move {
+            runner
+                .run(async {
+                    let _ = stop_rx.await;
+                })
+                .await
+        }
+    });
+    let u = Uuid::from_u128(5);
+    for n in 1..=20 {
+        let commit = given.commit(u, vec![transfer(Account::ExternalStripe, Account::Wallet(u), 10)]);
+        let position = given.event(Event::CoinsPurchased(CoinsPurchased {
+            user_id: u,
+            payment_id: format!("pi_{n}"),
+            coins: 10,
+            commit,
+        }));
+        // The command's answer carries `position`; the query waits for it.
+        wait_for_store_position(&*store, &[Projection::Wallets], position, Duration::from_secs(5)).await.unwrap();
+        assert_eq!(store.wallet(u).await.unwrap().unwrap().coins, 10 * n);
+        wait_for_position(&mut status, position, Duration::from_secs(5)).await.unwrap();
+    }
+    let started = Instant::now();
+    match wait_for_store_position(&*store, &[Projection::Wallets], 1_000, Duration::from_millis(200)).await {
+        Err(ProjectionError::Lagging { wanted: 1_000, reached: 20 }) => {}
+        other => panic!("expected Lagging, got {other:?}"),
+    }
+    assert!(started.elapsed() < Duration::from_secs(1));
+    assert!(wait_for_position(&mut status, 1_000, Duration::from_millis(50)).await.is_err());
+    let s = status.borrow().clone();
+    assert_eq!((s.checkpoint, s.last_position, s.lag_events), (20, 20, 0));
+    stop.send(()).unwrap();
+    task.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn an_unreadable_event_stops_the_runner_just_before_it() {
+    let mut given = Given::new();
+    let u = Uuid::from_u128(5);
+    for n in 1..=3 {
+        let commit = given.commit(u, vec![transfer(Account::ExternalStripe, Account::Wallet(u), 10)]);
+        given.event(Event::CoinsPurchased(CoinsPurchased {
+            user_id: u,
+            payment_id: format!("pi_{n}"),
+            coins: 10,
+            commit,
+        }));
+    }
+    let bad = given.raw(br#"{"type":"ledger.coins_purchased","schemaVersion":1,"payload":{}}"#);
+    let commit = given.commit(u, vec![transfer(Account::ExternalStripe, Account::Wallet(u), 10)]);
+    given.event(Event::CoinsPurchased(CoinsPurchased { user_id: u, payment_id: "pi_9".into(), coins: 10, commit }));
+    let (store, _dir) = sqlite().await;
+    let runner = Runner::new(store.clone(), given.log.clone(), RunnerConfig::new("x")).unwrap();
+    match runner.run(std::future::pending()).await {
+        Err(ProjectionError::Decode { position, .. }) => assert_eq!(position, bad),
+        other => panic!("expected a decode error, got {other:?}"),
+    }
+    let checkpoints = store.checkpoints().await.unwrap();
+    assert!(checkpoints.iter().all(|c| c.position == bad - 1), "{checkpoints:?}");
+    assert_eq!(store.wallet(u).await.unwrap().unwrap().coins, 30);
+}
+
+#[tokio::test]
+async fn runner_config_is_bounded() {
+    let (store, _dir) = sqlite().await;
+    let log: Arc<MemoryLog> = Arc::new(MemoryLog::new());
+    let store: Arc<dyn ReadStore> = store;
+    for bad in [
+        RunnerConfig { batch_size_max: 0, ..RunnerConfig::new("x") },
+        RunnerConfig { batch_size_max: projections::BATCH_SIZE_MAX + 1, ..RunnerConfig::new("x") },
+        RunnerConfig { targets: vec![], ..RunnerConfig::new("x") },
+        RunnerConfig { lease_renew_ms: 4_000, ..RunnerConfig::new("x") },
+    ] {
+        assert!(Runner::new(store.clone(), log.clone(), bad).is_err());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_new_version_builds_beside_the_old_and_takes_over_once_caught_up() {
+    let log = Arc::new(MemoryLog::from_events(Generator::log(GeneratorConfig::default(), 3_000)));
+    let (store, _dir) = sqlite().await;
+    project_all(store.clone(), log.clone()).await;
+    let before = checksum(&*store, &[Projection::Streams.current()]).await.unwrap();
+    // The next deployment's code builds streams@2; streams@1 serves meanwhile.
+    let v2 = ProjectionVersion::new(Projection::Streams, 2);
+    let mut config = RunnerConfig::new("deploy-2");
+    config.targets = vec![v2];
+    config.idle_poll_ms = 5;
+    let runner = Arc::new(Runner::new(store.clone(), log.clone(), config).unwrap());
+    let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn({
+        let runner = runner.clone();
+        async move {
+            runner
+                .run(async {
+                    let _ = stop_rx.await;
+                })
+                .await
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while store.active_version(Projection::Streams).await.unwrap() != 2 {
+        assert!(Instant::now() < deadline, "streams@2 never took over");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let after = checksum(&*store, &[v2]).await.unwrap();
+    assert_eq!(after, before, "the same code builds the same documents");
+    // The old version's runner, still deployed somewhere, stops by itself.
+    let mut old = RunnerConfig::new("deploy-1");
+    old.targets = vec![Projection::Streams.current()];
+    let old = Runner::new(store.clone(), log.clone(), old).unwrap();
+    assert_eq!(old.run(std::future::pending()).await.unwrap(), projections::RunnerExit::Retired);
+    stop.send(()).unwrap();
+    task.await.unwrap().unwrap();
+}
