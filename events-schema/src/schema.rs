@@ -50,7 +50,22 @@ fn envelope_schema(type_name: &str, version: u16, payload: Value) -> Value {
     root
 }
 
-/// `(file name, schema)` for every current event type.
+/// `value` with every object's keys in sorted order. Whether `serde_json`
+/// keeps insertion order (its `preserve_order` feature, which another crate
+/// of the build may turn on) must not change the committed files.
+fn sorted(value: Value) -> Value {
+    match value {
+        Value::Object(map) => {
+            let mut entries: Vec<(String, Value)> = map.into_iter().collect();
+            entries.sort_by(|a, b| a.0.cmp(&b.0));
+            Value::Object(entries.into_iter().map(|(k, v)| (k, sorted(v))).collect())
+        }
+        Value::Array(items) => Value::Array(items.into_iter().map(sorted).collect()),
+        other => other,
+    }
+}
+
+/// `(file name, schema)` for every current event type, keys sorted.
 pub fn event_schemas() -> Vec<(String, Value)> {
     EVENT_TYPES
         .iter()
@@ -78,7 +93,7 @@ pub fn event_schemas() -> Vec<(String, Value)> {
                 other => unreachable!("EVENT_TYPES lists {other} without a schema"),
             };
             let file = format!("{type_name}.v{version}.json");
-            (file, envelope_schema(type_name, *version, payload))
+            (file, sorted(envelope_schema(type_name, *version, payload)))
         })
         .collect()
 }
