@@ -1,5 +1,46 @@
-//! The axum HTTP server: auth, command routes, query routes, the Stripe
-//! webhook, health, metrics and OpenAPI.
+//! The HTTP API of the HaloBuzz ledger (binary `halobuzz-api`): auth
+//! (argon2 passwords, HS256 JWTs), the command routes (each a command of
+//! `commands`, answered with its log `position`), the query routes (read
+//! models of `projections`, with `minPosition` for read-your-writes),
+//! health, Prometheus metrics and the OpenAPI 3.1 document; and the process
+//! that runs it all: the managed nats-server by default, the projector
+//! runner and the gift reactor (`HALOBUZZ_ROLE`).
 //!
-//! Filled by the API issue. It holds no state of its own: any number of
-//! replicas can run side by side.
+//! Key decisions: every error goes through one `AppError` that becomes
+//! RFC 9457 problem+json in one place (`error.rs`); request and response
+//! types are the API's own (`views.rs`), never an event's or a read model's
+//! stored shape; a command's answer is built from the events it appended,
+//! so that a repeated `Idempotency-Key` gets the very same body.
+//!
+//! It must never hold state of its own: the log and the read store hold
+//! everything, so any number of replicas run side by side. What lives in
+//! memory (rate-limit windows, metrics) is per-replica soft state that may
+//! be lost at any time. It must never decide a command itself (the
+//! deciders do), nor serialise an event for a client.
+//!
+//! # Modules
+//!
+//! - [`config`]: the environment, checked at start.
+//! - [`service`]: start-up, serving, graceful shutdown.
+//! - [`routes`]: the router and the handlers; [`extract`]: extractors that
+//!   answer bad input with problem+json; [`views`]: request/response types.
+//! - [`auth`]: passwords and tokens; [`ratelimit`]; [`metrics`] (with the
+//!   metered event log); [`source`]: the projectors' log source over the
+//!   event log; [`openapi`]; [`state`].
+
+pub mod auth;
+pub mod config;
+pub mod error;
+pub mod extract;
+pub mod metrics;
+pub mod openapi;
+pub mod ratelimit;
+pub mod routes;
+pub mod service;
+pub mod source;
+pub mod state;
+pub mod views;
+
+pub use config::Config;
+pub use error::AppError;
+pub use service::Service;

@@ -1,3 +1,9 @@
 //! End-to-end tests, the load generator and the benchmarks that cross crates.
 //!
-//! Filled as the crates above it grow. It never holds production code.
+//! [`http`] starts the real service (the `api` crate's `Service`, the very
+//! router the `halobuzz-api` binary serves) on a loopback port against a real
+//! nats-server (`commands::testing::NatsServer`) and an SQLite read store in
+//! a temporary folder, and talks to it over HTTP. It never holds production
+//! code.
+
+pub mod http;

@@ -1,0 +1,394 @@
+//! The environment both binaries read (`../shared/spec/api.md`,
+//! "Configuration"). A bad value stops start-up with one line naming the
+//! variable.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use commands::handler::CommandConfig;
+use domain::ledger::PayoutPolicy;
+use events_schema::Money;
+use rust_decimal::Decimal;
+
+/// Which parts of the service an instance runs, so that replicas scale
+/// apart (`HALOBUZZ_ROLE`: `all`, the default; `api`; `workers`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InstanceRole {
+    /// The HTTP API, the projectors and the gift reactor.
+    All,
+    /// The HTTP API only.
+    Api,
+    /// The projectors and the gift reactor only (with `/health` and
+    /// `/metrics`).
+    Workers,
+}
+
+impl InstanceRole {
+    pub fn serves_api(self) -> bool {
+        matches!(self, InstanceRole::All | InstanceRole::Api)
+    }
+    pub fn runs_workers(self) -> bool {
+        matches!(self, InstanceRole::All | InstanceRole::Workers)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Json,
+    Pretty,
+}
+
+/// Everything read from the environment.
+#[derive(Clone)]
+pub struct Config {
+    pub port: u16,
+    pub app_env: String,
+    pub data_dir: PathBuf,
+    /// `None`: start and supervise a local nats-server.
+    pub nats_url: Option<String>,
+    pub nats_stream_replicas: usize,
+    /// `true` for `NATS_SYNC=always` (the default).
+    pub nats_sync_always: bool,
+    pub mongodb_uri: Option<String>,
+    pub mongodb_db: String,
+    pub jwt_secret: String,
+    pub jwt_refresh_secret: String,
+    pub stripe_secret_key: Option<String>,
+    pub stripe_webhook_secrets: Vec<String>,
+    pub stripe_api_base: Option<String>,
+    pub host_share_bps: u32,
+    pub payout_policy: PayoutPolicy,
+    pub admin_emails: Vec<String>,
+    /// `None`: any origin.
+    pub cors_origins: Option<Vec<String>>,
+    /// `None`: no rate limit (`RATE_LIMIT_MAX_REQUESTS=0`).
+    pub rate_limit: Option<RateLimit>,
+    pub maintenance_mode: bool,
+    pub log_format: LogFormat,
+    pub metrics_token: Option<String>,
+    pub role: InstanceRole,
+    /// The largest request body accepted.
+    pub body_bytes_max: usize,
+    /// The managed nats-server's preferred port (`NATS_PORT`, default 4222;
+    /// another free port when taken). Unused with `NATS_URL`.
+    pub nats_port: u16,
+    /// The gifts viewers can send (`GIFT_CATALOG`): a gift command takes the
+    /// unit price from here, never from the client.
+    pub gift_catalog: Vec<GiftItem>,
+    /// The coin packages on sale (`COIN_PACKAGES`).
+    pub coin_packages: Vec<CoinPackage>,
+    /// Events per projector batch (`PROJECTOR_BATCH_EVENTS`): two batches
+    /// are in memory at once, so this bounds the projector's memory.
+    pub projector_batch_events: u32,
+}
+
+/// One gift of the catalog.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GiftItem {
+    pub id: String,
+    pub name: String,
+    /// Price of one unit, in coins.
+    pub coins: i64,
+}
+
+/// One coin package of the shop.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CoinPackage {
+    pub id: String,
+    pub coins: i64,
+    pub price: Money,
+}
+
+/// Events per projector batch by default: the runner's own default.
+const PROJECTOR_BATCH_EVENTS_DEFAULT: u32 = projections::BATCH_SIZE_DEFAULT;
+/// Gift ids are at most this long (the domain's limit).
+const GIFT_ID_CHARS_MAX: usize = 100;
+/// The catalog and the package list hold at most this many entries.
+const CATALOG_ENTRIES_MAX: usize = 200;
+
+/// `id:coins:Name`, comma-separated.
+const DEFAULT_GIFT_CATALOG: &str =
+    "rose:1:Rose,heart:5:Heart,star:10:Star,diamond:50:Diamond,crown:100:Crown,rocket:500:Rocket,castle:1000:Castle";
+/// `id:coins:amount[:currency]`, comma-separated.
+const DEFAULT_COIN_PACKAGES: &str = "coins_100:100:0.99,coins_500:500:4.99,coins_1200:1200:9.99,coins_2500:2500:19.99";
+
+impl std::fmt::Debug for Config {
+    // Secrets never reach a log, even through Debug.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("port", &self.port)
+            .field("app_env", &self.app_env)
+            .field("data_dir", &self.data_dir)
+            .field("nats_url", &self.nats_url.as_ref().map(|_| "<set>"))
+            .field("nats_stream_replicas", &self.nats_stream_replicas)
+            .field("mongodb", &self.mongodb_uri.as_ref().map(|_| "<set>"))
+            .field("role", &self.role)
+            .field("maintenance_mode", &self.maintenance_mode)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimit {
+    pub window: Duration,
+    pub requests_max: u32,
+}
+
+/// A variable with a bad value.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("{name}: {reason}")]
+pub struct ConfigError {
+    pub name: &'static str,
+    pub reason: String,
+}
+
+const DEV_JWT_SECRET: &str = "halobuzz-development-access-secret-change-me";
+const DEV_JWT_REFRESH_SECRET: &str = "halobuzz-development-refresh-secret-change-me";
+
+impl Config {
+    /// Reads the process environment.
+    pub fn from_env() -> Result<Config, ConfigError> {
+        Config::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Reads any environment (tests pass a map).
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+        let var = |name: &str| get(name).map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
+        let app_env = var("APP_ENV").unwrap_or_else(|| "development".into());
+        let production = app_env == "production";
+        let secret = |name: &'static str, dev: &str| -> Result<String, ConfigError> {
+            match var(name) {
+                Some(s) if s.len() >= 32 => Ok(s),
+                Some(_) => Err(ConfigError { name, reason: "must be at least 32 characters".into() }),
+                None if production => Err(ConfigError { name, reason: "is required when APP_ENV=production".into() }),
+                None => {
+                    tracing::warn!("{name} is not set: using a development secret");
+                    Ok(dev.to_string())
+                }
+            }
+        };
+        let rate_max: u32 = parse(&var, "RATE_LIMIT_MAX_REQUESTS", 100)?;
+        let rate_window_ms: u64 = parse(&var, "RATE_LIMIT_WINDOW_MS", 900_000)?;
+        let rate_limit = (rate_max > 0 && rate_window_ms > 0)
+            .then(|| RateLimit { window: Duration::from_millis(rate_window_ms), requests_max: rate_max });
+        let rate: Decimal = parse(&var, "COIN_PAYOUT_RATE", Decimal::new(1, 2))?;
+        if rate <= Decimal::ZERO {
+            return Err(ConfigError { name: "COIN_PAYOUT_RATE", reason: "must be positive".into() });
+        }
+        let host_share_bps: u32 = parse(&var, "HOST_SHARE_BPS", 7000)?;
+        if host_share_bps > 10_000 {
+            return Err(ConfigError { name: "HOST_SHARE_BPS", reason: "at most 10000 basis points".into() });
+        }
+        let min_coins: i64 = parse(&var, "PAYOUT_MIN_COINS", 1000)?;
+        if min_coins < 1 {
+            return Err(ConfigError { name: "PAYOUT_MIN_COINS", reason: "must be at least 1".into() });
+        }
+        let replicas: usize = parse(&var, "NATS_STREAM_REPLICAS", 1)?;
+        if !(1..=5).contains(&replicas) {
+            return Err(ConfigError { name: "NATS_STREAM_REPLICAS", reason: "must be between 1 and 5".into() });
+        }
+        let nats_sync_always = match var("NATS_SYNC").as_deref() {
+            None | Some("always") => true,
+            Some("interval") => false,
+            Some(_) => return Err(ConfigError { name: "NATS_SYNC", reason: "must be `always` or `interval`".into() }),
+        };
+        let log_format = match var("LOG_FORMAT").as_deref() {
+            None if production => LogFormat::Json,
+            None | Some("pretty") => LogFormat::Pretty,
+            Some("json") => LogFormat::Json,
+            Some(_) => return Err(ConfigError { name: "LOG_FORMAT", reason: "must be `json` or `pretty`".into() }),
+        };
+        let role = match var("HALOBUZZ_ROLE").as_deref() {
+            None | Some("all") => InstanceRole::All,
+            Some("api") => InstanceRole::Api,
+            Some("workers") => InstanceRole::Workers,
+            Some(_) => {
+                return Err(ConfigError { name: "HALOBUZZ_ROLE", reason: "must be `all`, `api` or `workers`".into() });
+            }
+        };
+        let list = |name: &str| -> Vec<String> {
+            var(name)
+                .map(|v| v.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect())
+                .unwrap_or_default()
+        };
+        let cors_origins = match var("CORS_ORIGIN").as_deref() {
+            None | Some("*") => None,
+            Some(_) => Some(list("CORS_ORIGIN")),
+        };
+        Ok(Config {
+            port: parse(&var, "PORT", 5010)?,
+            app_env,
+            data_dir: var("DATA_DIR").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("./data")),
+            nats_url: var("NATS_URL"),
+            nats_stream_replicas: replicas,
+            nats_sync_always,
+            mongodb_uri: var("MONGODB_URI"),
+            mongodb_db: var("MONGODB_DB").unwrap_or_else(|| "halobuzz".into()),
+            jwt_secret: secret("JWT_SECRET", DEV_JWT_SECRET)?,
+            jwt_refresh_secret: secret("JWT_REFRESH_SECRET", DEV_JWT_REFRESH_SECRET)?,
+            stripe_secret_key: var("STRIPE_SECRET_KEY"),
+            stripe_webhook_secrets: list("STRIPE_WEBHOOK_SECRET"),
+            stripe_api_base: var("STRIPE_API_BASE"),
+            host_share_bps,
+            payout_policy: PayoutPolicy {
+                rate_per_coin: Money { amount: rate, currency: var("PAYOUT_CURRENCY").unwrap_or_else(|| "usd".into()) },
+                min_coins,
+            },
+            admin_emails: list("ADMIN_EMAILS").into_iter().map(|e| e.to_lowercase()).collect(),
+            cors_origins,
+            rate_limit,
+            maintenance_mode: parse_bool(&var, "MAINTENANCE_MODE")?,
+            log_format,
+            metrics_token: var("METRICS_TOKEN"),
+            role,
+            body_bytes_max: parse(&var, "BODY_BYTES_MAX", 64 * 1024)?,
+            nats_port: parse(&var, "NATS_PORT", 4222)?,
+            gift_catalog: parse_catalog(var("GIFT_CATALOG").as_deref().unwrap_or(DEFAULT_GIFT_CATALOG))?,
+            coin_packages: parse_packages(var("COIN_PACKAGES").as_deref().unwrap_or(DEFAULT_COIN_PACKAGES))?,
+            projector_batch_events: {
+                let events: u32 = parse(&var, "PROJECTOR_BATCH_EVENTS", PROJECTOR_BATCH_EVENTS_DEFAULT)?;
+                if !(1..=projections::BATCH_SIZE_MAX).contains(&events) {
+                    return Err(ConfigError {
+                        name: "PROJECTOR_BATCH_EVENTS",
+                        reason: format!("must be 1 to {}", projections::BATCH_SIZE_MAX),
+                    });
+                }
+                events
+            },
+        })
+    }
+
+    /// What the deciders take from the configuration.
+    pub fn command_config(&self) -> CommandConfig {
+        CommandConfig {
+            host_share_bps: self.host_share_bps,
+            payout_policy: self.payout_policy.clone(),
+            admin_emails: self.admin_emails.clone(),
+        }
+    }
+
+    /// The catalog entry of a gift.
+    pub fn gift(&self, id: &str) -> Option<&GiftItem> {
+        self.gift_catalog.iter().find(|g| g.id == id)
+    }
+}
+
+fn parse_catalog(text: &str) -> Result<Vec<GiftItem>, ConfigError> {
+    let bad = |reason: String| ConfigError { name: "GIFT_CATALOG", reason };
+    let mut items: Vec<GiftItem> = Vec::new();
+    for entry in text.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        let mut parts = entry.splitn(3, ':');
+        let (Some(id), Some(coins), Some(name)) = (parts.next(), parts.next(), parts.next()) else {
+            return Err(bad(format!("{entry:?} is not id:coins:name")));
+        };
+        let id = id.trim();
+        if id.is_empty() || id.chars().count() > GIFT_ID_CHARS_MAX {
+            return Err(bad(format!("gift id {id:?} must be 1 to {GIFT_ID_CHARS_MAX} characters")));
+        }
+        let coins: i64 = coins.trim().parse().map_err(|_| bad(format!("{entry:?}: coins is not a number")))?;
+        if coins < 1 {
+            return Err(bad(format!("{entry:?}: a gift costs at least 1 coin")));
+        }
+        if items.iter().any(|g| g.id == id) {
+            return Err(bad(format!("gift id {id:?} appears twice")));
+        }
+        items.push(GiftItem { id: id.to_string(), name: name.trim().to_string(), coins });
+    }
+    if items.is_empty() || items.len() > CATALOG_ENTRIES_MAX {
+        return Err(bad(format!("must list 1 to {CATALOG_ENTRIES_MAX} gifts")));
+    }
+    Ok(items)
+}
+
+fn parse_packages(text: &str) -> Result<Vec<CoinPackage>, ConfigError> {
+    let bad = |reason: String| ConfigError { name: "COIN_PACKAGES", reason };
+    let mut packages: Vec<CoinPackage> = Vec::new();
+    for entry in text.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        let parts: Vec<&str> = entry.split(':').map(str::trim).collect();
+        let (id, coins, amount, currency) = match parts.as_slice() {
+            [id, coins, amount] => (*id, *coins, *amount, "usd"),
+            [id, coins, amount, currency] => (*id, *coins, *amount, *currency),
+            _ => return Err(bad(format!("{entry:?} is not id:coins:amount[:currency]"))),
+        };
+        let coins: i64 = coins.parse().map_err(|_| bad(format!("{entry:?}: coins is not a number")))?;
+        let amount: Decimal = amount.parse().map_err(|_| bad(format!("{entry:?}: amount is not a decimal")))?;
+        if id.is_empty() || coins < 1 || amount <= Decimal::ZERO || currency.is_empty() {
+            return Err(bad(format!("{entry:?}: needs an id, positive coins and a positive amount")));
+        }
+        if packages.iter().any(|p| p.id == id) {
+            return Err(bad(format!("package id {id:?} appears twice")));
+        }
+        packages.push(CoinPackage {
+            id: id.to_string(),
+            coins,
+            price: Money { amount, currency: currency.to_lowercase() },
+        });
+    }
+    if packages.len() > CATALOG_ENTRIES_MAX {
+        return Err(bad(format!("must list at most {CATALOG_ENTRIES_MAX} packages")));
+    }
+    Ok(packages)
+}
+
+fn parse<T: std::str::FromStr>(
+    var: &impl Fn(&str) -> Option<String>,
+    name: &'static str,
+    default: T,
+) -> Result<T, ConfigError> {
+    match var(name) {
+        None => Ok(default),
+        Some(v) => v.parse().map_err(|_| ConfigError { name, reason: format!("cannot read {v:?}") }),
+    }
+}
+
+fn parse_bool(var: &impl Fn(&str) -> Option<String>, name: &'static str) -> Result<bool, ConfigError> {
+    match var(name).as_deref() {
+        None | Some("false") | Some("0") => Ok(false),
+        Some("true") | Some("1") => Ok(true),
+        Some(v) => Err(ConfigError { name, reason: format!("must be true or false, not {v:?}") }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        Config::from_lookup(|name| pairs.iter().find(|(k, _)| *k == name).map(|(_, v)| (*v).to_string()))
+    }
+
+    #[test]
+    fn the_defaults_hold_a_catalog_and_packages() {
+        let c = config(&[]).unwrap();
+        assert_eq!(c.port, 5010);
+        assert_eq!(c.role, InstanceRole::All);
+        assert_eq!(c.gift("rose").map(|g| g.coins), Some(1));
+        assert_eq!(c.coin_packages.first().map(|p| p.price.amount.to_string()), Some("0.99".into()));
+        assert!(c.rate_limit.is_some());
+    }
+
+    #[test]
+    fn a_bad_value_names_its_variable() {
+        assert_eq!(config(&[("PORT", "http")]).unwrap_err().name, "PORT");
+        assert_eq!(config(&[("GIFT_CATALOG", "rose:zero:Rose")]).unwrap_err().name, "GIFT_CATALOG");
+        assert_eq!(config(&[("GIFT_CATALOG", "rose:1:Rose,rose:2:Rose")]).unwrap_err().name, "GIFT_CATALOG");
+        assert_eq!(config(&[("COIN_PACKAGES", "p:100")]).unwrap_err().name, "COIN_PACKAGES");
+        assert_eq!(config(&[("HALOBUZZ_ROLE", "everything")]).unwrap_err().name, "HALOBUZZ_ROLE");
+        assert_eq!(config(&[("APP_ENV", "production")]).unwrap_err().name, "JWT_SECRET");
+    }
+
+    #[test]
+    fn zero_disables_the_rate_limit_and_lists_are_read() {
+        let c = config(&[
+            ("RATE_LIMIT_MAX_REQUESTS", "0"),
+            ("ADMIN_EMAILS", " A@x.io, b@y.io ,"),
+            ("GIFT_CATALOG", "kiss:3:A kiss"),
+            ("COIN_PACKAGES", "small:10:0.10:eur"),
+        ])
+        .unwrap();
+        assert!(c.rate_limit.is_none());
+        assert_eq!(c.admin_emails, vec!["a@x.io", "b@y.io"]);
+        assert_eq!(c.gift_catalog, vec![GiftItem { id: "kiss".into(), name: "A kiss".into(), coins: 3 }]);
+        assert_eq!(c.coin_packages[0].price.currency, "eur");
+    }
+}

@@ -1,0 +1,113 @@
+//! The caller's own account: profile, wallet, transactions; and the coin
+//! packages on sale.
+
+use axum::Json;
+use axum::extract::State;
+use projections::{PageRequest, Projection, TransactionFilter, TxStatus, TxType};
+
+use crate::error::{ApiResult, AppError, Problem};
+use crate::extract::{ApiQuery, AuthUser, Consistency};
+use crate::state::AppState;
+use crate::views::{CoinPackageView, MoneyView, TransactionPage, TransactionsQuery, UserView, WalletView};
+
+/// The caller's profile.
+#[utoipa::path(
+    get, path = "/api/v1/users/me", tag = "account",
+    params(("minPosition" = Option<u64>, Query, description = "Answer once the read models reached this log position (≤ 5 s)")),
+    security(("bearerAuth" = [])),
+    responses(
+        (status = 200, body = UserView),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`projection_lagging`", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn me(State(app): State<AppState>, caller: AuthUser, consistency: Consistency) -> ApiResult<Json<UserView>> {
+    app.wait_for(consistency.min_position, &[Projection::Users]).await?;
+    if let Some(doc) = app.store.user_by_id(caller.id).await? {
+        return Ok(Json(doc.into()));
+    }
+    // Registered a moment ago: the read model has not caught up, the log
+    // knows.
+    let Some(user) = app.user_from_log(caller.id).await? else { return Err(AppError::not_found("no such user")) };
+    let (_, envelope) =
+        app.registration_from_log(&user.email).await?.ok_or_else(|| AppError::not_found("no such user"))?;
+    Ok(Json(UserView::new(caller.id, &user.email, &user.username, &user.roles, envelope.header.occurred_at)))
+}
+
+/// The caller's balances.
+#[utoipa::path(
+    get, path = "/api/v1/wallet", tag = "account",
+    params(("minPosition" = Option<u64>, Query, description = "Answer once the read models reached this log position (≤ 5 s)")),
+    security(("bearerAuth" = [])),
+    responses(
+        (status = 200, body = WalletView),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`projection_lagging`", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn wallet(
+    State(app): State<AppState>,
+    caller: AuthUser,
+    consistency: Consistency,
+) -> ApiResult<Json<WalletView>> {
+    app.wait_for(consistency.min_position, &[Projection::Wallets]).await?;
+    let view = match app.store.wallet(caller.id).await? {
+        Some(w) => WalletView { coins: w.coins, earnings: w.earnings, held: w.held, position: w.position },
+        None => WalletView { coins: 0, earnings: 0, held: 0, position: 0 },
+    };
+    Ok(Json(view))
+}
+
+/// The caller's transactions, newest first.
+#[utoipa::path(
+    get, path = "/api/v1/transactions", tag = "account",
+    params(
+        ("type" = Option<String>, Query, description = "purchase, refund, gift_sent, gift_received, payout_requested, payout_paid, payout_rejected, adjustment"),
+        ("status" = Option<String>, Query, description = "completed, pending, paid, rejected"),
+        ("limit" = Option<u32>, Query, description = "1 to 200, default 50"),
+        ("cursor" = Option<String>, Query, description = "`nextCursor` of the previous page"),
+        ("minPosition" = Option<u64>, Query, description = "Answer once the read models reached this log position (≤ 5 s)"),
+    ),
+    security(("bearerAuth" = [])),
+    responses(
+        (status = 200, body = TransactionPage),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 422, body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn transactions(
+    State(app): State<AppState>,
+    caller: AuthUser,
+    ApiQuery(query): ApiQuery<TransactionsQuery>,
+    consistency: Consistency,
+) -> ApiResult<Json<TransactionPage>> {
+    let kind = match query.kind.as_deref() {
+        None => None,
+        Some(k) => Some(TxType::parse(k).ok_or_else(|| AppError::validation("type", "is not a transaction type"))?),
+    };
+    let status = match query.status.as_deref() {
+        None => None,
+        Some(s) => {
+            Some(TxStatus::parse(s).ok_or_else(|| AppError::validation("status", "is not a transaction status"))?)
+        }
+    };
+    app.wait_for(consistency.min_position, &[Projection::Transactions]).await?;
+    let page = PageRequest { limit: query.limit, cursor: query.cursor };
+    let found = app.store.transactions(caller.id, TransactionFilter { kind, status }, &page).await?;
+    Ok(Json(found.into()))
+}
+
+/// The coin packages on sale (`COIN_PACKAGES`).
+#[utoipa::path(
+    get, path = "/api/v1/coins/packages", tag = "coins",
+    responses((status = 200, body = [CoinPackageView]))
+)]
+pub async fn coin_packages(State(app): State<AppState>) -> Json<Vec<CoinPackageView>> {
+    Json(
+        app.config
+            .coin_packages
+            .iter()
+            .map(|p| CoinPackageView { id: p.id.clone(), coins: p.coins, price: MoneyView::from(&p.price) })
+            .collect(),
+    )
+}

@@ -1,0 +1,270 @@
+//! Admin and finance: the payout queue (list, approve, reject), manual
+//! adjustments, role grants.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use commands::handler::CommandContext;
+use domain::ledger::LedgerCommand;
+use domain::user::ChangeRoles;
+use events_schema::{Actor, Event, Role};
+use projections::{PageRequest, PayoutDoc, PayoutStatus, Projection};
+use uuid::Uuid;
+
+use crate::auth::parse_role;
+use crate::error::{ApiResult, AppError, Problem};
+use crate::extract::{AdminOnly, ApiJson, ApiPath, ApiQuery, CommandMeta, Consistency, FinanceOrAdmin, Privileged};
+use crate::routes::{counted, find_event, replayed};
+use crate::state::{AppState, command_context, fingerprint};
+use crate::views::{
+    AdjustmentRequest, AdjustmentView, ApprovePayoutRequest, PayoutPage, PayoutSettled, PayoutsQuery,
+    RejectPayoutRequest, RolesRequest, RolesView, roles_view,
+};
+
+/// Pages of the payouts read model looked through to find one payout by id.
+/// The read-store port has no lookup by payout id yet; until it has, the
+/// search is bounded (here, the 20,000 newest payouts of each kind).
+const PAYOUT_SEARCH_PAGES_MAX: u32 = 100;
+const PAYOUT_SEARCH_PAGE_SIZE: u32 = 200;
+/// Roles named in one request, at most.
+const ROLES_PER_REQUEST_MAX: usize = 8;
+
+fn admin_ctx(admin: Uuid, meta: &CommandMeta, body: &impl serde::Serialize) -> CommandContext {
+    command_context(
+        format!("user:{admin}"),
+        meta.idempotency_key.as_deref(),
+        fingerprint(&meta.request_line, body),
+        meta.request_id.as_deref(),
+        Actor::admin(admin),
+    )
+}
+
+/// Every payout, newest first, optionally of one status.
+#[utoipa::path(
+    get, path = "/api/v1/admin/payouts", tag = "admin",
+    params(
+        ("status" = Option<String>, Query, description = "pending, paid or rejected"),
+        ("limit" = Option<u32>, Query, description = "1 to 200, default 50"),
+        ("cursor" = Option<String>, Query),
+        ("minPosition" = Option<u64>, Query),
+    ),
+    security(("bearerAuth" = [])),
+    responses(
+        (status = 200, body = PayoutPage),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Needs admin or finance", body = Problem, content_type = "application/problem+json"),
+        (status = 422, body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn list_payouts(
+    State(app): State<AppState>,
+    _caller: Privileged<FinanceOrAdmin>,
+    ApiQuery(query): ApiQuery<PayoutsQuery>,
+    consistency: Consistency,
+) -> ApiResult<Json<PayoutPage>> {
+    let status = match query.status.as_deref() {
+        None => None,
+        Some(s) => {
+            Some(PayoutStatus::parse(s).ok_or_else(|| AppError::validation("status", "is not a payout status"))?)
+        }
+    };
+    app.wait_for(consistency.min_position, &[Projection::Payouts]).await?;
+    let page = PageRequest { limit: query.limit, cursor: query.cursor };
+    Ok(Json(app.store.payouts(status, &page).await?.into()))
+}
+
+/// Finds a payout in the read model: among the pending ones first (what an
+/// approval needs), then among all.
+async fn find_payout(app: &AppState, payout_id: Uuid) -> ApiResult<Option<PayoutDoc>> {
+    for status in [Some(PayoutStatus::Pending), None] {
+        let mut cursor = None;
+        for _ in 0..PAYOUT_SEARCH_PAGES_MAX {
+            let page = app.store.payouts(status, &PageRequest::after(PAYOUT_SEARCH_PAGE_SIZE, cursor)).await?;
+            if let Some(found) = page.items.into_iter().find(|p| p.id == payout_id) {
+                return Ok(Some(found));
+            }
+            match page.next_cursor {
+                Some(next) => cursor = Some(next),
+                None => break,
+            }
+        }
+    }
+    Ok(None)
+}
+
+enum Settle {
+    Approve(String),
+    Reject(String),
+}
+
+/// Approves or rejects: the payout's owner comes from the read model (any
+/// status: a repeat of a settlement must reach the command, which answers
+/// it from its record), the decision from the owner's ledger in the log.
+async fn settle(
+    app: &AppState,
+    ctx: CommandContext,
+    payout_id: Uuid,
+    min_position: Option<u64>,
+    settle: Settle,
+) -> ApiResult<impl IntoResponse + use<>> {
+    let (name, status) = match settle {
+        Settle::Approve(_) => ("approve_payout", "paid"),
+        Settle::Reject(_) => ("reject_payout", "rejected"),
+    };
+    app.wait_for(min_position, &[Projection::Payouts]).await?;
+    let payout = find_payout(app, payout_id).await?.ok_or_else(|| AppError::not_found("no such payout"))?;
+    let command = match settle {
+        Settle::Approve(external_ref) => LedgerCommand::ApprovePayout { payout_id, external_ref },
+        Settle::Reject(reason) => LedgerCommand::RejectPayout { payout_id, reason },
+    };
+    let outcome = counted(app, name, app.commands.ledger(&ctx, payout.user_id, command).await)?;
+    let settled = outcome.events.iter().any(|e| match (&e.event, status) {
+        (Event::PayoutApproved(p), "paid") => p.payout_id == payout_id,
+        (Event::PayoutRejected(p), "rejected") => p.payout_id == payout_id,
+        _ => false,
+    });
+    if !settled {
+        return Err(AppError::Internal("a settlement's outcome lacks its event".into()));
+    }
+    let view = PayoutSettled { payout_id, status: status.into(), position: outcome.position };
+    Ok((StatusCode::OK, replayed(outcome.repeated), Json(view)))
+}
+
+/// Approves a pending payout: the held coins are paid out.
+#[utoipa::path(
+    post, path = "/api/v1/admin/payouts/{id}/approve", tag = "admin",
+    request_body = ApprovePayoutRequest,
+    params(("id" = Uuid, Path), ("Idempotency-Key" = Option<String>, Header), ("minPosition" = Option<u64>, Query, description = "Look the payout up once the read models reached this position")),
+    security(("bearerAuth" = [])),
+    responses(
+        (status = 200, body = PayoutSettled),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Needs admin", body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`payout_not_pending`", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn approve_payout(
+    State(app): State<AppState>,
+    admin: Privileged<AdminOnly>,
+    ApiPath(payout_id): ApiPath<Uuid>,
+    meta: CommandMeta,
+    consistency: Consistency,
+    ApiJson(body): ApiJson<ApprovePayoutRequest>,
+) -> ApiResult<impl IntoResponse> {
+    let ctx = admin_ctx(admin.user.id, &meta, &body);
+    settle(&app, ctx, payout_id, consistency.min_position, Settle::Approve(body.external_ref)).await
+}
+
+/// Rejects a pending payout: the held coins go back to the host's earnings.
+#[utoipa::path(
+    post, path = "/api/v1/admin/payouts/{id}/reject", tag = "admin",
+    request_body = RejectPayoutRequest,
+    params(("id" = Uuid, Path), ("Idempotency-Key" = Option<String>, Header), ("minPosition" = Option<u64>, Query)),
+    security(("bearerAuth" = [])),
+    responses(
+        (status = 200, body = PayoutSettled),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Needs admin", body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`payout_not_pending`", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn reject_payout(
+    State(app): State<AppState>,
+    admin: Privileged<AdminOnly>,
+    ApiPath(payout_id): ApiPath<Uuid>,
+    meta: CommandMeta,
+    consistency: Consistency,
+    ApiJson(body): ApiJson<RejectPayoutRequest>,
+) -> ApiResult<impl IntoResponse> {
+    let ctx = admin_ctx(admin.user.id, &meta, &body);
+    settle(&app, ctx, payout_id, consistency.min_position, Settle::Reject(body.reason)).await
+}
+
+/// Credits (positive) or debits (negative) a user's wallet, with a reason.
+#[utoipa::path(
+    post, path = "/api/v1/admin/adjustments", tag = "admin",
+    request_body = AdjustmentRequest,
+    params(("Idempotency-Key" = Option<String>, Header)),
+    security(("bearerAuth" = [])),
+    responses(
+        (status = 201, body = AdjustmentView),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 402, description = "A debit larger than the wallet", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Needs admin", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Unknown user", body = Problem, content_type = "application/problem+json"),
+        (status = 422, body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn adjust(
+    State(app): State<AppState>,
+    admin: Privileged<AdminOnly>,
+    meta: CommandMeta,
+    ApiJson(body): ApiJson<AdjustmentRequest>,
+) -> ApiResult<impl IntoResponse> {
+    let ctx = admin_ctx(admin.user.id, &meta, &body);
+    // A ledger exists for any id; an adjustment is for registered users only.
+    if app.user_from_log(body.user_id).await?.is_none() {
+        return Err(AppError::not_found("no such user"));
+    }
+    let command = LedgerCommand::Adjust { coins: body.coins, reason: body.reason, admin_id: admin.user.id };
+    let outcome = counted(&app, "adjust", app.commands.ledger(&ctx, body.user_id, command).await)?;
+    let (adjusted, _) = find_event(&outcome.events, |e| match e {
+        Event::LedgerAdjusted(a) => Some(a),
+        _ => None,
+    })?;
+    let answer = AdjustmentView {
+        user_id: adjusted.user_id,
+        coins: adjusted.coins,
+        balance: adjusted.commit.state_after.wallet_coins,
+        position: outcome.position,
+    };
+    Ok((StatusCode::CREATED, replayed(outcome.repeated), Json(answer)))
+}
+
+/// Grants and revokes roles (`admin`, `finance`, `ops`).
+#[utoipa::path(
+    post, path = "/api/v1/admin/users/{id}/roles", tag = "admin",
+    request_body = RolesRequest,
+    params(("id" = Uuid, Path), ("Idempotency-Key" = Option<String>, Header)),
+    security(("bearerAuth" = [])),
+    responses(
+        (status = 200, body = RolesView),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Needs admin", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Unknown user", body = Problem, content_type = "application/problem+json"),
+        (status = 422, body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn change_roles(
+    State(app): State<AppState>,
+    admin: Privileged<AdminOnly>,
+    ApiPath(user_id): ApiPath<Uuid>,
+    meta: CommandMeta,
+    ApiJson(body): ApiJson<RolesRequest>,
+) -> ApiResult<impl IntoResponse> {
+    if body.grant.len() + body.revoke.len() > ROLES_PER_REQUEST_MAX {
+        return Err(AppError::validation("grant", format!("at most {ROLES_PER_REQUEST_MAX} roles per request")));
+    }
+    let parse = |field: &'static str, names: &[String]| -> ApiResult<Vec<Role>> {
+        names
+            .iter()
+            .map(|n| parse_role(n).ok_or_else(|| AppError::validation(field, format!("unknown role {n:?}"))))
+            .collect()
+    };
+    let command = ChangeRoles { user_id, grant: parse("grant", &body.grant)?, revoke: parse("revoke", &body.revoke)? };
+    let ctx = admin_ctx(admin.user.id, &meta, &body);
+    let outcome = counted(&app, "change_roles", app.commands.change_roles(&ctx, command).await)?;
+    let roles = match outcome.events.iter().find_map(|e| match &e.event {
+        Event::UserRolesChanged(c) => Some(c.state_after.roles.clone()),
+        _ => None,
+    }) {
+        Some(roles) => roles,
+        // Nothing changed: the roles are what they were.
+        None => app.roles_of(user_id).await?,
+    };
+    let answer = RolesView { user_id, roles: roles_view(&roles), position: outcome.position };
+    Ok((StatusCode::OK, replayed(outcome.repeated), Json(answer)))
+}

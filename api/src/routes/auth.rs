@@ -1,0 +1,138 @@
+//! Registration, login, token refresh.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use domain::user::{self, Register};
+use events_schema::{Actor, Event};
+use uuid::Uuid;
+
+use crate::auth::check_password;
+use crate::error::{ApiResult, AppError, Problem};
+use crate::extract::{ApiJson, CommandMeta};
+use crate::routes::{counted, find_event, replayed};
+use crate::state::{AppState, command_context, fingerprint};
+use crate::views::{AuthResponse, LoginRequest, RefreshRequest, RegisterRequest, TokensResponse, UserView};
+
+const WRONG_CREDENTIALS: AppError = AppError::Unauthorized("the email or the password is wrong");
+
+/// Registers a user and logs them in. Users whose email is in `ADMIN_EMAILS`
+/// get `admin` and `finance`.
+#[utoipa::path(
+    post, path = "/api/v1/auth/register", tag = "auth",
+    request_body = RegisterRequest,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Up to 255 characters; a repeat returns the first answer")),
+    responses(
+        (status = 201, description = "Registered", body = AuthResponse),
+        (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`email_taken`, `username_taken`, `idempotency_key_reused`", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`validation_failed`", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`maintenance`", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn register(
+    State(app): State<AppState>,
+    meta: CommandMeta,
+    ApiJson(body): ApiJson<RegisterRequest>,
+) -> ApiResult<impl IntoResponse> {
+    check_password(&body.password)?;
+    let email = user::normalize_email(&body.email);
+    // The fingerprint leaves the password out: a fast hash of a password
+    // must never be stored. A repeat is checked against the argon2 hash.
+    let print = fingerprint(&meta.request_line, &(&email, body.username.trim()));
+    let user_id = Uuid::now_v7();
+    // Registrations have no user yet: keys are scoped to the email.
+    let ctx = command_context(
+        format!("register:{email}"),
+        meta.idempotency_key.as_deref(),
+        print,
+        meta.request_id.as_deref(),
+        Actor::user(user_id),
+    );
+    let password_hash = app.auth.hash_password(body.password.clone()).await?;
+    let command = Register { user_id, email, username: body.username, password_hash, admin_emails: vec![] };
+    let outcome = counted(&app, "register", app.commands.register(&ctx, command).await)?;
+    let (registered, envelope) = find_event(&outcome.events, |e| match e {
+        Event::UserRegistered(r) => Some(r),
+        _ => None,
+    })?;
+    if outcome.repeated && !app.auth.verify_password(body.password, Some(registered.password_hash.clone())).await? {
+        return Err(AppError::IdempotencyKeyReused);
+    }
+    let tokens = app.auth.issue(registered.user_id, &registered.roles)?;
+    let user = UserView::new(
+        registered.user_id,
+        &registered.email,
+        &registered.username,
+        &registered.roles,
+        envelope.header.occurred_at,
+    );
+    let answer = AuthResponse {
+        user,
+        access_token: tokens.access_token,
+        refresh_token: tokens.refresh_token,
+        position: Some(outcome.position),
+    };
+    Ok((StatusCode::CREATED, replayed(outcome.repeated), Json(answer)))
+}
+
+/// Logs a user in with email and password.
+#[utoipa::path(
+    post, path = "/api/v1/auth/login", tag = "auth",
+    request_body = LoginRequest,
+    responses(
+        (status = 200, description = "Logged in", body = AuthResponse),
+        (status = 401, description = "Wrong email or password", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`validation_failed`", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn login(State(app): State<AppState>, ApiJson(body): ApiJson<LoginRequest>) -> ApiResult<Json<AuthResponse>> {
+    if body.password.chars().count() > crate::auth::PASSWORD_CHARS_MAX {
+        return Err(WRONG_CREDENTIALS);
+    }
+    // The users read model first; the log when it has not caught up with a
+    // registration yet (login right after registering).
+    let found = match app.store.user_by_email(&body.email).await? {
+        Some(doc) => Some((doc.id, doc.password_hash, doc.email, doc.username, doc.created_at)),
+        None => app
+            .registration_from_log(&body.email)
+            .await?
+            .map(|(r, envelope)| (r.user_id, r.password_hash, r.email, r.username, envelope.header.occurred_at)),
+    };
+    let hash = found.as_ref().map(|f| f.1.clone());
+    if !app.auth.verify_password(body.password, hash).await? {
+        return Err(WRONG_CREDENTIALS);
+    }
+    let Some((id, _, email, username, created_at)) = found else { return Err(WRONG_CREDENTIALS) };
+    // Roles from the log: the token carries the current ones.
+    let roles = app.roles_of(id).await?;
+    let tokens = app.auth.issue(id, &roles)?;
+    Ok(Json(AuthResponse {
+        user: UserView::new(id, &email, &username, &roles, created_at),
+        access_token: tokens.access_token,
+        refresh_token: tokens.refresh_token,
+        position: None,
+    }))
+}
+
+/// Exchanges a refresh token for a new pair of tokens.
+#[utoipa::path(
+    post, path = "/api/v1/auth/refresh", tag = "auth",
+    request_body = RefreshRequest,
+    responses(
+        (status = 200, description = "New tokens", body = TokensResponse),
+        (status = 401, description = "Invalid or expired refresh token", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn refresh(
+    State(app): State<AppState>,
+    ApiJson(body): ApiJson<RefreshRequest>,
+) -> ApiResult<Json<TokensResponse>> {
+    let (user_id, _) = app.auth.verify_refresh(&body.refresh_token)?;
+    let Some(user) = app.user_from_log(user_id).await? else {
+        return Err(AppError::Unauthorized("the token's user does not exist"));
+    };
+    let tokens = app.auth.issue(user_id, &user.roles)?;
+    Ok(Json(TokensResponse { access_token: tokens.access_token, refresh_token: tokens.refresh_token }))
+}

@@ -1,0 +1,83 @@
+//! The ledger for finance: an account's entries with running balance, and
+//! the trial balance.
+
+use axum::Json;
+use axum::extract::State;
+use events_schema::{Account, Role};
+use projections::{PageRequest, Projection};
+
+use crate::error::{ApiResult, AppError, Problem};
+use crate::extract::{ApiPath, ApiQuery, AuthUser, Consistency, FinanceOrAdmin, Privileged};
+use crate::state::AppState;
+use crate::views::{LedgerEntryPage, PageQuery, TrialBalanceView};
+
+/// An account's entries, newest first, each with the balance after it.
+/// Finance and admins read any account; a user reads their own
+/// (`wallet:<id>`, `earnings:<id>`, `payout_hold:<id>`).
+#[utoipa::path(
+    get, path = "/api/v1/ledger/accounts/{account}/entries", tag = "ledger",
+    params(
+        ("account" = String, Path, description = "wallet:<user>, earnings:<user>, payout_hold:<user>, transit:gifts, platform:revenue, platform:adjustments, external:stripe, external:payouts"),
+        ("limit" = Option<u32>, Query, description = "1 to 200, default 50"),
+        ("cursor" = Option<String>, Query),
+        ("minPosition" = Option<u64>, Query),
+    ),
+    security(("bearerAuth" = [])),
+    responses(
+        (status = 200, body = LedgerEntryPage),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Another user's or the platform's account, without finance or admin", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Not an account", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn entries(
+    State(app): State<AppState>,
+    caller: AuthUser,
+    ApiPath(account): ApiPath<String>,
+    ApiQuery(query): ApiQuery<PageQuery>,
+    consistency: Consistency,
+) -> ApiResult<Json<LedgerEntryPage>> {
+    let account: Account = account.parse().map_err(|_| AppError::not_found("no such account"))?;
+    if account.owner() != Some(caller.id) {
+        let roles = app.roles_of(caller.id).await?;
+        if !roles.iter().any(|r| matches!(r, Role::Admin | Role::Finance)) {
+            return Err(AppError::Forbidden("only finance and admins read accounts other than one's own"));
+        }
+    }
+    app.wait_for(consistency.min_position, &[Projection::Ledger]).await?;
+    let page = PageRequest { limit: query.limit, cursor: query.cursor };
+    Ok(Json(app.store.ledger_entries(account, &page).await?.into()))
+}
+
+/// Every account's balance and their total, which is always 0.
+#[utoipa::path(
+    get, path = "/api/v1/ledger/trial-balance", tag = "ledger",
+    params(
+        ("limit" = Option<u32>, Query, description = "1 to 200, default 50"),
+        ("cursor" = Option<String>, Query),
+        ("minPosition" = Option<u64>, Query),
+    ),
+    security(("bearerAuth" = [])),
+    responses(
+        (status = 200, body = TrialBalanceView),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Needs finance or admin", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn trial_balance(
+    State(app): State<AppState>,
+    _caller: Privileged<FinanceOrAdmin>,
+    ApiQuery(query): ApiQuery<PageQuery>,
+    consistency: Consistency,
+) -> ApiResult<Json<TrialBalanceView>> {
+    app.wait_for(consistency.min_position, &[Projection::Ledger]).await?;
+    let page = PageRequest { limit: query.limit, cursor: query.cursor };
+    let tb = app.store.trial_balance(&page).await?;
+    Ok(Json(TrialBalanceView {
+        items: tb.items.into_iter().map(Into::into).collect(),
+        next_cursor: tb.next_cursor,
+        total_coins: tb.total_coins,
+        accounts_count: tb.accounts_count,
+        position: tb.position,
+    }))
+}

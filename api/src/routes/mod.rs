@@ -1,0 +1,189 @@
+//! The router: every route of the contract (but the Stripe ones, which come
+//! with the payments issue), the cross-cutting layers, and the helpers the
+//! handlers share.
+//!
+//! Layers, outermost first: request metrics; CORS; the bound on requests in
+//! flight; the body size limit; the per-IP rate limit (API routes only, not
+//! health, metrics or docs); on command routes, the maintenance switch.
+
+pub mod account;
+pub mod admin;
+pub mod auth;
+pub mod ledger;
+pub mod ops;
+pub mod payouts;
+pub mod streams;
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use axum::Router;
+use axum::extract::{ConnectInfo, DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::{HeaderValue, Method, header};
+use axum::middleware::{self, Next};
+use axum::response::{AppendHeaders, IntoResponse, Response};
+use axum::routing::{MethodRouter, get, post};
+use commands::handler::{CommandError, Outcome};
+use events_schema::{Envelope, Event};
+use tower::limit::GlobalConcurrencyLimitLayer;
+use tower_http::cors::{AllowOrigin, Any, CorsLayer};
+
+use crate::error::{ApiResult, AppError};
+use crate::state::AppState;
+
+/// Requests handled at once; more wait for a slot (backpressure, not
+/// unbounded memory).
+pub const REQUESTS_IN_FLIGHT_MAX: usize = 2_048;
+
+/// The whole HTTP API of this process. `HALOBUZZ_ROLE=workers` serves only
+/// health, metrics and the docs.
+pub fn router(state: AppState) -> Router {
+    let ops = Router::new()
+        .route("/health", get(ops::health))
+        .route("/metrics", get(ops::metrics))
+        .route("/docs", get(ops::docs))
+        .route("/api/v1/openapi.json", get(ops::openapi_json));
+    let app = if state.config.role.serves_api() {
+        api_routes(&state).layer(middleware::from_fn_with_state(state.clone(), ip_rate_limit)).merge(ops)
+    } else {
+        ops
+    };
+    app.fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(state.config.body_bytes_max))
+        .layer(GlobalConcurrencyLimitLayer::new(REQUESTS_IN_FLIGHT_MAX))
+        .layer(cors(&state))
+        .layer(middleware::from_fn_with_state(state.clone(), track_request))
+        .with_state(state)
+}
+
+fn api_routes(state: &AppState) -> Router<AppState> {
+    // Commands append to the log: paused in maintenance.
+    let command = |route: MethodRouter<AppState>| {
+        route.route_layer(middleware::from_fn_with_state(state.clone(), maintenance_guard))
+    };
+    Router::new()
+        .route("/api/v1/auth/register", command(post(auth::register)))
+        .route("/api/v1/auth/login", post(auth::login))
+        .route("/api/v1/auth/refresh", post(auth::refresh))
+        .route("/api/v1/users/me", get(account::me))
+        .route("/api/v1/wallet", get(account::wallet))
+        .route("/api/v1/transactions", get(account::transactions))
+        .route("/api/v1/coins/packages", get(account::coin_packages))
+        .route("/api/v1/gifts/catalog", get(streams::gift_catalog))
+        .route("/api/v1/streams", command(post(streams::start)))
+        .route("/api/v1/streams/live", get(streams::live))
+        .route("/api/v1/streams/{id}", get(streams::get_stream))
+        .route("/api/v1/streams/{id}/end", command(post(streams::end)))
+        .route("/api/v1/streams/{id}/join", command(post(streams::join)))
+        .route("/api/v1/streams/{id}/leave", command(post(streams::leave)))
+        .route("/api/v1/streams/{id}/leaderboard", get(streams::leaderboard))
+        .route("/api/v1/streams/{id}/gifts", command(post(streams::send_gift)))
+        .route("/api/v1/payouts", command(post(payouts::request)).merge(get(payouts::list_own)))
+        .route("/api/v1/admin/payouts", get(admin::list_payouts))
+        .route("/api/v1/admin/payouts/{id}/approve", command(post(admin::approve_payout)))
+        .route("/api/v1/admin/payouts/{id}/reject", command(post(admin::reject_payout)))
+        .route("/api/v1/admin/adjustments", command(post(admin::adjust)))
+        .route("/api/v1/admin/users/{id}/roles", command(post(admin::change_roles)))
+        .route("/api/v1/ledger/accounts/{account}/entries", get(ledger::entries))
+        .route("/api/v1/ledger/trial-balance", get(ledger::trial_balance))
+}
+
+fn cors(state: &AppState) -> CorsLayer {
+    let layer = CorsLayer::new()
+        .allow_methods([Method::GET, Method::POST, Method::OPTIONS])
+        .allow_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            header::HeaderName::from_static("idempotency-key"),
+            header::HeaderName::from_static("x-request-id"),
+        ])
+        .expose_headers([header::RETRY_AFTER]);
+    match &state.config.cors_origins {
+        None => layer.allow_origin(Any),
+        Some(origins) => {
+            let origins: Vec<HeaderValue> = origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()).collect();
+            layer.allow_origin(AllowOrigin::list(origins))
+        }
+    }
+}
+
+/// Counts and times every request by matched route (never the raw path, so
+/// that ids do not explode the label space).
+async fn track_request(State(app): State<AppState>, request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = request.method().clone();
+    let route = request.extensions().get::<MatchedPath>().map(|p| p.as_str().to_string());
+    let response = next.run(request).await;
+    let route = route.as_deref().unwrap_or("unmatched");
+    app.metrics.observe_request(method.as_str(), route, response.status().as_u16(), started.elapsed());
+    response
+}
+
+/// The per-IP limit. The peer address is the client (behind a proxy, the
+/// proxy: limit at the edge then, or set the limit high).
+async fn ip_rate_limit(State(app): State<AppState>, request: Request, next: Next) -> Response {
+    if let Some(limiter) = &app.limiter
+        && let Some(ConnectInfo(peer)) = request.extensions().get::<ConnectInfo<SocketAddr>>()
+        && let Err(refused) = limiter.check(&format!("ip:{}", peer.ip()))
+    {
+        app.metrics.rate_limited.fetch_add(1, Ordering::Relaxed);
+        return AppError::RateLimited { retry_after_s: refused.retry_after.as_secs().max(1) }.into_response();
+    }
+    next.run(request).await
+}
+
+async fn maintenance_guard(State(app): State<AppState>, request: Request, next: Next) -> Response {
+    if app.config.maintenance_mode {
+        return AppError::Maintenance.into_response();
+    }
+    next.run(request).await
+}
+
+async fn not_found() -> AppError {
+    AppError::not_found("no route matches this path")
+}
+
+async fn method_not_allowed() -> AppError {
+    AppError::MethodNotAllowed
+}
+
+/// Counts a command's outcome and turns its error into the API's.
+pub(crate) fn counted(
+    app: &AppState,
+    command: &'static str,
+    result: Result<Outcome, CommandError>,
+) -> ApiResult<Outcome> {
+    match result {
+        Ok(outcome) => {
+            app.metrics.count_command(command, if outcome.repeated { "repeated" } else { "accepted" });
+            Ok(outcome)
+        }
+        Err(e) => {
+            let e = AppError::from(e);
+            app.metrics.count_command(command, e.status_and_code().1);
+            Err(e)
+        }
+    }
+}
+
+/// The first event of the outcome that `pick` recognises: a command's answer
+/// is built from its own events (also on a repeat), never from a read model.
+pub(crate) fn find_event<'a, T>(
+    events: &'a [Envelope],
+    pick: impl Fn(&'a Event) -> Option<&'a T>,
+) -> ApiResult<(&'a T, &'a Envelope)> {
+    events
+        .iter()
+        .find_map(|e| pick(&e.event).map(|t| (t, e)))
+        .ok_or_else(|| AppError::Internal("a command's outcome lacks the event its answer is built from".into()))
+}
+
+/// A repeat answers with the first answer's status and body, plus this
+/// header saying it is a replay.
+pub(crate) fn replayed(repeated: bool) -> AppendHeaders<Option<(header::HeaderName, HeaderValue)>> {
+    AppendHeaders(
+        repeated.then(|| (header::HeaderName::from_static("idempotency-replayed"), HeaderValue::from_static("true"))),
+    )
+}

@@ -1,0 +1,81 @@
+//! A host's payouts: request one, list one's own.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use events_schema::{Actor, Event};
+use projections::{PageRequest, Projection};
+use uuid::Uuid;
+
+use crate::error::{ApiResult, Problem};
+use crate::extract::{ApiJson, ApiQuery, AuthUser, CommandMeta, Consistency};
+use crate::routes::{counted, find_event, replayed};
+use crate::state::{AppState, command_context, fingerprint};
+use crate::views::{MoneyView, PageQuery, PayoutCreated, PayoutPage, PayoutRequestBody};
+
+/// Requests a payout of earnings; the coins are held until an admin approves
+/// or rejects it.
+#[utoipa::path(
+    post, path = "/api/v1/payouts", tag = "payouts",
+    request_body = PayoutRequestBody,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Up to 255 characters; a repeat returns the first answer")),
+    security(("bearerAuth" = [])),
+    responses(
+        (status = 201, body = PayoutCreated),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 402, description = "`insufficient_earnings`", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`too_many_pending_payouts`, `idempotency_key_reused`", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`below_minimum` (under `PAYOUT_MIN_COINS`), `validation_failed`", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn request(
+    State(app): State<AppState>,
+    caller: AuthUser,
+    meta: CommandMeta,
+    ApiJson(body): ApiJson<PayoutRequestBody>,
+) -> ApiResult<impl IntoResponse> {
+    let ctx = command_context(
+        format!("user:{}", caller.id),
+        meta.idempotency_key.as_deref(),
+        fingerprint(&meta.request_line, &body),
+        meta.request_id.as_deref(),
+        Actor::user(caller.id),
+    );
+    let result = app.commands.request_payout(&ctx, caller.id, Uuid::now_v7(), body.coins, body.destination).await;
+    let outcome = counted(&app, "request_payout", result)?;
+    let (requested, _) = find_event(&outcome.events, |e| match e {
+        Event::PayoutRequested(p) => Some(p),
+        _ => None,
+    })?;
+    let answer = PayoutCreated {
+        payout_id: requested.payout_id,
+        status: "pending".into(),
+        coins: requested.coins,
+        fiat: MoneyView::from(&requested.fiat),
+        position: outcome.position,
+    };
+    Ok((StatusCode::CREATED, replayed(outcome.repeated), Json(answer)))
+}
+
+/// The caller's payouts, newest first.
+#[utoipa::path(
+    get, path = "/api/v1/payouts", tag = "payouts",
+    params(
+        ("limit" = Option<u32>, Query, description = "1 to 200, default 50"),
+        ("cursor" = Option<String>, Query),
+        ("minPosition" = Option<u64>, Query),
+    ),
+    security(("bearerAuth" = [])),
+    responses((status = 200, body = PayoutPage), (status = 401, body = Problem, content_type = "application/problem+json"))
+)]
+pub async fn list_own(
+    State(app): State<AppState>,
+    caller: AuthUser,
+    ApiQuery(query): ApiQuery<PageQuery>,
+    consistency: Consistency,
+) -> ApiResult<Json<PayoutPage>> {
+    app.wait_for(consistency.min_position, &[Projection::Payouts]).await?;
+    let page = PageRequest { limit: query.limit, cursor: query.cursor };
+    Ok(Json(app.store.user_payouts(caller.id, &page).await?.into()))
+}

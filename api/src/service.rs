@@ -1,0 +1,291 @@
+//! Start-up, serving and shutdown of the service: the event log (an
+//! external NATS, or a managed local nats-server), the read store (MongoDB
+//! or the embedded SQLite file), the workers (projector runner and gift
+//! reactor, unless `HALOBUZZ_ROLE=api`), and the HTTP server.
+//!
+//! Shutdown order: stop accepting and drain requests (bounded), stop the
+//! reactor at a clean point (its batch finished and checkpointed), stop the
+//! projector between batches, stop the managed nats-server last (everything
+//! above still needs it).
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use commands::handler::Commands;
+use commands::log::{EventLog, JetStreamLog, LogConfig};
+use commands::managed::{ManagedConfig, ManagedNats, SyncMode};
+use commands::reactor::{GiftReactor, ReactorConfig};
+use projections::{
+    MongoStore, ProjectionError, ProjectionVersion, ReadStore, Runner, RunnerConfig, RunnerExit, SqliteStore,
+};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use uuid::Uuid;
+
+use crate::auth::Auth;
+use crate::config::{Config, LogFormat};
+use crate::metrics::{MeteredLog, Metrics};
+use crate::ratelimit::RateLimiter;
+use crate::source::EventLogSource;
+use crate::state::{AppState, Inner, WorkerView};
+
+/// How long in-flight requests get to finish after a shutdown signal.
+const DRAIN_MS_MAX: u64 = 10_000;
+/// How long the projector gets to finish its batch at shutdown.
+const PROJECTOR_STOP_MS_MAX: u64 = 30_000;
+/// How long the reactor gets to finish its batch at shutdown.
+const REACTOR_STOP_MS_MAX: u64 = 30_000;
+
+struct ProjectorTask {
+    stop: oneshot::Sender<()>,
+    handle: JoinHandle<Result<RunnerExit, ProjectionError>>,
+}
+
+/// A started service: dependencies connected, workers running, ready to
+/// serve HTTP.
+pub struct Service {
+    state: AppState,
+    projector: Option<ProjectorTask>,
+    reactor: Option<GiftReactor>,
+    managed: Arc<Mutex<Option<ManagedNats>>>,
+}
+
+impl std::fmt::Debug for Service {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Service").field("config", &self.state.config).finish_non_exhaustive()
+    }
+}
+
+impl Service {
+    /// Connects everything `config` names and starts the workers.
+    pub async fn start(config: Config) -> anyhow::Result<Service> {
+        let metrics = Arc::new(Metrics::default());
+        let managed = match &config.nats_url {
+            Some(_) => None,
+            None => {
+                let sync = if config.nats_sync_always { SyncMode::Always } else { SyncMode::Interval };
+                let managed_config =
+                    ManagedConfig { port: Some(config.nats_port), ..ManagedConfig::new(config.data_dir.clone(), sync) };
+                let server =
+                    ManagedNats::start_with(managed_config).await.context("starting the managed nats-server")?;
+                tracing::info!(url = server.url(), data_dir = %config.data_dir.display(), ?sync, "managed nats-server started");
+                Some(server)
+            }
+        };
+        let urls: Vec<String> = match (&config.nats_url, &managed) {
+            (Some(urls), _) => urls.split(',').map(|u| u.trim().to_string()).filter(|u| !u.is_empty()).collect(),
+            (None, Some(server)) => vec![server.url().to_string()],
+            (None, None) => anyhow::bail!("no NATS server to connect to"),
+        };
+        let mut log_config = LogConfig::new(urls);
+        log_config.replicas = config.nats_stream_replicas;
+        let jetstream = JetStreamLog::connect(log_config).await.context("connecting the event log (NATS_URL)")?;
+        let raw_log: Arc<dyn EventLog> = Arc::new(jetstream.clone());
+        let log: Arc<dyn EventLog> = Arc::new(MeteredLog::new(raw_log.clone(), metrics.clone()));
+        let commands = Commands::new(log.clone(), config.command_config());
+
+        let store: Arc<dyn ReadStore> = match &config.mongodb_uri {
+            Some(uri) => Arc::new(
+                MongoStore::connect(uri, &config.mongodb_db)
+                    .await
+                    .context("connecting the read store (MONGODB_URI)")?,
+            ),
+            None => {
+                std::fs::create_dir_all(&config.data_dir)
+                    .with_context(|| format!("creating DATA_DIR {}", config.data_dir.display()))?;
+                Arc::new(SqliteStore::open(&config.data_dir).await.context("opening the embedded read store")?)
+            }
+        };
+        // Queries need the tables even before a projector ran (HALOBUZZ_ROLE=api).
+        store.prepare(&ProjectionVersion::all_current()).await.context("preparing the read store")?;
+
+        let mut workers = WorkerView::default();
+        let mut projector = None;
+        let mut reactor = None;
+        if config.role.runs_workers() {
+            let owner = format!("halobuzz-{}-{}", std::process::id(), Uuid::now_v7());
+            let source = Arc::new(EventLogSource::new(raw_log.clone()));
+            let runner_config =
+                RunnerConfig { batch_size_max: config.projector_batch_events, ..RunnerConfig::new(owner) };
+            let runner = Runner::new(store.clone(), source, runner_config).context("projector")?;
+            workers.projector = Some(runner.status());
+            let failed = workers.projector_failed.clone();
+            let (stop, stopped) = oneshot::channel::<()>();
+            let handle = tokio::spawn(async move {
+                let exit = runner
+                    .run(async move {
+                        let _ = stopped.await;
+                    })
+                    .await;
+                match &exit {
+                    Ok(RunnerExit::Shutdown) => tracing::info!("projector stopped"),
+                    Ok(RunnerExit::Retired) => tracing::warn!("projector retired: a newer version took over"),
+                    Err(e) => {
+                        failed.store(true, Ordering::Relaxed);
+                        tracing::error!(error = %e, "projector stopped on an error: read models no longer advance");
+                    }
+                }
+                exit
+            });
+            projector = Some(ProjectorTask { stop, handle });
+            let reactor_config = ReactorConfig { replicas: config.nats_stream_replicas, ..ReactorConfig::default() };
+            let started = GiftReactor::start(
+                commands.clone(),
+                jetstream.client().clone(),
+                jetstream.stream_name(),
+                reactor_config,
+            )
+            .await
+            .map_err(|e| anyhow::anyhow!("starting the gift reactor: {e}"))?;
+            workers.reactor = Some(started.stats().clone());
+            reactor = Some(started);
+        }
+
+        let auth = Auth::new(&config.jwt_secret, &config.jwt_refresh_secret).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let managed = Arc::new(Mutex::new(managed));
+        let state = AppState::new(Inner {
+            limiter: config.rate_limit.map(RateLimiter::new),
+            config,
+            commands,
+            log,
+            store,
+            auth,
+            metrics,
+            workers,
+            managed: managed.clone(),
+            started: Instant::now(),
+        });
+        Ok(Service { state, projector, reactor, managed })
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// The HTTP router of this service (what `serve` serves).
+    pub fn router(&self) -> axum::Router {
+        crate::routes::router(self.state.clone())
+    }
+
+    /// Serves HTTP on `listener` until `shutdown` completes, drains the
+    /// requests in flight (bounded), then stops the workers and the managed
+    /// server.
+    pub async fn serve(self, listener: TcpListener, shutdown: impl Future<Output = ()> + Send) -> anyhow::Result<()> {
+        let app = self.router().into_make_service_with_connect_info::<SocketAddr>();
+        let (drain, draining) = oneshot::channel::<()>();
+        let mut server = tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async move {
+                    let _ = draining.await;
+                })
+                .await
+        });
+        let served = tokio::select! {
+            ended = &mut server => Some(ended),
+            () = shutdown => None,
+        };
+        let result = match served {
+            Some(Ok(Ok(()))) => Ok(()),
+            Some(Ok(Err(e))) => Err(anyhow::anyhow!("HTTP server: {e}")),
+            Some(Err(e)) => Err(anyhow::anyhow!("HTTP server task: {e}")),
+            None => {
+                tracing::info!("shutting down: draining requests in flight");
+                let _ = drain.send(());
+                match tokio::time::timeout(Duration::from_millis(DRAIN_MS_MAX), &mut server).await {
+                    Ok(_) => {}
+                    Err(_) => {
+                        tracing::warn!(
+                            drain_ms = DRAIN_MS_MAX,
+                            "requests still in flight after the drain time: closing"
+                        );
+                        server.abort();
+                    }
+                }
+                Ok(())
+            }
+        };
+        self.shutdown().await;
+        result
+    }
+
+    /// Stops the workers at a clean point, then the managed nats-server.
+    pub async fn shutdown(self) {
+        if let Some(reactor) = self.reactor
+            && tokio::time::timeout(Duration::from_millis(REACTOR_STOP_MS_MAX), reactor.shutdown()).await.is_err()
+        {
+            tracing::warn!("the gift reactor did not stop in time; its lease expires by itself");
+        }
+        if let Some(task) = self.projector {
+            let _ = task.stop.send(());
+            if tokio::time::timeout(Duration::from_millis(PROJECTOR_STOP_MS_MAX), task.handle).await.is_err() {
+                tracing::warn!("the projector did not stop in time");
+            }
+        }
+        let managed = self.managed.lock().unwrap_or_else(PoisonError::into_inner).take();
+        if let Some(server) = managed
+            && let Err(e) = server.shutdown().await
+        {
+            tracing::warn!(error = %e, "stopping the managed nats-server");
+        }
+        tracing::info!("stopped");
+    }
+}
+
+/// Completes on SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+}
+
+/// Sets up logging: JSON lines or human-readable, filtered by `RUST_LOG`
+/// (default `info`).
+pub fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    let _ = match format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Pretty => builder.try_init(),
+    };
+}
+
+/// The binary: configuration from the environment, then serve on `PORT`
+/// until SIGTERM or Ctrl-C.
+pub async fn run_from_env() -> anyhow::Result<()> {
+    // Logging first (the configuration warns about development secrets);
+    // its format is read on its own, and checked again with the rest.
+    let format = match std::env::var("LOG_FORMAT").ok().as_deref().map(str::trim) {
+        Some("json") => LogFormat::Json,
+        Some("pretty") => LogFormat::Pretty,
+        _ if std::env::var("APP_ENV").is_ok_and(|e| e.trim() == "production") => LogFormat::Json,
+        _ => LogFormat::Pretty,
+    };
+    init_tracing(format);
+    let config = Config::from_env()?;
+    let port = config.port;
+    tracing::info!(?config, "starting");
+    let service = Service::start(config).await?;
+    let listener = TcpListener::bind(("0.0.0.0", port)).await.with_context(|| format!("binding PORT {port}"))?;
+    tracing::info!(port, "listening");
+    service.serve(listener, shutdown_signal()).await
+}

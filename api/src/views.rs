@@ -1,0 +1,576 @@
+//! The API's own request and response types (camelCase JSON), and their
+//! conversion from the read models and the events. Events and read-model
+//! documents are never serialised to clients directly: their shapes may
+//! change with the storage, these may not.
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use events_schema::{Money, Role};
+use projections::{
+    AccountBalance, LeaderboardEntry, LedgerEntryDoc, PayoutDoc, PayoutStatus, StreamDoc, TransactionDoc, TxMetadata,
+    UserDoc,
+};
+use serde::{Deserialize, Serialize, Serializer};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use crate::auth::role_name;
+
+/// Times are RFC 3339 in UTC with milliseconds, as in the runbook
+/// (`2025-01-25T10:00:00.000Z`).
+pub fn ts<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&t.to_rfc3339_opts(SecondsFormat::Millis, true))
+}
+
+fn ts_opt<S: Serializer>(t: &Option<DateTime<Utc>>, s: S) -> Result<S::Ok, S::Error> {
+    match t {
+        Some(t) => ts(t, s),
+        None => s.serialize_none(),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Requests
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RegisterRequest {
+    #[schema(example = "viewer@example.com")]
+    pub email: String,
+    /// 3 to 30 letters, digits, `_` or `.`.
+    #[schema(example = "viewer_1")]
+    pub username: String,
+    /// 8 to 128 characters.
+    #[schema(example = "correct horse battery")]
+    pub password: String,
+}
+
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LoginRequest {
+    pub email: String,
+    pub password: String,
+}
+
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RefreshRequest {
+    pub refresh_token: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StartStreamRequest {
+    /// At most 140 characters.
+    pub title: String,
+    /// At most 40 characters; stored lower case.
+    pub category: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SendGiftRequest {
+    /// An id of `GET /api/v1/gifts/catalog`; the price comes from the catalog.
+    pub gift_id: String,
+    /// 1 to 10,000 units.
+    pub quantity: i64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PayoutRequestBody {
+    /// At least `PAYOUT_MIN_COINS`, at most the caller's earnings.
+    pub coins: i64,
+    /// Where the money goes (free text, at most 500 characters).
+    pub destination: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ApprovePayoutRequest {
+    /// The payment's reference at the payment provider.
+    pub external_ref: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RejectPayoutRequest {
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AdjustmentRequest {
+    pub user_id: Uuid,
+    /// Signed, not zero: positive credits the wallet, negative debits it
+    /// (never below zero).
+    pub coins: i64,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RolesRequest {
+    /// Roles to grant: `admin`, `finance`, `ops`.
+    #[serde(default)]
+    pub grant: Vec<String>,
+    /// Roles to revoke (`user` cannot be revoked).
+    #[serde(default)]
+    pub revoke: Vec<String>,
+}
+
+// ---------------------------------------------------------------------------
+// Query strings
+
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct PageQuery {
+    pub limit: Option<u32>,
+    pub cursor: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct TransactionsQuery {
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
+    pub status: Option<String>,
+    pub limit: Option<u32>,
+    pub cursor: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct LiveStreamsQuery {
+    pub category: Option<String>,
+    pub limit: Option<u32>,
+    pub cursor: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct PayoutsQuery {
+    pub status: Option<String>,
+    pub limit: Option<u32>,
+    pub cursor: Option<String>,
+}
+
+// ---------------------------------------------------------------------------
+// Responses
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct UserView {
+    pub id: Uuid,
+    pub email: String,
+    pub username: String,
+    /// `user`, and any of `admin`, `finance`, `ops`.
+    pub roles: Vec<String>,
+    #[serde(serialize_with = "ts")]
+    pub created_at: DateTime<Utc>,
+}
+
+impl UserView {
+    pub fn new(id: Uuid, email: &str, username: &str, roles: &[Role], created_at: DateTime<Utc>) -> UserView {
+        UserView { id, email: email.to_string(), username: username.to_string(), roles: roles_view(roles), created_at }
+    }
+}
+
+impl From<UserDoc> for UserView {
+    fn from(d: UserDoc) -> UserView {
+        UserView::new(d.id, &d.email, &d.username, &d.roles, d.created_at)
+    }
+}
+
+pub fn roles_view(roles: &[Role]) -> Vec<String> {
+    roles.iter().map(|r| role_name(*r).to_string()).collect()
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AuthResponse {
+    pub user: UserView,
+    /// HS256 JWT, 15 minutes.
+    pub access_token: String,
+    /// HS256 JWT, 30 days; exchange it at `/api/v1/auth/refresh`.
+    pub refresh_token: String,
+    /// The registration's log position (registration only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub position: Option<u64>,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TokensResponse {
+    pub access_token: String,
+    pub refresh_token: String,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WalletView {
+    /// Coins the user can spend (`wallet:<id>`).
+    pub coins: i64,
+    /// A host's earnings from gifts (`earnings:<id>`).
+    pub earnings: i64,
+    /// Earnings reserved by pending payouts (`payout_hold:<id>`).
+    pub held: i64,
+    /// Log position of the user's last ledger commit these figures include.
+    pub position: u64,
+}
+
+/// Money: an exact decimal as a string, and an ISO 4217 code in lower case.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MoneyView {
+    #[schema(example = "9.99")]
+    pub amount: String,
+    #[schema(example = "usd")]
+    pub currency: String,
+}
+
+impl From<&Money> for MoneyView {
+    fn from(m: &Money) -> MoneyView {
+        MoneyView { amount: m.amount.to_string(), currency: m.currency.clone() }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CoinPackageView {
+    pub id: String,
+    pub coins: i64,
+    pub price: MoneyView,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GiftCatalogItem {
+    pub id: String,
+    pub name: String,
+    /// Price of one unit, in coins.
+    pub coins: i64,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TransactionMetadataView {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub payment_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stripe_session_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stream_id: Option<Uuid>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host_id: Option<Uuid>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gift_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub quantity: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gifts_count: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub payout_id: Option<Uuid>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub external_ref: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub admin_id: Option<Uuid>,
+}
+
+impl From<TxMetadata> for TransactionMetadataView {
+    fn from(m: TxMetadata) -> Self {
+        TransactionMetadataView {
+            payment_id: m.payment_id,
+            stripe_session_id: m.stripe_session_id,
+            stream_id: m.stream_id,
+            host_id: m.host_id,
+            gift_id: m.gift_id,
+            quantity: m.quantity,
+            gifts_count: m.gifts_count,
+            payout_id: m.payout_id,
+            external_ref: m.external_ref,
+            reason: m.reason,
+            admin_id: m.admin_id,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TransactionView {
+    pub id: Uuid,
+    pub user_id: Uuid,
+    /// `purchase`, `refund`, `gift_sent`, `gift_received`, `payout_requested`,
+    /// `payout_paid`, `payout_rejected`, `adjustment`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// `completed`, `pending`, `paid`, `rejected`.
+    pub status: String,
+    /// Signed change of the user's wallet + earnings + hold.
+    pub coins: i64,
+    pub wallet_after: i64,
+    pub earnings_after: i64,
+    pub held_after: i64,
+    pub metadata: TransactionMetadataView,
+    #[serde(serialize_with = "ts")]
+    pub created_at: DateTime<Utc>,
+    pub position: u64,
+}
+
+impl From<TransactionDoc> for TransactionView {
+    fn from(d: TransactionDoc) -> Self {
+        TransactionView {
+            id: d.id,
+            user_id: d.user_id,
+            kind: d.kind.as_str().to_string(),
+            status: d.status.as_str().to_string(),
+            coins: d.coins,
+            wallet_after: d.wallet_after,
+            earnings_after: d.earnings_after,
+            held_after: d.held_after,
+            metadata: d.metadata.into(),
+            created_at: d.created_at,
+            position: d.position,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StreamCreated {
+    pub stream_id: Uuid,
+    pub position: u64,
+}
+
+/// The log position of a command's commit.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PositionView {
+    pub position: u64,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StreamView {
+    pub id: Uuid,
+    pub host_id: Uuid,
+    pub title: String,
+    pub category: String,
+    /// `live` or `ended`.
+    pub status: String,
+    pub is_live: bool,
+    pub viewers: i64,
+    pub peak_viewers: i64,
+    /// Coins of every gift sent to the stream.
+    pub gifts_coins: i64,
+    #[serde(serialize_with = "ts")]
+    pub start_time: DateTime<Utc>,
+    #[serde(serialize_with = "ts_opt")]
+    pub end_time: Option<DateTime<Utc>>,
+    pub position: u64,
+}
+
+impl From<StreamDoc> for StreamView {
+    fn from(d: StreamDoc) -> Self {
+        StreamView {
+            id: d.id,
+            host_id: d.host_id,
+            title: d.title,
+            category: d.category,
+            status: if d.is_live { "live".into() } else { "ended".into() },
+            is_live: d.is_live,
+            viewers: d.viewers,
+            peak_viewers: d.peak_viewers,
+            gifts_coins: d.gifts_coins,
+            start_time: d.start_time,
+            end_time: d.end_time,
+            position: d.position,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LeaderboardEntryView {
+    pub user_id: Uuid,
+    pub coins: i64,
+}
+
+impl From<LeaderboardEntry> for LeaderboardEntryView {
+    fn from(e: LeaderboardEntry) -> Self {
+        LeaderboardEntryView { user_id: e.user_id, coins: e.coins }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GiftSentView {
+    pub gift_id: String,
+    pub quantity: i64,
+    /// Coins the gift cost (unit price × quantity).
+    pub coins: i64,
+    /// The sender's wallet after the gift.
+    pub balance: i64,
+    pub position: u64,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PayoutCreated {
+    pub payout_id: Uuid,
+    /// `pending`.
+    pub status: String,
+    pub coins: i64,
+    pub fiat: MoneyView,
+    pub position: u64,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PayoutSettled {
+    pub payout_id: Uuid,
+    /// `paid` or `rejected`.
+    pub status: String,
+    pub position: u64,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PayoutView {
+    pub id: Uuid,
+    pub user_id: Uuid,
+    pub coins: i64,
+    pub fiat: MoneyView,
+    pub destination: String,
+    /// `pending`, `paid` or `rejected`.
+    pub status: String,
+    pub external_ref: Option<String>,
+    pub reason: Option<String>,
+    #[serde(serialize_with = "ts")]
+    pub requested_at: DateTime<Utc>,
+    #[serde(serialize_with = "ts_opt")]
+    pub settled_at: Option<DateTime<Utc>>,
+    pub position: u64,
+}
+
+pub fn payout_status_name(s: PayoutStatus) -> &'static str {
+    s.as_str()
+}
+
+impl From<PayoutDoc> for PayoutView {
+    fn from(d: PayoutDoc) -> Self {
+        PayoutView {
+            id: d.id,
+            user_id: d.user_id,
+            coins: d.coins,
+            fiat: MoneyView::from(&d.fiat),
+            destination: d.destination,
+            status: payout_status_name(d.status).to_string(),
+            external_ref: d.external_ref,
+            reason: d.reason,
+            requested_at: d.requested_at,
+            settled_at: d.settled_at,
+            position: d.position,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AdjustmentView {
+    pub user_id: Uuid,
+    pub coins: i64,
+    /// The user's wallet after the adjustment.
+    pub balance: i64,
+    pub position: u64,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RolesView {
+    pub user_id: Uuid,
+    pub roles: Vec<String>,
+    pub position: u64,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LedgerEntryView {
+    pub account: String,
+    pub position: u64,
+    /// Index of the entry in its commit.
+    pub seq: u32,
+    /// The event type of the commit (`ledger.gift_sent`, ...).
+    pub event_type: String,
+    pub counterparty: String,
+    /// Signed: positive into the account.
+    pub coins: i64,
+    /// The account's balance after this entry.
+    pub balance_after: i64,
+    #[serde(serialize_with = "ts")]
+    pub created_at: DateTime<Utc>,
+}
+
+impl From<LedgerEntryDoc> for LedgerEntryView {
+    fn from(d: LedgerEntryDoc) -> Self {
+        LedgerEntryView {
+            account: d.account.to_string(),
+            position: d.position,
+            seq: d.seq,
+            event_type: d.event_type,
+            counterparty: d.counterparty.to_string(),
+            coins: d.coins,
+            balance_after: d.balance_after,
+            created_at: d.created_at,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AccountBalanceView {
+    pub account: String,
+    pub balance: i64,
+    pub position: u64,
+}
+
+impl From<AccountBalance> for AccountBalanceView {
+    fn from(b: AccountBalance) -> Self {
+        AccountBalanceView { account: b.account.to_string(), balance: b.balance, position: b.position }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TrialBalanceView {
+    /// Every account's balance (paged, by account).
+    pub items: Vec<AccountBalanceView>,
+    pub next_cursor: Option<String>,
+    /// The sum of every account's balance: always 0.
+    pub total_coins: i64,
+    pub accounts_count: u64,
+    /// The ledger projection's checkpoint the figures are as of.
+    pub position: u64,
+}
+
+/// Pages: `{items, nextCursor}`; `nextCursor` is null on the last page.
+macro_rules! page_type {
+    ($name:ident, $item:ty) => {
+        #[derive(Debug, Clone, Serialize, ToSchema)]
+        #[serde(rename_all = "camelCase")]
+        pub struct $name {
+            pub items: Vec<$item>,
+            /// Pass as `cursor` for the next page; null on the last page.
+            pub next_cursor: Option<String>,
+        }
+
+        impl<D: Into<$item>> From<projections::Page<D>> for $name {
+            fn from(page: projections::Page<D>) -> Self {
+                $name { items: page.items.into_iter().map(Into::into).collect(), next_cursor: page.next_cursor }
+            }
+        }
+    };
+}
+
+page_type!(TransactionPage, TransactionView);
+page_type!(StreamPage, StreamView);
+page_type!(LeaderboardPage, LeaderboardEntryView);
+page_type!(PayoutPage, PayoutView);
+page_type!(LedgerEntryPage, LedgerEntryView);

@@ -1,0 +1,229 @@
+//! The authorization matrix: every route against anonymous, the user (the
+//! owner of what the route names: the stream's host, the payout's
+//! requester, the account's holder), another user, an admin and finance.
+//! One table, one expected status per role per route.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use halobuzz_tests::http::{PASSWORD, TestApp, User};
+use reqwest::Method;
+use serde_json::{Value, json};
+use tokio::sync::Mutex;
+use uuid::Uuid;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Who {
+    Anonymous,
+    User,
+    Other,
+    Admin,
+    Finance,
+}
+
+const EVERYONE: [Who; 5] = [Who::Anonymous, Who::User, Who::Other, Who::Admin, Who::Finance];
+
+/// One row: a route, its body, and the expected status for
+/// [anonymous, user, other, admin, finance].
+struct Case {
+    method: Method,
+    /// Placeholders: `{user}`, `{other}` (ids), `{live_stream}` (a live stream
+    /// hosted by the user, started anew when the last one ended),
+    /// `{pending_payout}` (a fresh pending payout of the user).
+    path: &'static str,
+    /// The same placeholders, plus `{new_email}`, `{new_name}`, `{user_email}`,
+    /// `{user_refresh}`.
+    body: Option<&'static str>,
+    expect: [u16; 5],
+}
+
+struct World {
+    app: TestApp,
+    user: User,
+    other: User,
+    admin: User,
+    finance: User,
+    live_stream: Mutex<Option<Uuid>>,
+    counter: AtomicU32,
+}
+
+impl World {
+    fn token(&self, who: Who) -> Option<&str> {
+        match who {
+            Who::Anonymous => None,
+            Who::User => Some(&self.user.token),
+            Who::Other => Some(&self.other.token),
+            Who::Admin => Some(&self.admin.token),
+            Who::Finance => Some(&self.finance.token),
+        }
+    }
+
+    /// A live stream hosted by the user: the current one, or a new one when
+    /// it was ended (by the `end` row).
+    async fn live_stream(&self) -> Uuid {
+        let mut current = self.live_stream.lock().await;
+        if let Some(id) = *current {
+            let r = self
+                .app
+                .get(&format!("/api/v1/streams/{id}?minPosition={}", self.app.last_position().await), None)
+                .await;
+            if r.body["isLive"] == json!(true) {
+                return id;
+            }
+        }
+        let id = self.app.start_stream(&self.user, "matrix").await;
+        *current = Some(id);
+        id
+    }
+
+    async fn pending_payout(&self) -> String {
+        let r = self
+            .app
+            .post("/api/v1/payouts", Some(&self.user.token), json!({"coins": 100, "destination": "matrix"}))
+            .await;
+        assert_eq!(r.status, 201, "fixture payout: {}", r.text);
+        // Approvals look the payout up in the read model.
+        let position = r.position();
+        self.app
+            .eventually(&format!("/api/v1/payouts?minPosition={position}"), Some(&self.user.token), |p| p.status == 200)
+            .await;
+        r.body["payoutId"].as_str().unwrap_or_default().to_string()
+    }
+
+    async fn resolve(&self, template: &str) -> String {
+        let mut text =
+            template.replace("{user}", &self.user.id.to_string()).replace("{other}", &self.other.id.to_string());
+        text = text.replace("{user_email}", &self.user.email).replace("{user_refresh}", &self.user.refresh_token);
+        if text.contains("{new_email}") || text.contains("{new_name}") {
+            let n = self.counter.fetch_add(1, Ordering::Relaxed);
+            text = text
+                .replace("{new_email}", &format!("new{n}@test.halobuzz.com"))
+                .replace("{new_name}", &format!("new_{n}"));
+        }
+        if text.contains("{live_stream}") {
+            text = text.replace("{live_stream}", &self.live_stream().await.to_string());
+        }
+        if text.contains("{pending_payout}") {
+            text = text.replace("{pending_payout}", &self.pending_payout().await);
+        }
+        text
+    }
+}
+
+fn cases() -> Vec<Case> {
+    let get = |path, expect| Case { method: Method::GET, path, body: None, expect };
+    let post = |path, body, expect| Case { method: Method::POST, path, body: Some(body), expect };
+    const ALL_200: [u16; 5] = [200; 5];
+    const USERS_200: [u16; 5] = [401, 200, 200, 200, 200];
+    const FINANCE_READ: [u16; 5] = [401, 403, 403, 200, 200];
+    const ADMIN_ONLY: [u16; 5] = [401, 403, 403, 200, 403];
+    vec![
+        get("/health", ALL_200),
+        get("/metrics", ALL_200),
+        get("/docs", ALL_200),
+        get("/api/v1/openapi.json", ALL_200),
+        post(
+            "/api/v1/auth/register",
+            r#"{"email":"{new_email}","username":"{new_name}","password":"correct horse battery"}"#,
+            [201; 5],
+        ),
+        post("/api/v1/auth/login", r#"{"email":"{user_email}","password":"correct horse battery"}"#, ALL_200),
+        post("/api/v1/auth/refresh", r#"{"refreshToken":"{user_refresh}"}"#, ALL_200),
+        get("/api/v1/users/me", USERS_200),
+        get("/api/v1/wallet", USERS_200),
+        get("/api/v1/transactions", USERS_200),
+        get("/api/v1/coins/packages", ALL_200),
+        get("/api/v1/gifts/catalog", ALL_200),
+        // The user already hosts a live stream.
+        post("/api/v1/streams", r#"{"title":"t","category":"c"}"#, [401, 409, 201, 201, 201]),
+        get("/api/v1/streams/live", ALL_200),
+        get("/api/v1/streams/{live_stream}", ALL_200),
+        get("/api/v1/streams/{live_stream}/leaderboard", ALL_200),
+        post("/api/v1/streams/{live_stream}/join", "{}", USERS_200),
+        post("/api/v1/streams/{live_stream}/leave", "{}", USERS_200),
+        // The host cannot gift to their own stream.
+        post("/api/v1/streams/{live_stream}/gifts", r#"{"giftId":"rose","quantity":1}"#, [401, 403, 201, 201, 201]),
+        // Only the user has earnings.
+        post("/api/v1/payouts", r#"{"coins":100,"destination":"x"}"#, [401, 201, 402, 402, 402]),
+        get("/api/v1/payouts", USERS_200),
+        get("/api/v1/admin/payouts", FINANCE_READ),
+        get("/api/v1/admin/payouts?status=pending", FINANCE_READ),
+        post("/api/v1/admin/payouts/{pending_payout}/approve", r#"{"externalRef":"ref"}"#, ADMIN_ONLY),
+        post("/api/v1/admin/payouts/{pending_payout}/reject", r#"{"reason":"no"}"#, ADMIN_ONLY),
+        post(
+            "/api/v1/admin/adjustments",
+            r#"{"userId":"{other}","coins":1,"reason":"matrix"}"#,
+            [401, 403, 403, 201, 403],
+        ),
+        post("/api/v1/admin/users/{other}/roles", r#"{"grant":["ops"]}"#, ADMIN_ONLY),
+        get("/api/v1/ledger/accounts/wallet:{user}/entries", [401, 200, 403, 200, 200]),
+        get("/api/v1/ledger/accounts/earnings:{user}/entries", [401, 200, 403, 200, 200]),
+        get("/api/v1/ledger/accounts/payout_hold:{user}/entries", [401, 200, 403, 200, 200]),
+        get("/api/v1/ledger/accounts/platform:revenue/entries", FINANCE_READ),
+        get("/api/v1/ledger/trial-balance", FINANCE_READ),
+        // Last: ends the user's stream (host and admin may).
+        post("/api/v1/streams/{live_stream}/end", "{}", [401, 200, 403, 200, 403]),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_route_answers_each_role_as_the_matrix_says() {
+    let app = TestApp::start().await;
+    let admin = app.admin().await;
+    let user = app.register("matrix_user").await;
+    let other = app.register("matrix_other").await;
+    let mut finance = app.register("matrix_finance").await;
+    let granted = app
+        .post(&format!("/api/v1/admin/users/{}/roles", finance.id), Some(&admin.token), json!({"grant": ["finance"]}))
+        .await;
+    assert_eq!(granted.status, 200, "{}", granted.text);
+    assert_eq!(granted.body["roles"], json!(["user", "finance"]));
+    // A new login carries the role in the token (privileged routes read the
+    // log anyway).
+    let login = app.post("/api/v1/auth/login", None, json!({"email": finance.email, "password": PASSWORD})).await;
+    finance.token = login.body["accessToken"].as_str().unwrap_or_default().to_string();
+    for funded in [&other, &admin, &finance] {
+        app.fund(&admin, funded, 100_000).await;
+    }
+    // Earnings for the user: another viewer's gifts, credited by the reactor.
+    let stream = app.start_stream(&user, "matrix").await;
+    let gift = app
+        .post(
+            &format!("/api/v1/streams/{stream}/gifts"),
+            Some(&other.token),
+            json!({"giftId": "castle", "quantity": 10}),
+        )
+        .await;
+    assert_eq!(gift.status, 201, "{}", gift.text);
+    let settled = app.settle_reactor().await;
+    assert_eq!(app.wallet(&user, settled).await["earnings"], json!(7_000));
+
+    let world =
+        World { app, user, other, admin, finance, live_stream: Mutex::new(Some(stream)), counter: AtomicU32::new(0) };
+    let mut failures = Vec::new();
+    let mut checked = 0;
+    for case in cases() {
+        for (index, who) in EVERYONE.into_iter().enumerate() {
+            let path = world.resolve(case.path).await;
+            let body = match case.body {
+                Some(template) => {
+                    Some(serde_json::from_str::<Value>(&world.resolve(template).await).expect("a JSON body"))
+                }
+                None => None,
+            };
+            let r = world.app.request(case.method.clone(), &path, world.token(who), body).await;
+            checked += 1;
+            if r.status != case.expect[index] {
+                failures.push(format!(
+                    "{} {} as {who:?}: expected {}, got {} {}",
+                    case.method, case.path, case.expect[index], r.status, r.text
+                ));
+            }
+            if r.status >= 400 {
+                // Every refusal is a problem document.
+                r.problem_code();
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{} of {checked} checks failed:\n{}", failures.len(), failures.join("\n"));
+    world.app.stop().await;
+}

@@ -1,0 +1,10 @@
+//! The end-to-end tests: the real service over real HTTP, a real
+//! nats-server, a real SQLite read store. One binary, one module per
+//! concern.
+
+mod authz;
+mod bad_input;
+mod concurrency;
+mod journey;
+mod openapi;
+mod ops;
