@@ -83,6 +83,29 @@ pub struct Header {
     pub hash: String,
 }
 
+/// The stored shape of an envelope, read in one pass by `Envelope::decode`:
+/// the header's fields, `type`, and the payload left unparsed.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct WireEnvelope<'a> {
+    event_id: Uuid,
+    schema_version: u16,
+    aggregate_id: String,
+    sequence: u64,
+    occurred_at: DateTime<Utc>,
+    command_id: String,
+    #[serde(default)]
+    command_fingerprint: Option<String>,
+    correlation_id: String,
+    actor: Actor,
+    prev_hash: String,
+    hash: String,
+    #[serde(rename = "type", borrow)]
+    type_name: std::borrow::Cow<'a, str>,
+    #[serde(borrow)]
+    payload: &'a serde_json::value::RawValue,
+}
+
 /// One stored event: the header and the typed event.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Envelope {
@@ -165,8 +188,53 @@ impl Envelope {
     /// Reads stored bytes, upcasting an older schema version to the current
     /// one. Does not check the hash: see `verify`.
     pub fn decode(bytes: &[u8]) -> Result<Envelope, SchemaError> {
+        // The fast path reads events of the current schema version straight
+        // into their types; anything else (an older version to upcast, or a
+        // malformed event, whose error the general path words) takes the
+        // general path through `serde_json::Value`. Both give the same
+        // envelope: the fast path only accepts what the general one accepts.
+        if let Some(envelope) = Self::decode_current(bytes) {
+            return Ok(envelope);
+        }
         let value: Value = serde_json::from_slice(bytes).map_err(|e| SchemaError::Json(e.to_string()))?;
         Self::from_value(value)
+    }
+
+    /// Decodes an event stored at its type's current schema version in one
+    /// pass over the bytes (the payload is kept as a borrowed slice until the
+    /// type is known), or `None`.
+    fn decode_current(bytes: &[u8]) -> Option<Envelope> {
+        let wire: WireEnvelope<'_> = serde_json::from_slice(bytes).ok()?;
+        if crate::current_version(&wire.type_name)? != wire.schema_version {
+            return None;
+        }
+        // `type` first, so that the adjacently tagged `Event` reads its
+        // payload without buffering it.
+        let payload = wire.payload.get();
+        let mut tagged = String::with_capacity(payload.len() + wire.type_name.len() + 24);
+        tagged.push_str("{\"type\":");
+        tagged.push_str(&serde_json::to_string(&*wire.type_name).ok()?);
+        tagged.push_str(",\"payload\":");
+        tagged.push_str(payload);
+        tagged.push('}');
+        let event: Event = serde_json::from_str(&tagged).ok()?;
+        if wire.aggregate_id != event.aggregate_id() {
+            return None;
+        }
+        let header = Header {
+            event_id: wire.event_id,
+            schema_version: wire.schema_version,
+            aggregate_id: wire.aggregate_id,
+            sequence: wire.sequence,
+            occurred_at: wire.occurred_at,
+            command_id: wire.command_id,
+            command_fingerprint: wire.command_fingerprint,
+            correlation_id: wire.correlation_id,
+            actor: wire.actor,
+            prev_hash: wire.prev_hash,
+            hash: wire.hash,
+        };
+        Some(Envelope { header, event })
     }
 
     fn from_value(value: Value) -> Result<Envelope, SchemaError> {
@@ -231,4 +299,61 @@ impl Envelope {
 /// The subject of an aggregate: `hb.<kind>.<id>`.
 pub fn subject(kind: &str, aggregate_id: &str) -> String {
     format!("hb.{kind}.{aggregate_id}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn general(bytes: &[u8]) -> Result<Envelope, SchemaError> {
+        let value: Value = serde_json::from_slice(bytes).map_err(|e| SchemaError::Json(e.to_string()))?;
+        Envelope::from_value(value)
+    }
+
+    /// Every fixture reads the same through the one-pass path as through
+    /// `serde_json::Value`; older versions are left to the general path.
+    #[test]
+    fn the_fast_path_reads_every_fixture_as_the_general_path_does() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures");
+        let mut current = 0;
+        for entry in std::fs::read_dir(dir).expect("fixtures") {
+            let path = entry.expect("entry").path();
+            let value: Value = serde_json::from_slice(&std::fs::read(&path).expect("read")).expect("json");
+            let bytes = crate::canonical::to_canonical(&value);
+            let expected = general(&bytes).expect("the general path reads every fixture");
+            match Envelope::decode_current(&bytes) {
+                Some(fast) => {
+                    assert_eq!(fast, expected, "{}", path.display());
+                    current += 1;
+                }
+                None => assert_ne!(
+                    value["schemaVersion"].as_u64(),
+                    crate::current_version(value["type"].as_str().unwrap_or_default()).map(u64::from),
+                    "{} is current yet missed the fast path",
+                    path.display()
+                ),
+            }
+        }
+        assert!(current >= 19, "only {current} fixtures took the fast path");
+    }
+
+    #[test]
+    fn the_fast_path_refuses_what_the_general_path_refuses() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures");
+        let value: Value =
+            serde_json::from_slice(&std::fs::read(dir.join("ledger.coins_purchased.v1.json")).expect("read"))
+                .expect("json");
+        let mut wrong_aggregate = value.clone();
+        wrong_aggregate["aggregateId"] = Value::from("00000000-0000-0000-0000-000000000000");
+        let mut unknown_field = value.clone();
+        unknown_field["extra"] = Value::from(1);
+        let mut unknown_type = value;
+        unknown_type["type"] = Value::from("ledger.nothing");
+        for bad in [wrong_aggregate, unknown_field, unknown_type] {
+            let bytes = crate::canonical::to_canonical(&bad);
+            assert!(Envelope::decode_current(&bytes).is_none());
+            assert!(Envelope::decode(&bytes).is_err());
+            assert_eq!(Envelope::decode(&bytes).err(), general(&bytes).err());
+        }
+    }
 }
