@@ -30,7 +30,7 @@ use commands::handler::CommandError;
 use commands::log::LogError;
 use domain::DomainError;
 use projections::ProjectionError;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 /// The media type of every error answer.
@@ -39,7 +39,7 @@ pub const PROBLEM_JSON: &str = "application/problem+json";
 pub const PROBLEM_TYPE_BASE: &str = "https://api.halobuzz.com/problems/";
 
 /// An RFC 9457 problem document, as sent.
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Problem {
     /// A URI naming the problem type: `https://api.halobuzz.com/problems/<code>`.
     #[serde(rename = "type")]
@@ -53,7 +53,7 @@ pub struct Problem {
     /// A stable machine word (`insufficient_funds`, `validation_failed`, ...).
     pub code: String,
     /// The offending field, for validation failures.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub field: Option<String>,
 }
 
@@ -81,6 +81,10 @@ pub enum AppError {
     MethodNotAllowed,
     #[error("the idempotency key was used before for a different request")]
     IdempotencyKeyReused,
+    /// The first answer to a rejected command, answered again to a repeat
+    /// of its `Idempotency-Key` (see `routes::guarded`).
+    #[error("{}", .0.detail)]
+    Remembered(Box<Problem>),
     #[error("too many concurrent changes to the same account; retry")]
     Contention,
     #[error("too many requests; retry in {retry_after_s} s")]
@@ -120,6 +124,10 @@ impl AppError {
             AppError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             AppError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             AppError::IdempotencyKeyReused => (StatusCode::CONFLICT, "idempotency_key_reused"),
+            AppError::Remembered(p) => (
+                StatusCode::from_u16(p.status).unwrap_or(StatusCode::CONFLICT),
+                REMEMBERED_CODES.iter().copied().find(|c| *c == p.code).unwrap_or("remembered"),
+            ),
             AppError::Contention => (StatusCode::CONFLICT, "contention"),
             AppError::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
             AppError::Maintenance => (StatusCode::SERVICE_UNAVAILABLE, "maintenance"),
@@ -129,8 +137,24 @@ impl AppError {
         }
     }
 
+    /// Whether this rejection was decided from the state of the ledger (and
+    /// so must be answered again to a repeat of its key, however the state
+    /// changed since): the domain's rejections and unknown ids. Malformed
+    /// or invalid requests are not: like Stripe, the memory keeps only the
+    /// answers of requests that started executing.
+    pub fn is_decided_rejection(&self) -> bool {
+        match self {
+            AppError::Domain(DomainError::Validation { .. }) => false,
+            AppError::Domain(_) | AppError::NotFound(_) => true,
+            _ => false,
+        }
+    }
+
     /// The problem document sent to the client.
     pub fn problem(&self) -> Problem {
+        if let AppError::Remembered(problem) = self {
+            return (**problem).clone();
+        }
         let (status, code) = self.status_and_code();
         let detail = match self {
             // Internal causes stay in the log.
@@ -222,6 +246,9 @@ impl IntoResponse for AppError {
         if let Some(seconds) = self.retry_after_s() {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
+        if matches!(self, AppError::Remembered(_)) {
+            headers.insert(header::HeaderName::from_static("idempotency-replayed"), HeaderValue::from_static("true"));
+        }
         if status == StatusCode::UNAUTHORIZED {
             headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
@@ -270,3 +297,22 @@ impl From<ProjectionError> for AppError {
 
 /// The result of every handler.
 pub type ApiResult<T> = Result<T, AppError>;
+
+/// Every code a decided rejection can carry (`AppError::is_decided_rejection`),
+/// so that a remembered one keeps its `&'static` code in metrics and logs.
+const REMEMBERED_CODES: &[&str] = &[
+    "insufficient_funds",
+    "insufficient_earnings",
+    "amount_out_of_range",
+    "below_minimum",
+    "too_many_pending_payouts",
+    "payout_not_pending",
+    "not_found",
+    "stream_not_live",
+    "stream_already_live",
+    "conflict",
+    "self_gift_forbidden",
+    "forbidden",
+    "email_taken",
+    "username_taken",
+];

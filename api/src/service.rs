@@ -19,6 +19,7 @@ use commands::handler::Commands;
 use commands::log::{EventLog, JetStreamLog, LogConfig};
 use commands::managed::{ManagedConfig, ManagedNats, SyncMode};
 use commands::reactor::{GiftReactor, ReactorConfig};
+use commands::rejections::Rejections;
 use projections::{
     MongoStore, ProjectionError, ProjectionVersion, ReadStore, Runner, RunnerConfig, RunnerExit, SqliteStore,
 };
@@ -88,6 +89,9 @@ impl Service {
         let raw_log: Arc<dyn EventLog> = Arc::new(jetstream.clone());
         let log: Arc<dyn EventLog> = Arc::new(MeteredLog::new(raw_log.clone(), metrics.clone()));
         let commands = Commands::new(log.clone(), config.command_config());
+        let rejections = Rejections::open(jetstream.client(), config.nats_stream_replicas)
+            .await
+            .context("opening the rejection memory (a JetStream key-value bucket)")?;
 
         let store: Arc<dyn ReadStore> = match &config.mongodb_uri {
             Some(uri) => Arc::new(
@@ -153,6 +157,7 @@ impl Service {
             config,
             commands,
             log,
+            rejections,
             store,
             auth,
             metrics,

@@ -12,6 +12,7 @@ use commands::handler::{CommandContext, Commands, user_subject};
 use commands::log::EventLog;
 use commands::managed::ManagedNats;
 use commands::reactor::ReactorStats;
+use commands::rejections::Rejections;
 use domain::user;
 use events_schema::{Actor, Envelope, Event, ReservationKind, Role, UserRegistered, UserSnapshot};
 use projections::{Projection, ReadStore, RunnerRole, RunnerStatus, wait_for_position, wait_for_store_position};
@@ -56,6 +57,8 @@ pub struct Inner {
     pub commands: Commands,
     /// The (metered) event log the commands append to.
     pub log: Arc<dyn EventLog>,
+    /// The first answers of rejected commands, by idempotency key.
+    pub rejections: Rejections,
     pub store: Arc<dyn ReadStore>,
     pub auth: Auth,
     pub metrics: Arc<Metrics>,

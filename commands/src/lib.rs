@@ -14,6 +14,8 @@
 //!   idempotency record, and a lost race is decided again (bounded).
 //! - [`reactor`]: the gift reactor, crediting hosts in batches, exactly once,
 //!   one active instance (pinned JetStream consumer) and standbys.
+//! - [`rejections`]: the first answers of rejected commands, by idempotency
+//!   key, in a key-value bucket apart from the log (24 h).
 //! - [`log`]: the event-log port ([`log::EventLog`]: append under optimistic
 //!   concurrency, atomic multi-subject batches, last message of a subject,
 //!   ordered reads from a position, last position) and its NATS JetStream
@@ -33,4 +35,5 @@ pub mod handler;
 pub mod log;
 pub mod managed;
 pub mod reactor;
+pub mod rejections;
 pub mod testing;

@@ -168,7 +168,9 @@ async fn project(log: FileLog, dir: &Path) {
         size(&wal)
     );
     drop(store);
-    let _ = std::fs::remove_dir_all(&store_dir);
+    if std::env::var_os("BENCH_KEEP_DIR").is_none() {
+        let _ = std::fs::remove_dir_all(&store_dir);
+    }
 }
 
 /// The records of a `FileLog`, in order, as an iterator (to fill a

@@ -15,7 +15,7 @@ use uuid::Uuid;
 use crate::auth::parse_role;
 use crate::error::{ApiResult, AppError, Problem};
 use crate::extract::{AdminOnly, ApiJson, ApiPath, ApiQuery, CommandMeta, Consistency, FinanceOrAdmin, Privileged};
-use crate::routes::{counted, find_event, replayed};
+use crate::routes::{api_err, find_event, guarded, replayed};
 use crate::state::{AppState, command_context, fingerprint};
 use crate::views::{
     AdjustmentRequest, AdjustmentView, ApprovePayoutRequest, PayoutPage, PayoutSettled, PayoutsQuery,
@@ -106,6 +106,7 @@ async fn settle(
     ctx: CommandContext,
     payout_id: Uuid,
     min_position: Option<u64>,
+    keyed: bool,
     settle: Settle,
 ) -> ApiResult<impl IntoResponse + use<>> {
     let (name, status) = match settle {
@@ -118,7 +119,10 @@ async fn settle(
         Settle::Approve(external_ref) => LedgerCommand::ApprovePayout { payout_id, external_ref },
         Settle::Reject(reason) => LedgerCommand::RejectPayout { payout_id, reason },
     };
-    let outcome = counted(app, name, app.commands.ledger(&ctx, payout.user_id, command).await)?;
+    // The payout's owner comes from a read model, which may lag: a miss
+    // there is not a decision, so it stays outside the guard.
+    let run = async { app.commands.ledger(&ctx, payout.user_id, command).await.map_err(api_err) };
+    let outcome = guarded(app, name, &ctx, keyed, run).await?;
     let settled = outcome.events.iter().any(|e| match (&e.event, status) {
         (Event::PayoutApproved(p), "paid") => p.payout_id == payout_id,
         (Event::PayoutRejected(p), "rejected") => p.payout_id == payout_id,
@@ -154,7 +158,15 @@ pub async fn approve_payout(
     ApiJson(body): ApiJson<ApprovePayoutRequest>,
 ) -> ApiResult<impl IntoResponse> {
     let ctx = admin_ctx(admin.user.id, &meta, &body);
-    settle(&app, ctx, payout_id, consistency.min_position, Settle::Approve(body.external_ref)).await
+    settle(
+        &app,
+        ctx,
+        payout_id,
+        consistency.min_position,
+        meta.idempotency_key.is_some(),
+        Settle::Approve(body.external_ref),
+    )
+    .await
 }
 
 /// Rejects a pending payout: the held coins go back to the host's earnings.
@@ -180,7 +192,8 @@ pub async fn reject_payout(
     ApiJson(body): ApiJson<RejectPayoutRequest>,
 ) -> ApiResult<impl IntoResponse> {
     let ctx = admin_ctx(admin.user.id, &meta, &body);
-    settle(&app, ctx, payout_id, consistency.min_position, Settle::Reject(body.reason)).await
+    settle(&app, ctx, payout_id, consistency.min_position, meta.idempotency_key.is_some(), Settle::Reject(body.reason))
+        .await
 }
 
 /// Credits (positive) or debits (negative) a user's wallet, with a reason.
@@ -205,12 +218,16 @@ pub async fn adjust(
     ApiJson(body): ApiJson<AdjustmentRequest>,
 ) -> ApiResult<impl IntoResponse> {
     let ctx = admin_ctx(admin.user.id, &meta, &body);
-    // A ledger exists for any id; an adjustment is for registered users only.
-    if app.user_from_log(body.user_id).await?.is_none() {
-        return Err(AppError::not_found("no such user"));
-    }
     let command = LedgerCommand::Adjust { coins: body.coins, reason: body.reason, admin_id: admin.user.id };
-    let outcome = counted(&app, "adjust", app.commands.ledger(&ctx, body.user_id, command).await)?;
+    let run = async {
+        // A ledger exists for any id; an adjustment is for registered users
+        // only (a decision from the log: remembered like the command's).
+        if app.user_from_log(body.user_id).await?.is_none() {
+            return Err(AppError::not_found("no such user"));
+        }
+        app.commands.ledger(&ctx, body.user_id, command).await.map_err(api_err)
+    };
+    let outcome = guarded(&app, "adjust", &ctx, meta.idempotency_key.is_some(), run).await?;
     let (adjusted, _) = find_event(&outcome.events, |e| match e {
         Event::LedgerAdjusted(a) => Some(a),
         _ => None,
@@ -256,7 +273,8 @@ pub async fn change_roles(
     };
     let command = ChangeRoles { user_id, grant: parse("grant", &body.grant)?, revoke: parse("revoke", &body.revoke)? };
     let ctx = admin_ctx(admin.user.id, &meta, &body);
-    let outcome = counted(&app, "change_roles", app.commands.change_roles(&ctx, command).await)?;
+    let run = async { app.commands.change_roles(&ctx, command).await.map_err(api_err) };
+    let outcome = guarded(&app, "change_roles", &ctx, meta.idempotency_key.is_some(), run).await?;
     let roles = match outcome.events.iter().find_map(|e| match &e.event {
         Event::UserRolesChanged(c) => Some(c.state_after.roles.clone()),
         _ => None,

@@ -24,12 +24,12 @@ use axum::http::{HeaderValue, Method, header};
 use axum::middleware::{self, Next};
 use axum::response::{AppendHeaders, IntoResponse, Response};
 use axum::routing::{MethodRouter, get, post};
-use commands::handler::{CommandError, Outcome};
+use commands::handler::{CommandContext, CommandError, Outcome};
 use events_schema::{Envelope, Event};
 use tower::limit::GlobalConcurrencyLimitLayer;
 use tower_http::cors::{AllowOrigin, Any, CorsLayer};
 
-use crate::error::{ApiResult, AppError};
+use crate::error::{ApiResult, AppError, Problem};
 use crate::state::AppState;
 
 /// Requests handled at once; more wait for a slot (backpressure, not
@@ -149,23 +149,65 @@ async fn method_not_allowed() -> AppError {
     AppError::MethodNotAllowed
 }
 
-/// Counts a command's outcome and turns its error into the API's.
-pub(crate) fn counted(
+/// Runs a command route's work (its look-ups and its command) under the
+/// idempotency contract, and counts its outcome.
+///
+/// Accepted commands are remembered by the log (`command.recorded`). A
+/// rejection decided from the ledger's state (`AppError::is_decided_rejection`)
+/// appends nothing, so when the client gave an `Idempotency-Key` its answer
+/// is remembered in the rejection memory, and a repeat of the key gets that
+/// same status and body (`idempotency-replayed: true`) however the state
+/// changed since; a repeat with another body gets `idempotency_key_reused`.
+/// Invalid requests are not remembered (they are refused again anyway).
+pub(crate) async fn guarded(
     app: &AppState,
     command: &'static str,
-    result: Result<Outcome, CommandError>,
+    ctx: &CommandContext,
+    keyed: bool,
+    work: impl Future<Output = ApiResult<Outcome>>,
 ) -> ApiResult<Outcome> {
-    match result {
-        Ok(outcome) => {
-            app.metrics.count_command(command, if outcome.repeated { "repeated" } else { "accepted" });
-            Ok(outcome)
-        }
-        Err(e) => {
-            let e = AppError::from(e);
+    if keyed {
+        if let Some(bytes) = app.rejections.get(&ctx.scope, &ctx.command_id).await.map_err(AppError::from)? {
+            let remembered: RememberedRejection = serde_json::from_slice(&bytes)
+                .map_err(|e| AppError::Internal(format!("a remembered rejection does not read: {e}")))?;
+            let e = if remembered.fingerprint == ctx.fingerprint {
+                AppError::Remembered(Box::new(remembered.problem))
+            } else {
+                AppError::IdempotencyKeyReused
+            };
             app.metrics.count_command(command, e.status_and_code().1);
-            Err(e)
+            return Err(e);
         }
     }
+    let result = work.await;
+    match &result {
+        Ok(outcome) => app.metrics.count_command(command, if outcome.repeated { "repeated" } else { "accepted" }),
+        Err(e) => app.metrics.count_command(command, e.status_and_code().1),
+    }
+    if let (true, Err(e)) = (keyed, &result) {
+        if e.is_decided_rejection() {
+            let remembered = RememberedRejection { fingerprint: ctx.fingerprint.clone(), problem: e.problem() };
+            let bytes = serde_json::to_vec(&remembered).unwrap_or_default();
+            // The answer stands even when it cannot be remembered; a repeat
+            // is then decided again.
+            if let Err(cause) = app.rejections.remember(&ctx.scope, &ctx.command_id, bytes.into()).await {
+                tracing::warn!(command, %cause, "a rejection could not be remembered");
+            }
+        }
+    }
+    result
+}
+
+/// What the rejection memory keeps of a rejected command.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct RememberedRejection {
+    fingerprint: String,
+    problem: Problem,
+}
+
+/// A command's own errors as the API's.
+pub(crate) fn api_err(e: CommandError) -> AppError {
+    AppError::from(e)
 }
 
 /// The first event of the outcome that `pick` recognises: a command's answer

@@ -10,7 +10,7 @@ use uuid::Uuid;
 
 use crate::error::{ApiResult, Problem};
 use crate::extract::{ApiJson, ApiQuery, AuthUser, CommandMeta, Consistency};
-use crate::routes::{counted, find_event, replayed};
+use crate::routes::{api_err, find_event, guarded, replayed};
 use crate::state::{AppState, command_context, fingerprint};
 use crate::views::{MoneyView, PageQuery, PayoutCreated, PayoutPage, PayoutRequestBody};
 
@@ -42,8 +42,13 @@ pub async fn request(
         meta.request_id.as_deref(),
         Actor::user(caller.id),
     );
-    let result = app.commands.request_payout(&ctx, caller.id, Uuid::now_v7(), body.coins, body.destination).await;
-    let outcome = counted(&app, "request_payout", result)?;
+    let result = async {
+        app.commands
+            .request_payout(&ctx, caller.id, Uuid::now_v7(), body.coins, body.destination)
+            .await
+            .map_err(api_err)
+    };
+    let outcome = guarded(&app, "request_payout", &ctx, meta.idempotency_key.is_some(), result).await?;
     let (requested, _) = find_event(&outcome.events, |e| match e {
         Event::PayoutRequested(p) => Some(p),
         _ => None,

@@ -13,7 +13,7 @@ use uuid::Uuid;
 
 use crate::error::{ApiResult, AppError, Problem};
 use crate::extract::{ApiJson, ApiPath, ApiQuery, AuthUser, CommandMeta, Consistency};
-use crate::routes::{counted, find_event, replayed};
+use crate::routes::{api_err, find_event, guarded, replayed};
 use crate::state::{AppState, command_context, fingerprint};
 use crate::views::{
     GiftCatalogItem, GiftSentView, LeaderboardPage, LiveStreamsQuery, PageQuery, PositionView, SendGiftRequest,
@@ -69,7 +69,8 @@ pub async fn start(
         category: body.category,
         at: Utc::now(),
     };
-    let outcome = counted(&app, "start_stream", app.commands.start_stream(&ctx, command).await)?;
+    let run = async { app.commands.start_stream(&ctx, command).await.map_err(api_err) };
+    let outcome = guarded(&app, "start_stream", &ctx, meta.idempotency_key.is_some(), run).await?;
     let (started, _) = find_event(&outcome.events, |e| match e {
         Event::StreamStarted(s) => Some(s),
         _ => None,
@@ -87,7 +88,8 @@ async fn stream_command(
     command: StreamCommand,
 ) -> ApiResult<impl IntoResponse + use<>> {
     let ctx = user_ctx(caller, meta, &());
-    let outcome = counted(app, name, app.commands.stream(&ctx, stream_id, command).await)?;
+    let run = async { app.commands.stream(&ctx, stream_id, command).await.map_err(api_err) };
+    let outcome = guarded(app, name, &ctx, meta.idempotency_key.is_some(), run).await?;
     Ok((StatusCode::OK, replayed(outcome.repeated), Json(PositionView { position: outcome.position })))
 }
 
@@ -247,8 +249,11 @@ pub async fn send_gift(
         .map(|g| g.coins)
         .ok_or_else(|| AppError::validation("giftId", "is not in the gift catalog"))?;
     let ctx = user_ctx(&caller, &meta, &body);
-    let result = app.commands.send_gift(&ctx, caller.id, stream_id, body.gift_id, body.quantity, unit_coins).await;
-    let outcome = counted(&app, "send_gift", result)?;
+    let run = async {
+        let gift_id = body.gift_id.clone();
+        app.commands.send_gift(&ctx, caller.id, stream_id, gift_id, body.quantity, unit_coins).await.map_err(api_err)
+    };
+    let outcome = guarded(&app, "send_gift", &ctx, meta.idempotency_key.is_some(), run).await?;
     let (sent, _) = find_event(&outcome.events, |e| match e {
         Event::GiftSent(g) => Some(g),
         _ => None,

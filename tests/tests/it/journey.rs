@@ -264,3 +264,47 @@ async fn a_repeated_idempotency_key_returns_the_first_answer_and_a_changed_body_
     assert_eq!((c.status, c.problem_code()), (409, "idempotency_key_reused"));
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rejected_command_repeated_with_its_key_gets_the_first_rejection_even_after_the_state_changed() {
+    let app = TestApp::start().await;
+    let admin = app.admin().await;
+    let host = app.register("memo_host").await;
+    let viewer = app.register("memo_viewer").await;
+    let stream = app.start_stream(&host, "remembered").await;
+    let path = format!("/api/v1/streams/{stream}/gifts");
+    let gift = json!({"giftId": "star", "quantity": 3});
+    let send = |body: Value, key: &'static str| {
+        let (app, path, token) = (&app, path.clone(), viewer.token.clone());
+        async move {
+            app.request_with(reqwest::Method::POST, &path, Some(&token), Some(body), &[("Idempotency-Key", key)]).await
+        }
+    };
+    // Given an empty wallet, when a gift is sent: 402.
+    let before = app.last_position().await;
+    let first = send(gift.clone(), "poor-1").await;
+    assert_eq!((first.status, first.problem_code()), (402, "insufficient_funds"), "{}", first.text);
+    assert_eq!(app.last_position().await, before, "a rejection appends nothing to the log");
+    // The wallet is funded; the same key still gets the first answer, and
+    // nothing is spent.
+    let funded = app.fund(&admin, &viewer, 1_000).await;
+    let repeat = send(gift.clone(), "poor-1").await;
+    assert_eq!((repeat.status, &repeat.body), (first.status, &first.body), "same status and body");
+    assert_eq!(repeat.content_type(), "application/problem+json");
+    assert_eq!(repeat.headers.get("idempotency-replayed").and_then(|v| v.to_str().ok()), Some("true"));
+    assert_eq!(app.wallet(&viewer, funded).await["coins"], json!(1_000));
+    // The same key with another body is refused; a new key is decided anew.
+    let reused = send(json!({"giftId": "star", "quantity": 4}), "poor-1").await;
+    assert_eq!((reused.status, reused.problem_code()), (409, "idempotency_key_reused"));
+    let fresh = send(gift.clone(), "rich-1").await;
+    assert_eq!(fresh.status, 201, "{}", fresh.text);
+    // A request refused as invalid is not remembered: fixed, it goes through.
+    let invalid = send(json!({"giftId": "star", "quantity": 0}), "fix-1").await;
+    assert_eq!(invalid.status, 422, "{}", invalid.text);
+    let fixed = send(json!({"giftId": "star", "quantity": 1}), "fix-1").await;
+    assert_eq!(fixed.status, 201, "{}", fixed.text);
+    // Without a key, every request is decided anew.
+    let no_key = app.post(&path, Some(&viewer.token), json!({"giftId": "star", "quantity": 1})).await;
+    assert_eq!(no_key.status, 201, "{}", no_key.text);
+    app.stop().await;
+}
