@@ -153,6 +153,9 @@ pub trait ReadStore: Send + Sync + fmt::Debug {
         page: &'a PageRequest,
     ) -> BoxFuture<'a, StoreResult<Page<PayoutDoc>>>;
 
+    /// One payout by id, whatever its status.
+    fn payout(&self, payout_id: Uuid) -> BoxFuture<'_, StoreResult<Option<PayoutDoc>>>;
+
     /// An account's entries with running balance, newest first.
     fn ledger_entries<'a>(
         &'a self,

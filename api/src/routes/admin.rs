@@ -9,7 +9,7 @@ use commands::handler::CommandContext;
 use domain::ledger::LedgerCommand;
 use domain::user::ChangeRoles;
 use events_schema::{Actor, Event, Role};
-use projections::{PageRequest, PayoutDoc, PayoutStatus, Projection};
+use projections::{PageRequest, PayoutStatus, Projection};
 use uuid::Uuid;
 
 use crate::auth::parse_role;
@@ -22,11 +22,6 @@ use crate::views::{
     RejectPayoutRequest, RolesRequest, RolesView, roles_view,
 };
 
-/// Pages of the payouts read model looked through to find one payout by id.
-/// The read-store port has no lookup by payout id yet; until it has, the
-/// search is bounded (here, the 20,000 newest payouts of each kind).
-const PAYOUT_SEARCH_PAGES_MAX: u32 = 100;
-const PAYOUT_SEARCH_PAGE_SIZE: u32 = 200;
 /// Roles named in one request, at most.
 const ROLES_PER_REQUEST_MAX: usize = 8;
 
@@ -74,25 +69,6 @@ pub async fn list_payouts(
     Ok(Json(app.store.payouts(status, &page).await?.into()))
 }
 
-/// Finds a payout in the read model: among the pending ones first (what an
-/// approval needs), then among all.
-async fn find_payout(app: &AppState, payout_id: Uuid) -> ApiResult<Option<PayoutDoc>> {
-    for status in [Some(PayoutStatus::Pending), None] {
-        let mut cursor = None;
-        for _ in 0..PAYOUT_SEARCH_PAGES_MAX {
-            let page = app.store.payouts(status, &PageRequest::after(PAYOUT_SEARCH_PAGE_SIZE, cursor)).await?;
-            if let Some(found) = page.items.into_iter().find(|p| p.id == payout_id) {
-                return Ok(Some(found));
-            }
-            match page.next_cursor {
-                Some(next) => cursor = Some(next),
-                None => break,
-            }
-        }
-    }
-    Ok(None)
-}
-
 enum Settle {
     Approve(String),
     Reject(String),
@@ -114,7 +90,7 @@ async fn settle(
         Settle::Reject(_) => ("reject_payout", "rejected"),
     };
     app.wait_for(min_position, &[Projection::Payouts]).await?;
-    let payout = find_payout(app, payout_id).await?.ok_or_else(|| AppError::not_found("no such payout"))?;
+    let payout = app.store.payout(payout_id).await?.ok_or_else(|| AppError::not_found("no such payout"))?;
     let command = match settle {
         Settle::Approve(external_ref) => LedgerCommand::ApprovePayout { payout_id, external_ref },
         Settle::Reject(reason) => LedgerCommand::RejectPayout { payout_id, reason },

@@ -82,6 +82,9 @@ pub struct ReactorCheck {
     pub status: String,
     /// Every gift up to this position is credited to its host.
     pub position: u64,
+    /// Log positions past `position` (any subject): an upper bound on the
+    /// gifts not credited yet; absent while the log is unreachable.
+    pub lag_events: Option<u64>,
     pub commits: u64,
     pub gifts: u64,
 }
@@ -155,11 +158,15 @@ pub async fn health(State(app): State<AppState>) -> Response {
             },
         },
     };
-    let reactor = app.workers.reactor.as_ref().map(|stats| ReactorCheck {
-        status: if stats.active.load(Ordering::Relaxed) == 1 { "active" } else { "standby" }.into(),
-        position: stats.position.load(Ordering::Relaxed),
-        commits: stats.commits.load(Ordering::Relaxed),
-        gifts: stats.gifts.load(Ordering::Relaxed),
+    let reactor = app.workers.reactor.as_ref().map(|stats| {
+        let position = stats.position.load(Ordering::Relaxed);
+        ReactorCheck {
+            status: if stats.active.load(Ordering::Relaxed) == 1 { "active" } else { "standby" }.into(),
+            position,
+            lag_events: last_position.as_ref().ok().map(|last| last.saturating_sub(position)),
+            commits: stats.commits.load(Ordering::Relaxed),
+            gifts: stats.gifts.load(Ordering::Relaxed),
+        }
     });
     let healthy = nats_up && checkpoints.is_ok() && !app.projector_failed();
     let view = HealthView {

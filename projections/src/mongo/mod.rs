@@ -593,6 +593,15 @@ impl ReadStore for MongoStore {
         })
     }
 
+    fn payout(&self, payout_id: Uuid) -> BoxFuture<'_, StoreResult<Option<PayoutDoc>>> {
+        Box::pin(self.one(
+            Projection::Payouts,
+            Collection::Payouts,
+            doc! {"_id": payout_id.to_string()},
+            plan::read_payout,
+        ))
+    }
+
     fn user_payouts<'a>(&'a self, user_id: Uuid, page: &'a PageRequest) -> BoxFuture<'a, StoreResult<Page<PayoutDoc>>> {
         Box::pin(async move {
             let after = int_id_cursor(page)?;

@@ -935,6 +935,14 @@ impl ReadStore for SqliteStore {
         }))
     }
 
+    fn payout(&self, payout_id: Uuid) -> BoxFuture<'_, StoreResult<Option<PayoutDoc>>> {
+        Box::pin(self.read(move |tx| {
+            let t = active_table(tx, Projection::Payouts, Collection::Payouts)?;
+            let sql = format!("SELECT {PAYOUT_COLS} FROM {t} WHERE id = ?1");
+            Ok(query_docs(tx, &sql, params![payout_id.as_bytes()], rows::payout)?.pop())
+        }))
+    }
+
     fn user_payouts<'a>(&'a self, user_id: Uuid, page: &'a PageRequest) -> BoxFuture<'a, StoreResult<Page<PayoutDoc>>> {
         let page = page.clone();
         Box::pin(self.read(move |tx| {

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use events_schema::{Account, CoinsPurchased, Event, StreamSnapshot, StreamStarted, StreamStatus, ViewerJoined};
 use projections::testing::{Generator, GeneratorConfig, MemoryLog, checksum};
 use projections::{
-    Collection, PageRequest, Projection, ProjectionError, ProjectionVersion, ReadStore, Runner, RunnerConfig,
-    TransactionFilter, runner::project_messages,
+    Collection, PageRequest, PayoutStatus, Projection, ProjectionError, ProjectionVersion, ReadStore, Runner,
+    RunnerConfig, TransactionFilter, runner::project_messages,
 };
 use uuid::Uuid;
 
@@ -76,6 +76,14 @@ pub async fn generated_log_projects_consistently(store: Arc<dyn ReadStore>) {
             assert_eq!(last.balance_after, w.coins);
         }
     }
+
+    // Every payout is found by its id, whatever its status.
+    let all_payouts = store.payouts(None, &PageRequest::first(200)).await.unwrap().items;
+    assert!(all_payouts.iter().any(|p| p.status != PayoutStatus::Pending), "settled payouts in the log");
+    for p in &all_payouts {
+        assert_eq!(store.payout(p.id).await.unwrap().as_ref(), Some(p));
+    }
+    assert_eq!(store.payout(Uuid::now_v7()).await.unwrap(), None);
 
     let live = store.live_streams(None, &PageRequest::first(200)).await.unwrap();
     assert!(!live.items.is_empty());

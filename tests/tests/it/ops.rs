@@ -24,6 +24,10 @@ async fn health_reports_the_dependencies_and_turns_unhealthy_when_nats_is_down()
     assert_eq!(r.body["checks"]["readStore"]["backend"], json!("sqlite"));
     assert!(r.body["checks"]["projector"]["lagEvents"].is_u64());
     assert!(r.body["checks"]["reactor"]["position"].is_u64());
+    let reactor_lag = r.body["checks"]["reactor"]["lagEvents"].as_u64();
+    let last = r.body["checks"]["nats"]["lastPosition"].as_u64();
+    let reactor_position = r.body["checks"]["reactor"]["position"].as_u64();
+    assert_eq!(reactor_lag, last.zip(reactor_position).map(|(l, p)| l.saturating_sub(p)), "{}", r.text);
 
     app.nats.as_mut().expect("the app's own server").kill9();
     let down = app.get("/health", None).await;
