@@ -6,9 +6,11 @@
 //! Run: `cargo bench -p commands --bench commands`. Sizes:
 //! `BENCH_GIFTS` (default 20,000), `BENCH_CONCURRENCY` (default 64),
 //! `BENCH_PRIOR_COMMITS` (default 1,000,000), `BENCH_SAMPLES` (default 2,000);
-//! `BENCH_ONLY=throughput|latency|hot` runs one part.
+//! `BENCH_ONLY=throughput|latency|hot` runs one part; `BENCH_SYNC=always|interval`
+//! one sync mode.
 
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -253,7 +255,10 @@ async fn latency(sync: SyncMode, prior: u64, samples: u64) {
     );
 }
 
-async fn hot_host(sync: SyncMode, viewers: usize, gifts: u64) {
+/// The hot host: `viewers` viewers send `gifts` gifts to one host, as fast as
+/// they can (`rate_per_s` None) or paced to a total rate; returns the rate
+/// the gifts were sent at.
+async fn hot_host(sync: SyncMode, viewers: usize, gifts: u64, rate_per_s: Option<u64>) -> u64 {
     let s = setup(sync).await;
     let host = Uuid::now_v7();
     let stream_id = start_stream(&s.commands, host).await;
@@ -267,13 +272,36 @@ async fn hot_host(sync: SyncMode, viewers: usize, gifts: u64) {
             .expect("reactor");
     let first = s.log.last_position().await.expect("position") + 1;
     let per_viewer = gifts / viewers as u64;
+    // How far the reactor's checkpoint trails the log's head while gifts
+    // arrive (sampled every 50 ms).
+    let behind_max = Arc::new(AtomicU64::new(0));
+    let sampler = {
+        let (log, stats, behind_max) = (s.log.clone(), reactor.stats().clone(), behind_max.clone());
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                let Ok(head) = log.last_position().await else { continue };
+                let behind = head.saturating_sub(stats.position.load(std::sync::atomic::Ordering::Relaxed));
+                behind_max.fetch_max(behind, std::sync::atomic::Ordering::Relaxed);
+            }
+        })
+    };
     let started = Instant::now();
     let tasks: Vec<_> = ids
         .iter()
-        .map(|v| {
+        .enumerate()
+        .map(|(i, v)| {
             let (commands, v) = (s.commands.clone(), *v);
+            // Paced: each viewer sends one gift every `viewers / rate`
+            // seconds, the viewers spread evenly over that period.
+            let period = rate_per_s.map(|r| Duration::from_micros(viewers as u64 * 1_000_000 / r.max(1)));
+            let phase = period.map(|p| p * u32::try_from(i).unwrap_or(0) / u32::try_from(viewers).unwrap_or(1));
             tokio::spawn(async move {
+                let start = tokio::time::Instant::now() + phase.unwrap_or_default();
                 for g in 0..per_viewer {
+                    if let Some(period) = period {
+                        tokio::time::sleep_until(start + period * u32::try_from(g).unwrap_or(0)).await;
+                    }
                     commands
                         .send_gift(&ctx(v, format!("h{g}")), v, stream_id, "rose".into(), 1, 10)
                         .await
@@ -292,6 +320,7 @@ async fn hot_host(sync: SyncMode, viewers: usize, gifts: u64) {
     while reactor.stats().gifts.load(std::sync::atomic::Ordering::Relaxed) < total && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    sampler.abort();
     let commits = reactor.stats().commits.load(std::sync::atomic::Ordering::Relaxed);
     reactor.shutdown().await;
     // Credit lag: from the server's timestamp of each gift to that of the
@@ -318,15 +347,27 @@ async fn hot_host(sync: SyncMode, viewers: usize, gifts: u64) {
     }
     lags.sort_unstable();
     println!(
-        "| {} | {viewers} viewers, {total} gifts in {:?} ({} gifts/s) | {commits} host commits ({} gifts per commit) | lag p50 {} ms, p99 {} ms, max {} ms |",
+        "| {} | {} | {viewers} viewers, {total} gifts in {:?} ({} gifts/s) | {commits} host commits ({} gifts per commit) | lag p50 {} ms, p99 {} ms, max {} ms | reactor checkpoint at most {} positions behind |",
         sync_name(sync),
+        rate_per_s.map_or_else(|| "as fast as possible".to_string(), |r| format!("paced at {r} gifts/s")),
         sent_in,
         per_second(total, sent_in),
         total / commits.max(1),
         percentile(&lags, 500).as_millis(),
         percentile(&lags, 990).as_millis(),
-        lags.last().copied().unwrap_or_default().as_millis()
+        lags.last().copied().unwrap_or_default().as_millis(),
+        behind_max.load(std::sync::atomic::Ordering::Relaxed)
     );
+    per_second(total, sent_in)
+}
+
+/// `BENCH_SYNC=always|interval` runs one sync mode (default: both).
+fn syncs() -> Vec<SyncMode> {
+    match std::env::var("BENCH_SYNC").as_deref() {
+        Ok("always") => vec![SyncMode::Always],
+        Ok("interval") => vec![SyncMode::Interval],
+        _ => vec![SyncMode::Always, SyncMode::Interval],
+    }
 }
 
 fn main() {
@@ -343,7 +384,7 @@ fn main() {
         println!("## gift commands through the handler vs raw JetStream publish ({gifts} gifts, {concurrency} viewers at once, raw window {WINDOW})");
         println!("| sync | handler | raw publish of the same messages | ratio | |");
         println!("| --- | --- | --- | --- | --- |");
-        for sync in [SyncMode::Always, SyncMode::Interval] {
+        for sync in syncs() {
             throughput(sync, gifts, concurrency).await;
         }
         }
@@ -355,8 +396,11 @@ fn main() {
         }
         if run("hot") {
         println!("\n## hot host");
-        for sync in [SyncMode::Always, SyncMode::Interval] {
-            hot_host(sync, 1_000, 10_000).await;
+        // As fast as the viewers can, then paced at half that rate (the
+        // latency of a system at saturation is its queue).
+        for sync in syncs() {
+            let burst = hot_host(sync, 1_000, 10_000, None).await;
+            hot_host(sync, 1_000, 10_000, Some(burst / 2)).await;
         }
         }
     });
