@@ -43,10 +43,10 @@ use crate::model::{
     WalletDoc, cursor, from_micros, pos_i64, pos_u64, role_str, stream_status_str, to_micros,
 };
 use crate::store::{AnyDoc, ReadStore, SCAN_LIMIT_MAX, ScanPage, StoreResult, normalise_email};
-use keys::{account_key, opt_id};
+use keys::{AccountKey, account_key, opt_id};
 use schema::{
-    ENTRY_COLS, LEADERBOARD_COLS, META_DDL, PAYOUT_COLS, STREAM_COLS, STRIPE_COLS, TX_COLS, USER_COLS, WALLET_COLS,
-    WriteSql,
+    ENTRY_COLS, ENTRY_ROWS_PER_INSERT, LEADERBOARD_COLS, META_DDL, PAYOUT_COLS, STREAM_COLS, STRIPE_COLS, TX_COLS,
+    USER_COLS, WALLET_COLS, WriteSql,
 };
 
 /// The store's file in the data directory.
@@ -391,6 +391,35 @@ struct Accumulated {
     leaderboard: HashMap<(u8, Uuid, Uuid), (i64, u64)>,
     /// (target, user) -> the last wallet.
     wallets: HashMap<(u8, Uuid), crate::model::WalletDoc>,
+    /// Ledger entries to insert, in order, per target (written in bulk).
+    entries: Vec<(u8, EntryRow)>,
+}
+
+/// One `ledger_entries` row, ready to bind.
+struct EntryRow {
+    account: AccountKey,
+    position: i64,
+    seq: u32,
+    event_type: &'static str,
+    counterparty: AccountKey,
+    coins: i64,
+    balance_after: i64,
+    created_at: i64,
+}
+
+impl EntryRow {
+    fn bind<'a>(&'a self, out: &mut Vec<&'a dyn rusqlite::ToSql>) {
+        out.extend([
+            &self.account as &dyn rusqlite::ToSql,
+            &self.position,
+            &self.seq,
+            &self.event_type,
+            &self.counterparty,
+            &self.coins,
+            &self.balance_after,
+            &self.created_at,
+        ]);
+    }
 }
 
 fn add_coins(slot: &mut (i64, u64), coins: i64, position: u64) -> StoreResult<()> {
@@ -409,6 +438,29 @@ fn write_accumulated(
     let exec = |text: &str, p: &[&dyn rusqlite::ToSql]| -> StoreResult<usize> {
         tx.prepare_cached(text).and_then(|mut s| s.execute(p)).map_err(db_err)
     };
+    // Entries: whole chunks in one statement each, the rest one by one.
+    let mut by_target: HashMap<u8, Vec<EntryRow>> = HashMap::new();
+    for (target, row) in acc.entries {
+        by_target.entry(target).or_default().push(row);
+    }
+    for (target, rows) in by_target {
+        let Some(sql) = sql(target) else { continue };
+        let mut chunks = rows.chunks_exact(ENTRY_ROWS_PER_INSERT);
+        for chunk in &mut chunks {
+            let mut values: Vec<&dyn rusqlite::ToSql> = Vec::with_capacity(ENTRY_ROWS_PER_INSERT * 8);
+            chunk.iter().for_each(|r| r.bind(&mut values));
+            exec(&sql.entry_insert_many, &values)?;
+            for _ in chunk {
+                counter.tick()?;
+            }
+        }
+        for r in chunks.remainder() {
+            let mut values: Vec<&dyn rusqlite::ToSql> = Vec::with_capacity(8);
+            r.bind(&mut values);
+            exec(&sql.entry_insert, &values)?;
+            counter.tick()?;
+        }
+    }
     for ((target, account), (balance, position)) in acc.balances {
         let Some(sql) = sql(target) else { continue };
         exec(&sql.account_upsert, params![account_key(&account), balance, pos_i64(position)?])?;
@@ -583,19 +635,20 @@ fn apply_change(
                 }
             };
             acc.balances.insert(key, (balance_after, pc.position));
-            exec(
-                &sql.entry_insert,
-                params![
-                    account_key(&p.account),
-                    pos,
-                    p.seq,
-                    p.event_type,
-                    account_key(&p.counterparty),
-                    p.coins,
+            acc.entries.push((
+                pc.target,
+                EntryRow {
+                    account: account_key(&p.account),
+                    position: pos,
+                    seq: p.seq,
+                    event_type: p.event_type,
+                    counterparty: account_key(&p.counterparty),
+                    coins: p.coins,
                     balance_after,
-                    to_micros(p.created_at)
-                ],
-            )?;
+                    created_at: to_micros(p.created_at),
+                },
+            ));
+            return Ok(());
         }
         Change::LeaderboardGift { stream_id, user_id, coins } => {
             let slot = acc.leaderboard.entry((pc.target, *stream_id, *user_id)).or_default();

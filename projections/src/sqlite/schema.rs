@@ -117,6 +117,10 @@ pub(super) const STREAM_COLS: &str =
     "id, host_id, title, category, status, is_live, start_time, end_time, viewers, peak_viewers, gifts_coins, position";
 pub(super) const PAYOUT_COLS: &str = "id, user_id, coins, fiat_amount, fiat_currency, destination, status, \
     external_ref, reason, requested_at, settled_at, position";
+/// Ledger entries written by one statement (the bulk of a batch's rows:
+/// one statement's setup, cursors and bindings serve them all).
+pub(super) const ENTRY_ROWS_PER_INSERT: usize = 32;
+
 pub(super) const ENTRY_COLS: &str =
     "account, position, seq, event_type, counterparty, coins, balance_after, created_at";
 pub(super) const LEADERBOARD_COLS: &str = "stream_id, user_id, coins, position";
@@ -144,6 +148,8 @@ pub(super) struct WriteSql {
     pub payout_insert: String,
     pub payout_settle: String,
     pub entry_insert: String,
+    /// `entry_insert` for `ENTRY_ROWS_PER_INSERT` rows at once.
+    pub entry_insert_many: String,
     pub account_balance: String,
     pub account_upsert: String,
     pub leaderboard_inc: String,
@@ -235,6 +241,11 @@ impl WriteSql {
             entry_insert: format!(
                 "INSERT INTO {entries} ({ENTRY_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
                  ON CONFLICT(account, position, seq) DO NOTHING"
+            ),
+            entry_insert_many: format!(
+                "INSERT INTO {entries} ({ENTRY_COLS}) VALUES {}
+                 ON CONFLICT(account, position, seq) DO NOTHING",
+                vec!["(?, ?, ?, ?, ?, ?, ?, ?)"; ENTRY_ROWS_PER_INSERT].join(", ")
             ),
             account_balance: format!("SELECT balance FROM {accounts} WHERE account = ?1"),
             account_upsert: format!(
