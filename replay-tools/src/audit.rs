@@ -226,21 +226,16 @@ impl Auditor {
             Ok(envelope) => envelope,
             Err(error) => {
                 self.fail("hash_chain", Some(position), Some(subject), error.fault.to_string());
-                // Keep the ledger's replay going from what the event says,
-                // so that one bad event is reported once.
+                // Replay what the event says all the same, so that one bad
+                // event is reported once (and what it changed, if anything
+                // else breaks, by the checks below).
                 match Envelope::decode(payload) {
-                    Ok(envelope) => {
-                        if let (Some(commit), Ok(user)) =
-                            (envelope.event.ledger_commit(), envelope.header.aggregate_id.parse::<Uuid>())
-                        {
-                            self.ledgers
-                                .insert(user, LedgerState { user_id: user, snapshot: commit.state_after.clone() });
-                        }
+                    Ok(envelope) => envelope,
+                    Err(_) => {
+                        self.record_checkpoints(position);
+                        return;
                     }
-                    Err(_) => {}
                 }
-                self.record_checkpoints(position);
-                return;
             }
         };
         if envelope.event.ledger_commit().is_some() {

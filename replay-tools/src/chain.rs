@@ -176,23 +176,27 @@ mod tests {
 
     #[test]
     fn a_missing_event_breaks_the_chain() {
-        let log: Vec<_> = Generator::log(GeneratorConfig::default(), 200).collect();
+        let log: Vec<_> = Generator::log(GeneratorConfig::default(), 500).collect();
+        let subjects: Vec<String> = log.iter().map(|p| subject_of(p)).collect();
+        // A subject with at least three events: drop its second.
+        let dropped = subjects
+            .iter()
+            .find(|s| subjects.iter().filter(|t| t == s).count() >= 3)
+            .expect("a subject with three events")
+            .clone();
+        let second = subjects.iter().enumerate().filter(|(_, s)| **s == dropped).nth(1).map(|(i, _)| i).unwrap_or(0);
         let mut verifier = ChainVerifier::new();
-        let mut seen = std::collections::HashSet::new();
-        let mut dropped = None;
         let mut failures = Vec::new();
         for (index, payload) in log.iter().enumerate() {
-            let subject = subject_of(payload);
-            // Drop the second event of the first subject that has one.
-            if dropped.is_none() && !seen.insert(subject.clone()) {
-                dropped = Some(subject);
+            if index == second {
                 continue;
             }
-            if let Err(e) = verifier.check(index as u64 + 1, &subject, payload) {
+            if let Err(e) = verifier.check(index as u64 + 1, &subjects[index], payload) {
                 failures.push(e);
             }
         }
-        let dropped = dropped.expect("some subject has two events");
-        assert!(failures.iter().any(|e| e.subject == dropped && matches!(e.fault, ChainFault::Sequence { .. })));
+        assert_eq!(failures.len(), 1, "{failures:?}");
+        assert_eq!(failures[0].subject, dropped);
+        assert!(matches!(failures[0].fault, ChainFault::Sequence { expected: 2, found: 3 }), "{}", failures[0]);
     }
 }

@@ -8,15 +8,22 @@
 //!   messages is refused, except when it holds exactly a prefix of this
 //!   file (an interrupted import), which `--resume` checks message by
 //!   message and continues after.
-//! - **Exact positions**: each message is published with
-//!   `Nats-Expected-Last-Sequence` set to the position before it, so the
-//!   server stores it at its original position or refuses it; publishes are
-//!   pipelined (acks awaited in order, a bounded number in flight). A
-//!   refusal means another writer is appending: stop it and `--resume`.
-//! - The original `Nats-Msg-Id` is kept (the command side recognises its own
-//!   appends by it); the stored control headers of the original appends
-//!   (`Nats-Expected-*`, `Nats-Batch-*`) are not sent again: they were
-//!   instructions to the server, already carried out.
+//! - **Headers verbatim**: JetStream stores the headers a message was
+//!   published with, so they are sent again as they are: the `Nats-Msg-Id`
+//!   (the command side recognises its own appends by it) and the original
+//!   `Nats-Expected-Last-Subject-Sequence`, which the server checks again
+//!   and which holds again, positions being the same: each subject's chain
+//!   is re-checked by the server too. Only atomic-batch headers
+//!   (`Nats-Batch-*`) are left out, if a server stored them: sent again they
+//!   would open batches. No header is added (an added expectation would be
+//!   stored and make the copy differ).
+//! - **Exact positions**: publishes are pipelined (a bounded number in
+//!   flight, acks awaited in order) on one connection, which the server
+//!   stores in order; every ack must carry the message's original position.
+//!   The first that does not (another writer, a lost publish) stops the
+//!   import: the stream then needs `--resume` (when it holds a prefix of
+//!   the file, which resume checks message by message) or, when it does
+//!   not, to be deleted and imported again.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -210,12 +217,11 @@ pub async fn import(
                 } else {
                     let mut headers = HeaderMap::new();
                     for (name, value) in &message.headers {
-                        if is_control_header(name) {
+                        if is_batch_header(name) {
                             continue;
                         }
                         headers.append(name.as_str(), value.as_str());
                     }
-                    headers.insert("Nats-Expected-Last-Sequence", (message.position - 1).to_string());
                     let ack = context
                         .publish_with_headers(message.subject.clone(), headers, message.payload.clone())
                         .await
@@ -267,10 +273,9 @@ pub async fn import(
     })
 }
 
-/// Headers that instructed the server at the original append.
-fn is_control_header(name: &str) -> bool {
-    let lower = name.to_ascii_lowercase();
-    lower.starts_with("nats-expected-") || lower.starts_with("nats-batch-")
+/// Atomic-batch headers: sent again, they would open a batch.
+fn is_batch_header(name: &str) -> bool {
+    name.to_ascii_lowercase().starts_with("nats-batch-")
 }
 
 fn settle(

@@ -30,6 +30,7 @@ pub mod import;
 pub mod progress;
 pub mod rebuild;
 pub mod status;
+pub mod testing;
 pub mod verify;
 
 pub use audit::{AuditReport, Auditor, NamedCheckpoint, audit_file, audit_log};
