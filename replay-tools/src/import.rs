@@ -13,10 +13,11 @@
 //!   (the command side recognises its own appends by it) and the original
 //!   `Nats-Expected-Last-Subject-Sequence`, which the server checks again
 //!   and which holds again, positions being the same: each subject's chain
-//!   is re-checked by the server too. Only atomic-batch headers
-//!   (`Nats-Batch-*`) are left out, if a server stored them: sent again they
-//!   would open batches. No header is added (an added expectation would be
-//!   stored and make the copy differ).
+//!   is re-checked by the server too. The messages of an atomic batch
+//!   (stored with their `Nats-Batch-Id`, `-Sequence` and `-Commit` headers)
+//!   are sent again as the same atomic batch, with the same headers. No
+//!   header is added (an added expectation would be stored and make the
+//!   copy differ).
 //! - **Exact positions**: publishes are pipelined (a bounded number in
 //!   flight, acks awaited in order) on one connection, which the server
 //!   stores in order; every ack must carry the message's original position.
@@ -186,9 +187,11 @@ pub async fn import(
     let reading = tokio::task::spawn_blocking(move || read_verified(path, sender));
     let context = async_nats::jetstream::new(log.client().clone());
     let mut stored = log.read_stream(1);
-    let mut in_flight = std::collections::VecDeque::with_capacity(IMPORT_IN_FLIGHT_MAX);
+    let mut in_flight: std::collections::VecDeque<(u64, String, async_nats::jetstream::context::PublishAckFuture)> =
+        std::collections::VecDeque::with_capacity(IMPORT_IN_FLIGHT_MAX);
     let mut written = 0u64;
     let mut checked = 0u64;
+    let mut batch_open: Vec<ArchivedMessage> = Vec::new();
     let mut done = 0u64;
     let run = async {
         while let Some(batch) = receiver.recv().await {
@@ -214,16 +217,26 @@ pub async fn import(
                         )));
                     }
                     checked += 1;
-                } else {
-                    let mut headers = HeaderMap::new();
-                    for (name, value) in &message.headers {
-                        if is_batch_header(name) {
-                            continue;
+                } else if header_value(&message, HEADER_BATCH_ID).is_some() {
+                    // An atomic batch: gather it whole, then send it as one.
+                    let commit = header_value(&message, HEADER_BATCH_COMMIT).is_some();
+                    batch_open.push(message);
+                    if commit {
+                        while let Some((position, subject, ack)) = in_flight.pop_front() {
+                            settle(position, &subject, ack.await)?;
+                            written += 1;
                         }
-                        headers.append(name.as_str(), value.as_str());
+                        written += publish_batch(log, &std::mem::take(&mut batch_open)).await?;
+                    }
+                } else {
+                    if let Some(open) = batch_open.first() {
+                        return Err(ImportError::Refused(format!(
+                            "the atomic batch starting at position {} has no commit message",
+                            open.position
+                        )));
                     }
                     let ack = context
-                        .publish_with_headers(message.subject.clone(), headers, message.payload.clone())
+                        .publish_with_headers(message.subject.clone(), headers_of(&message), message.payload.clone())
                         .await
                         .map_err(|e| anyhow::anyhow!("publishing position {}: {e}", message.position))?;
                     in_flight.push_back((message.position, message.subject, ack));
@@ -243,6 +256,12 @@ pub async fn import(
         while let Some((position, subject, ack)) = in_flight.pop_front() {
             settle(position, &subject, ack.await)?;
             written += 1;
+        }
+        if let Some(open) = batch_open.first() {
+            return Err(ImportError::Refused(format!(
+                "the atomic batch starting at position {} has no commit message",
+                open.position
+            )));
         }
         Ok::<(), ImportError>(())
     };
@@ -273,9 +292,70 @@ pub async fn import(
     })
 }
 
-/// Atomic-batch headers: sent again, they would open a batch.
-fn is_batch_header(name: &str) -> bool {
-    name.to_ascii_lowercase().starts_with("nats-batch-")
+const HEADER_BATCH_ID: &str = "Nats-Batch-Id";
+const HEADER_BATCH_COMMIT: &str = "Nats-Batch-Commit";
+
+fn header_value<'a>(message: &'a ArchivedMessage, name: &str) -> Option<&'a str> {
+    message.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+}
+
+/// The message's stored headers, as they were.
+fn headers_of(message: &ArchivedMessage) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    for (name, value) in &message.headers {
+        headers.append(name.as_str(), value.as_str());
+    }
+    headers
+}
+
+/// Sends the messages of one atomic batch again, as one atomic batch with
+/// their original headers (ADR-50: the first and the last are requests,
+/// the middle ones plain publishes); returns how many were stored.
+async fn publish_batch(log: &JetStreamLog, batch: &[ArchivedMessage]) -> Result<u64, ImportError> {
+    #[derive(serde::Deserialize)]
+    struct Reply {
+        #[serde(default)]
+        seq: u64,
+        #[serde(default)]
+        error: Option<serde_json::Value>,
+    }
+    let client = log.client();
+    let last_index = batch.len().saturating_sub(1);
+    let first_position = batch.first().map_or(0, |m| m.position);
+    for (index, message) in batch.iter().enumerate() {
+        let refused = |detail: String| {
+            ImportError::Refused(format!(
+                "the atomic batch at positions {first_position}..={} ({}) was refused: {detail}",
+                first_position + last_index as u64,
+                message.subject
+            ))
+        };
+        if index == 0 || index == last_index {
+            let request = async_nats::Request::new()
+                .headers(headers_of(message))
+                .payload(message.payload.clone())
+                .timeout(Some(std::time::Duration::from_millis(log.config().request_timeout_ms)));
+            let reply =
+                client.send_request(message.subject.clone(), request).await.map_err(|e| refused(e.to_string()))?;
+            if index != last_index && reply.payload.is_empty() {
+                continue; // the batch is open
+            }
+            let reply: Reply =
+                serde_json::from_slice(&reply.payload).map_err(|e| refused(format!("unreadable reply: {e}")))?;
+            if let Some(error) = reply.error {
+                return Err(refused(error.to_string()));
+            }
+            if index == last_index && reply.seq != message.position {
+                return Err(refused(format!("stored ending at {}, not {}", reply.seq, message.position)));
+            }
+        } else {
+            client
+                .publish_with_headers(message.subject.clone(), headers_of(message), message.payload.clone())
+                .await
+                .map_err(|e| refused(e.to_string()))?;
+        }
+    }
+    Ok(batch.len() as u64)
 }
 
 fn settle(
