@@ -17,6 +17,10 @@
 //!   purchased once and refunded at most as much; `external:stripe` equal
 //!   to minus (purchased - refunded).
 //!
+//! - the read side: the serving ledger read model's account balances
+//!   equal the log's at the ledger projection's checkpoint (when a store is
+//!   given and its checkpoint holds still while it is read).
+//!
 //! Reads only; the exit status says whether every check passed.
 
 use std::collections::{BTreeMap, HashMap};
@@ -44,6 +48,63 @@ const FINDINGS_LISTED_MAX: usize = 100;
 pub struct NamedCheckpoint {
     pub name: String,
     pub position: u64,
+}
+
+/// The serving ledger read model's balances at its checkpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadModelLedger {
+    /// `projector ledger@N`.
+    pub name: String,
+    pub position: u64,
+    pub balances: HashMap<Account, i64>,
+}
+
+/// Tries to read the ledger read model while its checkpoint holds still.
+const READ_MODEL_TRIES_MAX: u32 = 5;
+
+/// The serving ledger read model's balances, read while its checkpoint
+/// holds still; `None` when it kept moving (a busy projector).
+pub async fn read_model_ledger(store: &dyn projections::ReadStore) -> anyhow::Result<Option<ReadModelLedger>> {
+    use projections::{AnyDoc, Collection, Projection, ProjectionVersion};
+    let version = store.active_version(Projection::Ledger).await?;
+    let target = ProjectionVersion::new(Projection::Ledger, version);
+    let checkpoint = || async {
+        let checkpoints = store.checkpoints().await?;
+        Ok::<u64, anyhow::Error>(
+            checkpoints
+                .iter()
+                .find(|c| c.projection == Projection::Ledger && c.version == version)
+                .map_or(0, |c| c.position),
+        )
+    };
+    for _ in 0..READ_MODEL_TRIES_MAX {
+        let before = checkpoint().await?;
+        let mut balances = HashMap::new();
+        let mut after_key: Option<String> = None;
+        // Bounded by the number of accounts: each page moves the key on.
+        loop {
+            let page = store
+                .scan(target, Collection::LedgerAccounts, after_key.as_deref(), projections::store::SCAN_LIMIT_MAX)
+                .await?;
+            for doc in page.docs {
+                if let AnyDoc::LedgerAccount(account) = doc {
+                    balances.insert(account.account, account.balance);
+                }
+            }
+            match page.next_key {
+                Some(key) => after_key = Some(key),
+                None => break,
+            }
+        }
+        if checkpoint().await? == before {
+            return Ok(Some(ReadModelLedger {
+                name: format!("projector ledger@{version}"),
+                position: before,
+                balances,
+            }));
+        }
+    }
+    Ok(None)
 }
 
 /// One failed check.
@@ -107,6 +168,9 @@ pub struct AuditReport {
     pub gifts_credited: u64,
     pub gifts_uncredited: u64,
     pub checkpoints: Vec<CheckpointSum>,
+    /// The position at which the ledger read model was compared with the
+    /// log, if it was.
+    pub read_model_compared_at: Option<u64>,
     pub reconciliation: Reconciliation,
     /// Every failed check, counted.
     pub failures: u64,
@@ -134,6 +198,8 @@ pub struct Auditor {
     payments: HashMap<String, Payment>,
     checkpoints: Vec<NamedCheckpoint>,
     next_checkpoint: usize,
+    read_model: Option<ReadModelLedger>,
+    read_model_checked: bool,
     sums: Vec<CheckpointSum>,
     events: u64,
     last_position: u64,
@@ -160,6 +226,8 @@ impl Auditor {
             payments: HashMap::new(),
             checkpoints,
             next_checkpoint: 0,
+            read_model: None,
+            read_model_checked: false,
             sums: Vec::new(),
             events: 0,
             last_position: 0,
@@ -171,6 +239,42 @@ impl Auditor {
         };
         auditor.record_checkpoints(0);
         auditor
+    }
+
+    /// Compares the log's balances with `ledger` at its checkpoint too.
+    pub fn with_read_model(mut self, ledger: ReadModelLedger) -> Auditor {
+        self.read_model = Some(ledger);
+        self.compare_read_model(self.last_position);
+        self
+    }
+
+    /// At the read model's checkpoint: every account's balance from the
+    /// log equals the read model's.
+    fn compare_read_model(&mut self, position: u64) {
+        let Some(ledger) = &self.read_model else { return };
+        if self.read_model_checked || ledger.position != position {
+            return;
+        }
+        self.read_model_checked = true;
+        let mut accounts: Vec<Account> = ledger.balances.keys().chain(self.balances.keys()).copied().collect();
+        accounts.sort_by_key(|a| a.to_string());
+        accounts.dedup();
+        let mut mismatches = Vec::new();
+        for account in accounts {
+            let in_log = get(&self.balances, &account);
+            let in_read_model = ledger.balances.get(&account).copied().unwrap_or(0);
+            if in_log != in_read_model {
+                mismatches.push(format!("{account}: {in_log} in the log, {in_read_model} in the read model"));
+            }
+        }
+        let total: i128 = ledger.balances.values().map(|b| i128::from(*b)).sum();
+        let name = ledger.name.clone();
+        if total != 0 {
+            self.fail("read_model", Some(position), None, format!("{name}: the trial balance sums to {total}"));
+        }
+        for mismatch in mismatches {
+            self.fail("read_model", Some(position), None, format!("{name}: {mismatch}"));
+        }
     }
 
     fn fail(&mut self, check: &'static str, position: Option<u64>, subject: Option<&str>, detail: String) {
@@ -186,6 +290,7 @@ impl Auditor {
 
     /// Records the zero sum at every checkpoint at or before `position`.
     fn record_checkpoints(&mut self, position: u64) {
+        self.compare_read_model(position);
         while let Some(checkpoint) = self.checkpoints.get(self.next_checkpoint).cloned() {
             if checkpoint.position > position {
                 break;
@@ -351,7 +456,17 @@ impl Auditor {
 
     /// The end of the log: the final checks and the report.
     pub fn finish(mut self, source: String, started: Instant) -> AuditReport {
+        let read_model_position = self.read_model.as_ref().map(|l| l.position);
         self.record_checkpoints(u64::MAX);
+        if let Some(ledger) = &self.read_model
+            && !self.read_model_checked
+        {
+            let detail = format!(
+                "{} is at position {}, beyond the log's end {}",
+                ledger.name, ledger.position, self.last_position
+            );
+            self.fail("read_model", None, None, detail);
+        }
         let total = self.total();
         if total != 0 {
             self.fail("zero_sum", Some(self.last_position), None, format!("balances sum to {total} at the end"));
@@ -430,6 +545,7 @@ impl Auditor {
             gifts_credited: self.gifts_credited,
             gifts_uncredited: self.uncredited.len() as u64,
             checkpoints: sums_by_name.into_values().collect(),
+            read_model_compared_at: read_model_position.filter(|_| self.read_model_checked),
             reconciliation: Reconciliation {
                 payments: self.payments.len() as u64,
                 coins_purchased: purchased,
@@ -449,12 +565,16 @@ impl Auditor {
 pub async fn audit_log(
     log: &JetStreamLog,
     checkpoints: Vec<NamedCheckpoint>,
+    read_model: Option<ReadModelLedger>,
     progress: &Progress,
 ) -> anyhow::Result<AuditReport> {
     let started = Instant::now();
     let end = log.last_position().await.context("reading the log's last position")?;
     progress.set_total(end);
     let mut auditor = Auditor::new(checkpoints.into_iter().filter(|c| c.position <= end).collect());
+    if let Some(ledger) = read_model {
+        auditor = auditor.with_read_model(ledger);
+    }
     let mut messages = log.read_stream(1);
     // Bounded: the stream ends at the log's end as it was at the start.
     while let Some(message) = messages.next().await {

@@ -65,15 +65,18 @@ impl ChainVerifier {
     /// (so that one altered event is reported once, not with every event
     /// after it on the subject).
     pub fn check(&mut self, position: u64, subject: &str, payload: &[u8]) -> Result<Envelope, ChainError> {
+        self.link(position, subject, hash_check(payload))
+    }
+
+    /// The order-dependent half of `check`: the link to the subject's
+    /// previous event, given the message's own `hash_check`.
+    pub fn link(&mut self, position: u64, subject: &str, checked: HashChecked) -> Result<Envelope, ChainError> {
         self.messages += 1;
         let error = |fault| ChainError { position, subject: subject.to_string(), fault };
-        let (envelope, altered) = match Envelope::verify(payload) {
-            Ok(envelope) => (envelope, None),
-            Err(hash @ SchemaError::HashMismatch { .. }) => match Envelope::decode(payload) {
-                Ok(envelope) => (envelope, Some(hash)),
-                Err(e) => return Err(error(ChainFault::Unreadable(e))),
-            },
-            Err(e) => return Err(error(ChainFault::Unreadable(e))),
+        let (envelope, altered) = match checked {
+            HashChecked::Intact(envelope) => (envelope, None),
+            HashChecked::Altered(envelope, hash) => (envelope, Some(hash)),
+            HashChecked::Unreadable(e) => return Err(error(ChainFault::Unreadable(e))),
         };
         let expected_subject = envelope.subject();
         let previous = self.links.get(subject).cloned();
@@ -99,6 +102,28 @@ impl ChainVerifier {
             }));
         }
         Ok(envelope)
+    }
+}
+
+/// A message's own hash, checked apart from its chain (so that many can be
+/// checked in parallel).
+#[derive(Debug)]
+pub enum HashChecked {
+    Intact(Envelope),
+    /// Readable, but its content does not hash to its `hash`.
+    Altered(Envelope, SchemaError),
+    Unreadable(SchemaError),
+}
+
+/// Reads a stored event and checks its own hash.
+pub fn hash_check(payload: &[u8]) -> HashChecked {
+    match Envelope::verify(payload) {
+        Ok(envelope) => HashChecked::Intact(envelope),
+        Err(hash @ SchemaError::HashMismatch { .. }) => match Envelope::decode(payload) {
+            Ok(envelope) => HashChecked::Altered(envelope, hash),
+            Err(e) => HashChecked::Unreadable(e),
+        },
+        Err(e) => HashChecked::Unreadable(e),
     }
 }
 

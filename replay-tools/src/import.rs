@@ -36,7 +36,7 @@ use futures_util::StreamExt;
 use serde::Serialize;
 
 use crate::archive::{ArchiveReader, ArchivedMessage, Item};
-use crate::chain::ChainVerifier;
+use crate::chain::{ChainVerifier, HashChecked, hash_check};
 use crate::export::rate;
 use crate::progress::Progress;
 
@@ -92,14 +92,15 @@ type Batch = Result<Vec<ArchivedMessage>, String>;
 fn read_verified(input: PathBuf, sender: tokio::sync::mpsc::Sender<Batch>) -> Result<(u64, u64, u64), String> {
     let mut reader = ArchiveReader::open(&input).map_err(|e| e.to_string())?;
     let mut verifier = ChainVerifier::new();
-    let mut batch = Vec::with_capacity(IMPORT_BATCH_MESSAGES);
     let mut expected = reader.header().first_position.max(1);
     if expected != 1 {
         return Err(format!("the file starts at position {expected}: only whole logs (from 1) can be imported"));
     }
+    let mut pending: Vec<ArchivedMessage> = Vec::with_capacity(IMPORT_BATCH_MESSAGES);
     // Bounded by the file's length.
     loop {
-        match reader.next_item().map_err(|e| e.to_string())? {
+        let item = reader.next_item().map_err(|e| e.to_string())?;
+        let end = match item {
             Item::Message(message) => {
                 if message.position != expected {
                     return Err(format!(
@@ -109,23 +110,42 @@ fn read_verified(input: PathBuf, sender: tokio::sync::mpsc::Sender<Batch>) -> Re
                     ));
                 }
                 expected += 1;
-                verifier.check(message.position, &message.subject, &message.payload).map_err(|e| {
+                pending.push(message);
+                None
+            }
+            Item::End(trailer) => Some(trailer),
+        };
+        if pending.len() >= IMPORT_BATCH_MESSAGES || (end.is_some() && !pending.is_empty()) {
+            // Each message's own hash in parallel, then the links in order.
+            let checked = hash_check_parallel(&pending);
+            for (message, checked) in pending.iter().zip(checked) {
+                verifier.link(message.position, &message.subject, checked).map_err(|e| {
                     format!("hash chain check failed at position {}, subject {}: {}", e.position, e.subject, e.fault)
                 })?;
-                batch.push(message);
-                if batch.len() >= IMPORT_BATCH_MESSAGES && sender.blocking_send(Ok(std::mem::take(&mut batch))).is_err()
-                {
-                    return Err("the import stopped".into());
-                }
             }
-            Item::End(trailer) => {
-                if !batch.is_empty() && sender.blocking_send(Ok(batch)).is_err() {
-                    return Err("the import stopped".into());
-                }
-                return Ok((trailer.count, trailer.last_position, verifier.subjects()));
+            if sender.blocking_send(Ok(std::mem::take(&mut pending))).is_err() {
+                return Err("the import stopped".into());
             }
         }
+        if let Some(trailer) = end {
+            return Ok((trailer.count, trailer.last_position, verifier.subjects()));
+        }
     }
+}
+
+/// `hash_check` of every message, on this thread and one more.
+fn hash_check_parallel(messages: &[ArchivedMessage]) -> Vec<HashChecked> {
+    let (first, second) = messages.split_at(messages.len() / 2);
+    std::thread::scope(|scope| {
+        let other = scope.spawn(|| second.iter().map(|m| hash_check(&m.payload)).collect::<Vec<_>>());
+        let mut out: Vec<HashChecked> = first.iter().map(|m| hash_check(&m.payload)).collect();
+        match other.join() {
+            Ok(rest) => out.extend(rest),
+            // A panic in the helper: check the second half here.
+            Err(_) => out.extend(second.iter().map(|m| hash_check(&m.payload))),
+        }
+        out
+    })
 }
 
 /// Reads and verifies `input` without writing anything.

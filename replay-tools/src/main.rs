@@ -241,18 +241,23 @@ async fn run_connected(
         Command::Audit { input: _ } => {
             // Checkpoints of the projectors (when the store opens) and of the
             // reactor, for the zero sum at each.
-            let checkpoints = match open_store(config).await {
+            let (checkpoints, read_model) = match open_store(config).await {
                 Ok(store) => {
                     let report = replay_tools::status(log, store.as_ref()).await?;
-                    replay_tools::status::audit_checkpoints(&report)
+                    let ledger = replay_tools::audit::read_model_ledger(store.as_ref()).await?;
+                    if ledger.is_none() {
+                        tracing::warn!("the ledger read model kept moving: not compared with the log");
+                    }
+                    (replay_tools::status::audit_checkpoints(&report), ledger)
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "no read store: the zero sum is checked at the end only");
-                    Vec::new()
+                    (Vec::new(), None)
                 }
             };
             let progress = Progress::new(mode, "audit", 0);
-            let report = replay_tools::audit_log(log, checkpoints, &progress).await.context("audit failed")?;
+            let report =
+                replay_tools::audit_log(log, checkpoints, read_model, &progress).await.context("audit failed")?;
             audit_outcome(&report)
         }
         Command::Status => {
@@ -372,6 +377,9 @@ fn audit_outcome(report: &replay_tools::AuditReport) -> anyhow::Result<Outcome> 
     ));
     for c in &report.checkpoints {
         text.push_str(&format!("zero sum at {} (position {}): {}\n", c.name, c.position, c.total_coins));
+    }
+    if let Some(position) = report.read_model_compared_at {
+        text.push_str(&format!("ledger read model compared with the log at position {position}\n"));
     }
     let r = &report.reconciliation;
     text.push_str(&format!(

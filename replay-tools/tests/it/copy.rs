@@ -85,7 +85,7 @@ async fn export_then_import_copies_the_log_verbatim_and_it_audits_clean() {
     }
     assert!(first.iter().all(|m| m.msg_id().is_some()), "every message keeps its Nats-Msg-Id");
 
-    let report = replay_tools::audit_log(&log_b, Vec::new(), &Progress::hidden()).await.expect("audit");
+    let report = replay_tools::audit_log(&log_b, Vec::new(), None, &Progress::hidden()).await.expect("audit");
     assert!(report.passed, "{:#?}", report.findings);
     assert_eq!(report.events, events);
     assert_eq!(report.total_coins_at_end, 0);
@@ -197,7 +197,7 @@ async fn an_altered_byte_is_named_by_import_and_audit() {
     replay_tools::testing::publish_raw(&log_c, messages.iter().map(|m| (m.subject.clone(), m.payload.clone())))
         .await
         .expect("publish");
-    let live = replay_tools::audit_log(&log_c, Vec::new(), &Progress::hidden()).await.expect("audit");
+    let live = replay_tools::audit_log(&log_c, Vec::new(), None, &Progress::hidden()).await.expect("audit");
     assert!(!live.passed);
     assert_eq!(live.findings[0].position, Some(target));
     assert_eq!(live.findings[0].subject.as_deref(), Some(subject.as_str()));

@@ -125,6 +125,27 @@ async fn verify_reports_a_changed_document_by_collection_and_id() {
     assert_eq!(wallets.differences, 1);
     assert_eq!(wallets.examples[0].kind, DifferenceKind::Different);
     assert_eq!(wallets.examples[0].id, user);
+
+    // The audit compares the ledger read model with the log: equal, until
+    // one account's balance is changed behind the projector's back.
+    let ledger = replay_tools::audit::read_model_ledger(store.as_ref()).await.expect("read").expect("still");
+    let audit = replay_tools::audit_log(&log, Vec::new(), Some(ledger), &Progress::hidden()).await.expect("audit");
+    assert!(audit.passed, "{:#?}", audit.findings);
+    assert_eq!(audit.read_model_compared_at, Some(events));
+    {
+        let conn = rusqlite::Connection::open(&path).expect("open");
+        conn.execute(
+            "UPDATE ledger_accounts SET balance = balance + 5 WHERE account = (SELECT min(account) FROM ledger_accounts)",
+            [],
+        )
+        .expect("update");
+    }
+    let ledger = replay_tools::audit::read_model_ledger(store.as_ref()).await.expect("read").expect("still");
+    let audit = replay_tools::audit_log(&log, Vec::new(), Some(ledger), &Progress::hidden()).await.expect("audit");
+    assert!(!audit.passed);
+    let checks: Vec<&str> = audit.findings.iter().map(|f| f.check).collect();
+    assert_eq!(checks, ["read_model", "read_model"], "the total and the account: {:#?}", audit.findings);
+    assert!(audit.findings.iter().any(|f| f.detail.contains("in the log") && f.position == Some(events)));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -265,16 +265,21 @@ async fn disaster_recovery_drill_restores_every_answer() {
         header_names.extend(x.headers.iter().map(|(name, _)| name.clone()));
     }
     assert!(header_names.contains("Nats-Msg-Id"), "{header_names:?}");
-    let audit = replay_tools::audit_log(&log, Vec::new(), &Progress::hidden()).await.expect("audit");
-    assert!(audit.passed, "{:#?}", audit.findings);
     let restored = tempfile::tempdir().expect("tempdir");
     {
         let store: Arc<dyn ReadStore> = Arc::new(SqliteStore::open(restored.path()).await.expect("store"));
         let events: Arc<dyn EventLog> = Arc::new(log.clone());
         let source: Arc<dyn LogSource> = Arc::new(api::source::EventLogSource::new(events));
-        let rebuilt =
-            replay_tools::rebuild(store, source, &RebuildOptions::all(), &Progress::hidden()).await.expect("rebuild");
+        let rebuilt = replay_tools::rebuild(store.clone(), source, &RebuildOptions::all(), &Progress::hidden())
+            .await
+            .expect("rebuild");
         assert!(rebuilt.switched && rebuilt.position == at, "{rebuilt:?}");
+        // The audit passes, and the rebuilt ledger read model equals the
+        // log's balances.
+        let ledger = replay_tools::audit::read_model_ledger(store.as_ref()).await.expect("read model").expect("still");
+        let audit = replay_tools::audit_log(&log, Vec::new(), Some(ledger), &Progress::hidden()).await.expect("audit");
+        assert!(audit.passed, "{:#?}", audit.findings);
+        assert_eq!(audit.read_model_compared_at, Some(at));
     }
 
     // The API on the restored log and store answers exactly as before.
@@ -287,5 +292,10 @@ async fn disaster_recovery_drill_restores_every_answer() {
     // And nothing was appended by the restore (the reactor found every
     // gift credited already).
     assert_eq!(app.settle_reactor().await, at);
+    // `status` sees the restarted reactor caught up with the last ledger
+    // commit (found by a wildcard lookup).
+    let reactor = replay_tools::status::reactor_status(&app.log, at).await.expect("status").expect("a reactor lease");
+    assert_eq!(reactor.last_ledger_position, app.last_ledger_position().await);
+    assert_eq!((reactor.lag_events, reactor.leased), (0, true), "{reactor:?}");
     app.stop().await;
 }
