@@ -84,7 +84,7 @@ pub async fn reactor_status(log: &JetStreamLog, last_position: u64) -> anyhow::R
 pub async fn status(log: &JetStreamLog, store: &dyn ReadStore) -> anyhow::Result<StatusReport> {
     let last_position = log.last_position().await.context("reading the log's last position")?;
     let mut checkpoints = store.checkpoints().await.context("reading the projectors' checkpoints")?;
-    checkpoints.sort_by(|a, b| (a.projection, a.version).cmp(&(b.projection, b.version)));
+    checkpoints.sort_by_key(|c| (c.projection, c.version));
     let projectors = checkpoints
         .into_iter()
         .map(|c| ProjectorStatus {
