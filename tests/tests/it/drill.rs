@@ -299,3 +299,77 @@ async fn disaster_recovery_drill_restores_every_answer() {
     assert_eq!((reactor.lag_events, reactor.leased), (0, true), "{reactor:?}");
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebuild_while_the_api_serves_switches_and_the_projector_follows() {
+    let app = TestApp::start().await;
+    let admin = app.admin().await;
+    let viewer = app.register("rebuild_viewer").await;
+    let mut others = Vec::new();
+    for i in 0..8 {
+        others.push(app.register(&format!("rebuild_other_{i}")).await);
+    }
+    // A few thousand events for the rebuild to chew on.
+    in_chunks(
+        (0..1_500)
+            .map(|n| {
+                let (app, admin, user) = (&app, &admin, &others[n % others.len()]);
+                async move {
+                    app.fund(admin, user, 1).await;
+                }
+            })
+            .collect(),
+    )
+    .await;
+    let last = app.fund(&admin, &viewer, 2_000).await;
+    let before = app.wallet(&viewer, last).await;
+    assert_eq!(before["coins"], json!(2_000));
+
+    // The rebuild runs in the same data folder as the serving API, which
+    // keeps answering (and accepting commands) during it.
+    let store: Arc<dyn ReadStore> = Arc::new(SqliteStore::open(&app.data_path).await.expect("store"));
+    let events: Arc<dyn EventLog> = Arc::new(app.log.clone());
+    let source: Arc<dyn LogSource> = Arc::new(api::source::EventLogSource::new(events));
+    let rebuild = {
+        let (store, source) = (store.clone(), source.clone());
+        tokio::spawn(async move {
+            replay_tools::rebuild(
+                store,
+                source,
+                &RebuildOptions { batch_size_max: 50, ..RebuildOptions::all() },
+                &Progress::hidden(),
+            )
+            .await
+        })
+    };
+    let mut during = 0;
+    // Bounded: the rebuild of a few hundred events ends in seconds.
+    for _ in 0..2_000 {
+        if rebuild.is_finished() {
+            break;
+        }
+        // Commands are accepted and queries answered (the embedded store's
+        // readers never wait for its writer; the serving projector's own
+        // writes may wait behind the rebuild's transactions, so a
+        // read-your-writes wait is not asserted here).
+        app.fund(&admin, &viewer, 1).await;
+        during += 1;
+        let wallet = app.get("/api/v1/wallet", Some(&viewer.token)).await;
+        assert_eq!(wallet.status, 200, "served during the rebuild: {}", wallet.text);
+    }
+    let summary = rebuild.await.expect("the rebuild task").expect("rebuild");
+    eprintln!("{during} commands and queries answered during the rebuild");
+    assert!(during >= 3, "the API served during the rebuild ({during} round trips)");
+    assert!(summary.switched && summary.targets.iter().all(|t| t.version == 2 && t.dropped_previous), "{summary:?}");
+
+    // After the switch the API serves version 2, and its projector applies
+    // new commands to it.
+    let position = app.fund(&admin, &viewer, 5).await;
+    let wallet = app.wallet(&viewer, position).await;
+    assert_eq!(wallet["coins"], json!(2_000 + during + 5));
+    let checkpoints = store.checkpoints().await.expect("checkpoints");
+    assert!(checkpoints.iter().all(|c| c.version == 2 && c.active && c.position >= position), "{checkpoints:?}");
+    let health = app.get("/health", None).await;
+    assert_eq!(health.status, 200, "{}", health.text);
+    app.stop().await;
+}
