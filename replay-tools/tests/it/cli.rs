@@ -120,3 +120,73 @@ async fn the_cli_answers_with_exit_codes_and_json() {
     assert_eq!(output.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&output.stderr).contains("NATS_STREAM_REPLICAS"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebuild_killed_with_sigkill_and_run_again_gives_the_same_result() {
+    use projections::testing::checksum;
+    use projections::{Projection, ProjectionVersion};
+
+    let events = 30_000;
+    let (server, _log) = server_with_log(events).await;
+    let url = server.url();
+    // The reference, uninterrupted.
+    let reference = tempfile::tempdir().expect("tempdir");
+    let started = std::time::Instant::now();
+    let (code, _, err) = replay(&url, reference.path(), &["rebuild", "--all", "--batch", "500", "--quiet"]).await;
+    assert_eq!(code, 0, "{err}");
+    let duration = started.elapsed();
+    let versions: Vec<ProjectionVersion> = Projection::ALL.iter().map(|p| ProjectionVersion::new(*p, 2)).collect();
+    let expected = {
+        let store = crate::support::sqlite(reference.path()).await;
+        checksum(store.as_ref(), &versions).await.expect("checksum")
+    };
+
+    // kill -9 at a random point, then the same command again.
+    let data = tempfile::tempdir().expect("tempdir");
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_halobuzz-replay"))
+        .args(["rebuild", "--all", "--batch", "500", "--quiet"])
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("APP_ENV", "test")
+        .env("NATS_URL", &url)
+        .env("DATA_DIR", data.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("the binary starts");
+    // Killed once its checkpoints pass a random point (or at the latest
+    // after the reference's duration).
+    let kill_at = rand::random_range(3_000..25_000u64);
+    let observer = crate::support::sqlite(data.path()).await;
+    let deadline = std::time::Instant::now() + duration;
+    while std::time::Instant::now() < deadline {
+        let checkpoints = observer.checkpoints().await.expect("checkpoints");
+        if checkpoints.iter().filter(|c| c.version == 2).map(|c| c.position).min().unwrap_or(0) >= kill_at {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    drop(observer);
+    child.start_kill().expect("SIGKILL");
+    let status = child.wait().await.expect("wait");
+    assert!(!status.success(), "killed before the end: {status:?}");
+    let interrupted = {
+        let store = crate::support::sqlite(data.path()).await;
+        let checkpoints = store.checkpoints().await.expect("checkpoints");
+        assert!(checkpoints.iter().all(|c| !(c.version == 2 && c.active)), "not switched: {checkpoints:?}");
+        checkpoints.iter().filter(|c| c.version == 2).map(|c| c.position).min().unwrap_or(0)
+    };
+    let (code, out, err) = replay(&url, data.path(), &["rebuild", "--all", "--batch", "500", "--json"]).await;
+    assert_eq!(code, 0, "{err}");
+    let summary = json(&out);
+    let resumed: Vec<u64> =
+        summary["targets"].as_array().into_iter().flatten().filter_map(|t| t["resumedFrom"].as_u64()).collect();
+    assert_eq!(resumed.iter().min().copied(), Some(interrupted), "{summary}");
+    eprintln!("killed at checkpoint {interrupted} of {events}; resumed");
+    let store = crate::support::sqlite(data.path()).await;
+    assert_eq!(checksum(store.as_ref(), &versions).await.expect("checksum"), expected);
+    assert!(Projection::ALL.len() == versions.len());
+    for p in Projection::ALL {
+        assert_eq!(store.active_version(p).await.expect("active"), 2);
+    }
+}
