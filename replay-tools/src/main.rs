@@ -127,8 +127,10 @@ fn outcome<T: Serialize>(value: &T, text: String, passed: bool) -> anyhow::Resul
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Warnings only (the API's warning about development JWT secrets is
+    // not the tool's business: it signs no token).
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,api::config=error"));
     let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
