@@ -190,3 +190,28 @@ async fn a_rebuild_killed_with_sigkill_and_run_again_gives_the_same_result() {
         assert_eq!(store.active_version(p).await.expect("active"), 2);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_nats_url_the_running_managed_server_of_data_dir_is_used() {
+    let (server, _log) = server_with_log(25).await;
+    let data = tempfile::tempdir().expect("tempdir");
+    // What the API's managed server leaves in DATA_DIR while it runs.
+    std::fs::write(
+        data.path().join("nats-server.conf"),
+        format!("server_name: \"halobuzz-managed\"\nlisten: \"127.0.0.1:{}\"\n", server.port()),
+    )
+    .expect("write the configuration");
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_halobuzz-replay"))
+        .args(["status", "--json"])
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("APP_ENV", "test")
+        .env("DATA_DIR", data.path())
+        .output()
+        .await
+        .expect("runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(0), "{}", String::from_utf8_lossy(&output.stderr));
+    assert_eq!(json(&stdout)["lastPosition"].as_u64(), Some(25), "the running server's log, not a new one");
+    assert!(!data.path().join("nats").exists(), "no second server was started on DATA_DIR");
+}
