@@ -286,6 +286,14 @@ pub async fn import(
         Ok::<(), ImportError>(())
     };
     let result = run.await;
+    if result.is_err() {
+        // Let the publishes already sent settle, so that the stream is in
+        // its final state when the error is reported (and `--resume` sees
+        // it as it will stay).
+        while let Some((_, _, ack)) = in_flight.pop_front() {
+            let _ = ack.await;
+        }
+    }
     drop(receiver);
     let read = reading.await.map_err(|e| anyhow::anyhow!("reading thread: {e}"))?;
     result?;
