@@ -307,3 +307,27 @@ pub async fn rebuild(
         events_per_second: rate(events, started),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use projections::testing::{Generator, GeneratorConfig, MemoryLog};
+
+    #[tokio::test]
+    async fn a_time_resolves_to_the_last_event_at_or_before_it() {
+        let events: Vec<_> = Generator::log(GeneratorConfig::default(), 2_000).collect();
+        let times: Vec<_> =
+            events.iter().map(|p| Envelope::decode(p).map(|e| e.header.occurred_at).unwrap_or_default()).collect();
+        let log = MemoryLog::from_events(events);
+        let at = times[1_234];
+        let expected = times.iter().position(|t| *t > at).map_or(2_000, |first_later| first_later as u64);
+        assert!(expected >= 1_235);
+        assert_eq!(position_at_time(&log, at).await.unwrap(), expected);
+        assert_eq!(position_at_time(&log, times[0] - chrono::Duration::seconds(1)).await.unwrap(), 0);
+        assert_eq!(position_at_time(&log, times[1_999] + chrono::Duration::days(1)).await.unwrap(), 2_000);
+        let cut = UntilSource::new(Arc::new(log), 777);
+        assert_eq!(cut.last_position().await.unwrap(), 777);
+        let read = cut.read_from(700, 500).await.unwrap();
+        assert_eq!((read.len(), read.last().map(|m| m.position)), (78, Some(777)));
+    }
+}
