@@ -113,28 +113,26 @@ impl Service {
         let mut reactor = None;
         if config.role.runs_workers() {
             let owner = format!("halobuzz-{}-{}", std::process::id(), Uuid::now_v7());
-            let source = Arc::new(EventLogSource::new(raw_log.clone()));
-            let runner_config =
-                RunnerConfig { batch_size_max: config.projector_batch_events, ..RunnerConfig::new(owner) };
-            let runner = Runner::new(store.clone(), source, runner_config).context("projector")?;
-            workers.projector = Some(runner.status());
+            let source: Arc<dyn projections::LogSource> = Arc::new(EventLogSource::new(raw_log.clone()));
+            // The projector's progress, relayed from each runner: a rebuild
+            // (`halobuzz-replay rebuild`) that switches versions retires the
+            // running one, and a new runner takes the new versions over.
+            let (status_sender, status) = tokio::sync::watch::channel(projections::RunnerStatus {
+                role: projections::RunnerRole::Starting,
+                checkpoint: 0,
+                applied: 0,
+                last_position: 0,
+                lag_events: 0,
+                batches_applied: 0,
+                events_read: 0,
+            });
+            workers.projector = Some(status);
             let failed = workers.projector_failed.clone();
             let (stop, stopped) = oneshot::channel::<()>();
+            let store_for_runner = store.clone();
+            let batch_size_max = config.projector_batch_events;
             let handle = tokio::spawn(async move {
-                let exit = runner
-                    .run(async move {
-                        let _ = stopped.await;
-                    })
-                    .await;
-                match &exit {
-                    Ok(RunnerExit::Shutdown) => tracing::info!("projector stopped"),
-                    Ok(RunnerExit::Retired) => tracing::warn!("projector retired: a newer version took over"),
-                    Err(e) => {
-                        failed.store(true, Ordering::Relaxed);
-                        tracing::error!(error = %e, "projector stopped on an error: read models no longer advance");
-                    }
-                }
-                exit
+                run_projectors(store_for_runner, source, owner, batch_size_max, status_sender, stopped, failed).await
             });
             projector = Some(ProjectorTask { stop, handle });
             let reactor_config = ReactorConfig { replicas: config.nats_stream_replicas, ..ReactorConfig::default() };
@@ -239,6 +237,67 @@ impl Service {
         }
         tracing::info!("stopped");
     }
+}
+
+/// Most runner restarts after a version switch, per process.
+const PROJECTOR_SWITCHES_MAX: u32 = 10_000;
+
+/// Runs the projectors on the versions that serve (`serving_targets`) until
+/// `stopped` fires; when a rebuild switches to newer versions (the runner
+/// retires), starts again on those. Relays each runner's status.
+async fn run_projectors(
+    store: Arc<dyn ReadStore>,
+    source: Arc<dyn projections::LogSource>,
+    owner: String,
+    batch_size_max: u32,
+    status_sender: tokio::sync::watch::Sender<projections::RunnerStatus>,
+    mut stopped: oneshot::Receiver<()>,
+    failed: Arc<std::sync::atomic::AtomicBool>,
+) -> Result<RunnerExit, ProjectionError> {
+    let mut exit = Ok(RunnerExit::Retired);
+    for _ in 0..PROJECTOR_SWITCHES_MAX {
+        let targets = match projections::serving_targets(store.as_ref()).await {
+            Ok(targets) => targets,
+            Err(e) => {
+                exit = Err(e);
+                break;
+            }
+        };
+        let runner_config = RunnerConfig { batch_size_max, targets, ..RunnerConfig::new(owner.clone()) };
+        let runner = match Runner::new(store.clone(), source.clone(), runner_config) {
+            Ok(runner) => runner,
+            Err(e) => {
+                exit = Err(e);
+                break;
+            }
+        };
+        let mut status = runner.status();
+        let relay = async {
+            while status.changed().await.is_ok() {
+                let current = status.borrow().clone();
+                status_sender.send_replace(current);
+            }
+            std::future::pending::<()>().await;
+        };
+        exit = tokio::select! {
+            exit = runner.run(async { let _ = (&mut stopped).await; }) => exit,
+            () = relay => unreachable!("the relay never ends"),
+        };
+        status_sender.send_replace(runner.status().borrow().clone());
+        match &exit {
+            Ok(RunnerExit::Retired) => tracing::info!("projector retired: a newer version took over; following it"),
+            _ => break,
+        }
+    }
+    match &exit {
+        Ok(RunnerExit::Shutdown) => tracing::info!("projector stopped"),
+        Ok(RunnerExit::Retired) => tracing::warn!("projector retired too often: stopped"),
+        Err(e) => {
+            failed.store(true, Ordering::Relaxed);
+            tracing::error!(error = %e, "projector stopped on an error: read models no longer advance");
+        }
+    }
+    exit
 }
 
 /// Completes on SIGTERM or Ctrl-C.

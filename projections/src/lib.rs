@@ -32,6 +32,7 @@ pub mod source;
 pub mod sqlite;
 pub mod store;
 pub mod testing;
+pub mod versions;
 
 pub use change::{ApplyOutcome, Change, PositionedChange, Posting, ProjectedBatch};
 pub use error::ProjectionError;
@@ -49,3 +50,4 @@ pub use runner::{
 pub use source::{LogMessage, LogSource};
 pub use sqlite::SqliteStore;
 pub use store::{AnyDoc, ReadStore, ScanPage};
+pub use versions::serving_targets;

@@ -125,6 +125,13 @@ impl TestApp {
         TestApp::launch(None, move |_| url.clone(), None, Some(other.data_path.clone()), overrides).await
     }
 
+    /// A service on an existing nats-server and data folder (a restore:
+    /// the disaster-recovery drill).
+    pub async fn start_on(nats_url: &str, data_path: &std::path::Path, overrides: &[(&str, &str)]) -> TestApp {
+        let url = nats_url.to_string();
+        TestApp::launch(None, move |_| url.clone(), None, Some(data_path.to_path_buf()), overrides).await
+    }
+
     async fn launch(
         nats: Option<NatsServer>,
         url_of: impl Fn(Option<&NatsServer>) -> String,

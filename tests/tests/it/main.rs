@@ -5,6 +5,7 @@
 mod authz;
 mod bad_input;
 mod concurrency;
+mod drill;
 mod journey;
 mod openapi;
 mod ops;

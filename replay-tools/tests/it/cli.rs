@@ -1,0 +1,217 @@
+//! The `halobuzz-replay` binary: exit codes and `--json` output.
+
+use std::path::Path;
+
+use commands::testing::{NatsServer, SyncMode};
+use serde_json::Value;
+
+use crate::copy::{alter_one_byte, rewrite};
+use crate::support::server_with_log;
+
+/// Runs the binary with the API's environment pointing at `nats_url` and
+/// `data_dir`; returns (exit code, stdout, stderr).
+async fn replay(nats_url: &str, data_dir: &Path, args: &[&str]) -> (i32, String, String) {
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_halobuzz-replay"))
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("APP_ENV", "test")
+        .env("NATS_URL", nats_url)
+        .env("DATA_DIR", data_dir)
+        .output()
+        .await
+        .expect("the binary runs");
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+fn json(stdout: &str) -> Value {
+    serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("not JSON ({e}): {stdout}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_answers_with_exit_codes_and_json() {
+    let events = 2_000;
+    let (server, _log) = server_with_log(events).await;
+    let url = server.url();
+    let data = tempfile::tempdir().expect("tempdir");
+    let dir = data.path();
+
+    // status before any projector ran.
+    let (code, out, err) = replay(&url, dir, &["status", "--json"]).await;
+    assert_eq!(code, 0, "{err}");
+    let status = json(&out);
+    assert_eq!((status["ok"].as_bool(), status["lastPosition"].as_u64()), (Some(true), Some(events)));
+
+    // rebuild everything, then status shows version 2 serving, no lag.
+    let (code, out, err) = replay(&url, dir, &["rebuild", "--all", "--json", "--batch", "1000"]).await;
+    assert_eq!(code, 0, "{err}");
+    let rebuild = json(&out);
+    assert_eq!((rebuild["switched"].as_bool(), rebuild["position"].as_u64()), (Some(true), Some(events)));
+    let (code, out, _) = replay(&url, dir, &["status", "--json"]).await;
+    assert_eq!(code, 0);
+    let projectors = json(&out)["projectors"].as_array().cloned().unwrap_or_default();
+    assert_eq!(projectors.len(), 8);
+    assert!(
+        projectors.iter().all(|p| p["version"] == 2 && p["active"] == true && p["lagEvents"] == 0),
+        "{projectors:?}"
+    );
+
+    // verify agrees; the human output says so.
+    let (code, out, err) = replay(&url, dir, &["verify", "--json"]).await;
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(json(&out)["consistent"].as_bool(), Some(true));
+    let (code, out, _) = replay(&url, dir, &["verify", "--projection", "wallets"]).await;
+    assert_eq!(code, 0);
+    assert!(out.contains("the read models equal a rebuild"), "{out}");
+
+    // audit passes, with the zero sum at the projectors' checkpoints.
+    let (code, out, err) = replay(&url, dir, &["audit", "--json"]).await;
+    assert_eq!(code, 0, "{err}");
+    let audit = json(&out);
+    assert_eq!(audit["passed"].as_bool(), Some(true));
+    assert!(audit["checkpoints"].as_array().is_some_and(|c| !c.is_empty()), "{audit}");
+
+    // export, then an altered copy: audit of the file exits 3 and names it.
+    let file = dir.join("log.hblog.gz");
+    let (code, out, err) = replay(&url, dir, &["export", "--out", file.to_str().unwrap_or_default(), "--json"]).await;
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(json(&out)["events"].as_u64(), Some(events));
+    let tampered = dir.join("tampered.hblog.gz");
+    rewrite(&file, &tampered, |m| {
+        if m.position == 777 {
+            alter_one_byte(m);
+        }
+    });
+    let (code, out, _) = replay(&url, dir, &["audit", "--in", tampered.to_str().unwrap_or_default(), "--json"]).await;
+    assert_eq!(code, 3, "failed checks exit 3: {out}");
+    let audit = json(&out);
+    assert_eq!((audit["ok"].as_bool(), audit["findings"][0]["position"].as_u64()), (Some(false), Some(777)));
+
+    // import into the non-empty stream: refused, exit 1, the reason on
+    // stderr and in the JSON.
+    let (code, out, err) = replay(&url, dir, &["import", "--in", file.to_str().unwrap_or_default(), "--json"]).await;
+    assert_eq!(code, 1);
+    assert!(err.contains("import failed") && err.contains("already holds 2000 messages"), "{err}");
+    assert_eq!(json(&out)["ok"].as_bool(), Some(false));
+
+    // import of the tampered file into an empty server: refused, naming it.
+    let fresh = NatsServer::start_with(SyncMode::Interval).await;
+    let (code, _, err) = replay(&fresh.url(), dir, &["import", "--in", tampered.to_str().unwrap_or_default()]).await;
+    assert_eq!(code, 1);
+    assert!(err.contains("position 777"), "{err}");
+
+    // bad usage and a missing file.
+    let (code, _, err) = replay(&url, dir, &["rebuild", "--projection", "nope"]).await;
+    assert_eq!(code, 2, "{err}");
+    let (code, _, err) = replay(&url, dir, &["audit", "--in", "/nonexistent/file.gz"]).await;
+    assert_eq!(code, 1);
+    assert!(err.contains("/nonexistent/file.gz"), "{err}");
+    // A bad environment variable is named.
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_halobuzz-replay"))
+        .args(["status"])
+        .env("NATS_STREAM_REPLICAS", "seven")
+        .output()
+        .await
+        .expect("runs");
+    assert_eq!(output.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("NATS_STREAM_REPLICAS"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebuild_killed_with_sigkill_and_run_again_gives_the_same_result() {
+    use projections::testing::checksum;
+    use projections::{Projection, ProjectionVersion};
+
+    let events = 30_000;
+    let (server, _log) = server_with_log(events).await;
+    let url = server.url();
+    // The reference, uninterrupted.
+    let reference = tempfile::tempdir().expect("tempdir");
+    let started = std::time::Instant::now();
+    let (code, _, err) = replay(&url, reference.path(), &["rebuild", "--all", "--batch", "500", "--quiet"]).await;
+    assert_eq!(code, 0, "{err}");
+    let duration = started.elapsed();
+    let versions: Vec<ProjectionVersion> = Projection::ALL.iter().map(|p| ProjectionVersion::new(*p, 2)).collect();
+    let expected = {
+        let store = crate::support::sqlite(reference.path()).await;
+        checksum(store.as_ref(), &versions).await.expect("checksum")
+    };
+
+    // kill -9 at a random point, then the same command again.
+    let data = tempfile::tempdir().expect("tempdir");
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_halobuzz-replay"))
+        .args(["rebuild", "--all", "--batch", "500", "--quiet"])
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("APP_ENV", "test")
+        .env("NATS_URL", &url)
+        .env("DATA_DIR", data.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("the binary starts");
+    // Killed once its checkpoints pass a random point (or at the latest
+    // after the reference's duration).
+    let kill_at = rand::random_range(3_000..25_000u64);
+    let observer = crate::support::sqlite(data.path()).await;
+    let deadline = std::time::Instant::now() + duration;
+    while std::time::Instant::now() < deadline {
+        let checkpoints = observer.checkpoints().await.expect("checkpoints");
+        if checkpoints.iter().filter(|c| c.version == 2).map(|c| c.position).min().unwrap_or(0) >= kill_at {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    drop(observer);
+    child.start_kill().expect("SIGKILL");
+    let status = child.wait().await.expect("wait");
+    assert!(!status.success(), "killed before the end: {status:?}");
+    let interrupted = {
+        let store = crate::support::sqlite(data.path()).await;
+        let checkpoints = store.checkpoints().await.expect("checkpoints");
+        assert!(checkpoints.iter().all(|c| !(c.version == 2 && c.active)), "not switched: {checkpoints:?}");
+        checkpoints.iter().filter(|c| c.version == 2).map(|c| c.position).min().unwrap_or(0)
+    };
+    let (code, out, err) = replay(&url, data.path(), &["rebuild", "--all", "--batch", "500", "--json"]).await;
+    assert_eq!(code, 0, "{err}");
+    let summary = json(&out);
+    let resumed: Vec<u64> =
+        summary["targets"].as_array().into_iter().flatten().filter_map(|t| t["resumedFrom"].as_u64()).collect();
+    assert_eq!(resumed.iter().min().copied(), Some(interrupted), "{summary}");
+    eprintln!("killed at checkpoint {interrupted} of {events}; resumed");
+    let store = crate::support::sqlite(data.path()).await;
+    assert_eq!(checksum(store.as_ref(), &versions).await.expect("checksum"), expected);
+    assert!(Projection::ALL.len() == versions.len());
+    for p in Projection::ALL {
+        assert_eq!(store.active_version(p).await.expect("active"), 2);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_nats_url_the_running_managed_server_of_data_dir_is_used() {
+    let (server, _log) = server_with_log(25).await;
+    let data = tempfile::tempdir().expect("tempdir");
+    // What the API's managed server leaves in DATA_DIR while it runs.
+    std::fs::write(
+        data.path().join("nats-server.conf"),
+        format!("server_name: \"halobuzz-managed\"\nlisten: \"127.0.0.1:{}\"\n", server.port()),
+    )
+    .expect("write the configuration");
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_halobuzz-replay"))
+        .args(["status", "--json"])
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("APP_ENV", "test")
+        .env("DATA_DIR", data.path())
+        .output()
+        .await
+        .expect("runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(0), "{}", String::from_utf8_lossy(&output.stderr));
+    assert_eq!(json(&stdout)["lastPosition"].as_u64(), Some(25), "the running server's log, not a new one");
+    assert!(!data.path().join("nats").exists(), "no second server was started on DATA_DIR");
+}

@@ -1,0 +1,8 @@
+//! replay-tools against real nats-servers and real SQLite stores: export,
+//! import (with resume and tampering), audit, rebuild (killed midway),
+//! verify, status, and the CLI binary's exit codes and JSON.
+
+mod cli;
+mod copy;
+mod rebuild;
+mod support;
