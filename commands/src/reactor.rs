@@ -450,10 +450,11 @@ impl Worker {
             let checkpoint = pending.checkpoint(credited_to);
             self.stats.position.store(checkpoint, Ordering::Relaxed);
             // The saved checkpoint only bounds the replay after a crash (a
-            // replayed credit is skipped by the host's own guard), so it is
-            // saved with the lease now and then, not after every batch: a
-            // key-value write per batch doubled each batch's round trips.
-            if renewed_at.elapsed() >= CHECKPOINT_SAVE_EVERY {
+            // replayed credit is skipped by the host's own guard), so under
+            // load it is saved with the lease now and then, not after every
+            // batch (a key-value write per batch doubled each batch's round
+            // trips); once caught up (nothing read ahead), at once.
+            if renewed_at.elapsed() >= CHECKPOINT_SAVE_EVERY || (read_rx.is_empty() && checkpoint != held.checkpoint) {
                 if !self.renew(&mut held, checkpoint, self.config.lease_ttl).await {
                     return Ok(Flow::LostLease);
                 }
