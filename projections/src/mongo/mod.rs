@@ -690,6 +690,24 @@ impl ReadStore for MongoStore {
             plan::read_stripe_payment,
         ))
     }
+
+    fn stripe_payments<'a>(&'a self, page: &'a PageRequest) -> BoxFuture<'a, StoreResult<Page<StripePaymentDoc>>> {
+        Box::pin(async move {
+            let after = match &page.cursor {
+                None => None,
+                Some(c) => Some(cursor::decode(c, 1)?.remove(0)),
+            };
+            let name = self.active_collection(Projection::StripePayments, Collection::StripePayments).await?;
+            self.page_of(
+                &name,
+                plan::stripe_payments_query(after.as_deref()),
+                page.limit(),
+                plan::read_stripe_payment,
+                |d: &StripePaymentDoc| cursor::encode(&[&d.payment_id]),
+            )
+            .await
+        })
+    }
 }
 
 fn payout_cursor(p: &PayoutDoc) -> String {
