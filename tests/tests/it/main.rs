@@ -8,3 +8,4 @@ mod concurrency;
 mod journey;
 mod openapi;
 mod ops;
+mod stripe;
