@@ -621,7 +621,7 @@ pub(crate) mod cursor {
     const HEX: &[u8; 16] = b"0123456789abcdef";
 
     pub fn decode(cursor: &str, parts_wanted: usize) -> Result<Vec<String>, ProjectionError> {
-        if cursor.len() > CURSOR_CHARS_MAX || cursor.len() % 2 != 0 || parts_wanted > PARTS_MAX {
+        if cursor.len() > CURSOR_CHARS_MAX || !cursor.len().is_multiple_of(2) || parts_wanted > PARTS_MAX {
             return Err(ProjectionError::BadCursor);
         }
         let digit = |c: u8| -> Result<u8, ProjectionError> {

@@ -150,7 +150,7 @@ impl FileLog {
                 Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => break,
                 Err(e) => return Err(io_err(e)),
             }
-            if len % FILE_INDEX_STRIDE == 0 {
+            if len.is_multiple_of(FILE_INDEX_STRIDE) {
                 index.push(offset);
             }
             let record = u32::from_le_bytes(header);

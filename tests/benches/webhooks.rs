@@ -74,7 +74,7 @@ fn records(count: usize, run: &str) -> Signed {
 }
 
 /// Sends every event, `concurrency` at a time; prints the rate and latency.
-async fn phase(app: &TestApp, name: &str, events: Arc<Signed>, concurrency: usize) {
+async fn phase(app: &TestApp, name: &'static str, events: Arc<Signed>, concurrency: usize) {
     let next = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
     let mut tasks = Vec::with_capacity(concurrency);

@@ -108,21 +108,21 @@ impl Writer {
     }
 
     fn commit(&mut self) -> StoreResult<()> {
-        if self.open.take().is_some() {
-            if let Err(e) = self.conn.execute_batch("COMMIT") {
-                // A failed commit may leave the transaction open.
-                let _ = self.conn.execute_batch("ROLLBACK");
-                return Err(db_err(e));
-            }
+        if self.open.take().is_some()
+            && let Err(e) = self.conn.execute_batch("COMMIT")
+        {
+            // A failed commit may leave the transaction open.
+            let _ = self.conn.execute_batch("ROLLBACK");
+            return Err(db_err(e));
         }
         Ok(())
     }
 
     fn rollback(&mut self) {
-        if self.open.take().is_some() {
-            if let Err(e) = self.conn.execute_batch("ROLLBACK") {
-                tracing::warn!(error = %e, "sqlite rollback failed");
-            }
+        if self.open.take().is_some()
+            && let Err(e) = self.conn.execute_batch("ROLLBACK")
+        {
+            tracing::warn!(error = %e, "sqlite rollback failed");
         }
     }
 }
