@@ -308,3 +308,28 @@ async fn stripe_webhooks_credit_once_and_reverse_refunds_exactly_in_any_order() 
     assert_eq!(forbidden.status, 403);
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn stripe_concurrent_deliveries_of_both_purchase_events_credit_once() {
+    let app = TestApp::start_with(&[("STRIPE_WEBHOOK_SECRET", SECRET)]).await;
+    let admin = app.admin().await;
+    let cara = app.register("cara").await;
+    let c = cara.id.to_string();
+    let bodies = [
+        session_completed("evt_c_session", "cs_c", "pi_c", &c, "coins_500"),
+        intent_succeeded("evt_c_intent", "pi_c", &c, "coins_500"),
+    ];
+    let batch: Vec<ToSign> =
+        bodies.iter().map(|b| ToSign { payload: b.clone(), secret: SECRET.into(), timestamp: now_s() }).collect();
+    let headers = sign_with_stripe_node(&batch).await;
+    // Eight deliveries of each, all at once: Stripe retries, and both
+    // events race.
+    let deliveries = (0..16).map(|i| deliver(&app, &bodies[i % 2], &headers[i % 2]));
+    let answers = futures_util::future::join_all(deliveries).await;
+    assert!(answers.iter().all(|r| r.status == 200), "{:?}", answers.iter().map(|r| &r.text).collect::<Vec<_>>());
+    let fresh = answers.iter().filter(|r| r.body["duplicate"] == json!(false)).count();
+    assert_eq!(fresh, 2, "each event id is recorded once");
+    let last = answers.iter().filter_map(|r| r.body["position"].as_u64()).max().expect("positions");
+    assert_books(&app, &admin, &cara, 500, last).await;
+    app.stop().await;
+}
