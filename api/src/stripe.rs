@@ -302,11 +302,13 @@ impl Gateway {
     }
 
     /// A PaymentIntent for `package`, with the buyer and package in its
-    /// metadata.
+    /// metadata. With the client's `Idempotency-Key`, Stripe answers a
+    /// repeat with the same PaymentIntent (see `stripe_strategy`).
     pub async fn create_payment_intent(
         &self,
         user_id: Uuid,
         package: &CoinPackage,
+        idempotency_key: Option<&str>,
     ) -> Result<CreatedIntent, GatewayError> {
         let client = self.client()?;
         let amount = minor_units(&package.price).ok_or(GatewayError::BadPrice)?;
@@ -315,7 +317,8 @@ impl Gateway {
         let request = stripe_core::payment_intent::CreatePaymentIntent::new(amount, currency)
             .metadata(metadata(user_id, package));
         // Our own response type: only the fields we use (see the module).
-        request.build().customize::<CreatedIntent>().send(client).await.map_err(provider)
+        let strategy = stripe_strategy(user_id, "payment-intent", package, idempotency_key)?;
+        request.build().customize::<CreatedIntent>().request_strategy(strategy).send(client).await.map_err(provider)
     }
 
     /// A hosted Checkout Session for `package`: the buyer and package in
@@ -325,6 +328,7 @@ impl Gateway {
         &self,
         user_id: Uuid,
         package: &CoinPackage,
+        idempotency_key: Option<&str>,
     ) -> Result<CreatedSession, GatewayError> {
         use stripe_checkout::checkout_session::{
             CreateCheckoutSession, CreateCheckoutSessionLineItems, CreateCheckoutSessionLineItemsPriceData,
@@ -348,8 +352,31 @@ impl Gateway {
             .payment_intent_data(intent_data)
             .success_url(self.success_url.clone())
             .cancel_url(self.cancel_url.clone());
-        request.build().customize::<CreatedSession>().send(client).await.map_err(provider)
+        let strategy = stripe_strategy(user_id, "checkout", package, idempotency_key)?;
+        request.build().customize::<CreatedSession>().request_strategy(strategy).send(client).await.map_err(provider)
     }
+}
+
+/// How a call to Stripe is made: once without a client key; with one,
+/// under Stripe's own `Idempotency-Key`, derived from the buyer, the route,
+/// the package and the client's key (a SHA-256, so that any client key fits
+/// Stripe's 255 characters and no two buyers' keys meet).
+fn stripe_strategy(
+    user_id: Uuid,
+    route: &str,
+    package: &CoinPackage,
+    client_key: Option<&str>,
+) -> Result<stripe::RequestStrategy, GatewayError> {
+    let Some(client_key) = client_key else { return Ok(stripe::RequestStrategy::Once) };
+    use sha2::Digest;
+    let mut hasher = Sha256::new();
+    for part in [user_id.to_string().as_str(), route, package.id.as_str(), client_key] {
+        hasher.update(part.as_bytes());
+        hasher.update(b"\n");
+    }
+    let key = stripe::IdempotencyKey::new(format!("halobuzz-{:x}", hasher.finalize()))
+        .map_err(|e| GatewayError::Provider(e.to_string()))?;
+    Ok(stripe::RequestStrategy::Idempotent(key))
 }
 
 fn metadata(user_id: Uuid, package: &CoinPackage) -> HashMap<String, String> {

@@ -11,7 +11,7 @@ use axum::response::IntoResponse;
 
 use crate::config::CoinPackage;
 use crate::error::{ApiResult, AppError, Problem};
-use crate::extract::{ApiJson, AuthUser};
+use crate::extract::{ApiJson, AuthUser, CommandMeta};
 use crate::state::AppState;
 use crate::stripe::{SignatureError, read_event, verify_signature};
 use crate::views::{CheckoutCreated, CoinPurchaseBody, PaymentIntentCreated, WebhookAck};
@@ -30,6 +30,7 @@ fn package<'a>(app: &'a AppState, package_id: &str) -> ApiResult<&'a CoinPackage
 #[utoipa::path(
     post, path = "/api/v1/coins/checkout", tag = "coins",
     request_body = CoinPurchaseBody,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Up to 255 characters; passed on to Stripe (scoped to the caller), so a repeat gets the same Stripe object")),
     security(("bearerAuth" = [])),
     responses(
         (status = 201, body = CheckoutCreated),
@@ -41,10 +42,11 @@ fn package<'a>(app: &'a AppState, package_id: &str) -> ApiResult<&'a CoinPackage
 pub async fn checkout(
     State(app): State<AppState>,
     caller: AuthUser,
+    meta: CommandMeta,
     ApiJson(body): ApiJson<CoinPurchaseBody>,
 ) -> ApiResult<impl IntoResponse> {
     let package = package(&app, &body.package_id)?;
-    let session = app.stripe.create_checkout_session(caller.id, package).await?;
+    let session = app.stripe.create_checkout_session(caller.id, package, meta.idempotency_key.as_deref()).await?;
     tracing::info!(user_id = %caller.id, package_id = %package.id, session_id = %session.id, "checkout session created");
     Ok((StatusCode::CREATED, Json(CheckoutCreated { checkout_session_id: session.id, url: session.url })))
 }
@@ -55,6 +57,7 @@ pub async fn checkout(
 #[utoipa::path(
     post, path = "/api/v1/coins/payment-intent", tag = "coins",
     request_body = CoinPurchaseBody,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Up to 255 characters; passed on to Stripe (scoped to the caller), so a repeat gets the same Stripe object")),
     security(("bearerAuth" = [])),
     responses(
         (status = 201, body = PaymentIntentCreated),
@@ -66,10 +69,11 @@ pub async fn checkout(
 pub async fn payment_intent(
     State(app): State<AppState>,
     caller: AuthUser,
+    meta: CommandMeta,
     ApiJson(body): ApiJson<CoinPurchaseBody>,
 ) -> ApiResult<impl IntoResponse> {
     let package = package(&app, &body.package_id)?;
-    let intent = app.stripe.create_payment_intent(caller.id, package).await?;
+    let intent = app.stripe.create_payment_intent(caller.id, package, meta.idempotency_key.as_deref()).await?;
     tracing::info!(user_id = %caller.id, package_id = %package.id, payment_id = %intent.id, "payment intent created");
     let answer = PaymentIntentCreated { payment_intent_id: intent.id, client_secret: intent.client_secret };
     Ok((StatusCode::CREATED, Json(answer)))
