@@ -282,6 +282,13 @@ async fn stripe_webhooks_credit_once_and_reverse_refunds_exactly_in_any_order() 
     assert_eq!(p, before + 1, "only the record is appended");
     let (_, repeat) = accepted(&app, &other).await;
     assert!(repeat);
+    // Stripe's events may be larger than BODY_BYTES_MAX (64 KiB): the
+    // webhook takes up to 512 KiB.
+    let large = json!({"id": "evt_large", "object": "event", "type": "invoice.updated", "created": now_s(),
+        "data": {"object": {"id": "in_1", "object": "invoice", "description": "x".repeat(200_000)}}})
+    .to_string();
+    let (_, repeat) = accepted(&app, &large).await;
+    assert!(!repeat);
 
     // An unknown user, an unknown package: recorded, flagged, not credited.
     let ghost = Uuid::now_v7().to_string();
