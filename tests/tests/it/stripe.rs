@@ -255,6 +255,7 @@ async fn stripe_webhooks_credit_once_and_reverse_refunds_exactly_in_any_order() 
     let missing = app.raw(reqwest::Method::POST, WEBHOOK, None, "application/json", body.clone().into_bytes()).await;
     assert_eq!((missing.status, missing.problem_code()), (400, "invalid_signature"));
     assert_eq!(app.last_position().await, before);
+    assert_books(&app, &admin, &ann, 0, before).await;
 
     // One bad and one good v1, under the secret being rotated out.
     let good_v1 = headers[3].split_once(",v1=").map(|(_, v)| v.to_string()).expect("a v1");
@@ -272,6 +273,7 @@ async fn stripe_webhooks_credit_once_and_reverse_refunds_exactly_in_any_order() 
             .await
             .remove(0);
     refused(&app, malformed, &header, "malformed_json").await;
+    assert_books(&app, &admin, &ann, 100, app.last_position().await).await;
 
     // An unknown event type: recorded (one message), answered 200.
     let before = app.last_position().await;
