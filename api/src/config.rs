@@ -56,6 +56,10 @@ pub struct Config {
     pub stripe_secret_key: Option<String>,
     pub stripe_webhook_secrets: Vec<String>,
     pub stripe_api_base: Option<String>,
+    /// Where Stripe's hosted checkout sends the buyer after paying
+    /// (`STRIPE_SUCCESS_URL`) or giving up (`STRIPE_CANCEL_URL`).
+    pub stripe_success_url: String,
+    pub stripe_cancel_url: String,
     pub host_share_bps: u32,
     pub payout_policy: PayoutPolicy,
     pub admin_emails: Vec<String>,
@@ -229,6 +233,9 @@ impl Config {
             stripe_secret_key: var("STRIPE_SECRET_KEY"),
             stripe_webhook_secrets: list("STRIPE_WEBHOOK_SECRET"),
             stripe_api_base: var("STRIPE_API_BASE"),
+            stripe_success_url: var("STRIPE_SUCCESS_URL")
+                .unwrap_or_else(|| "https://halobuzz.com/coins/success?session_id={CHECKOUT_SESSION_ID}".into()),
+            stripe_cancel_url: var("STRIPE_CANCEL_URL").unwrap_or_else(|| "https://halobuzz.com/coins".into()),
             host_share_bps,
             payout_policy: PayoutPolicy {
                 rate_per_coin: Money { amount: rate, currency: var("PAYOUT_CURRENCY").unwrap_or_else(|| "usd".into()) },

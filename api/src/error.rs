@@ -6,6 +6,8 @@
 //! | code | status |
 //! | --- | --- |
 //! | `malformed_json` (not JSON, syntax error, empty body) | 400 |
+//! | `invalid_signature` (a Stripe webhook whose signature does not verify, or is stale) | 400 |
+//! | `payment_provider_error` (Stripe refused or failed a call; details logged) | 502 |
 //! | `validation_failed`, `amount_out_of_range`, `below_minimum` (read, but not acceptable) | 422 |
 //! | `unsupported_media_type` (a body without `Content-Type: application/json`) | 415 |
 //! | `payload_too_large` (over `BODY_BYTES_MAX`) | 413 |
@@ -67,6 +69,12 @@ pub enum AppError {
     Validation { field: String, reason: String },
     #[error("the body is not valid JSON: {0}")]
     MalformedJson(String),
+    /// A Stripe webhook that does not verify: nothing is recorded.
+    #[error("the Stripe signature does not verify: {0}")]
+    InvalidSignature(#[from] crate::stripe::SignatureError),
+    /// A call to Stripe failed: the cause is logged, not sent.
+    #[error("the payment provider failed")]
+    PaymentProvider(String),
     #[error("the body must be JSON (Content-Type: application/json)")]
     UnsupportedMediaType,
     #[error("the body is larger than this service accepts (BODY_BYTES_MAX)")]
@@ -117,6 +125,8 @@ impl AppError {
             AppError::Domain(e) => (domain_status(e), e.code()),
             AppError::Validation { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "validation_failed"),
             AppError::MalformedJson(_) => (StatusCode::BAD_REQUEST, "malformed_json"),
+            AppError::InvalidSignature(_) => (StatusCode::BAD_REQUEST, "invalid_signature"),
+            AppError::PaymentProvider(_) => (StatusCode::BAD_GATEWAY, "payment_provider_error"),
             AppError::UnsupportedMediaType => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
             AppError::PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             AppError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
@@ -160,6 +170,7 @@ impl AppError {
             // Internal causes stay in the log.
             AppError::Unavailable(_) => "a dependency of the service is unavailable; retry shortly".to_string(),
             AppError::Internal(_) => "an internal error occurred; it has been logged".to_string(),
+            AppError::PaymentProvider(_) => "the payment provider could not complete the request; retry".to_string(),
             other => other.to_string(),
         };
         let field = match self {
@@ -229,7 +240,7 @@ impl IntoResponse for AppError {
                 AppError::Maintenance | AppError::ProjectionLagging { .. } => {
                     tracing::debug!(code, error = %self, "request refused")
                 }
-                AppError::Unavailable(cause) | AppError::Internal(cause) => {
+                AppError::Unavailable(cause) | AppError::Internal(cause) | AppError::PaymentProvider(cause) => {
                     tracing::error!(code, %cause, "request failed")
                 }
                 other => tracing::error!(code, error = %other, "request failed"),
@@ -291,6 +302,23 @@ impl From<ProjectionError> for AppError {
                 AppError::Unavailable(format!("read store: {cause}"))
             }
             other => AppError::Internal(format!("read store: {other}")),
+        }
+    }
+}
+
+impl From<crate::stripe::GatewayError> for AppError {
+    fn from(e: crate::stripe::GatewayError) -> AppError {
+        AppError::PaymentProvider(e.to_string())
+    }
+}
+
+impl From<crate::stripe::EventError> for AppError {
+    fn from(e: crate::stripe::EventError) -> AppError {
+        match e {
+            crate::stripe::EventError::NotJson(reason) => AppError::MalformedJson(reason),
+            crate::stripe::EventError::Missing(field) => {
+                AppError::MalformedJson(format!("not a Stripe event: no valid `{field}`"))
+            }
         }
     }
 }

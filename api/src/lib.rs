@@ -27,6 +27,8 @@
 //! - [`auth`]: passwords and tokens; [`ratelimit`]; [`metrics`] (with the
 //!   metered event log); [`source`]: the projectors' log source over the
 //!   event log; [`openapi`]; [`state`].
+//! - [`stripe`]: the Stripe client (async-stripe), the webhook signature
+//!   verifier and the reading of webhook events by the fields they need.
 
 pub mod auth;
 pub mod config;
@@ -39,6 +41,7 @@ pub mod routes;
 pub mod service;
 pub mod source;
 pub mod state;
+pub mod stripe;
 pub mod views;
 
 pub use config::Config;

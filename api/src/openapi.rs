@@ -6,7 +6,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use crate::error::Problem;
-use crate::routes::{account, admin, auth, ledger, ops, payouts, streams};
+use crate::routes::{account, admin, auth, coins, ledger, ops, payouts, streams};
 use crate::views;
 
 #[derive(Debug, OpenApi)]
@@ -21,11 +21,12 @@ Commands accept `Idempotency-Key` and answer a log `position`; queries accept `m
         ops::health, ops::metrics, ops::openapi_json, ops::docs,
         auth::register, auth::login, auth::refresh,
         account::me, account::wallet, account::transactions, account::coin_packages,
+        coins::checkout, coins::payment_intent, coins::stripe_webhook,
         streams::gift_catalog, streams::start, streams::end, streams::join, streams::leave, streams::live,
         streams::get_stream, streams::leaderboard, streams::send_gift,
         payouts::request, payouts::list_own,
         admin::list_payouts, admin::approve_payout, admin::reject_payout, admin::adjust, admin::change_roles,
-        ledger::entries, ledger::trial_balance,
+        ledger::entries, ledger::trial_balance, ledger::reconciliation,
     ),
     components(schemas(
         Problem,
@@ -38,18 +39,20 @@ Commands accept `Idempotency-Key` and answer a log `position`; queries accept `m
         views::PayoutCreated, views::PayoutSettled, views::PayoutView, views::AdjustmentView, views::RolesView,
         views::LedgerEntryView, views::AccountBalanceView, views::TrialBalanceView,
         views::TransactionPage, views::StreamPage, views::LeaderboardPage, views::PayoutPage, views::LedgerEntryPage,
+        views::CoinPurchaseBody, views::CheckoutCreated, views::PaymentIntentCreated, views::WebhookAck,
+        views::ReconciliationItem, views::ReconciliationView,
         ops::HealthView, ops::HealthChecks, ops::DependencyCheck, ops::ProjectorCheck, ops::ReactorCheck,
     )),
     modifiers(&BearerAuth),
     tags(
         (name = "auth", description = "Registration, login, tokens"),
         (name = "account", description = "The caller's profile, wallet and transactions"),
-        (name = "coins", description = "Coin packages"),
+        (name = "coins", description = "Coin packages, buying coins through Stripe, Stripe's webhook"),
         (name = "gifts", description = "The gift catalog and sending gifts"),
         (name = "streams", description = "Stream lifecycle, live list, leaderboards"),
         (name = "payouts", description = "A host's payouts"),
         (name = "admin", description = "Payout queue, adjustments, roles"),
-        (name = "ledger", description = "Entries and trial balance, for finance"),
+        (name = "ledger", description = "Entries, trial balance and reconciliation with Stripe, for finance"),
         (name = "operations", description = "Health, metrics, this document"),
     )
 )]

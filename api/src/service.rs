@@ -150,7 +150,9 @@ impl Service {
 
         let auth = Auth::new(&config.jwt_secret, &config.jwt_refresh_secret).map_err(|e| anyhow::anyhow!("{e}"))?;
         let managed = Arc::new(Mutex::new(managed));
+        let stripe = crate::stripe::Gateway::new(&config).map_err(|e| anyhow::anyhow!("STRIPE_SECRET_KEY: {e}"))?;
         let state = AppState::new(Inner {
+            stripe,
             limiter: config.rate_limit.map(RateLimiter::new),
             config,
             commands,

@@ -68,6 +68,8 @@ pub struct Inner {
     /// at shutdown).
     pub managed: Arc<Mutex<Option<ManagedNats>>>,
     pub started: Instant,
+    /// The Stripe client of the coin shop.
+    pub stripe: crate::stripe::Gateway,
 }
 
 impl AppState {

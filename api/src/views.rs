@@ -574,3 +574,106 @@ page_type!(StreamPage, StreamView);
 page_type!(LeaderboardPage, LeaderboardEntryView);
 page_type!(PayoutPage, PayoutView);
 page_type!(LedgerEntryPage, LedgerEntryView);
+
+/// `POST /coins/checkout` and `POST /coins/payment-intent`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CoinPurchaseBody {
+    /// One of `GET /coins/packages`.
+    pub package_id: String,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CheckoutCreated {
+    pub checkout_session_id: String,
+    /// Stripe's hosted page to send the buyer to.
+    pub url: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PaymentIntentCreated {
+    pub payment_intent_id: String,
+    /// For the mobile payment sheet.
+    pub client_secret: Option<String>,
+}
+
+/// The answer to Stripe for a verified event.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WebhookAck {
+    pub received: bool,
+    /// The event id was recorded before: nothing changed.
+    pub duplicate: bool,
+    /// The log position of the event's record (or the first delivery's).
+    pub position: u64,
+}
+
+/// One Stripe payment against the coins issued and reversed for it.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ReconciliationItem {
+    /// The PaymentIntent id.
+    pub payment_id: String,
+    pub user_id: Option<Uuid>,
+    pub package_id: Option<String>,
+    pub stripe_session_id: Option<String>,
+    /// What Stripe says was paid, in the currency's minor unit.
+    pub amount_cents: i64,
+    pub currency: Option<String>,
+    /// Stripe's running `amount_refunded` (the highest seen) and the
+    /// charge's `amount` it is a part of.
+    pub amount_refunded_cents: i64,
+    pub charge_amount_cents: i64,
+    /// Coins the payment should have issued (its package's), and issued.
+    pub coins_expected: i64,
+    pub coins_issued: i64,
+    /// Coins the refunds should have reversed (`ceil(coins * refunded /
+    /// amount)`), and reversed.
+    pub coins_reversal_expected: i64,
+    pub coins_reversed: i64,
+    /// `unknown_user`, `unknown_package`, `no_payment_intent`,
+    /// `invalid_refund`: events recorded and not credited.
+    pub flags: Vec<String>,
+    /// Why this payment does not match (empty when it does): the flags,
+    /// `issued_mismatch`, `reversed_mismatch`, `no_stripe_payment` (coins
+    /// issued with no payment recorded).
+    pub mismatches: Vec<String>,
+    pub position: u64,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ReconciliationView {
+    /// Every payment of this page, by PaymentIntent id.
+    pub items: Vec<ReconciliationItem>,
+    pub next_cursor: Option<String>,
+    /// The payments of this page that do not match.
+    pub mismatches: Vec<ReconciliationItem>,
+    /// Totals of this page.
+    pub coins_issued: i64,
+    pub coins_reversed: i64,
+}
+
+impl From<&projections::StripePaymentDoc> for ReconciliationItem {
+    fn from(d: &projections::StripePaymentDoc) -> ReconciliationItem {
+        ReconciliationItem {
+            payment_id: d.payment_id.clone(),
+            user_id: d.user_id,
+            package_id: d.stripe.package_id.clone(),
+            stripe_session_id: d.stripe_session_id.clone(),
+            amount_cents: d.stripe.amount_cents,
+            currency: d.stripe.currency.clone(),
+            amount_refunded_cents: d.stripe.amount_refunded_cents,
+            charge_amount_cents: d.stripe.charge_amount_cents,
+            coins_expected: d.stripe.coins_expected,
+            coins_issued: d.coins_issued,
+            coins_reversal_expected: d.coins_reversal_expected(),
+            coins_reversed: d.coins_reversed,
+            flags: d.stripe.flags.clone(),
+            mismatches: d.mismatches(),
+            position: d.position,
+        }
+    }
+}

@@ -18,12 +18,13 @@ use std::time::Duration;
 use bytes::Bytes;
 use chrono::Utc;
 use domain::ledger::{self, GiftToCredit, LedgerCommand, LedgerState, PayoutPolicy};
+use domain::payment::{self, Buyer, PaymentCommand};
 use domain::stream::{self, StartStream, StreamCommand};
 use domain::user::{self, ChangeRoles, Register, RegistrationState};
 use domain::{DomainError, Loaded, gift};
 use events_schema::{
     Actor, ActorKind, AggregateKind, CommandRecorded, Envelope, Event, EventMeta, GENESIS_HASH, ReservationKind,
-    SchemaError, command_record_id, reservation_id, subject,
+    SchemaError, StripeEventRecorded, command_record_id, payment_token, reservation_id, subject,
 };
 use futures_util::future::try_join_all;
 use rand::Rng;
@@ -98,6 +99,19 @@ pub enum CommandError {
     Corrupt { position: u64, reason: String },
 }
 
+/// What a verified Stripe event did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StripeOutcome {
+    /// The log position of the event's record (of the first delivery's, for
+    /// a repeat), or of the last settling commit.
+    pub position: u64,
+    /// `false` when the event id was recorded before: a repeat changes
+    /// nothing.
+    pub recorded: bool,
+    /// The events appended for it (record, payment, ledger), in order.
+    pub events: Vec<Envelope>,
+}
+
 /// The configuration the deciders take from outside.
 #[derive(Debug, Clone)]
 pub struct CommandConfig {
@@ -159,6 +173,15 @@ pub fn channel_subject(host_id: Uuid) -> String {
 }
 pub fn reservation_subject(kind: ReservationKind, value: &str) -> String {
     subject(AggregateKind::Reservation.as_str(), &reservation_id(kind, value))
+}
+/// The payment aggregate of a PaymentIntent.
+pub fn payment_subject(payment_id: &str) -> String {
+    subject(AggregateKind::Payment.as_str(), &payment_token(payment_id))
+}
+/// Where a Stripe event is recorded, once: its id must be a plain Stripe id
+/// (`events_schema::is_plain_stripe_id`), which the webhook checks.
+pub fn stripe_event_subject(stripe_event_id: &str) -> String {
+    subject(AggregateKind::Stripe.as_str(), stripe_event_id)
 }
 fn record_subject(scope: &str, command_id: &str) -> String {
     subject(AggregateKind::Command.as_str(), &command_record_id(scope, command_id))
@@ -304,6 +327,147 @@ impl Commands {
             stream::decide(stream_id, &snap.state(&stream_s, None, stream::evolve), &command)
         })
         .await
+    }
+
+    /// Records a verified Stripe event once (its subject must be empty) and,
+    /// in the same atomic batch, what it changes: the payment aggregate and
+    /// the buyer's ledger (`domain::payment`). A repeated event id changes
+    /// nothing. A purchase is followed by a settling step that reverses a
+    /// refund seen before it; that step also runs on a repeat, so a crash
+    /// between the two is repaired by Stripe's next delivery.
+    ///
+    /// A buyer named as `Buyer::Known` is checked against the log: one with
+    /// no registration becomes `Buyer::Unknown` (recorded and flagged). A
+    /// decision the domain rejects (say, coins that would overflow) still
+    /// records the event, so that Stripe stops retrying it; the rejection
+    /// is logged.
+    pub async fn stripe_event(
+        &self,
+        record: StripeEventRecorded,
+        payment: Option<(String, PaymentCommand)>,
+    ) -> Result<StripeOutcome, CommandError> {
+        let actor = Actor::stripe(&record.stripe_event_id);
+        let record_s = stripe_event_subject(&record.stripe_event_id);
+        let payment = match payment {
+            Some((id, command)) => Some((id, self.resolve_buyer(command).await?)),
+            None => None,
+        };
+        let payment_s = payment.as_ref().map(|(id, _)| payment_subject(id));
+        let mut outcome = None;
+        for _ in 0..=CONFLICT_RETRY_MAX {
+            // The ledger a decision writes depends on the payment's state
+            // (a refund reverses the buyer's coins): read it first, and
+            // decide again if it changed in between.
+            let ledger_user = match (&payment, &payment_s) {
+                (Some((id, command)), Some(s)) => {
+                    let snap = self.load(std::slice::from_ref(s)).await?;
+                    payment::ledger_user(&snap.state(s, payment::initial_state(id), payment::evolve), command)
+                }
+                _ => None,
+            };
+            let mut subjects = vec![record_s.clone()];
+            subjects.extend(payment_s.clone());
+            subjects.extend(ledger_user.map(ledger_subject));
+            let stale = std::sync::atomic::AtomicBool::new(false);
+            let decided = self
+                .execute(None, &actor, subjects, |snap| {
+                    if snap.entries.get(&record_s).is_some_and(|l| l.envelope.is_some()) {
+                        return Ok(vec![]);
+                    }
+                    let mut events = vec![Event::StripeEventRecorded(record.clone())];
+                    let (Some((id, command)), Some(s)) = (&payment, &payment_s) else { return Ok(events) };
+                    let state = snap.state(s, payment::initial_state(id), payment::evolve);
+                    if payment::ledger_user(&state, command) != ledger_user {
+                        stale.store(true, std::sync::atomic::Ordering::Relaxed);
+                        return Ok(vec![]);
+                    }
+                    let ledger =
+                        ledger_user.map(|u| snap.state(&ledger_subject(u), ledger::initial_state(u), ledger::evolve));
+                    match payment::decide(&state, ledger.as_ref(), command) {
+                        Ok(more) => events.extend(more),
+                        Err(rejection) => {
+                            tracing::warn!(
+                                stripe_event_id = %record.stripe_event_id,
+                                payment_id = %id,
+                                %rejection,
+                                "a Stripe event is recorded without effect"
+                            );
+                        }
+                    }
+                    Ok(events)
+                })
+                .await?;
+            if stale.load(std::sync::atomic::Ordering::Relaxed) {
+                continue;
+            }
+            outcome = Some(decided);
+            break;
+        }
+        let Some(decided) = outcome else { return Err(CommandError::Contention { tries: CONFLICT_RETRY_MAX + 1 }) };
+        let recorded = !decided.events.is_empty();
+        let mut result = StripeOutcome { position: decided.position, recorded, events: decided.events };
+        if let Some((id, PaymentCommand::ConfirmPurchase { .. })) = &payment {
+            let settled = self.settle_payment(id).await?;
+            if !settled.events.is_empty() {
+                result.position = settled.position;
+                result.events.extend(settled.events);
+            }
+        }
+        Ok(result)
+    }
+
+    /// Reverses what refunds seen before the purchase made due, if anything.
+    pub async fn settle_payment(&self, payment_id: &str) -> Result<Outcome, CommandError> {
+        let s = payment_subject(payment_id);
+        for _ in 0..=CONFLICT_RETRY_MAX {
+            let snap = self.load(std::slice::from_ref(&s)).await?;
+            let state = snap.state(&s, payment::initial_state(payment_id), payment::evolve);
+            let Some(user) = payment::ledger_user(&state, &PaymentCommand::Settle) else {
+                return Ok(Outcome { position: snap.max_position(), events: vec![], repeated: false });
+            };
+            if state.snapshot.amount_refunded_cents == 0 {
+                return Ok(Outcome { position: snap.max_position(), events: vec![], repeated: false });
+            }
+            let ledger_s = ledger_subject(user);
+            let stale = std::sync::atomic::AtomicBool::new(false);
+            let outcome = self
+                .execute(None, &Actor::system("stripe-settle"), vec![s.clone(), ledger_s.clone()], |snap| {
+                    let state = snap.state(&s, payment::initial_state(payment_id), payment::evolve);
+                    if payment::ledger_user(&state, &PaymentCommand::Settle) != Some(user) {
+                        stale.store(true, std::sync::atomic::Ordering::Relaxed);
+                        return Ok(vec![]);
+                    }
+                    let ledger = snap.state(&ledger_s, ledger::initial_state(user), ledger::evolve);
+                    payment::decide(&state, Some(&ledger), &PaymentCommand::Settle)
+                })
+                .await?;
+            if !stale.load(std::sync::atomic::Ordering::Relaxed) {
+                return Ok(outcome);
+            }
+        }
+        Err(CommandError::Contention { tries: CONFLICT_RETRY_MAX + 1 })
+    }
+
+    /// A purchase's buyer as the log knows it: a named user id with no
+    /// registration is unknown.
+    async fn resolve_buyer(&self, command: PaymentCommand) -> Result<PaymentCommand, CommandError> {
+        let PaymentCommand::ConfirmPurchase {
+            stripe_event_id,
+            buyer: Buyer::Known(user_id),
+            package,
+            amount_cents,
+            currency,
+        } = command
+        else {
+            return Ok(command);
+        };
+        let s = user_subject(user_id);
+        let snap = self.load(std::slice::from_ref(&s)).await?;
+        let buyer = match snap.state(&s, None, domain::user::evolve) {
+            Some(_) => Buyer::Known(user_id),
+            None => Buyer::Unknown(user_id.to_string()),
+        };
+        Ok(PaymentCommand::ConfirmPurchase { stripe_event_id, buyer, package, amount_cents, currency })
     }
 
     /// Reads the last message of every subject, concurrently.

@@ -1,7 +1,7 @@
-//! The pure core: deciders for the user, the user ledger, the stream and the
-//! gift, in the shape `decide(&state, &command) -> Result<Vec<Event>,
-//! DomainError>` and `evolve(state, &event) -> state`, with the chart of
-//! accounts and the coin economy.
+//! The pure core: deciders for the user, the user ledger, the stream, the
+//! gift and the Stripe payment, in the shape `decide(&state, &command) ->
+//! Result<Vec<Event>, DomainError>` and `evolve(state, &event) -> state`,
+//! with the chart of accounts and the coin economy.
 //!
 //! Key decisions: events are the `events-schema` types themselves (this
 //! crate depends on it, never the reverse); every ledger commit is built
@@ -14,6 +14,7 @@ pub mod error;
 pub mod gift;
 pub mod ledger;
 pub mod money;
+pub mod payment;
 pub mod stream;
 pub mod user;
 

@@ -47,6 +47,10 @@ impl Actor {
     pub fn system(component: &str) -> Actor {
         Actor { kind: ActorKind::System, id: Some(component.to_string()) }
     }
+    /// Stripe, through the webhook event `stripe_event_id`.
+    pub fn stripe(stripe_event_id: &str) -> Actor {
+        Actor { kind: ActorKind::Stripe, id: Some(stripe_event_id.to_string()) }
+    }
 }
 
 /// What arrives with a command and ends up in the envelope: ids and time come

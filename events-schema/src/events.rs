@@ -308,6 +308,96 @@ pub struct StripeEventRecorded {
     pub body: String,
 }
 
+/// What a Stripe payment bought, once a purchase event named a known user
+/// and package.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PaymentPurchase {
+    pub user_id: Uuid,
+    pub package_id: String,
+    /// The package's coins, credited once.
+    pub coins: i64,
+    /// What Stripe says was paid, in the currency's minor unit.
+    pub amount_cents: i64,
+    /// ISO 4217 code in lower case, as Stripe writes it.
+    pub currency: String,
+}
+
+/// Why a verified Stripe event was recorded but not credited: finance sees
+/// it in the reconciliation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum PaymentFlag {
+    /// `metadata.userId` is missing, not a user id, or names no user.
+    UnknownUser,
+    /// `metadata.packageId` is missing or names no coin package on sale.
+    UnknownPackage,
+    /// A paid Checkout Session without a PaymentIntent: nothing to key the
+    /// payment by (the session id stands for it).
+    NoPaymentIntent,
+    /// A refund event whose amounts are not a refund (`amount_refunded`
+    /// negative or above `amount`).
+    InvalidRefund,
+}
+
+/// A Stripe payment's state after an event of the payment aggregate
+/// (`hb.payment.<PaymentIntent id>`), carried in every such event.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PaymentSnapshot {
+    /// `None` until a purchase event with a known user and package.
+    pub purchase: Option<PaymentPurchase>,
+    /// The charge's `amount` as the latest refund event gave it; 0 before.
+    pub charge_amount_cents: i64,
+    /// The highest running `amount_refunded` seen: refunds only grow, so a
+    /// lower one arrived out of order.
+    pub amount_refunded_cents: i64,
+    /// Coins taken back from the wallet so far, never more than
+    /// `ceil(coins * amount_refunded / amount)`.
+    pub coins_reversed: i64,
+    /// Every reason this payment was flagged, in order, without repeats.
+    pub flags: Vec<PaymentFlag>,
+}
+
+/// A purchase credited: appended with the user's `ledger.coins_purchased`
+/// and the Stripe event's record in one atomic batch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PaymentPurchaseCredited {
+    pub payment_id: String,
+    /// The Stripe event that confirmed the payment.
+    pub stripe_event_id: String,
+    pub purchase: PaymentPurchase,
+    pub state_after: PaymentSnapshot,
+}
+
+/// A refund seen (a `charge.refunded`), or a refund seen earlier applied
+/// now that the purchase is known (`stripeEventId` then absent). `coins`
+/// is what this event reverses (0 when nothing more is due).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PaymentRefundRecorded {
+    pub payment_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stripe_event_id: Option<String>,
+    pub charge_amount_cents: i64,
+    pub amount_refunded_cents: i64,
+    pub coins: i64,
+    pub state_after: PaymentSnapshot,
+}
+
+/// A verified event about the payment that could not be credited.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PaymentFlagged {
+    pub payment_id: String,
+    pub stripe_event_id: String,
+    pub flag: PaymentFlag,
+    /// What the event said (the user id or package id it named), for finance.
+    pub detail: String,
+    pub state_after: PaymentSnapshot,
+}
+
 /// The record of a completed command, appended in the same atomic batch as
 /// the command's events, on a subject of its own that must be empty: a
 /// repeated command finds it and gets the first answer, however late.
@@ -373,6 +463,12 @@ pub enum Event {
     StripeEventRecorded(StripeEventRecorded),
     #[serde(rename = "command.recorded")]
     CommandRecorded(CommandRecorded),
+    #[serde(rename = "payment.purchase_credited")]
+    PaymentPurchaseCredited(PaymentPurchaseCredited),
+    #[serde(rename = "payment.refund_recorded")]
+    PaymentRefundRecorded(PaymentRefundRecorded),
+    #[serde(rename = "payment.flagged")]
+    PaymentFlagged(PaymentFlagged),
 }
 
 /// The kind of aggregate an event belongs to: the second token of its subject.
@@ -385,6 +481,8 @@ pub enum AggregateKind {
     Channel,
     Stripe,
     Command,
+    /// A Stripe payment (PaymentIntent): what it bought, refunded, reversed.
+    Payment,
 }
 
 impl AggregateKind {
@@ -398,6 +496,7 @@ impl AggregateKind {
             AggregateKind::Channel => "channel",
             AggregateKind::Stripe => "stripe",
             AggregateKind::Command => "command",
+            AggregateKind::Payment => "payment",
         }
     }
 }
@@ -423,6 +522,9 @@ pub const EVENT_TYPES: &[(&str, u16)] = &[
     ("channel.went_offline", 1),
     ("stripe.event_recorded", 1),
     ("command.recorded", 1),
+    ("payment.purchase_credited", 1),
+    ("payment.refund_recorded", 1),
+    ("payment.flagged", 1),
 ];
 
 impl Event {
@@ -448,6 +550,9 @@ impl Event {
             Event::ChannelWentOffline(_) => "channel.went_offline",
             Event::StripeEventRecorded(_) => "stripe.event_recorded",
             Event::CommandRecorded(_) => "command.recorded",
+            Event::PaymentPurchaseCredited(_) => "payment.purchase_credited",
+            Event::PaymentRefundRecorded(_) => "payment.refund_recorded",
+            Event::PaymentFlagged(_) => "payment.flagged",
         }
     }
 
@@ -474,6 +579,9 @@ impl Event {
             Event::ChannelWentLive(_) | Event::ChannelWentOffline(_) => AggregateKind::Channel,
             Event::StripeEventRecorded(_) => AggregateKind::Stripe,
             Event::CommandRecorded(_) => AggregateKind::Command,
+            Event::PaymentPurchaseCredited(_) | Event::PaymentRefundRecorded(_) | Event::PaymentFlagged(_) => {
+                AggregateKind::Payment
+            }
         }
     }
 
@@ -501,6 +609,9 @@ impl Event {
             Event::ChannelWentOffline(e) => e.host_id.to_string(),
             Event::StripeEventRecorded(e) => e.stripe_event_id.clone(),
             Event::CommandRecorded(e) => command_record_id(&e.scope, &e.command_id),
+            Event::PaymentPurchaseCredited(e) => payment_token(&e.payment_id),
+            Event::PaymentRefundRecorded(e) => payment_token(&e.payment_id),
+            Event::PaymentFlagged(e) => payment_token(&e.payment_id),
         }
     }
 
@@ -533,6 +644,22 @@ pub fn reservation_id(kind: ReservationKind, value: &str) -> String {
         ReservationKind::Username => "username",
     };
     format!("{prefix}-{}", crate::canonical::sha256_hex(value.as_bytes()))
+}
+
+/// Whether a Stripe id can stand in a subject as it is: Stripe's ids
+/// (`pi_3Q...`, `evt_1N...`) are letters, digits and underscores.
+pub fn is_plain_stripe_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= 255 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+/// The subject token of a payment: its PaymentIntent id, or a SHA-256 of
+/// any id that could not stand in a subject (never expected from Stripe).
+pub fn payment_token(payment_id: &str) -> String {
+    if is_plain_stripe_id(payment_id) {
+        payment_id.to_string()
+    } else {
+        format!("sha256-{}", crate::canonical::sha256_hex(payment_id.as_bytes()))
+    }
 }
 
 /// The subject token of a command record: a SHA-256 of its scope and id, so

@@ -90,6 +90,9 @@ pub fn event_schemas() -> Vec<(String, Value)> {
                 "channel.went_offline" => payload_schema::<ChannelWentOffline>(),
                 "stripe.event_recorded" => payload_schema::<StripeEventRecorded>(),
                 "command.recorded" => payload_schema::<CommandRecorded>(),
+                "payment.purchase_credited" => payload_schema::<PaymentPurchaseCredited>(),
+                "payment.refund_recorded" => payload_schema::<PaymentRefundRecorded>(),
+                "payment.flagged" => payload_schema::<PaymentFlagged>(),
                 other => unreachable!("EVENT_TYPES lists {other} without a schema"),
             };
             let file = format!("{type_name}.v{version}.json");

@@ -65,6 +65,8 @@ pub enum Change {
     StripeReversed { payment_id: String, user_id: Uuid, coins: i64 },
     /// `stripe_payments`: the Checkout Session that paid the payment.
     StripeSession { payment_id: String, session_id: String },
+    /// `stripe_payments`: the payment aggregate's state (the Stripe side).
+    StripeState { payment_id: String, user_id: Option<Uuid>, state: crate::model::StripeSide },
 }
 
 /// One side of one transfer. When `balance_after` is `None`, the store

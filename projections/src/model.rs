@@ -294,7 +294,61 @@ pub struct StripePaymentDoc {
     pub coins_issued: i64,
     pub coins_reversed: i64,
     pub stripe_session_id: Option<String>,
+    /// What the payment aggregate established (`payment.*` events), beside
+    /// what the ledger did (`coins_issued`, `coins_reversed`): the two
+    /// sides of the reconciliation.
+    #[serde(flatten)]
+    pub stripe: StripeSide,
     pub position: u64,
+}
+
+/// What Stripe's events established about a payment: the state carried by
+/// the payment aggregate's last event.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StripeSide {
+    pub package_id: Option<String>,
+    /// The package's coins, once the purchase was credited; 0 before.
+    pub coins_expected: i64,
+    pub amount_cents: i64,
+    pub currency: Option<String>,
+    pub charge_amount_cents: i64,
+    pub amount_refunded_cents: i64,
+    /// `unknown_user`, `unknown_package`, `no_payment_intent`,
+    /// `invalid_refund`, in order.
+    pub flags: Vec<String>,
+}
+
+impl StripePaymentDoc {
+    /// Coins the refunds should have taken back: `ceil(coins_expected *
+    /// amount_refunded / charge_amount)` (saturating: a read model must
+    /// not panic on a bad log).
+    pub fn coins_reversal_expected(&self) -> i64 {
+        let s = &self.stripe;
+        if s.charge_amount_cents <= 0 || s.amount_refunded_cents <= 0 || s.coins_expected <= 0 {
+            return 0;
+        }
+        let refunded = i128::from(s.amount_refunded_cents.min(s.charge_amount_cents));
+        let amount = i128::from(s.charge_amount_cents);
+        let due = (i128::from(s.coins_expected) * refunded + amount - 1) / amount;
+        i64::try_from(due).unwrap_or(i64::MAX)
+    }
+
+    /// Why the payment does not match its coins (empty when it does): its
+    /// flags; `no_stripe_payment` (coins issued with no credited purchase);
+    /// `issued_mismatch`; `reversed_mismatch`.
+    pub fn mismatches(&self) -> Vec<String> {
+        let mut found = self.stripe.flags.clone();
+        if self.coins_issued != 0 && self.stripe.coins_expected == 0 {
+            found.push("no_stripe_payment".into());
+        } else if self.coins_issued != self.stripe.coins_expected {
+            found.push("issued_mismatch".into());
+        }
+        if self.coins_reversed != self.coins_reversal_expected() {
+            found.push("reversed_mismatch".into());
+        }
+        found
+    }
 }
 
 /// A projector's checkpoint (`projector_checkpoints`).
@@ -567,7 +621,7 @@ pub(crate) mod cursor {
     const HEX: &[u8; 16] = b"0123456789abcdef";
 
     pub fn decode(cursor: &str, parts_wanted: usize) -> Result<Vec<String>, ProjectionError> {
-        if cursor.len() > CURSOR_CHARS_MAX || cursor.len() % 2 != 0 || parts_wanted > PARTS_MAX {
+        if cursor.len() > CURSOR_CHARS_MAX || !cursor.len().is_multiple_of(2) || parts_wanted > PARTS_MAX {
             return Err(ProjectionError::BadCursor);
         }
         let digit = |c: u8| -> Result<u8, ProjectionError> {

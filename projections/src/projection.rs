@@ -5,12 +5,15 @@
 //! still moves past it: that is the runner's business).
 
 use chrono::{DateTime, Utc};
-use events_schema::{Account, Envelope, Event, LedgerCommit, StreamStatus, StripeEventRecorded, Transfer};
+use events_schema::{
+    Account, Envelope, Event, LedgerCommit, PaymentFlag, PaymentSnapshot, StreamStatus, StripeEventRecorded, Transfer,
+};
 use uuid::Uuid;
 
 use crate::change::{Change, Posting};
 use crate::model::{
-    PayoutDoc, PayoutStatus, Projection, StreamDoc, TransactionDoc, TxMetadata, TxStatus, TxType, UserDoc, WalletDoc,
+    PayoutDoc, PayoutStatus, Projection, StreamDoc, StripeSide, TransactionDoc, TxMetadata, TxStatus, TxType, UserDoc,
+    WalletDoc,
 };
 
 /// Appends to `out` the changes `projection` makes of `envelope`, stored at
@@ -317,6 +320,39 @@ fn stripe_payments(event: &Event, out: &mut Vec<Change>) {
                 out.push(Change::StripeSession { payment_id, session_id });
             }
         }
+        Event::PaymentPurchaseCredited(e) => out.push(stripe_state(&e.payment_id, &e.state_after)),
+        Event::PaymentRefundRecorded(e) => out.push(stripe_state(&e.payment_id, &e.state_after)),
+        Event::PaymentFlagged(e) => out.push(stripe_state(&e.payment_id, &e.state_after)),
         _ => {}
+    }
+}
+
+fn stripe_state(payment_id: &str, s: &PaymentSnapshot) -> Change {
+    let purchase = s.purchase.as_ref();
+    let flags = s
+        .flags
+        .iter()
+        .map(|f| {
+            match f {
+                PaymentFlag::UnknownUser => "unknown_user",
+                PaymentFlag::UnknownPackage => "unknown_package",
+                PaymentFlag::NoPaymentIntent => "no_payment_intent",
+                PaymentFlag::InvalidRefund => "invalid_refund",
+            }
+            .to_string()
+        })
+        .collect();
+    Change::StripeState {
+        payment_id: payment_id.to_string(),
+        user_id: purchase.map(|p| p.user_id),
+        state: StripeSide {
+            package_id: purchase.map(|p| p.package_id.clone()),
+            coins_expected: purchase.map_or(0, |p| p.coins),
+            amount_cents: purchase.map_or(0, |p| p.amount_cents),
+            currency: purchase.map(|p| p.currency.clone()),
+            charge_amount_cents: s.charge_amount_cents,
+            amount_refunded_cents: s.amount_refunded_cents,
+            flags,
+        },
     }
 }

@@ -296,10 +296,10 @@ impl Runner {
                 Ok(Step::Applied) => retry_delay_ms = RETRY_DELAY_MS_MIN,
                 Ok(Step::Idle) => {
                     retry_delay_ms = RETRY_DELAY_MS_MIN;
-                    if !pending_activation.is_empty() {
-                        if let Err(e) = self.activate_caught_up(&mut pending_activation).await {
-                            tracing::warn!(error = %e, "projection version switch failed, will retry");
-                        }
+                    if !pending_activation.is_empty()
+                        && let Err(e) = self.activate_caught_up(&mut pending_activation).await
+                    {
+                        tracing::warn!(error = %e, "projection version switch failed, will retry");
                     }
                     if wait_or_shutdown(&mut shutdown, config.idle_poll_ms).await {
                         break Ok(RunnerExit::Shutdown);
@@ -327,10 +327,10 @@ impl Runner {
         };
         if let Some(mut c) = cursor.take() {
             c.discard_ahead();
-            if c.uncommitted {
-                if let Err(e) = self.store.flush().await {
-                    tracing::warn!(error = %e, "projector flush at shutdown failed");
-                }
+            if c.uncommitted
+                && let Err(e) = self.store.flush().await
+            {
+                tracing::warn!(error = %e, "projector flush at shutdown failed");
             }
             // Let a standby take over now rather than when the lease expires.
             if let Err(e) = self.store.release_lease(&config.lease_key, &config.owner_id).await {

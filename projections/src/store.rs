@@ -167,6 +167,9 @@ pub trait ReadStore: Send + Sync + fmt::Debug {
     fn trial_balance<'a>(&'a self, page: &'a PageRequest) -> BoxFuture<'a, StoreResult<TrialBalance>>;
 
     fn stripe_payment<'a>(&'a self, payment_id: &'a str) -> BoxFuture<'a, StoreResult<Option<StripePaymentDoc>>>;
+
+    /// Every Stripe payment, by PaymentIntent id (the reconciliation).
+    fn stripe_payments<'a>(&'a self, page: &'a PageRequest) -> BoxFuture<'a, StoreResult<Page<StripePaymentDoc>>>;
 }
 
 /// How many documents a scan page holds at most.

@@ -16,10 +16,11 @@ use bytes::Bytes;
 use chrono::{DateTime, Duration, Utc};
 use events_schema::{
     Account, Actor, ActorKind, CoinsPurchased, CommandRecorded, Envelope, Event, EventMeta, GENESIS_HASH, GiftSent,
-    GiftsReceived, LedgerAdjusted, LedgerCommit, LedgerSnapshot, Money, PayoutApproved, PayoutRejected,
-    PayoutRequested, PendingPayout, PurchaseRefunded, ReceivedGift, ReservationClaimed, ReservationKind, Role,
-    StreamEnded, StreamSnapshot, StreamStarted, StreamStatus, StripeEventRecorded, Transfer, UserRegistered,
-    UserRolesChanged, UserSnapshot, ViewerJoined, ViewerLeft,
+    GiftsReceived, LedgerAdjusted, LedgerCommit, LedgerSnapshot, Money, PaymentFlag, PaymentFlagged, PaymentPurchase,
+    PaymentPurchaseCredited, PaymentRefundRecorded, PaymentSnapshot, PayoutApproved, PayoutRejected, PayoutRequested,
+    PendingPayout, PurchaseRefunded, ReceivedGift, ReservationClaimed, ReservationKind, Role, StreamEnded,
+    StreamSnapshot, StreamStarted, StreamStatus, StripeEventRecorded, Transfer, UserRegistered, UserRolesChanged,
+    UserSnapshot, ViewerJoined, ViewerLeft,
 };
 use futures_util::future::BoxFuture;
 use sha2::{Digest, Sha256};
@@ -149,7 +150,7 @@ impl FileLog {
                 Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => break,
                 Err(e) => return Err(io_err(e)),
             }
-            if len % FILE_INDEX_STRIDE == 0 {
+            if len.is_multiple_of(FILE_INDEX_STRIDE) {
                 index.push(offset);
             }
             let record = u32::from_le_bytes(header);
@@ -410,6 +411,9 @@ pub struct Generator {
     users: Vec<GenUser>,
     hosts: Vec<GenHost>,
     purchases: VecDeque<(usize, String, i64)>,
+    /// The hash chains of the payments of `purchases` (a refund continues
+    /// its payment's chain, then drops it).
+    payment_chains: BTreeMap<String, Chain>,
     queue: VecDeque<Bytes>,
     /// Position the next sealed event will have.
     next_position: u64,
@@ -427,6 +431,7 @@ impl Generator {
             users: Vec::new(),
             hosts: Vec::new(),
             purchases: VecDeque::new(),
+            payment_chains: BTreeMap::new(),
             queue: VecDeque::new(),
             next_position: 1,
             clock,
@@ -624,8 +629,39 @@ impl Generator {
         let event =
             Event::CoinsPurchased(CoinsPurchased { user_id: id, payment_id: payment_id.clone(), coins, commit });
         self.ledger_event(user, &meta, event);
-        if self.purchases.len() >= PURCHASES_TRACKED_MAX {
-            self.purchases.pop_front();
+        // The payment aggregate's record of it (the webhook appends both in
+        // one batch); now and then a flagged payment beside it.
+        let purchase = PaymentPurchase {
+            user_id: id,
+            package_id: format!("coins-{coins}"),
+            coins,
+            amount_cents: coins,
+            currency: "usd".into(),
+        };
+        let state_after = PaymentSnapshot { purchase: Some(purchase.clone()), ..PaymentSnapshot::default() };
+        let credited = Event::PaymentPurchaseCredited(PaymentPurchaseCredited {
+            payment_id: payment_id.clone(),
+            stripe_event_id: format!("evt_{}", self.counter),
+            purchase,
+            state_after,
+        });
+        let mut chain = Chain::new();
+        self.emit(&meta, credited, Some(&mut chain));
+        self.payment_chains.insert(payment_id.clone(), chain);
+        if self.rng.percent(5) {
+            let flagged = Event::PaymentFlagged(PaymentFlagged {
+                payment_id: format!("pi_flagged_{}", self.counter),
+                stripe_event_id: format!("evt_f{}", self.counter),
+                flag: PaymentFlag::UnknownUser,
+                detail: "nobody".into(),
+                state_after: PaymentSnapshot { flags: vec![PaymentFlag::UnknownUser], ..PaymentSnapshot::default() },
+            });
+            self.emit(&meta, flagged, None);
+        }
+        if self.purchases.len() >= PURCHASES_TRACKED_MAX
+            && let Some((_, dropped, _)) = self.purchases.pop_front()
+        {
+            self.payment_chains.remove(&dropped);
         }
         self.purchases.push_back((user, payment_id, coins));
     }
@@ -633,13 +669,40 @@ impl Generator {
     fn refund(&mut self) {
         let Some((user, payment_id, coins)) = self.purchases.pop_front() else { return self.purchase(false) };
         let id = self.users[user].id;
+        let bought = coins;
         // Partial or full; may drive the wallet negative, as refunds may.
         let coins = if self.rng.percent(50) { coins } else { (coins / 2).max(1) };
         let meta = self.meta(Actor { kind: ActorKind::Stripe, id: Some(format!("evt_r{}", self.counter)) });
         let commit =
             self.commit(user, vec![transfer(Account::Wallet(id), Account::ExternalStripe, coins)], PendingEdit::None);
-        let event = Event::PurchaseRefunded(PurchaseRefunded { user_id: id, payment_id, coins, commit });
+        let event =
+            Event::PurchaseRefunded(PurchaseRefunded { user_id: id, payment_id: payment_id.clone(), coins, commit });
         self.ledger_event(user, &meta, event);
+        // A cent per coin: the refund's share of the amount is its coins.
+        let purchase = PaymentPurchase {
+            user_id: id,
+            package_id: format!("coins-{bought}"),
+            coins: bought,
+            amount_cents: bought,
+            currency: "usd".into(),
+        };
+        let state_after = PaymentSnapshot {
+            purchase: Some(purchase),
+            charge_amount_cents: bought,
+            amount_refunded_cents: coins,
+            coins_reversed: coins,
+            flags: vec![],
+        };
+        let mut chain = self.payment_chains.remove(&payment_id).unwrap_or_else(Chain::new);
+        let recorded = Event::PaymentRefundRecorded(PaymentRefundRecorded {
+            payment_id,
+            stripe_event_id: Some(format!("evt_r{}", self.counter)),
+            charge_amount_cents: bought,
+            amount_refunded_cents: coins,
+            coins,
+            state_after,
+        });
+        self.emit(&meta, recorded, Some(&mut chain));
     }
 
     fn start_stream(&mut self) {

@@ -4,6 +4,8 @@
 //! router the `halobuzz-api` binary serves) on a loopback port against a real
 //! nats-server (`commands::testing::NatsServer`) and an SQLite read store in
 //! a temporary folder, and talks to it over HTTP. It never holds production
-//! code.
+//! code. [`stripe`] starts localstripe and signs webhooks with Stripe's own
+//! Node library.
 
 pub mod http;
+pub mod stripe;

@@ -1,5 +1,5 @@
-//! The ledger for finance: an account's entries with running balance, and
-//! the trial balance.
+//! The ledger for finance: an account's entries with running balance, the
+//! trial balance, and the reconciliation with Stripe.
 
 use axum::Json;
 use axum::extract::State;
@@ -9,7 +9,7 @@ use projections::{PageRequest, Projection};
 use crate::error::{ApiResult, AppError, Problem};
 use crate::extract::{ApiPath, ApiQuery, AuthUser, Consistency, FinanceOrAdmin, Privileged};
 use crate::state::AppState;
-use crate::views::{LedgerEntryPage, PageQuery, TrialBalanceView};
+use crate::views::{LedgerEntryPage, PageQuery, ReconciliationItem, ReconciliationView, TrialBalanceView};
 
 /// An account's entries, newest first, each with the balance after it.
 /// Finance and admins read any account; a user reads their own
@@ -80,4 +80,39 @@ pub async fn trial_balance(
         accounts_count: tb.accounts_count,
         position: tb.position,
     }))
+}
+
+/// Each Stripe payment against the coins issued and reversed for it, and
+/// what does not match: flagged events (unknown user or package, a refund
+/// that is not one), coins issued or reversed other than Stripe's amounts
+/// say, coins issued with no Stripe payment. Paged by PaymentIntent id;
+/// `mismatches` lists this page's.
+#[utoipa::path(
+    get, path = "/api/v1/ledger/reconciliation", tag = "ledger",
+    params(
+        ("limit" = Option<u32>, Query, description = "1 to 200, default 50"),
+        ("cursor" = Option<String>, Query),
+        ("minPosition" = Option<u64>, Query),
+    ),
+    security(("bearerAuth" = [])),
+    responses(
+        (status = 200, body = ReconciliationView),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Needs finance or admin", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn reconciliation(
+    State(app): State<AppState>,
+    _caller: Privileged<FinanceOrAdmin>,
+    ApiQuery(query): ApiQuery<PageQuery>,
+    consistency: Consistency,
+) -> ApiResult<Json<ReconciliationView>> {
+    app.wait_for(consistency.min_position, &[Projection::StripePayments]).await?;
+    let page = PageRequest { limit: query.limit, cursor: query.cursor };
+    let found = app.store.stripe_payments(&page).await?;
+    let items: Vec<ReconciliationItem> = found.items.iter().map(ReconciliationItem::from).collect();
+    let coins_issued = items.iter().fold(0i64, |t, i| t.saturating_add(i.coins_issued));
+    let coins_reversed = items.iter().fold(0i64, |t, i| t.saturating_add(i.coins_reversed));
+    let mismatches = items.iter().filter(|i| !i.mismatches.is_empty()).cloned().collect();
+    Ok(Json(ReconciliationView { items, next_cursor: found.next_cursor, mismatches, coins_issued, coins_reversed }))
 }

@@ -1,6 +1,5 @@
-//! The router: every route of the contract (but the Stripe ones, which come
-//! with the payments issue), the cross-cutting layers, and the helpers the
-//! handlers share.
+//! The router: every route of the contract, the cross-cutting layers, and
+//! the helpers the handlers share.
 //!
 //! Layers, outermost first: request metrics; CORS; the bound on requests in
 //! flight; the body size limit; the per-IP rate limit (API routes only, not
@@ -9,6 +8,7 @@
 pub mod account;
 pub mod admin;
 pub mod auth;
+pub mod coins;
 pub mod ledger;
 pub mod ops;
 pub mod payouts;
@@ -35,6 +35,8 @@ use crate::state::AppState;
 /// Requests handled at once; more wait for a slot (backpressure, not
 /// unbounded memory).
 pub const REQUESTS_IN_FLIGHT_MAX: usize = 2_048;
+/// The largest Stripe event accepted (Stripe's own are far smaller).
+pub const STRIPE_EVENT_BYTES_MAX: usize = 512 * 1024;
 
 /// The whole HTTP API of this process. `HALOBUZZ_ROLE=workers` serves only
 /// health, metrics and the docs.
@@ -45,7 +47,13 @@ pub fn router(state: AppState) -> Router {
         .route("/docs", get(ops::docs))
         .route("/api/v1/openapi.json", get(ops::openapi_json));
     let app = if state.config.role.serves_api() {
-        api_routes(&state).layer(middleware::from_fn_with_state(state.clone(), ip_rate_limit)).merge(ops)
+        let webhook = Router::new().route(
+            "/api/v1/webhooks/stripe",
+            post(coins::stripe_webhook)
+                .route_layer(middleware::from_fn_with_state(state.clone(), maintenance_guard))
+                .route_layer(DefaultBodyLimit::max(STRIPE_EVENT_BYTES_MAX)),
+        );
+        api_routes(&state).layer(middleware::from_fn_with_state(state.clone(), ip_rate_limit)).merge(ops).merge(webhook)
     } else {
         ops
     };
@@ -71,6 +79,8 @@ fn api_routes(state: &AppState) -> Router<AppState> {
         .route("/api/v1/wallet", get(account::wallet))
         .route("/api/v1/transactions", get(account::transactions))
         .route("/api/v1/coins/packages", get(account::coin_packages))
+        .route("/api/v1/coins/checkout", post(coins::checkout))
+        .route("/api/v1/coins/payment-intent", post(coins::payment_intent))
         .route("/api/v1/gifts/catalog", get(streams::gift_catalog))
         .route("/api/v1/streams", command(post(streams::start)))
         .route("/api/v1/streams/live", get(streams::live))
@@ -88,6 +98,7 @@ fn api_routes(state: &AppState) -> Router<AppState> {
         .route("/api/v1/admin/users/{id}/roles", command(post(admin::change_roles)))
         .route("/api/v1/ledger/accounts/{account}/entries", get(ledger::entries))
         .route("/api/v1/ledger/trial-balance", get(ledger::trial_balance))
+        .route("/api/v1/ledger/reconciliation", get(ledger::reconciliation))
 }
 
 fn cors(state: &AppState) -> CorsLayer {
@@ -208,6 +219,24 @@ struct RememberedRejection {
 /// A command's own errors as the API's.
 pub(crate) fn api_err(e: CommandError) -> AppError {
     AppError::from(e)
+}
+
+/// Counts a Stripe event's outcome and turns its error into the API's.
+pub(crate) fn counted_stripe(
+    app: &AppState,
+    result: Result<commands::handler::StripeOutcome, CommandError>,
+) -> ApiResult<commands::handler::StripeOutcome> {
+    match result {
+        Ok(outcome) => {
+            app.metrics.count_command("stripe_event", if outcome.recorded { "accepted" } else { "repeated" });
+            Ok(outcome)
+        }
+        Err(e) => {
+            let e = AppError::from(e);
+            app.metrics.count_command("stripe_event", e.status_and_code().1);
+            Err(e)
+        }
+    }
 }
 
 /// The first event of the outcome that `pick` recognises: a command's answer

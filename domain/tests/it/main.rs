@@ -2,6 +2,7 @@
 
 mod gift_spec;
 mod ledger_spec;
+mod payment_spec;
 mod properties;
 mod spec;
 mod stream_spec;

@@ -161,7 +161,38 @@ pub fn events() -> Vec<Event> {
             event_count: 1,
             event_positions: vec![],
         }),
+        Event::PaymentPurchaseCredited(PaymentPurchaseCredited {
+            payment_id: "pi_3Q".into(),
+            stripe_event_id: "evt_2".into(),
+            purchase: purchase(u),
+            state_after: PaymentSnapshot { purchase: Some(purchase(u)), ..PaymentSnapshot::default() },
+        }),
+        Event::PaymentRefundRecorded(PaymentRefundRecorded {
+            payment_id: "pi_3Q".into(),
+            stripe_event_id: Some("evt_3".into()),
+            charge_amount_cents: 499,
+            amount_refunded_cents: 100,
+            coins: 101,
+            state_after: PaymentSnapshot {
+                purchase: Some(purchase(u)),
+                charge_amount_cents: 499,
+                amount_refunded_cents: 100,
+                coins_reversed: 101,
+                flags: vec![],
+            },
+        }),
+        Event::PaymentFlagged(PaymentFlagged {
+            payment_id: "pi_3R".into(),
+            stripe_event_id: "evt_4".into(),
+            flag: PaymentFlag::UnknownPackage,
+            detail: "coins_9999".into(),
+            state_after: PaymentSnapshot { flags: vec![PaymentFlag::UnknownPackage], ..PaymentSnapshot::default() },
+        }),
     ]
+}
+
+fn purchase(user_id: Uuid) -> PaymentPurchase {
+    PaymentPurchase { user_id, package_id: "coins_500".into(), coins: 500, amount_cents: 499, currency: "usd".into() }
 }
 
 /// Every sample, sealed as the first event of its aggregate.

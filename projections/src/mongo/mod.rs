@@ -194,23 +194,23 @@ impl MongoStore {
             }
         }
         let mut sessions = HashMap::new();
-        if let Some(target) = batch.targets.iter().find(|t| t.projection == Projection::Transactions) {
-            if !payments.is_empty() {
-                let ids: Vec<Bson> = payments.into_iter().map(Bson::String).collect();
-                let limit = u32::try_from(ids.len()).unwrap_or(u32::MAX);
-                let found = self
-                    .find(
-                        &Collection::StripeSessions.physical_name(target.version),
-                        doc! {"_id": {"$in": ids}},
-                        doc! {},
-                        limit,
-                        session.as_deref_mut(),
-                    )
-                    .await?;
-                for d in found {
-                    if let (Ok(payment), Ok(s)) = (d.get_str("_id"), d.get_str("sessionId")) {
-                        sessions.insert(payment.to_string(), s.to_string());
-                    }
+        if let Some(target) = batch.targets.iter().find(|t| t.projection == Projection::Transactions)
+            && !payments.is_empty()
+        {
+            let ids: Vec<Bson> = payments.into_iter().map(Bson::String).collect();
+            let limit = u32::try_from(ids.len()).unwrap_or(u32::MAX);
+            let found = self
+                .find(
+                    &Collection::StripeSessions.physical_name(target.version),
+                    doc! {"_id": {"$in": ids}},
+                    doc! {},
+                    limit,
+                    session.as_deref_mut(),
+                )
+                .await?;
+            for d in found {
+                if let (Ok(payment), Ok(s)) = (d.get_str("_id"), d.get_str("sessionId")) {
+                    sessions.insert(payment.to_string(), s.to_string());
                 }
             }
         }
@@ -698,6 +698,24 @@ impl ReadStore for MongoStore {
             doc! {"_id": payment_id},
             plan::read_stripe_payment,
         ))
+    }
+
+    fn stripe_payments<'a>(&'a self, page: &'a PageRequest) -> BoxFuture<'a, StoreResult<Page<StripePaymentDoc>>> {
+        Box::pin(async move {
+            let after = match &page.cursor {
+                None => None,
+                Some(c) => Some(cursor::decode(c, 1)?.remove(0)),
+            };
+            let name = self.active_collection(Projection::StripePayments, Collection::StripePayments).await?;
+            self.page_of(
+                &name,
+                plan::stripe_payments_query(after.as_deref()),
+                page.limit(),
+                plan::read_stripe_payment,
+                |d: &StripePaymentDoc| cursor::encode(&[&d.payment_id]),
+            )
+            .await
+        })
     }
 }
 

@@ -21,8 +21,8 @@ use crate::ProjectionError;
 use crate::change::{Change, ProjectedBatch};
 use crate::model::{
     AccountBalance, Collection, LeaderboardEntry, LedgerEntryDoc, PayoutDoc, PayoutStatus, Projection, StreamDoc,
-    StripePaymentDoc, TransactionDoc, TransactionFilter, TxMetadata, TxStatus, TxType, UserDoc, WalletDoc, parse_role,
-    parse_stream_status, role_str, stream_status_str,
+    StripePaymentDoc, StripeSide, TransactionDoc, TransactionFilter, TxMetadata, TxStatus, TxType, UserDoc, WalletDoc,
+    parse_role, parse_stream_status, role_str, stream_status_str,
 };
 
 pub const CHECKPOINTS: &str = "projector_checkpoints";
@@ -398,7 +398,56 @@ pub fn read_stripe_payment(d: &Document) -> R<StripePaymentDoc> {
         coins_reversed: opt_int(d, "coinsReversed").unwrap_or(0),
         stripe_session_id: opt_s(d, "stripeSessionId"),
         position: position(d, C)?,
+        stripe: StripeSide {
+            package_id: opt_s(d, "packageId"),
+            coins_expected: opt_int(d, "coinsExpected").unwrap_or(0),
+            amount_cents: opt_int(d, "amountCents").unwrap_or(0),
+            currency: opt_s(d, "currency"),
+            charge_amount_cents: opt_int(d, "chargeAmountCents").unwrap_or(0),
+            amount_refunded_cents: opt_int(d, "amountRefundedCents").unwrap_or(0),
+            flags: d
+                .get_array("flags")
+                .map(|a| a.iter().filter_map(|f| f.as_str().map(str::to_string)).collect())
+                .unwrap_or_default(),
+        },
     })
+}
+
+/// The update of a payment's Stripe side: every field of the payment
+/// aggregate's state, and the user only when the ledger did not set it.
+pub fn stripe_state_update(user_id: Option<&Uuid>, state: &StripeSide, p: &Bson) -> Document {
+    let mut set = doc! {
+        "position": p.clone(),
+        "packageId": opt_str(&state.package_id),
+        "coinsExpected": state.coins_expected,
+        "amountCents": state.amount_cents,
+        "currency": opt_str(&state.currency),
+        "chargeAmountCents": state.charge_amount_cents,
+        "amountRefundedCents": state.amount_refunded_cents,
+        "flags": state.flags.iter().map(|f| Bson::String(f.clone())).collect::<Vec<Bson>>(),
+    };
+    let mut on_insert = doc! {"coinsIssued": 0i64, "coinsReversed": 0i64, "stripeSessionId": Bson::Null};
+    match user_id {
+        // A pipeline-free upsert cannot say "if null": the user of the
+        // Stripe side is the buyer the ledger credits, so setting it is the
+        // same value whenever both are known.
+        Some(user) => {
+            set.insert("userId", user.to_string());
+        }
+        None => {
+            on_insert.insert("userId", Bson::Null);
+        }
+    }
+    doc! {"$set": set, "$setOnInsert": on_insert}
+}
+
+/// Stripe payments after `after` (a PaymentIntent id), by id.
+pub fn stripe_payments_query(after: Option<&str>) -> (Document, Document) {
+    let filter = match after {
+        Some(id) => doc! {"_id": {"$gt": id}},
+        None => doc! {},
+    };
+    (filter, doc! {"_id": 1})
 }
 
 // ---------------------------------------------------------------------------
@@ -586,6 +635,12 @@ pub fn plan_batch(
                 guarded(payment_id.as_str(), &p),
                 doc! {"$set": {"stripeSessionId": session_id, "position": p.clone()},
                 "$setOnInsert": {"coinsIssued": 0i64, "coinsReversed": 0i64, "userId": Bson::Null}},
+                true,
+            )),
+            Change::StripeState { payment_id, user_id, state } => w.push(update(
+                &name(Collection::StripePayments),
+                guarded(payment_id.as_str(), &p),
+                stripe_state_update(user_id.as_ref(), state, &p),
                 true,
             )),
         }
@@ -1015,6 +1070,52 @@ mod tests {
             .as_deref(),
             Some("cs_1")
         );
+    }
+
+    #[test]
+    fn a_payments_stripe_side_is_set_whole_and_reads_back() {
+        let target = Projection::StripePayments.current();
+        let side = StripeSide {
+            package_id: Some("coins_500".into()),
+            coins_expected: 500,
+            amount_cents: 499,
+            currency: Some("usd".into()),
+            charge_amount_cents: 499,
+            amount_refunded_cents: 100,
+            flags: vec!["unknown_package".into()],
+        };
+        let b = batch(
+            vec![target],
+            vec![
+                (7, 0, Change::StripeState { payment_id: "pi_1".into(), user_id: Some(u(1)), state: side.clone() }),
+                (8, 0, Change::StripeState { payment_id: "pi_2".into(), user_id: None, state: StripeSide::default() }),
+            ],
+        );
+        let plan = plan_batch(&b, &[0], &mut HashMap::new(), &mut HashMap::new()).unwrap();
+        let first = plan.writes.iter().find(|w| w.statement.get_document("q").unwrap().get_str("_id") == Ok("pi_1"));
+        let update = first.expect("an update of pi_1").statement.get_document("u").unwrap().clone();
+        let set = update.get_document("$set").unwrap();
+        assert_eq!(set.get_str("userId").unwrap(), u(1).to_string());
+        assert_eq!(set.get_i64("coinsExpected").unwrap(), 500);
+        assert_eq!(set.get_array("flags").unwrap(), &vec![Bson::String("unknown_package".into())]);
+        assert!(update.get_document("$setOnInsert").unwrap().get("userId").is_none(), "the user is set, not defaulted");
+        let second = plan.writes.iter().find(|w| w.statement.get_document("q").unwrap().get_str("_id") == Ok("pi_2"));
+        let update = second.expect("an update of pi_2").statement.get_document("u").unwrap().clone();
+        assert_eq!(update.get_document("$setOnInsert").unwrap().get("userId"), Some(&Bson::Null));
+        assert!(update.get_document("$set").unwrap().get("userId").is_none());
+
+        // What an upsert stores reads back as the document.
+        let mut stored = set.clone();
+        stored.extend(update_defaults());
+        stored.insert("_id", "pi_1");
+        let doc = read_stripe_payment(&stored).unwrap();
+        assert_eq!(doc.stripe, side);
+        assert_eq!((doc.payment_id.as_str(), doc.user_id, doc.position), ("pi_1", Some(u(1)), 7));
+        assert_eq!(stripe_payments_query(Some("pi_1")), (doc! {"_id": {"$gt": "pi_1"}}, doc! {"_id": 1}));
+    }
+
+    fn update_defaults() -> Document {
+        doc! {"coinsIssued": 500i64, "coinsReversed": 101i64, "stripeSessionId": Bson::Null}
     }
 
     #[test]

@@ -108,21 +108,21 @@ impl Writer {
     }
 
     fn commit(&mut self) -> StoreResult<()> {
-        if self.open.take().is_some() {
-            if let Err(e) = self.conn.execute_batch("COMMIT") {
-                // A failed commit may leave the transaction open.
-                let _ = self.conn.execute_batch("ROLLBACK");
-                return Err(db_err(e));
-            }
+        if self.open.take().is_some()
+            && let Err(e) = self.conn.execute_batch("COMMIT")
+        {
+            // A failed commit may leave the transaction open.
+            let _ = self.conn.execute_batch("ROLLBACK");
+            return Err(db_err(e));
         }
         Ok(())
     }
 
     fn rollback(&mut self) {
-        if self.open.take().is_some() {
-            if let Err(e) = self.conn.execute_batch("ROLLBACK") {
-                tracing::warn!(error = %e, "sqlite rollback failed");
-            }
+        if self.open.take().is_some()
+            && let Err(e) = self.conn.execute_batch("ROLLBACK")
+        {
+            tracing::warn!(error = %e, "sqlite rollback failed");
         }
     }
 }
@@ -663,6 +663,23 @@ fn apply_change(
         Change::StripeSession { payment_id, session_id } => {
             exec(&sql.stripe_session, params![payment_id, session_id, pos])?;
         }
+        Change::StripeState { payment_id, user_id, state } => {
+            exec(
+                &sql.stripe_state,
+                params![
+                    payment_id,
+                    user_id.as_ref().map(|u| u.as_bytes().to_vec()),
+                    pos,
+                    state.package_id,
+                    state.coins_expected,
+                    state.amount_cents,
+                    state.currency,
+                    state.charge_amount_cents,
+                    state.amount_refunded_cents,
+                    state.flags.join(","),
+                ],
+            )?;
+        }
     }
     counter.tick()
 }
@@ -1119,6 +1136,21 @@ impl ReadStore for SqliteStore {
             let t = active_table(tx, Projection::StripePayments, Collection::StripePayments)?;
             let sql = format!("SELECT {STRIPE_COLS} FROM {t} WHERE payment_id = ?1");
             Ok(query_docs(tx, &sql, params![payment_id], rows::stripe_payment)?.pop())
+        }))
+    }
+
+    fn stripe_payments<'a>(&'a self, page: &'a PageRequest) -> BoxFuture<'a, StoreResult<Page<StripePaymentDoc>>> {
+        let page = page.clone();
+        Box::pin(self.read(move |tx| {
+            let t = active_table(tx, Projection::StripePayments, Collection::StripePayments)?;
+            let after = match &page.cursor {
+                None => String::new(),
+                Some(c) => cursor::decode(c, 1)?.remove(0),
+            };
+            let limit = page.limit();
+            let sql = format!("SELECT {STRIPE_COLS} FROM {t} WHERE payment_id > ?1 ORDER BY payment_id LIMIT ?2");
+            let items = query_docs(tx, &sql, params![after, i64::from(limit) + 1], rows::stripe_payment)?;
+            Ok(into_page(items, limit, |d: &StripePaymentDoc| cursor::encode(&[&d.payment_id])))
         }))
     }
 }

@@ -6,7 +6,7 @@ use uuid::Uuid;
 
 use crate::ProjectionError;
 use crate::model::{
-    AccountBalance, LeaderboardEntry, LedgerEntryDoc, PayoutDoc, PayoutStatus, StreamDoc, StripePaymentDoc,
+    AccountBalance, LeaderboardEntry, LedgerEntryDoc, PayoutDoc, PayoutStatus, StreamDoc, StripePaymentDoc, StripeSide,
     TransactionDoc, TxMetadata, TxStatus, TxType, UserDoc, WalletDoc, from_micros, parse_role, parse_stream_status,
     pos_u64,
 };
@@ -183,6 +183,18 @@ pub(super) fn stripe_payment(row: &Row<'_>) -> R<StripePaymentDoc> {
         coins_reversed: col(row, 3)?,
         stripe_session_id: col(row, 4)?,
         position: position(T, row, 5)?,
+        stripe: StripeSide {
+            package_id: col(row, 6)?,
+            coins_expected: col(row, 7)?,
+            amount_cents: col(row, 8)?,
+            currency: col(row, 9)?,
+            charge_amount_cents: col(row, 10)?,
+            amount_refunded_cents: col(row, 11)?,
+            flags: {
+                let flags: String = col(row, 12)?;
+                flags.split(',').filter(|f| !f.is_empty()).map(str::to_string).collect()
+            },
+        },
     })
 }
 

@@ -102,7 +102,10 @@ fn collection_ddl(collection: Collection, version: u32) -> String {
         ),
         Collection::StripePayments => format!(
             "CREATE TABLE IF NOT EXISTS {t} (payment_id TEXT PRIMARY KEY, user_id BLOB, coins_issued INTEGER NOT NULL,
-                coins_reversed INTEGER NOT NULL, stripe_session_id TEXT, position INTEGER NOT NULL) WITHOUT ROWID;"
+                coins_reversed INTEGER NOT NULL, stripe_session_id TEXT, position INTEGER NOT NULL,
+                package_id TEXT, coins_expected INTEGER NOT NULL DEFAULT 0, amount_cents INTEGER NOT NULL DEFAULT 0,
+                currency TEXT, charge_amount_cents INTEGER NOT NULL DEFAULT 0,
+                amount_refunded_cents INTEGER NOT NULL DEFAULT 0, flags TEXT NOT NULL DEFAULT '') WITHOUT ROWID;"
         ),
     }
 }
@@ -124,7 +127,11 @@ pub(super) const ENTRY_ROWS_PER_INSERT: usize = 32;
 pub(super) const ENTRY_COLS: &str =
     "account, position, seq, event_type, counterparty, coins, balance_after, created_at";
 pub(super) const LEADERBOARD_COLS: &str = "stream_id, user_id, coins, position";
-pub(super) const STRIPE_COLS: &str = "payment_id, user_id, coins_issued, coins_reversed, stripe_session_id, position";
+pub(super) const STRIPE_COLS: &str = "payment_id, user_id, coins_issued, coins_reversed, stripe_session_id, position, \
+    package_id, coins_expected, amount_cents, currency, charge_amount_cents, amount_refunded_cents, flags";
+/// The columns the first statements write (the Stripe side keeps its
+/// defaults until a payment event sets it).
+const STRIPE_LEDGER_COLS: &str = "payment_id, user_id, coins_issued, coins_reversed, stripe_session_id, position";
 
 /// Every write statement of one version, built once per version and kept,
 /// so that `prepare_cached` finds the same text every time.
@@ -156,6 +163,7 @@ pub(super) struct WriteSql {
     pub stripe_issued: String,
     pub stripe_reversed: String,
     pub stripe_session: String,
+    pub stripe_state: String,
 }
 
 impl WriteSql {
@@ -258,19 +266,28 @@ impl WriteSql {
                  position = MAX(position, excluded.position)"
             ),
             stripe_issued: format!(
-                "INSERT INTO {stripe} ({STRIPE_COLS}) VALUES (?1, ?2, ?3, 0, NULL, ?4)
+                "INSERT INTO {stripe} ({STRIPE_LEDGER_COLS}) VALUES (?1, ?2, ?3, 0, NULL, ?4)
                  ON CONFLICT(payment_id) DO UPDATE SET user_id = excluded.user_id,
                  coins_issued = coins_issued + excluded.coins_issued, position = excluded.position"
             ),
             stripe_reversed: format!(
-                "INSERT INTO {stripe} ({STRIPE_COLS}) VALUES (?1, ?2, 0, ?3, NULL, ?4)
+                "INSERT INTO {stripe} ({STRIPE_LEDGER_COLS}) VALUES (?1, ?2, 0, ?3, NULL, ?4)
                  ON CONFLICT(payment_id) DO UPDATE SET user_id = excluded.user_id,
                  coins_reversed = coins_reversed + excluded.coins_reversed, position = excluded.position"
             ),
             stripe_session: format!(
-                "INSERT INTO {stripe} ({STRIPE_COLS}) VALUES (?1, NULL, 0, 0, ?2, ?3)
+                "INSERT INTO {stripe} ({STRIPE_LEDGER_COLS}) VALUES (?1, NULL, 0, 0, ?2, ?3)
                  ON CONFLICT(payment_id) DO UPDATE SET stripe_session_id = excluded.stripe_session_id,
                  position = excluded.position"
+            ),
+            // The user is the ledger's when it has one (a purchase sets both).
+            stripe_state: format!(
+                "INSERT INTO {stripe} ({STRIPE_COLS}) VALUES (?1, ?2, 0, 0, NULL, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+                 ON CONFLICT(payment_id) DO UPDATE SET user_id = COALESCE(user_id, excluded.user_id),
+                 position = excluded.position, package_id = excluded.package_id,
+                 coins_expected = excluded.coins_expected, amount_cents = excluded.amount_cents,
+                 currency = excluded.currency, charge_amount_cents = excluded.charge_amount_cents,
+                 amount_refunded_cents = excluded.amount_refunded_cents, flags = excluded.flags"
             ),
         }
     }

@@ -95,6 +95,35 @@ pub async fn generated_log_projects_consistently(store: Arc<dyn ReadStore>) {
     let viewers: Vec<i64> = live.items.iter().map(|s| s.viewers).collect();
     assert!(viewers.windows(2).all(|w| w[0] >= w[1]), "most viewers first: {viewers:?}");
 
+    // The reconciliation: every Stripe payment, paged by id; each credited
+    // purchase issued its package's coins, each refund reversed its share;
+    // the flagged payments (unknown users) are the only mismatches.
+    let mut payments = Vec::new();
+    let mut page = PageRequest::first(13);
+    loop {
+        let p = store.stripe_payments(&page).await.unwrap();
+        payments.extend(p.items);
+        match p.next_cursor {
+            Some(c) => page = PageRequest::after(13, Some(c)),
+            None => break,
+        }
+    }
+    assert!(payments.len() > 20, "{} payments", payments.len());
+    assert!(payments.windows(2).all(|w| w[0].payment_id < w[1].payment_id), "by PaymentIntent id");
+    let mut flagged = 0;
+    for p in &payments {
+        if p.payment_id.starts_with("pi_flagged_") {
+            flagged += 1;
+            assert_eq!(p.mismatches(), vec!["unknown_user".to_string()]);
+        } else {
+            assert_eq!(p.mismatches(), Vec::<String>::new(), "{p:?}");
+            assert_eq!(p.coins_issued, p.stripe.coins_expected);
+        }
+    }
+    assert!(flagged > 0);
+    let one = store.stripe_payment(&payments[0].payment_id).await.unwrap();
+    assert_eq!(one.as_ref(), Some(&payments[0]));
+
     let (reference, _dir) = sqlite().await;
     project_all(reference.clone(), log).await;
     assert_eq!(

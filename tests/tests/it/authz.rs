@@ -132,6 +132,11 @@ fn cases() -> Vec<Case> {
         get("/api/v1/wallet", USERS_200),
         get("/api/v1/transactions", USERS_200),
         get("/api/v1/coins/packages", ALL_200),
+        // No STRIPE_SECRET_KEY in this service: the provider's problem.
+        post("/api/v1/coins/checkout", r#"{"packageId":"coins_100"}"#, [401, 502, 502, 502, 502]),
+        post("/api/v1/coins/payment-intent", r#"{"packageId":"coins_100"}"#, [401, 502, 502, 502, 502]),
+        // Stripe's route: a token is no signature.
+        post("/api/v1/webhooks/stripe", r#"{"id":"evt_1","type":"x"}"#, [400; 5]),
         get("/api/v1/gifts/catalog", ALL_200),
         // The user already hosts a live stream.
         post("/api/v1/streams", r#"{"title":"t","category":"c"}"#, [401, 409, 201, 201, 201]),
@@ -160,6 +165,7 @@ fn cases() -> Vec<Case> {
         get("/api/v1/ledger/accounts/payout_hold:{user}/entries", [401, 200, 403, 200, 200]),
         get("/api/v1/ledger/accounts/platform:revenue/entries", FINANCE_READ),
         get("/api/v1/ledger/trial-balance", FINANCE_READ),
+        get("/api/v1/ledger/reconciliation", FINANCE_READ),
         // Last: ends the user's stream (host and admin may).
         post("/api/v1/streams/{live_stream}/end", "{}", [401, 200, 403, 200, 403]),
     ]

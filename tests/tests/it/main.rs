@@ -9,3 +9,4 @@ mod drill;
 mod journey;
 mod openapi;
 mod ops;
+mod stripe;

@@ -1,5 +1,5 @@
-//! The OpenAPI document covers every route of the contract (Stripe routes
-//! excepted, until they exist), and /docs browses it without any CDN.
+//! The OpenAPI document covers every route of the contract, and /docs
+//! browses it without any CDN.
 
 use halobuzz_tests::http::TestApp;
 
@@ -16,6 +16,9 @@ const CONTRACT_ROUTES: &[(&str, &str)] = &[
     ("get", "/api/v1/wallet"),
     ("get", "/api/v1/transactions"),
     ("get", "/api/v1/coins/packages"),
+    ("post", "/api/v1/coins/checkout"),
+    ("post", "/api/v1/coins/payment-intent"),
+    ("post", "/api/v1/webhooks/stripe"),
     ("get", "/api/v1/gifts/catalog"),
     ("post", "/api/v1/streams"),
     ("post", "/api/v1/streams/{id}/end"),
@@ -34,6 +37,7 @@ const CONTRACT_ROUTES: &[(&str, &str)] = &[
     ("post", "/api/v1/admin/users/{id}/roles"),
     ("get", "/api/v1/ledger/accounts/{account}/entries"),
     ("get", "/api/v1/ledger/trial-balance"),
+    ("get", "/api/v1/ledger/reconciliation"),
 ];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

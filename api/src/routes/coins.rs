@@ -1,0 +1,123 @@
+//! Buying coins: a Stripe Checkout Session or a PaymentIntent for a coin
+//! package, and the Stripe webhook that credits (and reverses) the coins.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::IntoResponse;
+
+use crate::config::CoinPackage;
+use crate::error::{ApiResult, AppError, Problem};
+use crate::extract::{ApiJson, AuthUser, CommandMeta};
+use crate::state::AppState;
+use crate::stripe::{SignatureError, read_event, verify_signature};
+use crate::views::{CheckoutCreated, CoinPurchaseBody, PaymentIntentCreated, WebhookAck};
+
+fn package<'a>(app: &'a AppState, package_id: &str) -> ApiResult<&'a CoinPackage> {
+    app.config
+        .coin_packages
+        .iter()
+        .find(|p| p.id == package_id)
+        .ok_or_else(|| AppError::validation("packageId", "is not a coin package on sale"))
+}
+
+/// A Stripe Checkout Session for a coin package; the buyer and the package
+/// are in its metadata (and its PaymentIntent's), the buyer is its
+/// `client_reference_id`. The coins arrive with the webhook.
+#[utoipa::path(
+    post, path = "/api/v1/coins/checkout", tag = "coins",
+    request_body = CoinPurchaseBody,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Up to 255 characters; passed on to Stripe (scoped to the caller), so a repeat gets the same Stripe object")),
+    security(("bearerAuth" = [])),
+    responses(
+        (status = 201, body = CheckoutCreated),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`validation_failed`: not a package on sale", body = Problem, content_type = "application/problem+json"),
+        (status = 502, description = "`payment_provider_error`: Stripe refused or failed", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn checkout(
+    State(app): State<AppState>,
+    caller: AuthUser,
+    meta: CommandMeta,
+    ApiJson(body): ApiJson<CoinPurchaseBody>,
+) -> ApiResult<impl IntoResponse> {
+    let package = package(&app, &body.package_id)?;
+    let session = app.stripe.create_checkout_session(caller.id, package, meta.idempotency_key.as_deref()).await?;
+    tracing::info!(user_id = %caller.id, package_id = %package.id, session_id = %session.id, "checkout session created");
+    Ok((StatusCode::CREATED, Json(CheckoutCreated { checkout_session_id: session.id, url: session.url })))
+}
+
+/// A Stripe PaymentIntent for a coin package, for the mobile payment sheet;
+/// the buyer and the package are in its metadata. The coins arrive with the
+/// webhook.
+#[utoipa::path(
+    post, path = "/api/v1/coins/payment-intent", tag = "coins",
+    request_body = CoinPurchaseBody,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Up to 255 characters; passed on to Stripe (scoped to the caller), so a repeat gets the same Stripe object")),
+    security(("bearerAuth" = [])),
+    responses(
+        (status = 201, body = PaymentIntentCreated),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`validation_failed`: not a package on sale", body = Problem, content_type = "application/problem+json"),
+        (status = 502, description = "`payment_provider_error`: Stripe refused or failed", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn payment_intent(
+    State(app): State<AppState>,
+    caller: AuthUser,
+    meta: CommandMeta,
+    ApiJson(body): ApiJson<CoinPurchaseBody>,
+) -> ApiResult<impl IntoResponse> {
+    let package = package(&app, &body.package_id)?;
+    let intent = app.stripe.create_payment_intent(caller.id, package, meta.idempotency_key.as_deref()).await?;
+    tracing::info!(user_id = %caller.id, package_id = %package.id, payment_id = %intent.id, "payment intent created");
+    let answer = PaymentIntentCreated { payment_intent_id: intent.id, client_secret: intent.client_secret };
+    Ok((StatusCode::CREATED, Json(answer)))
+}
+
+/// Stripe's webhook. The signature is verified over the raw body first
+/// (any `v1`, any of the `STRIPE_WEBHOOK_SECRET` secrets, 300 s either
+/// way): a bad one is `400 invalid_signature` and nothing is recorded.
+/// Every verified event is recorded once; a purchase is credited once per
+/// PaymentIntent; `charge.refunded` reverses coins from its running
+/// `amount_refunded`; a repeat answers `200` and changes nothing.
+#[utoipa::path(
+    post, path = "/api/v1/webhooks/stripe", tag = "coins",
+    request_body(content = String, description = "A Stripe event, exactly as Stripe sent it", content_type = "application/json"),
+    params(("Stripe-Signature" = String, Header, description = "`t=<unix s>,v1=<hex HMAC-SHA256 of \"{t}.{body}\">[,v1=...]`")),
+    responses(
+        (status = 200, body = WebhookAck),
+        (status = 400, description = "`invalid_signature`, `malformed_json` (nothing recorded)", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`unavailable`, `maintenance`: Stripe retries later", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn stripe_webhook(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<Json<WebhookAck>> {
+    let header = headers
+        .get("stripe-signature")
+        .and_then(|v| v.to_str().ok())
+        .ok_or(AppError::InvalidSignature(SignatureError::Missing))?;
+    let now_s = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let now_s = i64::try_from(now_s).unwrap_or(i64::MAX);
+    verify_signature(header, &body, &app.config.stripe_webhook_secrets, now_s)?;
+    let event = read_event(&body, &app.config.coin_packages)?;
+    let event_id = event.record.stripe_event_id.clone();
+    let event_type = event.record.stripe_event_type.clone();
+    let result = app.commands.stripe_event(event.record, event.payment).await;
+    let outcome = crate::routes::counted_stripe(&app, result)?;
+    tracing::info!(
+        stripe_event_id = %event_id,
+        stripe_event_type = %event_type,
+        duplicate = !outcome.recorded,
+        position = outcome.position,
+        "stripe event"
+    );
+    Ok(Json(WebhookAck { received: true, duplicate: !outcome.recorded, position: outcome.position }))
+}

@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Installs the two Stripe stand-ins the end-to-end tests use, pinned, into
+# the tools folder ($HALOBUZZ_TOOLS_DIR, default <repo>/.tools), and prints
+# two lines on stdout:
+#   LOCALSTRIPE_BIN=<path of the localstripe executable>
+#   STRIPE_SIGNER_DIR=<folder whose node_modules holds the stripe npm package>
+#
+# - localstripe (PyPI), a fake but stateful Stripe server, in its own venv:
+#   our routes create and confirm PaymentIntents there, and it delivers
+#   signed webhooks to our route.
+# - stripe (npm), Stripe's official Node library: its
+#   `webhooks.generateTestHeaderString` signs the payloads localstripe
+#   cannot send (Checkout Sessions, charge.refunded), so that our verifier
+#   is checked against an independent signer.
+#
+# Everything but the two lines goes to stderr. Idempotent: a complete
+# install is kept, a partial one is redone. Run once before the tests
+# (scripts/test.sh does), not from racing processes.
+set -euo pipefail
+
+LOCALSTRIPE_VERSION="1.15.10"
+STRIPE_NPM_VERSION="23.1.0"
+
+log() { printf 'ensure-stripe-tools: %s\n' "$*" >&2; }
+
+if [ -n "${HALOBUZZ_TOOLS_DIR:-}" ]; then
+    tools_dir="$HALOBUZZ_TOOLS_DIR"
+else
+    tools_dir="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/.tools"
+fi
+mkdir -p "$tools_dir"
+
+venv="$tools_dir/localstripe-$LOCALSTRIPE_VERSION"
+# A venv's scripts name their interpreter by absolute path, so it is built
+# in place; the marker file, written last, says the install is complete.
+if ! [ -f "$venv/.complete" ]; then
+    log "installing localstripe $LOCALSTRIPE_VERSION (PyPI) into $venv"
+    rm -rf "$venv"
+    python3 -m venv "$venv" >&2
+    PIP_ROOT_USER_ACTION=ignore "$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
+        "localstripe==$LOCALSTRIPE_VERSION" >&2
+    touch "$venv/.complete"
+fi
+
+signer="$tools_dir/stripe-node-$STRIPE_NPM_VERSION"
+if ! [ -f "$signer/node_modules/stripe/package.json" ]; then
+    log "installing stripe $STRIPE_NPM_VERSION (npm) into $signer"
+    rm -rf "$signer.partial"
+    mkdir -p "$signer.partial"
+    (cd "$signer.partial" && echo '{"private":true}' > package.json &&
+        npm install --silent --no-audit --no-fund --save-exact "stripe@$STRIPE_NPM_VERSION" >&2)
+    rm -rf "$signer"
+    mv -T "$signer.partial" "$signer"
+fi
+
+echo "LOCALSTRIPE_BIN=$venv/bin/localstripe"
+echo "STRIPE_SIGNER_DIR=$signer"
