@@ -125,6 +125,10 @@ pub struct ProjectedBatch {
     /// batch without it, `ReadStore::flush`, or any other write commits.
     /// Atomicity is unchanged: batches and checkpoints commit together.
     pub hold_open: bool,
+    /// How far the log's head was past `to_position` when the batch was
+    /// read: far behind (a rebuild, a long catch-up), nobody reads these
+    /// positions yet, so the store may hold its transaction open longer.
+    pub behind_events: u64,
 }
 
 /// What applying a batch did.

@@ -483,6 +483,7 @@ impl Runner {
         let mut prepared = prepared;
         // More is waiting: the store may commit this batch with the next.
         prepared.batch.hold_open = full;
+        prepared.batch.behind_events = prepared.last_position.saturating_sub(to);
         if full {
             cursor.ahead = Some(tokio::spawn(read_and_project(
                 self.source.clone(),
@@ -588,7 +589,13 @@ fn project_prefix(
             Err(source) => {
                 let error = ProjectionError::Decode { position: message.position, source };
                 return (
-                    ProjectedBatch { targets: targets.to_vec(), to_position, changes, hold_open: false },
+                    ProjectedBatch {
+                        targets: targets.to_vec(),
+                        to_position,
+                        changes,
+                        hold_open: false,
+                        behind_events: 0,
+                    },
                     Some(error),
                 );
             }
@@ -607,7 +614,7 @@ fn project_prefix(
             }));
         }
     }
-    (ProjectedBatch { targets: targets.to_vec(), to_position, changes, hold_open: false }, None)
+    (ProjectedBatch { targets: targets.to_vec(), to_position, changes, hold_open: false, behind_events: 0 }, None)
 }
 
 /// Waits until a runner's checkpoint reaches `position` (read your writes

@@ -881,6 +881,7 @@ mod tests {
                 .map(|(position, target, change)| PositionedChange { position, target, change })
                 .collect(),
             hold_open: false,
+            behind_events: 0,
         }
     }
 

@@ -214,7 +214,8 @@ pub async fn versions_build_side_by_side_and_switch(store: Arc<dyn ReadStore>) {
         Err(ProjectionError::Retired { version: 1, active: 2, .. }) => {}
         other => panic!("expected Retired, got {other:?}"),
     }
-    let batch = projections::ProjectedBatch { targets: vec![v1], to_position: 99, changes: vec![], hold_open: false };
+    let batch =
+        projections::ProjectedBatch { targets: vec![v1], to_position: 99, changes: vec![], ..Default::default() };
     assert!(matches!(store.apply(batch).await, Err(ProjectionError::Retired { .. })));
     assert!(store.activate(v1).await.is_err(), "no going back");
     assert!(store.drop_version(v2).await.is_err(), "the active version is not dropped");
