@@ -68,7 +68,7 @@ impl Default for ReactorConfig {
         ReactorConfig {
             lease_key: "gift-reactor".into(),
             batch_size_max: 1_000,
-            batch_delay: Duration::from_millis(5),
+            batch_delay: Duration::from_millis(20),
             lease_ttl: Duration::from_secs(3),
             hosts_in_flight_max: 16,
             replicas: 1,
