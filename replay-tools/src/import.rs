@@ -260,15 +260,15 @@ pub async fn import(
                         .await
                         .map_err(|e| anyhow::anyhow!("publishing position {}: {e}", message.position))?;
                     in_flight.push_back((message.position, message.subject, ack));
-                    if in_flight.len() >= IMPORT_IN_FLIGHT_MAX {
-                        if let Some((position, subject, ack)) = in_flight.pop_front() {
-                            settle(position, &subject, ack.await)?;
-                            written += 1;
-                        }
+                    if in_flight.len() >= IMPORT_IN_FLIGHT_MAX
+                        && let Some((position, subject, ack)) = in_flight.pop_front()
+                    {
+                        settle(position, &subject, ack.await)?;
+                        written += 1;
                     }
                 }
                 done += 1;
-                if done % 1_024 == 0 {
+                if done.is_multiple_of(1_024) {
                     progress.set(done);
                 }
             }

@@ -177,33 +177,31 @@ pub(crate) async fn guarded(
     keyed: bool,
     work: impl Future<Output = ApiResult<Outcome>>,
 ) -> ApiResult<Outcome> {
-    if keyed {
-        if let Some(bytes) = app.rejections.get(&ctx.scope, &ctx.command_id).await.map_err(AppError::from)? {
-            let remembered: RememberedRejection = serde_json::from_slice(&bytes)
-                .map_err(|e| AppError::Internal(format!("a remembered rejection does not read: {e}")))?;
-            let e = if remembered.fingerprint == ctx.fingerprint {
-                AppError::Remembered(Box::new(remembered.problem))
-            } else {
-                AppError::IdempotencyKeyReused
-            };
-            app.metrics.count_command(command, e.status_and_code().1);
-            return Err(e);
-        }
+    if keyed && let Some(bytes) = app.rejections.get(&ctx.scope, &ctx.command_id).await.map_err(AppError::from)? {
+        let remembered: RememberedRejection = serde_json::from_slice(&bytes)
+            .map_err(|e| AppError::Internal(format!("a remembered rejection does not read: {e}")))?;
+        let e = if remembered.fingerprint == ctx.fingerprint {
+            AppError::Remembered(Box::new(remembered.problem))
+        } else {
+            AppError::IdempotencyKeyReused
+        };
+        app.metrics.count_command(command, e.status_and_code().1);
+        return Err(e);
     }
     let result = work.await;
     match &result {
         Ok(outcome) => app.metrics.count_command(command, if outcome.repeated { "repeated" } else { "accepted" }),
         Err(e) => app.metrics.count_command(command, e.status_and_code().1),
     }
-    if let (true, Err(e)) = (keyed, &result) {
-        if e.is_decided_rejection() {
-            let remembered = RememberedRejection { fingerprint: ctx.fingerprint.clone(), problem: e.problem() };
-            let bytes = serde_json::to_vec(&remembered).unwrap_or_default();
-            // The answer stands even when it cannot be remembered; a repeat
-            // is then decided again.
-            if let Err(cause) = app.rejections.remember(&ctx.scope, &ctx.command_id, bytes.into()).await {
-                tracing::warn!(command, %cause, "a rejection could not be remembered");
-            }
+    if let (true, Err(e)) = (keyed, &result)
+        && e.is_decided_rejection()
+    {
+        let remembered = RememberedRejection { fingerprint: ctx.fingerprint.clone(), problem: e.problem() };
+        let bytes = serde_json::to_vec(&remembered).unwrap_or_default();
+        // The answer stands even when it cannot be remembered; a repeat is
+        // then decided again.
+        if let Err(cause) = app.rejections.remember(&ctx.scope, &ctx.command_id, bytes.into()).await {
+            tracing::warn!(command, %cause, "a rejection could not be remembered");
         }
     }
     result
