@@ -134,10 +134,11 @@ impl AppError {
             AppError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             AppError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             AppError::IdempotencyKeyReused => (StatusCode::CONFLICT, "idempotency_key_reused"),
-            AppError::Remembered(p) => (
-                StatusCode::from_u16(p.status).unwrap_or(StatusCode::CONFLICT),
-                REMEMBERED_CODES.iter().copied().find(|c| *c == p.code).unwrap_or("remembered"),
-            ),
+            // The body keeps the first answer's own code; metrics and logs
+            // count a replayed rejection as such.
+            AppError::Remembered(p) => {
+                (StatusCode::from_u16(p.status).unwrap_or(StatusCode::CONFLICT), "remembered_rejection")
+            }
             AppError::Contention => (StatusCode::CONFLICT, "contention"),
             AppError::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
             AppError::Maintenance => (StatusCode::SERVICE_UNAVAILABLE, "maintenance"),
@@ -325,22 +326,3 @@ impl From<crate::stripe::EventError> for AppError {
 
 /// The result of every handler.
 pub type ApiResult<T> = Result<T, AppError>;
-
-/// Every code a decided rejection can carry (`AppError::is_decided_rejection`),
-/// so that a remembered one keeps its `&'static` code in metrics and logs.
-const REMEMBERED_CODES: &[&str] = &[
-    "insufficient_funds",
-    "insufficient_earnings",
-    "amount_out_of_range",
-    "below_minimum",
-    "too_many_pending_payouts",
-    "payout_not_pending",
-    "not_found",
-    "stream_not_live",
-    "stream_already_live",
-    "conflict",
-    "self_gift_forbidden",
-    "forbidden",
-    "email_taken",
-    "username_taken",
-];

@@ -15,7 +15,7 @@ use uuid::Uuid;
 use crate::auth::parse_role;
 use crate::error::{ApiResult, AppError, Problem};
 use crate::extract::{AdminOnly, ApiJson, ApiPath, ApiQuery, CommandMeta, Consistency, FinanceOrAdmin, Privileged};
-use crate::routes::{api_err, find_event, guarded, replayed};
+use crate::routes::{find_event, guarded, replayed};
 use crate::state::{AppState, command_context, fingerprint};
 use crate::views::{
     AdjustmentRequest, AdjustmentView, ApprovePayoutRequest, PayoutPage, PayoutSettled, PayoutsQuery,
@@ -97,7 +97,7 @@ async fn settle(
     };
     // The payout's owner comes from a read model, which may lag: a miss
     // there is not a decision, so it stays outside the guard.
-    let run = async { app.commands.ledger(&ctx, payout.user_id, command).await.map_err(api_err) };
+    let run = async { app.commands.ledger(&ctx, payout.user_id, command).await.map_err(AppError::from) };
     let outcome = guarded(app, name, &ctx, keyed, run).await?;
     let settled = outcome.events.iter().any(|e| match (&e.event, status) {
         (Event::PayoutApproved(p), "paid") => p.payout_id == payout_id,
@@ -201,7 +201,7 @@ pub async fn adjust(
         if app.user_from_log(body.user_id).await?.is_none() {
             return Err(AppError::not_found("no such user"));
         }
-        app.commands.ledger(&ctx, body.user_id, command).await.map_err(api_err)
+        app.commands.ledger(&ctx, body.user_id, command).await.map_err(AppError::from)
     };
     let outcome = guarded(&app, "adjust", &ctx, meta.idempotency_key.is_some(), run).await?;
     let (adjusted, _) = find_event(&outcome.events, |e| match e {
@@ -249,7 +249,7 @@ pub async fn change_roles(
     };
     let command = ChangeRoles { user_id, grant: parse("grant", &body.grant)?, revoke: parse("revoke", &body.revoke)? };
     let ctx = admin_ctx(admin.user.id, &meta, &body);
-    let run = async { app.commands.change_roles(&ctx, command).await.map_err(api_err) };
+    let run = async { app.commands.change_roles(&ctx, command).await.map_err(AppError::from) };
     let outcome = guarded(&app, "change_roles", &ctx, meta.idempotency_key.is_some(), run).await?;
     let roles = match outcome.events.iter().find_map(|e| match &e.event {
         Event::UserRolesChanged(c) => Some(c.state_after.roles.clone()),

@@ -11,7 +11,7 @@ use uuid::Uuid;
 use crate::auth::check_password;
 use crate::error::{ApiResult, AppError, Problem};
 use crate::extract::{ApiJson, CommandMeta};
-use crate::routes::{api_err, find_event, guarded, replayed};
+use crate::routes::{find_event, guarded, replayed};
 use crate::state::{AppState, command_context, fingerprint};
 use crate::views::{AuthResponse, LoginRequest, RefreshRequest, RegisterRequest, TokensResponse, UserView};
 
@@ -52,7 +52,7 @@ pub async fn register(
     );
     let password_hash = app.auth.hash_password(body.password.clone()).await?;
     let command = Register { user_id, email, username: body.username, password_hash, admin_emails: vec![] };
-    let run = async { app.commands.register(&ctx, command).await.map_err(api_err) };
+    let run = async { app.commands.register(&ctx, command).await.map_err(AppError::from) };
     let outcome = guarded(&app, "register", &ctx, meta.idempotency_key.is_some(), run).await?;
     let (registered, envelope) = find_event(&outcome.events, |e| match e {
         Event::UserRegistered(r) => Some(r),

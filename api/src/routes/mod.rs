@@ -214,11 +214,6 @@ struct RememberedRejection {
     problem: Problem,
 }
 
-/// A command's own errors as the API's.
-pub(crate) fn api_err(e: CommandError) -> AppError {
-    AppError::from(e)
-}
-
 /// Counts a Stripe event's outcome and turns its error into the API's.
 pub(crate) fn counted_stripe(
     app: &AppState,

@@ -8,9 +8,9 @@ use events_schema::{Actor, Event};
 use projections::{PageRequest, Projection};
 use uuid::Uuid;
 
-use crate::error::{ApiResult, Problem};
+use crate::error::{ApiResult, AppError, Problem};
 use crate::extract::{ApiJson, ApiQuery, AuthUser, CommandMeta, Consistency};
-use crate::routes::{api_err, find_event, guarded, replayed};
+use crate::routes::{find_event, guarded, replayed};
 use crate::state::{AppState, command_context, fingerprint};
 use crate::views::{MoneyView, PageQuery, PayoutCreated, PayoutPage, PayoutRequestBody};
 
@@ -46,7 +46,7 @@ pub async fn request(
         app.commands
             .request_payout(&ctx, caller.id, Uuid::now_v7(), body.coins, body.destination)
             .await
-            .map_err(api_err)
+            .map_err(AppError::from)
     };
     let outcome = guarded(&app, "request_payout", &ctx, meta.idempotency_key.is_some(), result).await?;
     let (requested, _) = find_event(&outcome.events, |e| match e {

@@ -13,7 +13,7 @@ use uuid::Uuid;
 
 use crate::error::{ApiResult, AppError, Problem};
 use crate::extract::{ApiJson, ApiPath, ApiQuery, AuthUser, CommandMeta, Consistency};
-use crate::routes::{api_err, find_event, guarded, replayed};
+use crate::routes::{find_event, guarded, replayed};
 use crate::state::{AppState, command_context, fingerprint};
 use crate::views::{
     GiftCatalogItem, GiftSentView, LeaderboardPage, LiveStreamsQuery, PageQuery, PositionView, SendGiftRequest,
@@ -69,7 +69,7 @@ pub async fn start(
         category: body.category,
         at: Utc::now(),
     };
-    let run = async { app.commands.start_stream(&ctx, command).await.map_err(api_err) };
+    let run = async { app.commands.start_stream(&ctx, command).await.map_err(AppError::from) };
     let outcome = guarded(&app, "start_stream", &ctx, meta.idempotency_key.is_some(), run).await?;
     let (started, _) = find_event(&outcome.events, |e| match e {
         Event::StreamStarted(s) => Some(s),
@@ -88,7 +88,7 @@ async fn stream_command(
     command: StreamCommand,
 ) -> ApiResult<impl IntoResponse + use<>> {
     let ctx = user_ctx(caller, meta, &());
-    let run = async { app.commands.stream(&ctx, stream_id, command).await.map_err(api_err) };
+    let run = async { app.commands.stream(&ctx, stream_id, command).await.map_err(AppError::from) };
     let outcome = guarded(app, name, &ctx, meta.idempotency_key.is_some(), run).await?;
     Ok((StatusCode::OK, replayed(outcome.repeated), Json(PositionView { position: outcome.position })))
 }
@@ -251,7 +251,10 @@ pub async fn send_gift(
     let ctx = user_ctx(&caller, &meta, &body);
     let run = async {
         let gift_id = body.gift_id.clone();
-        app.commands.send_gift(&ctx, caller.id, stream_id, gift_id, body.quantity, unit_coins).await.map_err(api_err)
+        app.commands
+            .send_gift(&ctx, caller.id, stream_id, gift_id, body.quantity, unit_coins)
+            .await
+            .map_err(AppError::from)
     };
     let outcome = guarded(&app, "send_gift", &ctx, meta.idempotency_key.is_some(), run).await?;
     let (sent, _) = find_event(&outcome.events, |e| match e {
