@@ -8,7 +8,8 @@
 //! applied whole or not at all, which is what makes a crash at any point
 //! harmless here (no per-document position guard is needed, unlike MongoDB
 //! without transactions). While the runner catches up, consecutive batches
-//! share one transaction (up to 50,000 events or 500 ms): a commit writes
+//! share one transaction (up to 50,000 events or 500 ms; 1,000,000 or 10 s
+//! while 100,000 or more behind the log's head): a commit writes
 //! every page its transaction touched, and the hot pages (the platform's
 //! accounts, each user's newest entries) are then written once per group
 //! instead of once per batch. Changes that only add to a row (gift totals,
