@@ -101,6 +101,11 @@ struct RebuildArgs {
     /// Keep the previously serving version after the switch.
     #[arg(long)]
     keep_old: bool,
+    /// Commit every batch with its checkpoint: slower, but a rebuild that
+    /// is killed loses at most one batch (by default a long rebuild
+    /// commits up to 1,000,000 events or 10 s at a time).
+    #[arg(long)]
+    commit_every_batch: bool,
 }
 
 fn parse_projection(name: &str) -> Result<Projection, String> {
@@ -301,6 +306,7 @@ async fn run_connected(
                 until,
                 batch_size_max: args.projections.batch,
                 keep_old: args.keep_old,
+                commit_every_batch: args.commit_every_batch,
             };
             let progress = Progress::new(mode, "rebuild", 0);
             let summary = replay_tools::rebuild(store, connection.source(), &options, &progress)

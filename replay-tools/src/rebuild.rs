@@ -59,6 +59,8 @@ pub struct RebuildOptions {
     pub batch_size_max: u32,
     /// Keep the previously serving version after the switch.
     pub keep_old: bool,
+    /// Commit every batch (see `RunnerConfig::commit_every_batch`).
+    pub commit_every_batch: bool,
 }
 
 impl RebuildOptions {
@@ -68,6 +70,7 @@ impl RebuildOptions {
             until: None,
             batch_size_max: projections::BATCH_SIZE_DEFAULT,
             keep_old: false,
+            commit_every_batch: false,
         }
     }
 }
@@ -169,6 +172,7 @@ pub(crate) fn tool_runner(
     source: Arc<dyn LogSource>,
     targets: Vec<ProjectionVersion>,
     batch_size_max: u32,
+    commit_every_batch: bool,
     purpose: &str,
 ) -> Result<Runner, ProjectionError> {
     let owner = format!("halobuzz-replay-{}", std::process::id());
@@ -177,6 +181,7 @@ pub(crate) fn tool_runner(
         lease_key: format!("replay-{purpose}:{}", keys.join(",")),
         targets,
         batch_size_max,
+        commit_every_batch,
         ..RunnerConfig::new(owner)
     };
     Runner::new(store, source, config)
@@ -264,7 +269,14 @@ pub async fn rebuild(
     let resumed_min = planned.iter().map(|t| t.resumed_from).min().unwrap_or(0);
     tracing::info!(?targets, resumed_min, ?limit, "rebuilding");
 
-    let runner = tool_runner(store.clone(), source.clone(), targets.clone(), options.batch_size_max, "rebuild")?;
+    let runner = tool_runner(
+        store.clone(),
+        source.clone(),
+        targets.clone(),
+        options.batch_size_max,
+        options.commit_every_batch,
+        "rebuild",
+    )?;
     let mut position = 0;
     let rounds = if limit.is_some() { 1 } else { CATCH_UP_ROUNDS_MAX };
     for round in 0..rounds {

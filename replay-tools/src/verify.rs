@@ -153,7 +153,7 @@ pub async fn verify(
     }
     for (position, shadows) in &groups {
         let limited: Arc<dyn LogSource> = Arc::new(UntilSource::new(source.clone(), *position));
-        let runner = tool_runner(store.clone(), limited, shadows.clone(), batch_size_max, "verify")?;
+        let runner = tool_runner(store.clone(), limited, shadows.clone(), batch_size_max, false, "verify")?;
         let reached = catch_up_with_progress(&runner, progress, *position).await.context("building the shadow")?;
         anyhow::ensure!(
             reached >= *position,

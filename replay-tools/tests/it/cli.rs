@@ -141,10 +141,12 @@ async fn a_rebuild_killed_with_sigkill_and_run_again_gives_the_same_result() {
         checksum(store.as_ref(), &versions).await.expect("checksum")
     };
 
-    // kill -9 at a random point, then the same command again.
+    // kill -9 at a random point, then the same command again. The killed
+    // run commits every batch, so that its checkpoints pass through the
+    // kill point (by default a rebuild this short is one commit).
     let data = tempfile::tempdir().expect("tempdir");
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_halobuzz-replay"))
-        .args(["rebuild", "--all", "--batch", "500", "--quiet"])
+        .args(["rebuild", "--all", "--batch", "500", "--commit-every-batch", "--quiet"])
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("APP_ENV", "test")
@@ -154,17 +156,18 @@ async fn a_rebuild_killed_with_sigkill_and_run_again_gives_the_same_result() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .expect("the binary starts");
-    // Killed once its checkpoints pass a random point (or at the latest
-    // after the reference's duration).
-    let kill_at = rand::random_range(3_000..25_000u64);
+    // Killed once its checkpoints pass a random point in the first half,
+    // which leaves thousands of events (dozens of commits) to go.
+    let kill_at = rand::random_range(2_000..15_000u64);
     let observer = crate::support::sqlite(data.path()).await;
-    let deadline = std::time::Instant::now() + duration;
-    while std::time::Instant::now() < deadline {
+    let deadline = std::time::Instant::now() + duration * 20 + std::time::Duration::from_secs(10);
+    let mut seen = 0;
+    while seen < kill_at {
+        assert!(std::time::Instant::now() < deadline, "the rebuild stalled at checkpoint {seen}");
+        assert!(child.try_wait().expect("try_wait").is_none(), "the rebuild ended before checkpoint {kill_at}");
         let checkpoints = observer.checkpoints().await.expect("checkpoints");
-        if checkpoints.iter().filter(|c| c.version == 2).map(|c| c.position).min().unwrap_or(0) >= kill_at {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        seen = checkpoints.iter().filter(|c| c.version == 2).map(|c| c.position).min().unwrap_or(0);
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
     }
     drop(observer);
     child.start_kill().expect("SIGKILL");

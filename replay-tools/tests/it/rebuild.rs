@@ -41,29 +41,40 @@ async fn a_rebuild_killed_midway_and_run_again_gives_the_same_result() {
     let expected = checksum(reference.as_ref(), &active_versions(reference.as_ref()).await).await.expect("checksum");
     assert!(expected.collections.values().any(|c| c.documents > 1_000), "{expected}");
 
-    // Aborted at a random point: the task owns its store, so that the
-    // abort drops the connection and rolls back what was not committed,
-    // as a killed process would.
+    // Aborted once its checkpoints pass a random point in the first half:
+    // the task commits every batch, so that its checkpoints pass through
+    // that point, and owns its store, so that the abort drops the
+    // connection and rolls back what was not committed, as a killed
+    // process would.
     let dir = tempfile::tempdir().expect("tempdir");
     let observer = sqlite(dir.path()).await;
-    let abort_after = duration.mul_f64(0.2 + rand::random_range(0.0..0.6));
+    let abort_at = rand::random_range(2_000..20_000u64);
     let task = {
         let (path, source) = (dir.path().to_path_buf(), source(&log));
+        let options = RebuildOptions { commit_every_batch: true, ..options(500) };
         tokio::spawn(async move {
             let store = sqlite(&path).await;
-            replay_tools::rebuild(store, source, &options(500), &Progress::hidden()).await
+            replay_tools::rebuild(store, source, &options, &Progress::hidden()).await
         })
     };
-    tokio::time::sleep(abort_after).await;
+    let deadline = std::time::Instant::now() + duration * 20 + Duration::from_secs(10);
+    let mut seen = 0;
+    while seen < abort_at {
+        assert!(std::time::Instant::now() < deadline, "the rebuild stalled at checkpoint {seen}");
+        assert!(!task.is_finished(), "the rebuild ended before checkpoint {abort_at}");
+        let checkpoints = observer.checkpoints().await.expect("checkpoints");
+        seen = checkpoints.iter().filter(|c| c.version == 2).map(|c| c.position).min().unwrap_or(0);
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
     task.abort();
-    assert!(task.await.is_err(), "the rebuild was aborted before its end (after {abort_after:?})");
+    assert!(task.await.is_err(), "the rebuild was aborted before its end (at checkpoint {seen})");
     // Let the blocking store calls of the aborted task finish and drop.
     tokio::time::sleep(Duration::from_millis(1_000)).await;
     let checkpoints = observer.checkpoints().await.expect("checkpoints");
     let interrupted = checkpoints.iter().filter(|c| c.version == 2).map(|c| c.position).min().unwrap_or(0);
     assert!(interrupted < events, "the rebuild was stopped before its end (at {interrupted})");
     assert!(checkpoints.iter().all(|c| !(c.version == 2 && c.active)), "not switched yet: {checkpoints:?}");
-    eprintln!("rebuild aborted after {abort_after:?}, checkpoint {interrupted} of {events}");
+    eprintln!("rebuild aborted past checkpoint {abort_at}, checkpoint {interrupted} of {events}");
     drop(observer);
 
     let store = sqlite(dir.path()).await;
