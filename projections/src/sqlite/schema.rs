@@ -20,10 +20,37 @@ CREATE TABLE IF NOT EXISTS projection_versions (
 /// by category: here it is partial on live streams (ended ones are never
 /// listed by viewers, and stop costing index updates), and it carries `id`
 /// for keyset paging.
+///
+/// This is what a version needs from its first batch: its tables and its
+/// unique indexes. The other indexes serve queries only, and come from
+/// `projection_index_ddl` (see `Writer::index_when_near`).
 pub(super) fn projection_ddl(projection: Projection, version: u32) -> String {
+    statements(projection, version, false)
+}
+
+/// The DDL of one projection's query indexes (the non-unique ones) at a
+/// version; `IF NOT EXISTS`, so running it again changes nothing.
+pub(super) fn projection_index_ddl(projection: Projection, version: u32) -> String {
+    statements(projection, version, true)
+}
+
+/// The statements of a projection's DDL that create query indexes
+/// (`deferred`), or all the others. A query index is neither unique nor
+/// partial: the partial ones (`WHERE ... IS NOT NULL` on a payment, a
+/// session, a payout) find the rows that later events update, so writes
+/// need them from the start; they hold few rows. No statement holds a `;`
+/// of its own.
+fn statements(projection: Projection, version: u32, deferred: bool) -> String {
     let mut ddl = String::new();
     for collection in projection.collections() {
-        ddl.push_str(&collection_ddl(*collection, version));
+        for statement in collection_ddl(*collection, version).split(';') {
+            let statement = statement.trim();
+            let query_index = statement.starts_with("CREATE INDEX") && !statement.contains(" WHERE ");
+            if !statement.is_empty() && query_index == deferred {
+                ddl.push_str(statement);
+                ddl.push_str(";\n");
+            }
+        }
     }
     ddl
 }

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use events_schema::{Account, CoinsPurchased, Event};
+use projections::LogSource;
 use projections::testing::{Generator, GeneratorConfig, MemoryLog, checksum};
 use projections::{
     Projection, ProjectionError, ProjectionVersion, ReadStore, Runner, RunnerConfig, RunnerRole, SqliteStore,
@@ -309,4 +310,67 @@ async fn a_running_new_version_builds_beside_the_old_and_takes_over_once_caught_
     assert_eq!(old.run(std::future::pending()).await.unwrap(), projections::RunnerExit::Retired);
     stop.send(()).unwrap();
     task.await.unwrap().unwrap();
+}
+
+/// The names of the embedded store's query indexes (neither unique nor
+/// partial).
+fn query_indexes(store: &SqliteStore) -> Vec<String> {
+    let conn = rusqlite::Connection::open(store.path()).unwrap();
+    let mut stmt = conn
+        .prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND sql LIKE 'CREATE INDEX%' AND sql NOT LIKE '% WHERE %'
+             ORDER BY name")
+        .unwrap();
+    stmt.query_map([], |r| r.get(0)).unwrap().map(Result::unwrap).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_built_from_far_behind_gets_its_query_indexes_near_the_head() {
+    let events = 3_000;
+    let log = Arc::new(MemoryLog::from_events(Generator::log(GeneratorConfig::default(), events)));
+    let targets = ProjectionVersion::all_current();
+    let messages = log.read_from(1, u32::try_from(events).unwrap()).await.unwrap();
+    let (first, rest) = messages.split_at(2_000);
+    let batch = |part: &[projections::LogMessage], from: u64, checkpoint: u64, behind_events: u64| {
+        let mut batch =
+            projections::runner::project_messages(part, from, &vec![checkpoint; targets.len()], &targets).unwrap();
+        batch.behind_events = behind_events;
+        batch
+    };
+
+    // Given a store that applies the first 2,000 events as if a million
+    // more were waiting behind them,
+    let (store, _dir) = crate::support::sqlite().await;
+    store.prepare(&targets).await.unwrap();
+    store.apply(batch(first, 1, 0, 1_000_000)).await.unwrap();
+    // then it has its tables and unique indexes, and no query index yet,
+    assert_eq!(query_indexes(&store), Vec::<String>::new());
+    // and its queries answer as those of a store indexed from the start.
+    let (reference, _reference_dir) = crate::support::sqlite().await;
+    reference.prepare(&targets).await.unwrap();
+    reference.apply(batch(first, 1, 0, 0)).await.unwrap();
+    let indexes = query_indexes(&reference);
+    for name in ["transactions_user_created", "transactions_type_status", "gift_leaderboards_stream_coins"] {
+        assert!(indexes.iter().any(|i| i == name), "{name} in {indexes:?}");
+    }
+    let user_id = {
+        let conn = rusqlite::Connection::open(store.path()).unwrap();
+        let id: Vec<u8> = conn
+            .query_row("SELECT user_id FROM transactions GROUP BY user_id ORDER BY COUNT(*) DESC LIMIT 1", [], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        Uuid::from_slice(&id).unwrap()
+    };
+    let page = projections::PageRequest::first(50);
+    let filter = projections::TransactionFilter { kind: None, status: None };
+    let unindexed = store.transactions(user_id, filter, &page).await.unwrap();
+    assert!(!unindexed.items.is_empty());
+    assert_eq!(unindexed, reference.transactions(user_id, filter, &page).await.unwrap());
+
+    // When the rest comes near the head, the query indexes are built,
+    store.apply(batch(rest, 2_001, 2_000, 0)).await.unwrap();
+    assert_eq!(query_indexes(&store), indexes);
+    // and the documents are those of the store indexed from the start.
+    reference.apply(batch(rest, 2_001, 2_000, 0)).await.unwrap();
+    assert_eq!(checksum(&*store, &targets).await.unwrap(), checksum(&*reference, &targets).await.unwrap());
 }
