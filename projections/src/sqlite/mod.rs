@@ -20,8 +20,9 @@
 //! instead of row by row.
 //!
 //! rusqlite is synchronous: every call runs on tokio's blocking pool. One
-//! writer connection (SQLite has one writer anyway) and a bounded pool of
-//! reader connections.
+//! writer connection (SQLite has one writer anyway), a bounded pool of
+//! reader connections, and a thread that checkpoints the WAL every second
+//! so that the writer never does.
 
 mod keys;
 mod rows;
@@ -77,7 +78,12 @@ struct Inner {
     reader_permits: Semaphore,
     /// Crash tests: fail the next apply after this many statements (0: off).
     fail_after_writes: AtomicU64,
+    /// Dropped with the store: stops the checkpointer thread.
+    _checkpointer: std::sync::mpsc::Sender<()>,
 }
+
+/// How often the checkpointer copies the committed WAL into the database.
+const CHECKPOINT_INTERVAL_MS: u64 = 1_000;
 
 /// At most this many events gather in a transaction held open across
 /// batches, and for at most this long, before it is committed.
@@ -188,6 +194,7 @@ impl SqliteStore {
         let conn = Connection::open(&path).map_err(db_err)?;
         configure(&conn, true)?;
         conn.execute_batch(META_DDL).map_err(db_err)?;
+        let checkpointer = spawn_checkpointer(&path)?;
         Ok(SqliteStore {
             inner: Arc::new(Inner {
                 path,
@@ -195,6 +202,7 @@ impl SqliteStore {
                 readers: Mutex::new(Vec::new()),
                 reader_permits: Semaphore::new(READERS_MAX),
                 fail_after_writes: AtomicU64::new(0),
+                _checkpointer: checkpointer,
             }),
         })
     }
@@ -277,6 +285,29 @@ impl SqliteStore {
     }
 }
 
+/// Starts the thread that checkpoints the WAL (copies committed pages into
+/// the database file), so that the writer, the pipeline's bound, never
+/// does: the writer's connection has `wal_autocheckpoint = 0`. PASSIVE:
+/// it never waits for, nor blocks, the writer or the readers; the writer
+/// starts the WAL over once a checkpoint has copied all of it. The thread
+/// ends when the returned sender is dropped (with the store).
+fn spawn_checkpointer(path: &Path) -> StoreResult<std::sync::mpsc::Sender<()>> {
+    let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_WRITE).map_err(db_err)?;
+    let (stop, stopped) = std::sync::mpsc::channel::<()>();
+    std::thread::Builder::new()
+        .name("sqlite-checkpoint".into())
+        .spawn(move || {
+            let interval = std::time::Duration::from_millis(CHECKPOINT_INTERVAL_MS);
+            while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(interval) {
+                if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+                    tracing::warn!(error = %e, "sqlite checkpoint failed");
+                }
+            }
+        })
+        .map_err(|e| ProjectionError::Store(format!("cannot start the checkpointer: {e}")))?;
+    Ok(stop)
+}
+
 fn configure(conn: &Connection, writer: bool) -> StoreResult<()> {
     conn.busy_timeout(std::time::Duration::from_millis(BUSY_TIMEOUT_MS)).map_err(db_err)?;
     conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE_MAX);
@@ -287,7 +318,8 @@ fn configure(conn: &Connection, writer: bool) -> StoreResult<()> {
         // transaction, so the projector resumes exactly where it stopped.
         conn.execute_batch(
             "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA temp_store = MEMORY;
-             PRAGMA cache_size = -65536; PRAGMA wal_autocheckpoint = 50000;",
+             PRAGMA cache_size = -65536; PRAGMA wal_autocheckpoint = 0;
+             PRAGMA journal_size_limit = 67108864;",
         )
         .map_err(db_err)?;
     } else {

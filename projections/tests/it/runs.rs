@@ -374,3 +374,19 @@ async fn a_version_built_from_far_behind_gets_its_query_indexes_near_the_head() 
     reference.apply(batch(rest, 2_001, 2_000, 0)).await.unwrap();
     assert_eq!(checksum(&*store, &targets).await.unwrap(), checksum(&*reference, &targets).await.unwrap());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_wal_reaches_the_database_file_without_the_writer_checkpointing() {
+    let log = Arc::new(MemoryLog::from_events(Generator::log(GeneratorConfig::default(), 3_000)));
+    let (store, _dir) = crate::support::sqlite().await;
+    let size = || std::fs::metadata(store.path()).map(|m| m.len()).unwrap_or(0);
+    let before = size();
+    // The writer never checkpoints (wal_autocheckpoint = 0): the batches'
+    // pages go to the WAL, and the checkpointer thread copies them.
+    project_all(store.clone(), log).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while size() < before + 512 * 1024 {
+        assert!(Instant::now() < deadline, "the database file stayed at {} bytes", size());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
