@@ -422,7 +422,8 @@ impl Commands {
             let event = Event::StripeEventRecorded(record);
             let msg_id = format!("stripe-{stripe_event_id}");
             match self.append_on(&record_s, &record_tip, &meta, event, msg_id).await? {
-                Appending::Stored(tip, envelope) => {
+                Appending::Stored(stored) => {
+                    let (tip, envelope) = *stored;
                     written.push(tip.position, envelope);
                     (true, tip.position)
                 }
@@ -529,7 +530,8 @@ impl Commands {
                 }
             }
             match self.append_on(&payment_s, &tip, meta, event, Uuid::now_v7().to_string()).await? {
-                Appending::Stored(new_tip, envelope) => {
+                Appending::Stored(stored) => {
+                    let (new_tip, envelope) = *stored;
                     written.push(new_tip.position, envelope);
                     tip = new_tip;
                     next += 1;
@@ -564,7 +566,8 @@ impl Commands {
         let Some(event) = mark.into_iter().next() else { return Ok(()) };
         let msg_id = format!("posted-{}-{}", payment_token(&posting.payment_id), posting.source_position);
         match self.append_on(payment_s, tip, meta, event, msg_id).await? {
-            Appending::Stored(new_tip, envelope) => {
+            Appending::Stored(stored) => {
+                let (new_tip, envelope) = *stored;
                 written.push(new_tip.position, envelope);
                 *tip = new_tip;
             }
@@ -617,7 +620,8 @@ impl Commands {
             };
             let msg_id = format!("post-{}-{}", payment_token(&posting.payment_id), posting.source_position);
             match self.append_on(&ledger_s, &tip, meta, event, msg_id).await? {
-                Appending::Stored(new_tip, envelope) => {
+                Appending::Stored(stored) => {
+                    let (new_tip, envelope) = *stored;
                     let position = new_tip.position;
                     written.push(position, envelope);
                     *ledger = Some((user, new_tip));
@@ -727,7 +731,7 @@ impl Commands {
                 let chain =
                     Loaded { state: (), sequence: envelope.header.sequence, last_hash: envelope.header.hash.clone() };
                 let next = Tip { position: appended.position, chain, last: Some(envelope.event.clone()) };
-                Ok(Appending::Stored(next, envelope))
+                Ok(Appending::Stored(Box::new((next, envelope))))
             }
             Err(LogError::Duplicate { position }) => Ok(Appending::Duplicate(position)),
             Err(LogError::Conflict { .. }) => Ok(Appending::Conflict),
@@ -1004,8 +1008,9 @@ struct Tip {
 
 /// How a guarded single append ended, short of an error.
 enum Appending {
-    /// Stored; the subject's new tip and the sealed event.
-    Stored(Tip, Envelope),
+    /// Stored; the subject's new tip and the sealed event (boxed: the
+    /// other answers are small).
+    Stored(Box<(Tip, Envelope)>),
     /// A message with this id is stored already, at this position.
     Duplicate(u64),
     /// The subject moved since its tip was read.
