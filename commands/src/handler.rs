@@ -497,8 +497,9 @@ impl Commands {
         let mut next = 0;
         let mut conflicts = 0;
         // Without conflicts: a completion first, then per command a decision
-        // and its completion, then the last look.
-        let steps_max = 2 + 2 * commands.len() + CONFLICT_RETRY_MAX as usize;
+        // and its completion, then the last look; each conflict may add a
+        // reload and the completion of the winner's decision.
+        let steps_max = 2 + 2 * commands.len() + 2 * (CONFLICT_RETRY_MAX as usize + 1);
         for _ in 0..steps_max {
             let state = payment_state(payment_id, &tip);
             if let Some(posting) = payment::pending(&state) {
@@ -509,7 +510,7 @@ impl Commands {
             let event = match payment::decide(&state, command) {
                 Ok(events) => events.into_iter().next(),
                 Err(rejection) => {
-                    tracing::warn!(payment_id, command_id = %meta.command_id, %rejection, "a Stripe event is recorded without effect");
+                    without_effect(meta, payment_id, &rejection);
                     None
                 }
             };
@@ -524,7 +525,7 @@ impl Commands {
                 let ledger_tip = self.ledger_tip(effect.user_id, &mut ledger).await?;
                 let trial = Posting { payment_id: payment_id.to_string(), source_position: tip.position + 1, effect };
                 if let Err(rejection) = payment::post(&trial, &ledger_state(trial.effect.user_id, ledger_tip)) {
-                    tracing::warn!(payment_id, command_id = %meta.command_id, %rejection, "a Stripe event is recorded without effect");
+                    without_effect(meta, payment_id, &rejection);
                     next += 1;
                     continue;
                 }
@@ -1030,6 +1031,17 @@ impl Written {
         self.events.push(envelope);
         self.position = self.position.max(position);
     }
+}
+
+/// Logs a payment decision the domain refused: the Stripe event stays
+/// recorded (Stripe stops retrying it), without effect.
+fn without_effect(meta: &EventMeta, payment_id: &str, rejection: &DomainError) {
+    tracing::warn!(
+        stripe_event_id = %meta.command_id,
+        payment_id,
+        %rejection,
+        "a Stripe event is recorded without effect"
+    );
 }
 
 /// The payment whose last message is `tip`, at its position.
