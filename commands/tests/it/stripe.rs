@@ -279,3 +279,30 @@ async fn read_a(world: &World, from: u64, max: u32) -> Vec<u64> {
     assert!(messages.iter().all(|m| m.subject == "hb.test.a"));
     messages.into_iter().map(|m| m.position).collect()
 }
+
+#[tokio::test]
+async fn racing_completions_of_one_pending_decision_post_it_once() {
+    let world = World::start().await;
+    let eve = buyer(&world, "eve").await;
+    for round in 0..5 {
+        let payment_id = format!("pi_5_{round}");
+        let event_id = format!("evt_5_{round}");
+        // A decision left pending, and other commits on the ledger after
+        // it, so that the completers both race and look through the ledger.
+        let decision = decide_alone(&world, &payment_id, confirm(&event_id, eve)).await;
+        let adjust = LedgerCommand::Adjust { coins: 1, reason: "goodwill".into(), admin_id: admin() };
+        world.commands.ledger(&ctx(admin(), &format!("adjust-5-{round}")), eve, adjust).await.expect("adjusted");
+        let completions = (0..8).map(|_| {
+            let c = world.commands.clone();
+            let (payment_id, event_id) = (payment_id.clone(), event_id.clone());
+            tokio::spawn(async move { deliver(&c, &event_id, &payment_id, confirm(&event_id, eve)).await })
+        });
+        for answer in futures_util::future::join_all(completions).await {
+            answer.expect("ran");
+        }
+        let found = postings(&world, &payment_id).await;
+        assert_eq!(found.iter().map(|p| (p.1, p.2)).collect::<Vec<_>>(), [(decision, 500)], "round {round}");
+        assert_eq!(payment::pending(&payment_state(&world, &payment_id).await), None);
+    }
+    assert_eq!(wallet(&world, eve).await, 5 * 501);
+}
