@@ -278,6 +278,7 @@ impl From<CommandError> for AppError {
             CommandError::Corrupt { position, reason } => {
                 AppError::Internal(format!("corrupt event at position {position}: {reason}"))
             }
+            e @ CommandError::PostingScanTooLong { .. } => AppError::Internal(e.to_string()),
         }
     }
 }

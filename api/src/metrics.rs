@@ -365,6 +365,15 @@ impl EventLog for MeteredLog {
         self.inner.read_from(position, max_messages)
     }
 
+    fn read_subject_from<'a>(
+        &'a self,
+        subject: &'a str,
+        position: u64,
+        max_messages: u32,
+    ) -> BoxFuture<'a, Result<Vec<StoredMessage>, LogError>> {
+        self.inner.read_subject_from(subject, position, max_messages)
+    }
+
     fn read_stream(&self, position: u64) -> BoxStream<'static, Result<StoredMessage, LogError>> {
         self.inner.read_stream(position)
     }

@@ -186,7 +186,7 @@ async fn prefill(s: &Setup, user: Uuid, count: u64) {
         }
     });
     for i in 0..count {
-        let command = LedgerCommand::PurchaseCoins { payment_id: format!("pi_{i}"), coins: 1 };
+        let command = LedgerCommand::PurchaseCoins { payment_id: format!("pi_{i}"), coins: 1, source_position: 0 };
         let events = ledger::decide(&loaded.state, &command).expect("purchase");
         for event in events {
             let envelope: Envelope = loaded.seal(&EventMeta { event_id: Uuid::now_v7(), ..meta.clone() }, event);

@@ -18,7 +18,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use chrono::Utc;
 use domain::ledger::{self, GiftToCredit, LedgerCommand, LedgerState, PayoutPolicy};
-use domain::payment::{self, Buyer, PaymentCommand};
+use domain::payment::{self, Buyer, PaymentCommand, PaymentState, Posting};
 use domain::stream::{self, StartStream, StreamCommand};
 use domain::user::{self, ChangeRoles, Register, RegistrationState};
 use domain::{DomainError, Loaded, gift};
@@ -40,6 +40,15 @@ pub const CONFLICT_DELAY_MS_MAX: u64 = 50;
 /// 50 per stream (ADR-50) and refuses more with an error the adapter
 /// retries after a pause; queueing here instead keeps the pause away.
 pub const ATOMIC_BATCHES_IN_FLIGHT_MAX: usize = 40;
+/// Messages of a buyer's ledger one posting reads, at most, looking for an
+/// earlier posting of the same payment decision (only after a crash or a
+/// race: the common path reads none).
+pub const POSTING_SCAN_MESSAGES_MAX: u32 = 1_000_000;
+/// Messages per read of that scan.
+const POSTING_SCAN_BATCH_MAX: u32 = 1_024;
+/// Reads of that scan that may come back short of the ledger's last
+/// message (a lagging replica) before it gives up.
+const POSTING_SCAN_SHORT_READS_MAX: u32 = 16;
 
 /// Who asks, and under which id, for an idempotent command. Build it with
 /// `CommandContext::new`, which derives the scope from the actor, so that a
@@ -97,18 +106,24 @@ pub enum CommandError {
     Log(#[from] LogError),
     #[error("the stored event at position {position} cannot be read: {reason}")]
     Corrupt { position: u64, reason: String },
+    #[error("looked through {messages} messages of {subject} for a posting without reaching its end")]
+    PostingScanTooLong { subject: String, messages: u32 },
 }
 
 /// What a verified Stripe event did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StripeOutcome {
-    /// The log position of the event's record (of the first delivery's, for
-    /// a repeat), or of the last settling commit.
+    /// The log position of the last message this handling appended (the
+    /// record, or the last mark of a posted decision); when it appended
+    /// nothing (a repeat), the highest of its record's and its payment's
+    /// last positions. A query at this position sees the coins posted.
     pub position: u64,
-    /// `false` when the event id was recorded before: a repeat changes
-    /// nothing.
+    /// `false` when the event id was recorded before: a repeat, which
+    /// changes nothing unless it completes a decision an earlier delivery
+    /// left pending.
     pub recorded: bool,
-    /// The events appended for it (record, payment, ledger), in order.
+    /// The events appended for it (record, payment decisions, ledger
+    /// commits, marks), in order.
     pub events: Vec<Envelope>,
 }
 
@@ -329,145 +344,400 @@ impl Commands {
         .await
     }
 
-    /// Records a verified Stripe event once (its subject must be empty) and,
-    /// in the same atomic batch, what it changes: the payment aggregate and
-    /// the buyer's ledger (`domain::payment`). A repeated event id changes
-    /// nothing. A purchase is followed by a settling step that reverses a
-    /// refund seen before it; that step also runs on a repeat, so a crash
-    /// between the two is repaired by Stripe's next delivery.
+    /// Records a verified Stripe event once and carries out what it asks of
+    /// its payment, in single appends, each guarded by its subject's
+    /// expected last position:
+    ///
+    /// 1. the record, on `hb.stripe.<event id>`, which must be empty. A
+    ///    repeat finds it and goes on all the same: the first delivery may
+    ///    have died after it, and the steps below change nothing twice;
+    /// 2. the decision, on the payment (`domain::payment::decide`). One
+    ///    that moves coins leaves the payment *pending*;
+    /// 3. the posting of a pending decision on the buyer's ledger: a commit
+    ///    naming the decision's position (`sourcePosition`), appended only
+    ///    after looking on the ledger for one that already does (see
+    ///    `post`);
+    /// 4. the mark, `payment.posted`, on the payment.
+    ///
+    /// Whoever loads a payment with a pending decision completes 3 and 4
+    /// first, so a crash between any two steps is completed by Stripe's
+    /// next delivery, exactly once. A purchase is followed by settling: a
+    /// refund seen before it is reversed (decided, posted, marked) right
+    /// after. The answer comes once everything is posted.
     ///
     /// A buyer named as `Buyer::Known` is checked against the log: one with
     /// no registration becomes `Buyer::Unknown` (recorded and flagged). A
-    /// decision the domain rejects (say, coins that would overflow) still
-    /// records the event, so that Stripe stops retrying it; the rejection
-    /// is logged.
+    /// decision the domain rejects (say, coins that would overflow the
+    /// wallet) is not taken, and the event stays recorded, so that Stripe
+    /// stops retrying it; the rejection is logged.
     pub async fn stripe_event(
         &self,
         record: StripeEventRecorded,
         payment: Option<(String, PaymentCommand)>,
     ) -> Result<StripeOutcome, CommandError> {
-        let actor = Actor::stripe(&record.stripe_event_id);
-        let record_s = stripe_event_subject(&record.stripe_event_id);
-        let payment = match payment {
-            Some((id, command)) => Some((id, self.resolve_buyer(command).await?)),
-            None => None,
+        let stripe_event_id = record.stripe_event_id.clone();
+        let meta = EventMeta {
+            event_id: Uuid::nil(),
+            occurred_at: Utc::now(),
+            command_id: stripe_event_id.clone(),
+            correlation_id: stripe_event_id.clone(),
+            actor: Actor::stripe(&stripe_event_id),
         };
-        let payment_s = payment.as_ref().map(|(id, _)| payment_subject(id));
-        let mut outcome = None;
-        for _ in 0..=CONFLICT_RETRY_MAX {
-            // The ledger a decision writes depends on the payment's state
-            // (a refund reverses the buyer's coins): read it first, and
-            // decide again if it changed in between.
-            let ledger_user = match (&payment, &payment_s) {
-                (Some((id, command)), Some(s)) => {
-                    let snap = self.load(std::slice::from_ref(s)).await?;
-                    payment::ledger_user(&snap.state(s, payment::initial_state(id), payment::evolve), command)
+        let record_s = stripe_event_subject(&stripe_event_id);
+        // Everything the common path reads, at once: the record, the
+        // payment, and for a purchase its buyer's registration and ledger.
+        let buyer = match &payment {
+            Some((_, PaymentCommand::ConfirmPurchase { buyer: Buyer::Known(user), .. })) => Some(*user),
+            _ => None,
+        };
+        let payment_tip = async {
+            match &payment {
+                Some((id, _)) => self.tip(&payment_subject(id)).await.map(Some),
+                None => Ok(None),
+            }
+        };
+        let registered = async {
+            match buyer {
+                Some(user) => {
+                    let s = user_subject(user);
+                    let snap = self.load(std::slice::from_ref(&s)).await?;
+                    Ok(snap.state(&s, None, domain::user::evolve).is_some())
                 }
-                _ => None,
+                None => Ok(false),
+            }
+        };
+        let ledger_tip = async {
+            match buyer {
+                Some(user) => self.tip(&ledger_subject(user)).await.map(|tip| Some((user, tip))),
+                None => Ok(None),
+            }
+        };
+        let (record_tip, payment_tip, registered, ledger_tip) =
+            tokio::try_join!(self.tip(&record_s), payment_tip, registered, ledger_tip)?;
+
+        let mut written = Written::default();
+        let (recorded, record_position) = if record_tip.last.is_some() {
+            (false, record_tip.position)
+        } else {
+            let event = Event::StripeEventRecorded(record);
+            let msg_id = format!("stripe-{stripe_event_id}");
+            match self.append_on(&record_s, &record_tip, &meta, event, msg_id).await? {
+                Appending::Stored(stored) => {
+                    let (tip, envelope) = *stored;
+                    written.push(tip.position, envelope);
+                    (true, tip.position)
+                }
+                Appending::Duplicate(position) => (false, position),
+                // A concurrent delivery of the same event recorded it.
+                Appending::Conflict => (false, self.tip(&record_s).await?.position),
+            }
+        };
+        let mut position = record_position;
+        if let (Some((payment_id, command)), Some(payment_tip)) = (payment, payment_tip) {
+            let command = match command {
+                PaymentCommand::ConfirmPurchase {
+                    stripe_event_id,
+                    buyer: Buyer::Known(user),
+                    package,
+                    amount_cents,
+                    currency,
+                } if !registered => {
+                    let buyer = Buyer::Unknown(user.to_string());
+                    PaymentCommand::ConfirmPurchase { stripe_event_id, buyer, package, amount_cents, currency }
+                }
+                other => other,
             };
-            let mut subjects = vec![record_s.clone()];
-            subjects.extend(payment_s.clone());
-            subjects.extend(ledger_user.map(ledger_subject));
-            let stale = std::sync::atomic::AtomicBool::new(false);
-            let decided = self
-                .execute(None, &actor, subjects, |snap| {
-                    if snap.entries.get(&record_s).is_some_and(|l| l.envelope.is_some()) {
-                        return Ok(vec![]);
-                    }
-                    let mut events = vec![Event::StripeEventRecorded(record.clone())];
-                    let (Some((id, command)), Some(s)) = (&payment, &payment_s) else { return Ok(events) };
-                    let state = snap.state(s, payment::initial_state(id), payment::evolve);
-                    if payment::ledger_user(&state, command) != ledger_user {
-                        stale.store(true, std::sync::atomic::Ordering::Relaxed);
-                        return Ok(vec![]);
-                    }
-                    let ledger =
-                        ledger_user.map(|u| snap.state(&ledger_subject(u), ledger::initial_state(u), ledger::evolve));
-                    match payment::decide(&state, ledger.as_ref(), command) {
-                        Ok(more) => events.extend(more),
-                        Err(rejection) => {
-                            tracing::warn!(
-                                stripe_event_id = %record.stripe_event_id,
-                                payment_id = %id,
-                                %rejection,
-                                "a Stripe event is recorded without effect"
-                            );
-                        }
-                    }
-                    Ok(events)
-                })
-                .await?;
-            if stale.load(std::sync::atomic::Ordering::Relaxed) {
-                continue;
+            let settles = matches!(command, PaymentCommand::ConfirmPurchase { .. });
+            let mut commands = vec![command];
+            if settles {
+                commands.push(PaymentCommand::Settle);
             }
-            outcome = Some(decided);
-            break;
+            let ledger = ledger_tip.filter(|_| registered);
+            let payment_position =
+                self.run_payment(&meta, &payment_id, &commands, payment_tip, ledger, &mut written).await?;
+            position = position.max(payment_position);
         }
-        let Some(decided) = outcome else { return Err(CommandError::Contention { tries: CONFLICT_RETRY_MAX + 1 }) };
-        let recorded = !decided.events.is_empty();
-        let mut result = StripeOutcome { position: decided.position, recorded, events: decided.events };
-        if let Some((id, PaymentCommand::ConfirmPurchase { .. })) = &payment {
-            let settled = self.settle_payment(id).await?;
-            if !settled.events.is_empty() {
-                result.position = settled.position;
-                result.events.extend(settled.events);
-            }
-        }
-        Ok(result)
+        let position = if written.events.is_empty() { position } else { written.position };
+        Ok(StripeOutcome { position, recorded, events: written.events })
     }
 
-    /// Reverses what refunds seen before the purchase made due, if anything.
+    /// Reverses what refunds seen before the purchase made due, if anything
+    /// (decided, posted, marked), after completing a pending decision.
     pub async fn settle_payment(&self, payment_id: &str) -> Result<Outcome, CommandError> {
-        let s = payment_subject(payment_id);
-        for _ in 0..=CONFLICT_RETRY_MAX {
-            let snap = self.load(std::slice::from_ref(&s)).await?;
-            let state = snap.state(&s, payment::initial_state(payment_id), payment::evolve);
-            let Some(user) = payment::ledger_user(&state, &PaymentCommand::Settle) else {
-                return Ok(Outcome { position: snap.max_position(), events: vec![], repeated: false });
-            };
-            if state.snapshot.amount_refunded_cents == 0 {
-                return Ok(Outcome { position: snap.max_position(), events: vec![], repeated: false });
+        let command_id = Uuid::now_v7().to_string();
+        let meta = EventMeta {
+            event_id: Uuid::nil(),
+            occurred_at: Utc::now(),
+            command_id: command_id.clone(),
+            correlation_id: command_id,
+            actor: Actor::system("stripe-settle"),
+        };
+        let tip = self.tip(&payment_subject(payment_id)).await?;
+        let mut written = Written::default();
+        let position = self.run_payment(&meta, payment_id, &[PaymentCommand::Settle], tip, None, &mut written).await?;
+        let position = if written.events.is_empty() { position } else { written.position };
+        Ok(Outcome { position, events: written.events, repeated: false })
+    }
+
+    /// Decides `commands` in order on the payment whose last message is
+    /// `tip`, completing (posting, marking) every decision that moves coins
+    /// before the next, and a decision found pending before anything.
+    /// `ledger`: the buyer's ledger, when already read. Returns the
+    /// position of the payment's last message.
+    async fn run_payment(
+        &self,
+        meta: &EventMeta,
+        payment_id: &str,
+        commands: &[PaymentCommand],
+        mut tip: Tip,
+        mut ledger: Option<(Uuid, Tip)>,
+        written: &mut Written,
+    ) -> Result<u64, CommandError> {
+        let payment_s = payment_subject(payment_id);
+        let mut next = 0;
+        let mut conflicts = 0;
+        // Without conflicts: a completion first, then per command a decision
+        // and its completion, then the last look; each conflict may add a
+        // reload and the completion of the winner's decision.
+        let steps_max = 2 + 2 * commands.len() + 2 * (CONFLICT_RETRY_MAX as usize + 1);
+        for _ in 0..steps_max {
+            let state = payment_state(payment_id, &tip);
+            if let Some(posting) = payment::pending(&state) {
+                self.complete(meta, &payment_s, &mut tip, &posting, &mut ledger, written).await?;
+                continue;
             }
-            let ledger_s = ledger_subject(user);
-            let stale = std::sync::atomic::AtomicBool::new(false);
-            let outcome = self
-                .execute(None, &Actor::system("stripe-settle"), vec![s.clone(), ledger_s.clone()], |snap| {
-                    let state = snap.state(&s, payment::initial_state(payment_id), payment::evolve);
-                    if payment::ledger_user(&state, &PaymentCommand::Settle) != Some(user) {
-                        stale.store(true, std::sync::atomic::Ordering::Relaxed);
-                        return Ok(vec![]);
+            let Some(command) = commands.get(next) else { return Ok(tip.position) };
+            let event = match payment::decide(&state, command) {
+                Ok(events) => events.into_iter().next(),
+                Err(rejection) => {
+                    without_effect(meta, payment_id, &rejection);
+                    None
+                }
+            };
+            let Some(event) = event else {
+                next += 1;
+                continue;
+            };
+            // A decision that moves coins is taken only if the buyer's ledger
+            // would accept its posting now, so that none stays pending for
+            // good.
+            if let Some(effect) = payment::effect(&event) {
+                let ledger_tip = self.ledger_tip(effect.user_id, &mut ledger).await?;
+                let trial = Posting { payment_id: payment_id.to_string(), source_position: tip.position + 1, effect };
+                if let Err(rejection) = payment::post(&trial, &ledger_state(trial.effect.user_id, ledger_tip)) {
+                    without_effect(meta, payment_id, &rejection);
+                    next += 1;
+                    continue;
+                }
+            }
+            match self.append_on(&payment_s, &tip, meta, event, Uuid::now_v7().to_string()).await? {
+                Appending::Stored(stored) => {
+                    let (new_tip, envelope) = *stored;
+                    written.push(new_tip.position, envelope);
+                    tip = new_tip;
+                    next += 1;
+                }
+                Appending::Duplicate(_) | Appending::Conflict => {
+                    conflicts += 1;
+                    if conflicts > CONFLICT_RETRY_MAX {
+                        break;
                     }
-                    let ledger = snap.state(&ledger_s, ledger::initial_state(user), ledger::evolve);
-                    payment::decide(&state, Some(&ledger), &PaymentCommand::Settle)
-                })
-                .await?;
-            if !stale.load(std::sync::atomic::Ordering::Relaxed) {
-                return Ok(outcome);
+                    conflict_pause(conflicts).await;
+                    tip = self.tip(&payment_s).await?;
+                }
+            }
+        }
+        Err(CommandError::Contention { tries: conflicts.max(1) })
+    }
+
+    /// Posts the pending `posting` and marks it posted on the payment whose
+    /// last message (the pending decision) is `tip`.
+    async fn complete(
+        &self,
+        meta: &EventMeta,
+        payment_s: &str,
+        tip: &mut Tip,
+        posting: &Posting,
+        ledger: &mut Option<(Uuid, Tip)>,
+        written: &mut Written,
+    ) -> Result<(), CommandError> {
+        let ledger_position = self.post(meta, posting, ledger, written).await?;
+        let state = payment_state(&posting.payment_id, tip);
+        let mark = payment::decide(&state, &PaymentCommand::MarkPosted { ledger_position })?;
+        let Some(event) = mark.into_iter().next() else { return Ok(()) };
+        let msg_id = format!("posted-{}-{}", payment_token(&posting.payment_id), posting.source_position);
+        match self.append_on(payment_s, tip, meta, event, msg_id).await? {
+            Appending::Stored(stored) => {
+                let (new_tip, envelope) = *stored;
+                written.push(new_tip.position, envelope);
+                *tip = new_tip;
+            }
+            // Only a mark can follow a pending decision: another run
+            // marked it.
+            Appending::Duplicate(_) | Appending::Conflict => *tip = self.tip(payment_s).await?,
+        }
+        Ok(())
+    }
+
+    /// Posts `posting` on the buyer's ledger, once: returns the position of
+    /// the commit that posts it, this one's or an earlier one's.
+    ///
+    /// A posting of the decision at position P lies after P on the ledger.
+    /// So when the ledger's last message is before P (the common path: the
+    /// decision was just appended), nothing can have posted it, and the
+    /// commit is appended at once. Otherwise the ledger's messages after P,
+    /// up to its last, are read first, looking for one; the commit is then
+    /// appended expecting that last position, so that a concurrent posting
+    /// makes it conflict, and the next try reads what came since.
+    async fn post(
+        &self,
+        meta: &EventMeta,
+        posting: &Posting,
+        ledger: &mut Option<(Uuid, Tip)>,
+        written: &mut Written,
+    ) -> Result<u64, CommandError> {
+        let user = posting.effect.user_id;
+        let ledger_s = ledger_subject(user);
+        let mut tip = match ledger.take() {
+            Some((owner, tip)) if owner == user => tip,
+            _ => self.tip(&ledger_s).await?,
+        };
+        // Messages of the ledger up to here are known not to post it.
+        let mut scanned = posting.source_position;
+        for attempt in 1..=CONFLICT_RETRY_MAX + 1 {
+            if tip.position > scanned {
+                if let Some(position) = self.find_posting(&ledger_s, posting, scanned, tip.position).await? {
+                    *ledger = Some((user, tip));
+                    return Ok(position);
+                }
+                scanned = tip.position;
+            }
+            let commit = payment::post(posting, &ledger_state(user, &tip))?;
+            let Some(event) = commit.into_iter().next() else {
+                return Err(CommandError::Corrupt {
+                    position: posting.source_position,
+                    reason: "a posting decided no commit".into(),
+                });
+            };
+            let msg_id = format!("post-{}-{}", payment_token(&posting.payment_id), posting.source_position);
+            match self.append_on(&ledger_s, &tip, meta, event, msg_id).await? {
+                Appending::Stored(stored) => {
+                    let (new_tip, envelope) = *stored;
+                    let position = new_tip.position;
+                    written.push(position, envelope);
+                    *ledger = Some((user, new_tip));
+                    return Ok(position);
+                }
+                // The message id is the decision's: a posting of it is
+                // stored there (a concurrent run's, or ours whose ack was
+                // lost).
+                Appending::Duplicate(position) => return Ok(position),
+                Appending::Conflict => {
+                    conflict_pause(attempt).await;
+                    tip = self.tip(&ledger_s).await?;
+                }
             }
         }
         Err(CommandError::Contention { tries: CONFLICT_RETRY_MAX + 1 })
     }
 
-    /// A purchase's buyer as the log knows it: a named user id with no
-    /// registration is unknown.
-    async fn resolve_buyer(&self, command: PaymentCommand) -> Result<PaymentCommand, CommandError> {
-        let PaymentCommand::ConfirmPurchase {
-            stripe_event_id,
-            buyer: Buyer::Known(user_id),
-            package,
-            amount_cents,
-            currency,
-        } = command
-        else {
-            return Ok(command);
+    /// The position of a message of `ledger_s` after `after` and at most
+    /// `up_to` (the ledger's last, as read) that posts `posting`, if any.
+    /// Reads every message in between: a read that comes back short of
+    /// `up_to` (a replica that lags) is tried again, a bounded number of
+    /// times.
+    async fn find_posting(
+        &self,
+        ledger_s: &str,
+        posting: &Posting,
+        after: u64,
+        up_to: u64,
+    ) -> Result<Option<u64>, CommandError> {
+        let mut next = after + 1;
+        let mut read: u32 = 0;
+        let mut short_reads: u32 = 0;
+        while next <= up_to {
+            if read >= POSTING_SCAN_MESSAGES_MAX {
+                return Err(CommandError::PostingScanTooLong { subject: ledger_s.to_string(), messages: read });
+            }
+            let batch = self.log.read_subject_from(ledger_s, next, POSTING_SCAN_BATCH_MAX).await?;
+            if batch.is_empty() {
+                short_reads += 1;
+                if short_reads > POSTING_SCAN_SHORT_READS_MAX {
+                    return Err(CommandError::Log(LogError::Unavailable(format!(
+                        "{ledger_s} reads end before position {up_to}, its last"
+                    ))));
+                }
+                tokio::time::sleep(Duration::from_millis(u64::from(short_reads))).await;
+                continue;
+            }
+            for message in batch {
+                if message.position > up_to {
+                    return Ok(None);
+                }
+                let envelope = Envelope::decode(&message.payload).map_err(|e| corrupt(message.position, e))?;
+                if payment::is_posting_of(&envelope.event, posting) {
+                    return Ok(Some(message.position));
+                }
+                read += 1;
+                next = message.position + 1;
+            }
+        }
+        Ok(None)
+    }
+
+    /// The buyer's ledger as last read, read now if it is not `user`'s.
+    async fn ledger_tip<'a>(&self, user: Uuid, ledger: &'a mut Option<(Uuid, Tip)>) -> Result<&'a Tip, CommandError> {
+        if ledger.as_ref().is_none_or(|(owner, _)| *owner != user) {
+            *ledger = Some((user, self.tip(&ledger_subject(user)).await?));
+        }
+        match ledger {
+            Some((_, tip)) => Ok(tip),
+            None => unreachable!("the ledger was just read"),
+        }
+    }
+
+    /// The last message of `subject`, as a writer needs it.
+    async fn tip(&self, subject: &str) -> Result<Tip, CommandError> {
+        match self.log.last_on_subject(subject).await? {
+            None => Ok(Tip { position: 0, chain: Loaded::new(()), last: None }),
+            Some(message) => {
+                let envelope = Envelope::decode(&message.payload).map_err(|e| corrupt(message.position, e))?;
+                let chain = Loaded { state: (), sequence: envelope.header.sequence, last_hash: envelope.header.hash };
+                Ok(Tip { position: message.position, chain, last: Some(envelope.event) })
+            }
+        }
+    }
+
+    /// Appends `event` alone on `subject`, expecting `tip` to be its last
+    /// message, under `msg_id`.
+    async fn append_on(
+        &self,
+        subject: &str,
+        tip: &Tip,
+        meta: &EventMeta,
+        event: Event,
+        msg_id: String,
+    ) -> Result<Appending, CommandError> {
+        let meta = EventMeta { event_id: Uuid::now_v7(), occurred_at: Utc::now(), ..meta.clone() };
+        let envelope = tip.chain.seal(&meta, event);
+        let request = AppendRequest {
+            subject: subject.to_string(),
+            payload: Bytes::from(envelope.encode()),
+            msg_id,
+            expected_last_subject_seq: tip.position,
         };
-        let s = user_subject(user_id);
-        let snap = self.load(std::slice::from_ref(&s)).await?;
-        let buyer = match snap.state(&s, None, domain::user::evolve) {
-            Some(_) => Buyer::Known(user_id),
-            None => Buyer::Unknown(user_id.to_string()),
-        };
-        Ok(PaymentCommand::ConfirmPurchase { stripe_event_id, buyer, package, amount_cents, currency })
+        match self.log.append(request).await {
+            Ok(appended) => {
+                let chain =
+                    Loaded { state: (), sequence: envelope.header.sequence, last_hash: envelope.header.hash.clone() };
+                let next = Tip { position: appended.position, chain, last: Some(envelope.event.clone()) };
+                Ok(Appending::Stored(Box::new((next, envelope))))
+            }
+            Err(LogError::Duplicate { position }) => Ok(Appending::Duplicate(position)),
+            Err(LogError::Conflict { .. }) => Ok(Appending::Conflict),
+            Err(other) => Err(other.into()),
+        }
     }
 
     /// Reads the last message of every subject, concurrently.
@@ -725,6 +995,77 @@ impl Commands {
         }
         Ok((requests, envelopes))
     }
+}
+
+/// A subject's last message as a writer needs it: the position the next
+/// append expects, the hash chain it continues, the last event.
+#[derive(Debug, Clone)]
+struct Tip {
+    /// 0 when the subject has no message.
+    position: u64,
+    chain: Loaded<()>,
+    last: Option<Event>,
+}
+
+/// How a guarded single append ended, short of an error.
+enum Appending {
+    /// Stored; the subject's new tip and the sealed event (boxed: the
+    /// other answers are small).
+    Stored(Box<(Tip, Envelope)>),
+    /// A message with this id is stored already, at this position.
+    Duplicate(u64),
+    /// The subject moved since its tip was read.
+    Conflict,
+}
+
+/// What one handling appended, in order.
+#[derive(Debug, Default)]
+struct Written {
+    events: Vec<Envelope>,
+    /// The position of the last one.
+    position: u64,
+}
+
+impl Written {
+    fn push(&mut self, position: u64, envelope: Envelope) {
+        self.events.push(envelope);
+        self.position = self.position.max(position);
+    }
+}
+
+/// Logs a payment decision the domain refused: the Stripe event stays
+/// recorded (Stripe stops retrying it), without effect.
+fn without_effect(meta: &EventMeta, payment_id: &str, rejection: &DomainError) {
+    tracing::warn!(
+        stripe_event_id = %meta.command_id,
+        payment_id,
+        %rejection,
+        "a Stripe event is recorded without effect"
+    );
+}
+
+/// The payment whose last message is `tip`, at its position.
+fn payment_state(payment_id: &str, tip: &Tip) -> PaymentState {
+    match &tip.last {
+        Some(event) => payment::at(payment::evolve(payment::initial_state(payment_id), event), tip.position),
+        None => payment::initial_state(payment_id),
+    }
+}
+
+/// The ledger of `user` whose last message is `tip`.
+fn ledger_state(user: Uuid, tip: &Tip) -> LedgerState {
+    match &tip.last {
+        Some(event) => ledger::evolve(ledger::initial_state(user), event),
+        None => ledger::initial_state(user),
+    }
+}
+
+/// A jittered pause after the `attempt`-th conflict, growing up to
+/// `CONFLICT_DELAY_MS_MAX`.
+async fn conflict_pause(attempt: u32) {
+    let ceiling_ms = (1u64 << attempt.min(6)).min(CONFLICT_DELAY_MS_MAX);
+    let delay_ms = rand::rng().random_range(0..=ceiling_ms);
+    tokio::time::sleep(Duration::from_millis(delay_ms)).await;
 }
 
 /// The message id of a single-aggregate command's event: the same for every

@@ -42,9 +42,11 @@ fn main() {
     let stream = Some(StreamSnapshot { host_id, status: StreamStatus::Live, started_at });
     let viewer = {
         let s = ledger::initial_state(viewer_id);
-        let events =
-            ledger::decide(&s, &LedgerCommand::PurchaseCoins { payment_id: "pi".into(), coins: 1_000_000_000 })
-                .expect("purchase");
+        let events = ledger::decide(
+            &s,
+            &LedgerCommand::PurchaseCoins { payment_id: "pi".into(), coins: 1_000_000_000, source_position: 0 },
+        )
+        .expect("purchase");
         events.iter().fold(s, ledger::evolve)
     };
     let send = SendGift {

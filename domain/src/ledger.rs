@@ -54,16 +54,19 @@ pub struct GiftToCredit {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LedgerCommand {
-    /// A Stripe payment was confirmed.
+    /// A Stripe payment was confirmed: the posting of the payment's
+    /// decision at `source_position` (0: none named).
     PurchaseCoins {
         payment_id: String,
         coins: i64,
+        source_position: u64,
     },
     /// A Stripe payment was refunded, in part or in full. May drive the
     /// wallet negative.
     RefundPurchase {
         payment_id: String,
         coins: i64,
+        source_position: u64,
     },
     /// The host's side of gifts, batched by the gift reactor.
     CreditGifts {
@@ -97,7 +100,7 @@ pub fn decide(state: &LedgerState, command: &LedgerCommand) -> Result<Vec<Event>
     let user = state.user_id;
     let snap = &state.snapshot;
     let event = match command {
-        LedgerCommand::PurchaseCoins { payment_id, coins } => {
+        LedgerCommand::PurchaseCoins { payment_id, coins, source_position } => {
             require_text("paymentId", payment_id, 255)?;
             require_positive("coins", *coins)?;
             let transfers = vec![transfer(Account::ExternalStripe, Account::Wallet(user), *coins)];
@@ -105,10 +108,11 @@ pub fn decide(state: &LedgerState, command: &LedgerCommand) -> Result<Vec<Event>
                 user_id: user,
                 payment_id: payment_id.clone(),
                 coins: *coins,
+                source_position: *source_position,
                 commit: build_commit(state, transfers, PendingChange::None)?,
             })
         }
-        LedgerCommand::RefundPurchase { payment_id, coins } => {
+        LedgerCommand::RefundPurchase { payment_id, coins, source_position } => {
             require_text("paymentId", payment_id, 255)?;
             require_positive("coins", *coins)?;
             let transfers = vec![transfer(Account::Wallet(user), Account::ExternalStripe, *coins)];
@@ -116,6 +120,7 @@ pub fn decide(state: &LedgerState, command: &LedgerCommand) -> Result<Vec<Event>
                 user_id: user,
                 payment_id: payment_id.clone(),
                 coins: *coins,
+                source_position: *source_position,
                 commit: build_commit(state, transfers, PendingChange::None)?,
             })
         }

@@ -4,7 +4,8 @@
 //!
 //! It holds what the payment bought (user, package, coins, amount), the
 //! highest running `amount_refunded` Stripe reported with its charge's
-//! `amount`, the coins reversed so far, and its flags. From these:
+//! `amount`, the coins reversed so far, its flags, and the position of its
+//! last decision whose ledger effect is posted. From these:
 //!
 //! - a purchase is credited once, whichever of `checkout.session.completed`
 //!   and `payment_intent.succeeded` comes first, however often: once the
@@ -14,14 +15,24 @@
 //!   so a refund event out of order (a lower `amount_refunded`) or a repeat
 //!   changes nothing;
 //! - a refund seen before its purchase is kept (amounts recorded, nothing
-//!   reversed); `Settle`, run after the purchase is credited, reverses it.
+//!   reversed); `Settle`, run after the purchase is posted, reverses it.
 //!
-//! A decision writes at most one event on the payment and one on the
-//! buyer's ledger (the ledger's own decider builds that commit, so it
-//! balances by construction).
+//! # Decide, post, mark
+//!
+//! A decision writes one event, on the payment alone. When it moves coins
+//! (`payment.purchase_credited`, `payment.refund_recorded` with coins), its
+//! ledger effect is *pending* until the command side has posted it on the
+//! buyer's ledger (`post`: a commit carrying the decision's log position as
+//! its `sourcePosition`, built by the ledger's own decider, so that it
+//! balances by construction) and marked it (`MarkPosted`:
+//! `payment.posted`). No decision is taken while one is pending, so a
+//! pending decision is always the payment's last event, and whoever loads
+//! the payment completes it first (`pending`). `is_posting_of` tells
+//! whether a ledger commit already posts it, so that a decision is posted
+//! once however many times its completion is attempted.
 
 use events_schema::{
-    Event, PaymentFlag, PaymentFlagged, PaymentPurchase, PaymentPurchaseCredited, PaymentRefundRecorded,
+    Event, PaymentFlag, PaymentFlagged, PaymentPosted, PaymentPurchase, PaymentPurchaseCredited, PaymentRefundRecorded,
     PaymentSnapshot,
 };
 use uuid::Uuid;
@@ -32,27 +43,112 @@ use crate::ledger::{self, LedgerCommand, LedgerState};
 /// Stripe ids and free text from Stripe events are at most this long.
 pub const STRIPE_TEXT_CHARS_MAX: usize = 255;
 
-/// A payment: its PaymentIntent id and what its events established.
+/// A payment: its PaymentIntent id, what its events established, and
+/// where its last event is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PaymentState {
     pub payment_id: String,
     pub snapshot: PaymentSnapshot,
+    /// Log position of the payment's last event, 0 before any. Positions
+    /// are the log's: whoever loads the state sets it (`at`).
+    pub position: u64,
+    /// What the last event asks of the buyer's ledger, when it is a
+    /// decision that moves coins.
+    pub last_effect: Option<LedgerEffect>,
+}
+
+/// Which way a decision moves the buyer's coins.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EffectKind {
+    /// `external:stripe -> wallet` (`ledger.coins_purchased`).
+    Purchase,
+    /// `wallet -> external:stripe` (`ledger.purchase_refunded`).
+    Refund,
+}
+
+/// What a decision asks of the buyer's ledger.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LedgerEffect {
+    pub user_id: Uuid,
+    pub kind: EffectKind,
+    /// Positive.
+    pub coins: i64,
+}
+
+/// A decision whose ledger effect is not posted yet: the decision at
+/// `source_position` of payment `payment_id`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Posting {
+    pub payment_id: String,
+    pub source_position: u64,
+    pub effect: LedgerEffect,
 }
 
 /// A payment no event has touched yet.
 pub fn initial_state(payment_id: &str) -> PaymentState {
-    PaymentState { payment_id: payment_id.to_string(), snapshot: PaymentSnapshot::default() }
+    PaymentState {
+        payment_id: payment_id.to_string(),
+        snapshot: PaymentSnapshot::default(),
+        position: 0,
+        last_effect: None,
+    }
 }
 
-/// Records a payment event: the state it carries becomes the state.
+/// Records a payment event: the state it carries becomes the state, and
+/// its ledger effect the last one. The position stays the loader's to set
+/// (`at`).
 pub fn evolve(state: PaymentState, event: &Event) -> PaymentState {
     let snapshot = match event {
         Event::PaymentPurchaseCredited(e) => &e.state_after,
         Event::PaymentRefundRecorded(e) => &e.state_after,
         Event::PaymentFlagged(e) => &e.state_after,
+        Event::PaymentPosted(e) => &e.state_after,
         _ => return state,
     };
-    PaymentState { payment_id: state.payment_id, snapshot: snapshot.clone() }
+    PaymentState {
+        payment_id: state.payment_id,
+        snapshot: snapshot.clone(),
+        position: state.position,
+        last_effect: effect(event),
+    }
+}
+
+/// The state whose last event is at `position`.
+pub fn at(state: PaymentState, position: u64) -> PaymentState {
+    PaymentState { position, ..state }
+}
+
+/// What a payment event asks of the buyer's ledger, if anything.
+pub fn effect(event: &Event) -> Option<LedgerEffect> {
+    match event {
+        Event::PaymentPurchaseCredited(e) => {
+            Some(LedgerEffect { user_id: e.purchase.user_id, kind: EffectKind::Purchase, coins: e.purchase.coins })
+        }
+        Event::PaymentRefundRecorded(e) if e.coins > 0 => {
+            let purchase = e.state_after.purchase.as_ref()?;
+            Some(LedgerEffect { user_id: purchase.user_id, kind: EffectKind::Refund, coins: e.coins })
+        }
+        _ => None,
+    }
+}
+
+/// The position of the payment's last decision whose ledger effect is
+/// posted. A payment whose last event was written before decisions were
+/// posted apart (no `postedPosition`) had every effect appended with its
+/// decision: everything up to its last event is posted.
+pub fn posted_position(state: &PaymentState) -> u64 {
+    state.snapshot.posted_position.unwrap_or(state.position)
+}
+
+/// The decision to post before anything else is decided: the last event,
+/// when it moves coins and lies beyond the posted position.
+pub fn pending(state: &PaymentState) -> Option<Posting> {
+    let effect = state.last_effect.as_ref()?;
+    (state.position > posted_position(state)).then(|| Posting {
+        payment_id: state.payment_id.clone(),
+        source_position: state.position,
+        effect: effect.clone(),
+    })
 }
 
 /// The buyer named by a purchase event, as the command side found it.
@@ -72,7 +168,8 @@ pub struct PackageRef {
     pub coins: Option<i64>,
 }
 
-/// What a verified Stripe event asks of a payment.
+/// What a verified Stripe event (or the command side, completing a
+/// decision) asks of a payment.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PaymentCommand {
     /// `payment_intent.succeeded`, or `checkout.session.completed` with
@@ -86,37 +183,38 @@ pub enum PaymentCommand {
     /// An event that names no payment to credit (a paid session without a
     /// PaymentIntent).
     Flag { stripe_event_id: String, flag: PaymentFlag, detail: String },
+    /// The pending decision is posted, by the commit at `ledger_position`.
+    MarkPosted { ledger_position: u64 },
 }
 
-/// Whose ledger a decision on `state` writes, if any: the one the command
-/// side must load (and pass to `decide`) beside the payment.
+/// Whose ledger a decision on `state` may post to, if anyone's: the buyer
+/// of a purchase not known yet, or of the purchase known.
 pub fn ledger_user(state: &PaymentState, command: &PaymentCommand) -> Option<Uuid> {
     match command {
         PaymentCommand::ConfirmPurchase { buyer: Buyer::Known(user), .. } if state.snapshot.purchase.is_none() => {
             Some(*user)
         }
         PaymentCommand::ConfirmPurchase { .. } | PaymentCommand::Flag { .. } => None,
-        PaymentCommand::RecordRefund { .. } | PaymentCommand::Settle => {
+        PaymentCommand::RecordRefund { .. } | PaymentCommand::Settle | PaymentCommand::MarkPosted { .. } => {
             state.snapshot.purchase.as_ref().map(|p| p.user_id)
         }
     }
 }
 
-/// Decides a Stripe event against a payment and, when the decision moves
-/// coins, the buyer's ledger (`ledger_user` says whose; `None` is only
-/// valid when it says nobody's). `Ok(vec![])`: nothing changes.
-pub fn decide(
-    state: &PaymentState,
-    ledger: Option<&LedgerState>,
-    command: &PaymentCommand,
-) -> Result<Vec<Event>, DomainError> {
+/// Decides a command against a payment: at most one event, on the payment.
+/// `Ok(vec![])`: nothing changes. While a decision is pending, only
+/// `MarkPosted` is decided; anything else is refused (post it first).
+pub fn decide(state: &PaymentState, command: &PaymentCommand) -> Result<Vec<Event>, DomainError> {
     require_id("paymentId", &state.payment_id)?;
-    let needed = ledger_user(state, command);
-    let ledger = match (needed, ledger) {
-        (None, _) => None,
-        (Some(user), Some(l)) if l.user_id == user => Some(l),
-        (Some(_), _) => return Err(DomainError::invalid("ledger", "the buyer's ledger was not loaded")),
-    };
+    if let PaymentCommand::MarkPosted { ledger_position } = command {
+        return Ok(mark_posted(state, *ledger_position));
+    }
+    if pending(state).is_some() {
+        return Err(DomainError::invalid("payment", "a decision is pending its posting: post it first"));
+    }
+    // Every decision carries the posted position forward (written out for
+    // a payment whose last event predates it).
+    let base = PaymentSnapshot { posted_position: Some(posted_position(state)), ..state.snapshot.clone() };
     match command {
         PaymentCommand::ConfirmPurchase { stripe_event_id, buyer, package, amount_cents, currency } => {
             require_id("stripeEventId", stripe_event_id)?;
@@ -126,11 +224,16 @@ pub fn decide(
             }
             let user_id = match buyer {
                 Buyer::Known(user) => *user,
-                Buyer::Unknown(named) => return Ok(flag(state, stripe_event_id, PaymentFlag::UnknownUser, named)),
+                Buyer::Unknown(named) => {
+                    return Ok(flag(state, base, stripe_event_id, PaymentFlag::UnknownUser, named));
+                }
             };
             let Some(coins) = package.coins else {
-                return Ok(flag(state, stripe_event_id, PaymentFlag::UnknownPackage, &package.id));
+                return Ok(flag(state, base, stripe_event_id, PaymentFlag::UnknownPackage, &package.id));
             };
+            if coins <= 0 {
+                return Err(DomainError::invalid("coins", "a package credits coins"));
+            }
             if *amount_cents < 0 {
                 return Err(DomainError::invalid("amount", "a payment is not negative"));
             }
@@ -142,38 +245,62 @@ pub fn decide(
                 amount_cents: *amount_cents,
                 currency: currency.clone(),
             };
-            let Some(ledger) = ledger else { unreachable!("a known buyer's ledger is checked above") };
-            let mut events =
-                ledger::decide(ledger, &LedgerCommand::PurchaseCoins { payment_id: state.payment_id.clone(), coins })?;
-            let state_after = PaymentSnapshot { purchase: Some(purchase.clone()), ..state.snapshot.clone() };
-            events.push(Event::PaymentPurchaseCredited(PaymentPurchaseCredited {
+            let state_after = PaymentSnapshot { purchase: Some(purchase.clone()), ..base };
+            Ok(vec![Event::PaymentPurchaseCredited(PaymentPurchaseCredited {
                 payment_id: state.payment_id.clone(),
                 stripe_event_id: stripe_event_id.clone(),
                 purchase,
                 state_after,
-            }));
-            Ok(events)
+            })])
         }
         PaymentCommand::RecordRefund { stripe_event_id, charge_amount_cents, amount_refunded_cents } => {
             require_id("stripeEventId", stripe_event_id)?;
             if *charge_amount_cents <= 0 || *amount_refunded_cents < 0 || amount_refunded_cents > charge_amount_cents {
                 let detail = format!("amount {charge_amount_cents}, amount_refunded {amount_refunded_cents}");
-                return Ok(flag(state, stripe_event_id, PaymentFlag::InvalidRefund, &detail));
+                return Ok(flag(state, base, stripe_event_id, PaymentFlag::InvalidRefund, &detail));
             }
-            let mut after = state.snapshot.clone();
+            let mut after = base.clone();
             // Refunds only grow: a lower running total is an older event.
             if *amount_refunded_cents > after.amount_refunded_cents || after.charge_amount_cents == 0 {
                 after.charge_amount_cents = *charge_amount_cents;
                 after.amount_refunded_cents = *amount_refunded_cents;
             }
-            reverse_due(state, ledger, after, Some(stripe_event_id.clone()))
+            reverse_due(state, &base, after, Some(stripe_event_id.clone()))
         }
-        PaymentCommand::Settle => reverse_due(state, ledger, state.snapshot.clone(), None),
+        PaymentCommand::Settle => reverse_due(state, &base, base.clone(), None),
         PaymentCommand::Flag { stripe_event_id, flag: f, detail } => {
             require_id("stripeEventId", stripe_event_id)?;
-            Ok(flag(state, stripe_event_id, *f, detail))
+            Ok(flag(state, base, stripe_event_id, *f, detail))
         }
+        PaymentCommand::MarkPosted { .. } => Ok(vec![]),
     }
+}
+
+/// The buyer's ledger commit that posts `posting`, built by the ledger's
+/// own decider on `ledger` (the buyer's).
+pub fn post(posting: &Posting, ledger: &LedgerState) -> Result<Vec<Event>, DomainError> {
+    if ledger.user_id != posting.effect.user_id {
+        return Err(DomainError::invalid("ledger", "a payment posts to its buyer's ledger"));
+    }
+    let payment_id = posting.payment_id.clone();
+    let (coins, source_position) = (posting.effect.coins, posting.source_position);
+    let command = match posting.effect.kind {
+        EffectKind::Purchase => LedgerCommand::PurchaseCoins { payment_id, coins, source_position },
+        EffectKind::Refund => LedgerCommand::RefundPurchase { payment_id, coins, source_position },
+    };
+    ledger::decide(ledger, &command)
+}
+
+/// Whether `event` (a commit on the buyer's ledger) posts `posting`.
+/// Commits of the atomic-batch era (no source position) post nothing
+/// pending: their decisions were never pending.
+pub fn is_posting_of(event: &Event, posting: &Posting) -> bool {
+    let (payment_id, source_position) = match event {
+        Event::CoinsPurchased(e) => (&e.payment_id, e.source_position),
+        Event::PurchaseRefunded(e) => (&e.payment_id, e.source_position),
+        _ => return false,
+    };
+    source_position != 0 && source_position == posting.source_position && *payment_id == posting.payment_id
 }
 
 /// `ceil(coins * amount_refunded / amount)`: the coins a refund of
@@ -192,46 +319,60 @@ pub fn coins_due_back(coins: i64, amount_cents: i64, amount_refunded_cents: i64)
     i64::try_from(due).map_err(|_| DomainError::AmountOutOfRange)
 }
 
-/// The events that record `after` (new refund amounts, perhaps) and reverse
-/// what is due and not reversed yet.
+/// The event that records `after` (new refund amounts, perhaps) and
+/// reverses what is due and not reversed yet (its ledger effect), unless
+/// nothing changes from `base`.
 fn reverse_due(
     state: &PaymentState,
-    ledger: Option<&LedgerState>,
+    base: &PaymentSnapshot,
     mut after: PaymentSnapshot,
     stripe_event_id: Option<String>,
 ) -> Result<Vec<Event>, DomainError> {
-    let mut events = Vec::with_capacity(2);
     let mut coins = 0;
-    if let (Some(purchase), Some(ledger)) = (&after.purchase, ledger) {
+    if let Some(purchase) = &after.purchase {
         let due = coins_due_back(purchase.coins, after.charge_amount_cents, after.amount_refunded_cents)?;
         coins = due.checked_sub(after.coins_reversed).ok_or(DomainError::AmountOutOfRange)?.max(0);
         if coins > 0 {
-            events =
-                ledger::decide(ledger, &LedgerCommand::RefundPurchase { payment_id: state.payment_id.clone(), coins })?;
             after.coins_reversed = after.coins_reversed.checked_add(coins).ok_or(DomainError::AmountOutOfRange)?;
         }
     }
-    if after == state.snapshot {
-        // An older or repeated refund, or nothing pending: nothing changes.
+    if after == *base {
+        // An older or repeated refund, or nothing due: nothing changes.
         return Ok(vec![]);
     }
-    events.push(Event::PaymentRefundRecorded(PaymentRefundRecorded {
+    Ok(vec![Event::PaymentRefundRecorded(PaymentRefundRecorded {
         payment_id: state.payment_id.clone(),
         stripe_event_id,
         charge_amount_cents: after.charge_amount_cents,
         amount_refunded_cents: after.amount_refunded_cents,
         coins,
         state_after: after,
-    }));
-    Ok(events)
+    })])
+}
+
+/// The mark of the pending decision as posted, if one is pending.
+fn mark_posted(state: &PaymentState, ledger_position: u64) -> Vec<Event> {
+    let Some(posting) = pending(state) else { return vec![] };
+    let state_after = PaymentSnapshot { posted_position: Some(posting.source_position), ..state.snapshot.clone() };
+    vec![Event::PaymentPosted(PaymentPosted {
+        payment_id: state.payment_id.clone(),
+        posted_position: posting.source_position,
+        ledger_position,
+        state_after,
+    })]
 }
 
 /// A flag event, unless the payment carries this flag already.
-fn flag(state: &PaymentState, stripe_event_id: &str, flag: PaymentFlag, detail: &str) -> Vec<Event> {
+fn flag(
+    state: &PaymentState,
+    mut after: PaymentSnapshot,
+    stripe_event_id: &str,
+    flag: PaymentFlag,
+    detail: &str,
+) -> Vec<Event> {
     if state.snapshot.flags.contains(&flag) {
         return vec![];
     }
-    let mut after = state.snapshot.clone();
     after.flags.push(flag);
     vec![Event::PaymentFlagged(PaymentFlagged {
         payment_id: state.payment_id.clone(),

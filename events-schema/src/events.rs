@@ -121,6 +121,8 @@ pub struct ReservationClaimed {
     pub user_id: Uuid,
 }
 
+/// Coins credited for a Stripe payment: the posting of the payment
+/// aggregate's `payment.purchase_credited` decision.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CoinsPurchased {
@@ -128,16 +130,34 @@ pub struct CoinsPurchased {
     /// The Stripe PaymentIntent id the coins were bought with.
     pub payment_id: String,
     pub coins: i64,
+    /// Log position of the payment's decision this commit posts, so that a
+    /// decision is posted once. 0 (absent) in commits written in one atomic
+    /// batch with their decision, before decisions were posted apart.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub source_position: u64,
     pub commit: LedgerCommit,
 }
 
+/// Coins taken back after a Stripe refund: the posting of the payment
+/// aggregate's `payment.refund_recorded` decision.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PurchaseRefunded {
     pub user_id: Uuid,
     pub payment_id: String,
     pub coins: i64,
+    /// As in `CoinsPurchased`: the payment decision posted, 0 for commits
+    /// of the atomic-batch era.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub source_position: u64,
     pub commit: LedgerCommit,
+}
+
+/// Serde's test for fields added after events were stored: absent reads as
+/// zero, and zero is not written, so older events keep their bytes (and
+/// their hashes) when encoded again.
+fn is_zero(value: &u64) -> bool {
+    *value == 0
 }
 
 /// The viewer's side of a gift: coins leave the wallet for `transit:gifts`.
@@ -357,10 +377,19 @@ pub struct PaymentSnapshot {
     pub coins_reversed: i64,
     /// Every reason this payment was flagged, in order, without repeats.
     pub flags: Vec<PaymentFlag>,
+    /// Log position of the payment's last decision whose ledger effect is
+    /// posted (its commit is on the buyer's ledger): a decision that moves
+    /// coins at a later position is pending. Absent in events written
+    /// before decisions were posted apart, whose effects were appended in
+    /// the same atomic batch: none of them is pending.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub posted_position: Option<u64>,
 }
 
-/// A purchase credited: appended with the user's `ledger.coins_purchased`
-/// and the Stripe event's record in one atomic batch.
+/// A purchase credited: the coins are due to the buyer. The decision is
+/// appended alone; its `ledger.coins_purchased` posting follows on the
+/// buyer's ledger, then `payment.posted` (older logs hold all three in one
+/// atomic batch).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PaymentPurchaseCredited {
@@ -383,6 +412,19 @@ pub struct PaymentRefundRecorded {
     pub charge_amount_cents: i64,
     pub amount_refunded_cents: i64,
     pub coins: i64,
+    pub state_after: PaymentSnapshot,
+}
+
+/// A decision's ledger effect is posted: the commit carrying
+/// `sourcePosition = postedPosition` is on the buyer's ledger.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PaymentPosted {
+    pub payment_id: String,
+    /// The log position of the decision posted.
+    pub posted_position: u64,
+    /// Where its ledger commit is.
+    pub ledger_position: u64,
     pub state_after: PaymentSnapshot,
 }
 
@@ -469,6 +511,8 @@ pub enum Event {
     PaymentRefundRecorded(PaymentRefundRecorded),
     #[serde(rename = "payment.flagged")]
     PaymentFlagged(PaymentFlagged),
+    #[serde(rename = "payment.posted")]
+    PaymentPosted(PaymentPosted),
 }
 
 /// The kind of aggregate an event belongs to: the second token of its subject.
@@ -525,6 +569,7 @@ pub const EVENT_TYPES: &[(&str, u16)] = &[
     ("payment.purchase_credited", 1),
     ("payment.refund_recorded", 1),
     ("payment.flagged", 1),
+    ("payment.posted", 1),
 ];
 
 impl Event {
@@ -553,6 +598,7 @@ impl Event {
             Event::PaymentPurchaseCredited(_) => "payment.purchase_credited",
             Event::PaymentRefundRecorded(_) => "payment.refund_recorded",
             Event::PaymentFlagged(_) => "payment.flagged",
+            Event::PaymentPosted(_) => "payment.posted",
         }
     }
 
@@ -579,9 +625,10 @@ impl Event {
             Event::ChannelWentLive(_) | Event::ChannelWentOffline(_) => AggregateKind::Channel,
             Event::StripeEventRecorded(_) => AggregateKind::Stripe,
             Event::CommandRecorded(_) => AggregateKind::Command,
-            Event::PaymentPurchaseCredited(_) | Event::PaymentRefundRecorded(_) | Event::PaymentFlagged(_) => {
-                AggregateKind::Payment
-            }
+            Event::PaymentPurchaseCredited(_)
+            | Event::PaymentRefundRecorded(_)
+            | Event::PaymentFlagged(_)
+            | Event::PaymentPosted(_) => AggregateKind::Payment,
         }
     }
 
@@ -612,6 +659,7 @@ impl Event {
             Event::PaymentPurchaseCredited(e) => payment_token(&e.payment_id),
             Event::PaymentRefundRecorded(e) => payment_token(&e.payment_id),
             Event::PaymentFlagged(e) => payment_token(&e.payment_id),
+            Event::PaymentPosted(e) => payment_token(&e.payment_id),
         }
     }
 

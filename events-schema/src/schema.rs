@@ -93,6 +93,7 @@ pub fn event_schemas() -> Vec<(String, Value)> {
                 "payment.purchase_credited" => payload_schema::<PaymentPurchaseCredited>(),
                 "payment.refund_recorded" => payload_schema::<PaymentRefundRecorded>(),
                 "payment.flagged" => payload_schema::<PaymentFlagged>(),
+                "payment.posted" => payload_schema::<PaymentPosted>(),
                 other => unreachable!("EVENT_TYPES lists {other} without a schema"),
             };
             let file = format!("{type_name}.v{version}.json");

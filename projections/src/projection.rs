@@ -323,6 +323,7 @@ fn stripe_payments(event: &Event, out: &mut Vec<Change>) {
         Event::PaymentPurchaseCredited(e) => out.push(stripe_state(&e.payment_id, &e.state_after)),
         Event::PaymentRefundRecorded(e) => out.push(stripe_state(&e.payment_id, &e.state_after)),
         Event::PaymentFlagged(e) => out.push(stripe_state(&e.payment_id, &e.state_after)),
+        Event::PaymentPosted(e) => out.push(stripe_state(&e.payment_id, &e.state_after)),
         _ => {}
     }
 }

@@ -16,11 +16,11 @@ use bytes::Bytes;
 use chrono::{DateTime, Duration, Utc};
 use events_schema::{
     Account, Actor, ActorKind, CoinsPurchased, CommandRecorded, Envelope, Event, EventMeta, GENESIS_HASH, GiftSent,
-    GiftsReceived, LedgerAdjusted, LedgerCommit, LedgerSnapshot, Money, PaymentFlag, PaymentFlagged, PaymentPurchase,
-    PaymentPurchaseCredited, PaymentRefundRecorded, PaymentSnapshot, PayoutApproved, PayoutRejected, PayoutRequested,
-    PendingPayout, PurchaseRefunded, ReceivedGift, ReservationClaimed, ReservationKind, Role, StreamEnded,
-    StreamSnapshot, StreamStarted, StreamStatus, StripeEventRecorded, Transfer, UserRegistered, UserRolesChanged,
-    UserSnapshot, ViewerJoined, ViewerLeft,
+    GiftsReceived, LedgerAdjusted, LedgerCommit, LedgerSnapshot, Money, PaymentFlag, PaymentFlagged, PaymentPosted,
+    PaymentPurchase, PaymentPurchaseCredited, PaymentRefundRecorded, PaymentSnapshot, PayoutApproved, PayoutRejected,
+    PayoutRequested, PendingPayout, PurchaseRefunded, ReceivedGift, ReservationClaimed, ReservationKind, Role,
+    StreamEnded, StreamSnapshot, StreamStarted, StreamStatus, StripeEventRecorded, Transfer, UserRegistered,
+    UserRolesChanged, UserSnapshot, ViewerJoined, ViewerLeft,
 };
 use futures_util::future::BoxFuture;
 use sha2::{Digest, Sha256};
@@ -410,7 +410,8 @@ pub struct Generator {
     config: GeneratorConfig,
     users: Vec<GenUser>,
     hosts: Vec<GenHost>,
-    purchases: VecDeque<(usize, String, i64)>,
+    /// (buyer, payment id, coins, position of its last posted decision).
+    purchases: VecDeque<(usize, String, i64, u64)>,
     /// The hash chains of the payments of `purchases` (a refund continues
     /// its payment's chain, then drops it).
     payment_chains: BTreeMap<String, Chain>,
@@ -624,13 +625,8 @@ impl Generator {
             self.emit(&meta, event, None);
         }
         let meta = self.meta(Actor { kind: ActorKind::Stripe, id: Some(stripe_event_id) });
-        let commit =
-            self.commit(user, vec![transfer(Account::ExternalStripe, Account::Wallet(id), coins)], PendingEdit::None);
-        let event =
-            Event::CoinsPurchased(CoinsPurchased { user_id: id, payment_id: payment_id.clone(), coins, commit });
-        self.ledger_event(user, &meta, event);
-        // The payment aggregate's record of it (the webhook appends both in
-        // one batch); now and then a flagged payment beside it.
+        // The webhook's single appends: the payment's decision, its posting
+        // on the buyer's ledger (naming the decision's position), the mark.
         let purchase = PaymentPurchase {
             user_id: id,
             package_id: format!("coins-{coins}"),
@@ -638,46 +634,69 @@ impl Generator {
             amount_cents: coins,
             currency: "usd".into(),
         };
-        let state_after = PaymentSnapshot { purchase: Some(purchase.clone()), ..PaymentSnapshot::default() };
+        let state_after = PaymentSnapshot {
+            purchase: Some(purchase.clone()),
+            posted_position: Some(0),
+            ..PaymentSnapshot::default()
+        };
         let credited = Event::PaymentPurchaseCredited(PaymentPurchaseCredited {
             payment_id: payment_id.clone(),
             stripe_event_id: format!("evt_{}", self.counter),
             purchase,
-            state_after,
+            state_after: state_after.clone(),
         });
         let mut chain = Chain::new();
-        self.emit(&meta, credited, Some(&mut chain));
+        let decision = self.emit(&meta, credited, Some(&mut chain));
+        let commit =
+            self.commit(user, vec![transfer(Account::ExternalStripe, Account::Wallet(id), coins)], PendingEdit::None);
+        let event = Event::CoinsPurchased(CoinsPurchased {
+            user_id: id,
+            payment_id: payment_id.clone(),
+            coins,
+            source_position: decision,
+            commit,
+        });
+        let ledger_position = self.ledger_event(user, &meta, event);
+        let posted = Event::PaymentPosted(PaymentPosted {
+            payment_id: payment_id.clone(),
+            posted_position: decision,
+            ledger_position,
+            state_after: PaymentSnapshot { posted_position: Some(decision), ..state_after },
+        });
+        self.emit(&meta, posted, Some(&mut chain));
         self.payment_chains.insert(payment_id.clone(), chain);
+        // Now and then a flagged payment beside it.
         if self.rng.percent(5) {
             let flagged = Event::PaymentFlagged(PaymentFlagged {
                 payment_id: format!("pi_flagged_{}", self.counter),
                 stripe_event_id: format!("evt_f{}", self.counter),
                 flag: PaymentFlag::UnknownUser,
                 detail: "nobody".into(),
-                state_after: PaymentSnapshot { flags: vec![PaymentFlag::UnknownUser], ..PaymentSnapshot::default() },
+                state_after: PaymentSnapshot {
+                    flags: vec![PaymentFlag::UnknownUser],
+                    posted_position: Some(0),
+                    ..PaymentSnapshot::default()
+                },
             });
             self.emit(&meta, flagged, None);
         }
         if self.purchases.len() >= PURCHASES_TRACKED_MAX
-            && let Some((_, dropped, _)) = self.purchases.pop_front()
+            && let Some((_, dropped, _, _)) = self.purchases.pop_front()
         {
             self.payment_chains.remove(&dropped);
         }
-        self.purchases.push_back((user, payment_id, coins));
+        self.purchases.push_back((user, payment_id, coins, decision));
     }
 
     fn refund(&mut self) {
-        let Some((user, payment_id, coins)) = self.purchases.pop_front() else { return self.purchase(false) };
+        let Some((user, payment_id, coins, posted)) = self.purchases.pop_front() else {
+            return self.purchase(false);
+        };
         let id = self.users[user].id;
         let bought = coins;
         // Partial or full; may drive the wallet negative, as refunds may.
         let coins = if self.rng.percent(50) { coins } else { (coins / 2).max(1) };
         let meta = self.meta(Actor { kind: ActorKind::Stripe, id: Some(format!("evt_r{}", self.counter)) });
-        let commit =
-            self.commit(user, vec![transfer(Account::Wallet(id), Account::ExternalStripe, coins)], PendingEdit::None);
-        let event =
-            Event::PurchaseRefunded(PurchaseRefunded { user_id: id, payment_id: payment_id.clone(), coins, commit });
-        self.ledger_event(user, &meta, event);
         // A cent per coin: the refund's share of the amount is its coins.
         let purchase = PaymentPurchase {
             user_id: id,
@@ -692,17 +711,35 @@ impl Generator {
             amount_refunded_cents: coins,
             coins_reversed: coins,
             flags: vec![],
+            posted_position: Some(posted),
         };
         let mut chain = self.payment_chains.remove(&payment_id).unwrap_or_else(Chain::new);
         let recorded = Event::PaymentRefundRecorded(PaymentRefundRecorded {
-            payment_id,
+            payment_id: payment_id.clone(),
             stripe_event_id: Some(format!("evt_r{}", self.counter)),
             charge_amount_cents: bought,
             amount_refunded_cents: coins,
             coins,
-            state_after,
+            state_after: state_after.clone(),
         });
-        self.emit(&meta, recorded, Some(&mut chain));
+        let decision = self.emit(&meta, recorded, Some(&mut chain));
+        let commit =
+            self.commit(user, vec![transfer(Account::Wallet(id), Account::ExternalStripe, coins)], PendingEdit::None);
+        let event = Event::PurchaseRefunded(PurchaseRefunded {
+            user_id: id,
+            payment_id: payment_id.clone(),
+            coins,
+            source_position: decision,
+            commit,
+        });
+        let ledger_position = self.ledger_event(user, &meta, event);
+        let posted = Event::PaymentPosted(PaymentPosted {
+            payment_id,
+            posted_position: decision,
+            ledger_position,
+            state_after: PaymentSnapshot { posted_position: Some(decision), ..state_after },
+        });
+        self.emit(&meta, posted, Some(&mut chain));
     }
 
     fn start_stream(&mut self) {

@@ -15,7 +15,10 @@
 //!   balances equal to the state their last commit carries;
 //! - reconciliation with Stripe as the log holds it: per payment, coins
 //!   purchased once and refunded at most as much; `external:stripe` equal
-//!   to minus (purchased - refunded).
+//!   to minus (purchased - refunded); every payment decision that moves
+//!   coins posted at most once, by a commit of its coins naming its
+//!   position, and marked posted only after (decisions still pending are
+//!   counted: a crash leaves one until Stripe's next delivery).
 //!
 //! - the read side: the serving ledger read model's account balances
 //!   equal the log's at the ledger projection's checkpoint (when a store is
@@ -146,6 +149,8 @@ pub struct Reconciliation {
     pub coins_purchased: i64,
     pub coins_refunded: i64,
     pub external_stripe_coins: i64,
+    /// Payment decisions that move coins with no posting yet.
+    pub decisions_unposted: u64,
     /// `external:stripe == -(purchased - refunded)` and no payment refunded
     /// beyond its purchase or purchased twice.
     pub balanced: bool,
@@ -196,6 +201,9 @@ pub struct Auditor {
     /// Gifts sent and not yet credited: source position -> coins.
     uncredited: HashMap<u64, i64>,
     payments: HashMap<String, Payment>,
+    /// Payment decisions that move coins, not posted yet: position ->
+    /// (payment id, coins).
+    unposted: HashMap<u64, (String, i64)>,
     checkpoints: Vec<NamedCheckpoint>,
     next_checkpoint: usize,
     read_model: Option<ReadModelLedger>,
@@ -224,6 +232,7 @@ impl Auditor {
             balances: HashMap::new(),
             uncredited: HashMap::new(),
             payments: HashMap::new(),
+            unposted: HashMap::new(),
             checkpoints,
             next_checkpoint: 0,
             read_model: None,
@@ -345,8 +354,58 @@ impl Auditor {
         };
         if envelope.event.ledger_commit().is_some() {
             self.ledger_commit(position, subject, &envelope);
+        } else {
+            self.payment_event(position, subject, &envelope.event);
         }
         self.record_checkpoints(position);
+    }
+
+    /// A payment decision that moves coins awaits its posting (unless it
+    /// was written with it, in one atomic batch: no posted position); a
+    /// mark follows its posting.
+    fn payment_event(&mut self, position: u64, subject: &str, event: &Event) {
+        match event {
+            Event::PaymentPurchaseCredited(e) if e.state_after.posted_position.is_some() => {
+                if let Some(effect) = domain::payment::effect(event) {
+                    self.unposted.insert(position, (e.payment_id.clone(), effect.coins));
+                }
+            }
+            Event::PaymentRefundRecorded(e) if e.state_after.posted_position.is_some() => {
+                if let Some(effect) = domain::payment::effect(event) {
+                    self.unposted.insert(position, (e.payment_id.clone(), effect.coins));
+                }
+            }
+            Event::PaymentPosted(e) if self.unposted.contains_key(&e.posted_position) => {
+                let detail = format!("marks the decision at {} posted, which no commit posts", e.posted_position);
+                self.fail("reconciliation", Some(position), Some(subject), detail);
+            }
+            _ => {}
+        }
+    }
+
+    /// A commit posting a payment decision (one that names its source).
+    fn posting(&mut self, position: u64, subject: &str, payment_id: &str, coins: i64, source_position: u64) {
+        if source_position == 0 {
+            return;
+        }
+        match self.unposted.remove(&source_position) {
+            Some((decided_id, decided_coins)) if decided_id == payment_id && decided_coins == coins => {}
+            Some((decided_id, decided_coins)) => self.fail(
+                "reconciliation",
+                Some(position),
+                Some(subject),
+                format!(
+                    "posts {coins} coins of payment {payment_id} for the decision at {source_position}, \
+                     which was of {decided_coins} coins of payment {decided_id}"
+                ),
+            ),
+            None => self.fail(
+                "reconciliation",
+                Some(position),
+                Some(subject),
+                format!("posts the payment decision at {source_position}, which is unknown or already posted"),
+            ),
+        }
     }
 
     fn ledger_commit(&mut self, position: u64, subject: &str, envelope: &Envelope) {
@@ -426,6 +485,7 @@ impl Auditor {
                 }
             }
             Event::CoinsPurchased(e) => {
+                self.posting(position, subject, &e.payment_id, e.coins, e.source_position);
                 let payment = self.payments.entry(e.payment_id.clone()).or_default();
                 payment.purchased += e.coins;
                 payment.purchases += 1;
@@ -439,6 +499,7 @@ impl Auditor {
                 }
             }
             Event::PurchaseRefunded(e) => {
+                self.posting(position, subject, &e.payment_id, e.coins, e.source_position);
                 let payment = self.payments.entry(e.payment_id.clone()).or_default();
                 payment.refunded += e.coins;
                 if payment.refunded > payment.purchased {
@@ -551,6 +612,7 @@ impl Auditor {
                 coins_purchased: purchased,
                 coins_refunded: refunded,
                 external_stripe_coins: external,
+                decisions_unposted: self.unposted.len() as u64,
                 balanced: stripe_balanced && per_payment_ok,
             },
             failures: self.failures,

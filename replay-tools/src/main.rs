@@ -398,6 +398,12 @@ fn audit_outcome(report: &replay_tools::AuditReport) -> anyhow::Result<Outcome> 
         r.external_stripe_coins,
         if r.balanced { "reconciled" } else { "NOT RECONCILED" }
     ));
+    if r.decisions_unposted > 0 {
+        text.push_str(&format!(
+            "stripe: {} payment decisions not posted yet (the next delivery of their events posts them)\n",
+            r.decisions_unposted
+        ));
+    }
     for finding in &report.findings {
         text.push_str(&format!("FAILED {finding}\n"));
     }

@@ -6,7 +6,8 @@
 //!
 //! - purchases: `payment_intent.succeeded` for distinct PaymentIntents of
 //!   `BENCH_USERS` buyers, each verified (HMAC-SHA256), read, and credited
-//!   in one atomic batch (event record, payment, buyer's ledger);
+//!   in four single appends (event record, payment decision, buyer's
+//!   ledger commit, payment's mark);
 //! - records: events of a type the ledger does not use (`customer.updated`),
 //!   verified and recorded (one append);
 //! - repeats: the purchases delivered again (verified, found recorded,

@@ -882,12 +882,27 @@ impl JetStreamLog {
     /// `204 EOB` message (or answers `404` when nothing is at or after
     /// `position`).
     async fn direct_get_batch(&self, position: u64, batch: u32) -> Result<Vec<StoredMessage>, LogError> {
+        self.direct_get_batch_on(None, position, batch).await
+    }
+
+    /// A batched direct get of the messages on `subject` (every subject
+    /// when `None`), from `position` on (`next_by_subj`).
+    async fn direct_get_batch_on(
+        &self,
+        subject: Option<&str>,
+        position: u64,
+        batch: u32,
+    ) -> Result<Vec<StoredMessage>, LogError> {
         let batch = batch.clamp(1, DIRECT_GET_BATCH_SIZE_MAX);
         let client = &self.inner.client;
         let inbox = client.new_inbox();
         let mut replies =
             client.subscribe(inbox.clone()).await.map_err(|err| LogError::Unavailable(format!("subscribe: {err}")))?;
-        let body = serde_json::json!({ "seq": position.max(1), "batch": batch }).to_string();
+        let body = match subject {
+            None => serde_json::json!({ "seq": position.max(1), "batch": batch }),
+            Some(subject) => serde_json::json!({ "seq": position.max(1), "batch": batch, "next_by_subj": subject }),
+        }
+        .to_string();
         client
             .publish_with_reply(self.inner.subject_direct_get.clone(), inbox, body.into())
             .await
@@ -941,6 +956,28 @@ impl JetStreamLog {
                 break;
             }
             let batch = self.retrying("read", || self.direct_get_batch(next, wanted)).await?;
+            let Some(last) = batch.last() else { break };
+            next = last.position + 1;
+            out.extend(batch);
+        }
+        Ok(out)
+    }
+
+    async fn read_subject_from_inner(
+        &self,
+        subject: &str,
+        position: u64,
+        max_messages: u32,
+    ) -> Result<Vec<StoredMessage>, LogError> {
+        let mut out: Vec<StoredMessage> = Vec::with_capacity(max_messages.min(DIRECT_GET_BATCH_SIZE_MAX) as usize);
+        let mut next = position.max(1);
+        // As in `read_from_inner`: each round returns a message or ends.
+        for _ in 0..max_messages {
+            let wanted = max_messages - out.len() as u32;
+            if wanted == 0 {
+                break;
+            }
+            let batch = self.retrying("read subject", || self.direct_get_batch_on(Some(subject), next, wanted)).await?;
             let Some(last) = batch.last() else { break };
             next = last.position + 1;
             out.extend(batch);
@@ -1119,6 +1156,15 @@ impl EventLog for JetStreamLog {
 
     fn read_from(&self, position: u64, max_messages: u32) -> BoxFuture<'_, Result<Vec<StoredMessage>, LogError>> {
         self.read_from_inner(position, max_messages).boxed()
+    }
+
+    fn read_subject_from<'a>(
+        &'a self,
+        subject: &'a str,
+        position: u64,
+        max_messages: u32,
+    ) -> BoxFuture<'a, Result<Vec<StoredMessage>, LogError>> {
+        self.read_subject_from_inner(subject, position, max_messages).boxed()
     }
 
     fn read_stream(&self, position: u64) -> BoxStream<'static, Result<StoredMessage, LogError>> {

@@ -159,6 +159,17 @@ pub trait EventLog: Send + Sync + fmt::Debug {
     /// to follow the log.
     fn read_from(&self, position: u64, max_messages: u32) -> BoxFuture<'_, Result<Vec<StoredMessage>, LogError>>;
 
+    /// Up to `max_messages` messages on `subject` from `position` on
+    /// (inclusive), in log order. Like `read_from`, any replica may answer,
+    /// and one that lags returns fewer: a caller that must see every
+    /// message up to a known one reads until it has seen that one.
+    fn read_subject_from<'a>(
+        &'a self,
+        subject: &'a str,
+        position: u64,
+        max_messages: u32,
+    ) -> BoxFuture<'a, Result<Vec<StoredMessage>, LogError>>;
+
     /// Every message from `position` on, in log order, up to the end of the
     /// log as it was when the read started; then the stream ends. Delivery is
     /// pipelined, so this is the fast path for replays and rebuilds.

@@ -54,9 +54,13 @@ async fn every_command_of_the_design_runs_against_the_log() {
     assert_eq!(c.change_roles(&ctx(admin(), "roles"), roles).await.expect("granted").events.len(), 1);
 
     // Coins, a stream, a gift, the host's credit.
-    c.ledger(&ctx(viewer, "buy"), viewer, LedgerCommand::PurchaseCoins { payment_id: "pi_1".into(), coins: 5000 })
-        .await
-        .expect("purchased");
+    c.ledger(
+        &ctx(viewer, "buy"),
+        viewer,
+        LedgerCommand::PurchaseCoins { payment_id: "pi_1".into(), coins: 5000, source_position: 0 },
+    )
+    .await
+    .expect("purchased");
     let stream_id = world.start_stream(host).await;
     let again = ctx(host, "again");
     let second = world.commands.start_stream(
@@ -107,7 +111,7 @@ async fn every_command_of_the_design_runs_against_the_log() {
     c.ledger(&ctx(admin(), "rj"), host, LedgerCommand::RejectPayout { payout_id: p2, reason: "kyc".into() })
         .await
         .expect("rejected");
-    let refund = LedgerCommand::RefundPurchase { payment_id: "pi_1".into(), coins: 5000 };
+    let refund = LedgerCommand::RefundPurchase { payment_id: "pi_1".into(), coins: 5000, source_position: 0 };
     let refunded = c.ledger(&ctx(viewer, "refund"), viewer, refund).await.expect("refunded");
     let Event::PurchaseRefunded(r) = &refunded.events[0].event else { panic!("refund") };
     assert_eq!(r.commit.state_after.wallet_coins, -3000, "a refund may drive the wallet negative");

@@ -9,5 +9,6 @@ mod load;
 mod managed;
 mod reactor;
 mod retries;
+mod stripe;
 mod support;
 mod world;

@@ -9,7 +9,9 @@ use uuid::Uuid;
 use crate::spec::*;
 
 fn viewer_with(coins: i64) -> LedgerState {
-    ledger_of(user(1)).given(&[LedgerCommand::PurchaseCoins { payment_id: "pi".into(), coins }]).state
+    ledger_of(user(1))
+        .given(&[LedgerCommand::PurchaseCoins { payment_id: "pi".into(), coins, source_position: 0 }])
+        .state
 }
 
 fn stream(host: Uuid, status: StreamStatus) -> StreamState {

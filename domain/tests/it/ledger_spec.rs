@@ -8,7 +8,7 @@ use uuid::Uuid;
 use crate::spec::*;
 
 fn purchase(coins: i64) -> domain::ledger::LedgerCommand {
-    PurchaseCoins { payment_id: format!("pi_{coins}"), coins }
+    PurchaseCoins { payment_id: format!("pi_{coins}"), coins, source_position: 0 }
 }
 
 fn gift(position: u64, viewer: Uuid, coins: i64) -> GiftToCredit {
@@ -32,7 +32,9 @@ fn a_purchase_moves_coins_from_stripe_to_the_wallet() {
 fn a_purchase_of_no_coins_is_rejected() {
     ledger_of(user(1)).when(purchase(0)).then_error("validation_failed");
     ledger_of(user(1)).when(purchase(-5)).then_error("validation_failed");
-    ledger_of(user(1)).when(PurchaseCoins { payment_id: " ".into(), coins: 5 }).then_error("validation_failed");
+    ledger_of(user(1))
+        .when(PurchaseCoins { payment_id: " ".into(), coins: 5, source_position: 0 })
+        .then_error("validation_failed");
 }
 
 #[test]
@@ -44,18 +46,18 @@ fn a_purchase_that_would_overflow_the_wallet_is_rejected_not_wrapped() {
 fn a_refund_may_drive_the_wallet_negative_and_then_blocks_spending() {
     let u = user(1);
     let spec = ledger_of(u).given(&[purchase(100), Adjust { coins: -60, reason: "fix".into(), admin_id: user(9) }]);
-    let event = spec.when(RefundPurchase { payment_id: "pi_100".into(), coins: 100 }).then_event();
+    let event = spec.when(RefundPurchase { payment_id: "pi_100".into(), coins: 100, source_position: 0 }).then_event();
     assert_eq!(transfers(&event), vec![(Account::Wallet(u), Account::ExternalStripe, 100)]);
     assert_eq!(balances(&event), (-60, 0, 0));
 
     let negative = ledger_of(u).given(&[purchase(100), Adjust { coins: -60, reason: "fix".into(), admin_id: user(9) }]);
-    let negative = negative.given(&[RefundPurchase { payment_id: "pi_100".into(), coins: 100 }]);
+    let negative = negative.given(&[RefundPurchase { payment_id: "pi_100".into(), coins: 100, source_position: 0 }]);
     // Even a debit of one coin is refused while the wallet is negative.
     negative.when(Adjust { coins: -1, reason: "x".into(), admin_id: user(9) }).then_error("insufficient_funds");
     // Back at zero, the wallet can spend again.
     let back = ledger_of(u)
         .given(&[purchase(100), Adjust { coins: -60, reason: "fix".into(), admin_id: user(9) }])
-        .given(&[RefundPurchase { payment_id: "pi_100".into(), coins: 100 }, purchase(61)]);
+        .given(&[RefundPurchase { payment_id: "pi_100".into(), coins: 100, source_position: 0 }, purchase(61)]);
     let event = back.when(Adjust { coins: -1, reason: "x".into(), admin_id: user(9) }).then_event();
     assert_eq!(balances(&event), (0, 0, 0));
 }

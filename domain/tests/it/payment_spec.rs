@@ -2,37 +2,61 @@
 //! reversed from the running `amount_refunded`, in any order.
 
 use domain::ledger::{self, LedgerState};
-use domain::payment::{self, Buyer, PackageRef, PaymentCommand, PaymentState, coins_due_back};
-use events_schema::{Event, PaymentFlag};
+use domain::payment::{
+    self, Buyer, EffectKind, LedgerEffect, PackageRef, PaymentCommand, PaymentState, Posting, coins_due_back,
+};
+use events_schema::{Event, PaymentFlag, PaymentSnapshot};
 use proptest::prelude::*;
 use uuid::Uuid;
 
 use crate::spec::user;
 
-/// A payment and its buyer's ledger, moved by accepted decisions.
+/// A payment and its buyer's ledger, moved by accepted decisions, with a
+/// log position for every event.
 struct World {
     payment: PaymentState,
     ledger: LedgerState,
+    position: u64,
 }
 
 fn world() -> World {
-    World { payment: payment::initial_state("pi_1"), ledger: ledger::initial_state(user(1)) }
+    World { payment: payment::initial_state("pi_1"), ledger: ledger::initial_state(user(1)), position: 0 }
 }
 
 impl World {
-    /// Decides and applies; returns the events.
+    /// Decides, appends; then posts and marks what the decision made
+    /// pending, as the command side does. Returns the decision's events.
     fn run(&mut self, command: PaymentCommand) -> Vec<Event> {
-        let events = payment::decide(&self.payment, Some(&self.ledger), &command)
-            .unwrap_or_else(|e| panic!("{command:?} rejected: {e}"));
+        let events = self.decide(command);
+        if let Some(posting) = payment::pending(&self.payment) {
+            let ledger_position = self.post(&posting);
+            self.decide(PaymentCommand::MarkPosted { ledger_position });
+        }
+        assert_eq!(payment::pending(&self.payment), None, "nothing left pending");
+        events
+    }
+
+    /// Decides and appends, only.
+    fn decide(&mut self, command: PaymentCommand) -> Vec<Event> {
+        let events = payment::decide(&self.payment, &command).unwrap_or_else(|e| panic!("{command:?} rejected: {e}"));
+        assert!(events.len() <= 1, "one event per decision: {events:?}");
         for event in &events {
-            if event.ledger_commit().is_some() {
-                ledger::check_commit(&self.ledger, event).expect("the commit keeps every invariant");
-                self.ledger = ledger::evolve(self.ledger.clone(), event);
-            } else {
-                self.payment = payment::evolve(self.payment.clone(), event);
-            }
+            assert!(event.ledger_commit().is_none(), "a payment decision writes the payment alone");
+            self.position += 1;
+            self.payment = payment::at(payment::evolve(self.payment.clone(), event), self.position);
         }
         events
+    }
+
+    /// Posts on the buyer's ledger; returns the commit's position.
+    fn post(&mut self, posting: &Posting) -> u64 {
+        let events = payment::post(posting, &self.ledger).expect("the posting is accepted");
+        let [event] = &events[..] else { panic!("one commit: {events:?}") };
+        assert!(payment::is_posting_of(event, posting));
+        ledger::check_commit(&self.ledger, event).expect("the commit keeps every invariant");
+        self.ledger = ledger::evolve(self.ledger.clone(), event);
+        self.position += 1;
+        self.position
     }
 
     fn wallet(&self) -> i64 {
@@ -58,7 +82,7 @@ fn refund(event: &str, amount_refunded_cents: i64) -> PaymentCommand {
 fn a_purchase_is_credited_once_whichever_confirmation_comes_first_and_however_often() {
     let mut w = world();
     let events = w.run(confirm("evt_session"));
-    assert_eq!(events.len(), 2, "the ledger's commit and the payment's record");
+    assert!(matches!(&events[..], [Event::PaymentPurchaseCredited(_)]), "{events:?}");
     assert_eq!(w.wallet(), 500);
     assert!(w.run(confirm("evt_intent")).is_empty());
     assert!(w.run(confirm("evt_session")).is_empty());
@@ -131,12 +155,118 @@ fn a_refund_above_its_amount_is_flagged_not_reversed() {
 }
 
 #[test]
-fn a_decision_that_moves_coins_needs_the_buyers_ledger() {
-    let state = payment::initial_state("pi_1");
+fn a_posting_goes_to_the_buyers_ledger_only() {
+    let mut w = world();
+    w.decide(confirm("evt_1"));
+    let posting = payment::pending(&w.payment).expect("pending");
     let other = ledger::initial_state(user(2));
-    let result = payment::decide(&state, Some(&other), &confirm("evt_1"));
-    assert_eq!(result.map_err(|e| e.code()), Err("validation_failed"));
-    assert_eq!(payment::ledger_user(&state, &confirm("evt_1")), Some(user(1)));
+    assert_eq!(payment::post(&posting, &other).map_err(|e| e.code()), Err("validation_failed"));
+    assert_eq!(payment::ledger_user(&payment::initial_state("pi_1"), &confirm("evt_1")), Some(user(1)));
+}
+
+#[test]
+fn a_confirmed_purchase_is_pending_until_posted_and_marked() {
+    let mut w = world();
+    // When the purchase is confirmed: the payment alone records it.
+    let events = w.decide(confirm("evt_p"));
+    let [Event::PaymentPurchaseCredited(credited)] = &events[..] else { panic!("{events:?}") };
+    assert_eq!(credited.state_after.posted_position, Some(0));
+    assert_eq!(w.wallet(), 0, "nothing posted yet");
+    // Then its effect is pending, at the decision's position.
+    let posting = payment::pending(&w.payment).expect("pending");
+    let effect = LedgerEffect { user_id: user(1), kind: EffectKind::Purchase, coins: 500 };
+    assert_eq!(posting, Posting { payment_id: "pi_1".into(), source_position: 1, effect });
+    // No other decision is taken while it is pending.
+    for command in [confirm("evt_other"), refund("evt_r", 100), PaymentCommand::Settle] {
+        let refused = payment::decide(&w.payment, &command).map_err(|e| e.code());
+        assert_eq!(refused, Err("validation_failed"), "{command:?}");
+    }
+    // The posting: the ledger's commit names the decision.
+    let commit = payment::post(&posting, &w.ledger).expect("posted");
+    let [Event::CoinsPurchased(purchased)] = &commit[..] else { panic!("{commit:?}") };
+    assert_eq!((purchased.payment_id.as_str(), purchased.coins, purchased.source_position), ("pi_1", 500, 1));
+    let ledger_position = w.post(&posting);
+    assert_eq!(w.wallet(), 500);
+    assert!(payment::pending(&w.payment).is_some(), "pending until marked");
+    // The mark.
+    let events = w.decide(PaymentCommand::MarkPosted { ledger_position });
+    let [Event::PaymentPosted(posted)] = &events[..] else { panic!("{events:?}") };
+    assert_eq!((posted.posted_position, posted.ledger_position), (1, 2));
+    assert_eq!(posted.state_after.posted_position, Some(1));
+    assert_eq!(payment::pending(&w.payment), None);
+    assert_eq!(payment::posted_position(&w.payment), 1);
+    // Marking again decides nothing.
+    assert!(w.decide(PaymentCommand::MarkPosted { ledger_position }).is_empty());
+}
+
+#[test]
+fn a_refund_of_a_posted_purchase_is_pending_with_the_coins_due_back() {
+    let mut w = world();
+    w.run(confirm("evt_p"));
+    let events = w.decide(refund("evt_r", 100));
+    let [Event::PaymentRefundRecorded(recorded)] = &events[..] else { panic!("{events:?}") };
+    assert_eq!((recorded.coins, recorded.state_after.coins_reversed), (101, 101));
+    assert_eq!(recorded.state_after.posted_position, Some(1), "the purchase's decision is posted");
+    let posting = payment::pending(&w.payment).expect("pending");
+    assert_eq!(posting.effect, LedgerEffect { user_id: user(1), kind: EffectKind::Refund, coins: 101 });
+    assert_eq!(posting.source_position, w.position);
+    let ledger_position = w.post(&posting);
+    assert_eq!(w.wallet(), 399);
+    w.decide(PaymentCommand::MarkPosted { ledger_position });
+    assert_eq!(payment::pending(&w.payment), None);
+    // A refund that moves nothing is never pending.
+    w.run(refund("evt_r_late", 50));
+    assert_eq!(payment::pending(&w.payment), None);
+}
+
+#[test]
+fn a_commit_posts_only_its_own_decision() {
+    let mut w = world();
+    w.decide(confirm("evt_p"));
+    let posting = payment::pending(&w.payment).expect("pending");
+    let commit = payment::post(&posting, &w.ledger).expect("posted").remove(0);
+    assert!(payment::is_posting_of(&commit, &posting));
+    let later = Posting { source_position: posting.source_position + 3, ..posting.clone() };
+    assert!(!payment::is_posting_of(&commit, &later));
+    let other = Posting { payment_id: "pi_2".into(), ..posting.clone() };
+    assert!(!payment::is_posting_of(&commit, &other));
+    // A commit of the atomic-batch era (no source position) posts nothing
+    // pending.
+    let legacy = ledger::decide(
+        &w.ledger,
+        &ledger::LedgerCommand::PurchaseCoins { payment_id: "pi_1".into(), coins: 500, source_position: 0 },
+    )
+    .expect("a commit")
+    .remove(0);
+    assert!(!payment::is_posting_of(&legacy, &Posting { source_position: 0, ..posting }));
+}
+
+#[test]
+fn a_payment_written_in_atomic_batches_has_nothing_pending() {
+    // Its last event carries no posted position: its effects were appended
+    // with it.
+    let purchase = events_schema::PaymentPurchase {
+        user_id: user(1),
+        package_id: "coins_500".into(),
+        coins: 500,
+        amount_cents: 499,
+        currency: "usd".into(),
+    };
+    let legacy = Event::PaymentPurchaseCredited(events_schema::PaymentPurchaseCredited {
+        payment_id: "pi_1".into(),
+        stripe_event_id: "evt_p".into(),
+        purchase: purchase.clone(),
+        state_after: PaymentSnapshot { purchase: Some(purchase), ..PaymentSnapshot::default() },
+    });
+    let state = payment::at(payment::evolve(payment::initial_state("pi_1"), &legacy), 7);
+    assert_eq!(payment::pending(&state), None);
+    assert_eq!(payment::posted_position(&state), 7);
+    // Its next decision writes the posted position out.
+    let events = payment::decide(&state, &refund("evt_r", 499)).expect("decided");
+    let [Event::PaymentRefundRecorded(recorded)] = &events[..] else { panic!("{events:?}") };
+    assert_eq!((recorded.coins, recorded.state_after.posted_position), (500, Some(7)));
+    let state = payment::at(payment::evolve(state, &events[0]), 9);
+    assert_eq!(payment::pending(&state).map(|p| p.source_position), Some(9));
 }
 
 #[test]
@@ -185,7 +315,7 @@ proptest! {
 fn the_payment_subject_is_its_paymentintent_id() {
     let mut w = world();
     let events = w.run(confirm("evt_p"));
-    let payment_event = events.iter().find(|e| e.ledger_commit().is_none()).expect("a payment event");
+    let payment_event = events.first().expect("a payment event");
     assert_eq!(payment_event.aggregate_id(), "pi_1");
     assert_eq!(events_schema::payment_token("pi.1 *"), format!("sha256-{}", sha("pi.1 *")));
     let _ = Uuid::nil();

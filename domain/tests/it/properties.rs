@@ -142,7 +142,10 @@ impl World {
         match *op {
             Op::Purchase { user, coins } => {
                 let payment_id = format!("pi_{}", self.next_id());
-                let events = self.decide(user, &LedgerCommand::PurchaseCoins { payment_id: payment_id.clone(), coins });
+                let events = self.decide(
+                    user,
+                    &LedgerCommand::PurchaseCoins { payment_id: payment_id.clone(), coins, source_position: 0 },
+                );
                 self.commit(user, events.expect("a purchase is always accepted"));
                 self.purchases.push(Purchase { user, payment_id, coins, refunded_coins: 0 });
             }
@@ -160,7 +163,7 @@ impl World {
                 // fraction of 10000 refunds it all.
                 let coins = (remaining * fraction_bps + 9_999) / 10_000;
                 let (who, payment_id) = (p.user, p.payment_id.clone());
-                let events = self.decide(who, &LedgerCommand::RefundPurchase { payment_id, coins });
+                let events = self.decide(who, &LedgerCommand::RefundPurchase { payment_id, coins, source_position: 0 });
                 self.commit(who, events.expect("a refund is always accepted"));
                 self.purchases[i].refunded_coins += coins;
             }

@@ -95,3 +95,21 @@ fn the_fixture_folder_holds_nothing_unexpected() {
     found.sort();
     assert_eq!(found, expected);
 }
+
+#[test]
+fn purchases_and_payments_stored_before_single_appends_read_with_nothing_pending() {
+    // Written when a purchase was one atomic batch: no `sourcePosition` in
+    // the ledger commit, no `postedPosition` in the payment's state.
+    let bytes = read("ledger.coins_purchased.v1.json");
+    assert!(!String::from_utf8_lossy(&bytes).contains("sourcePosition"));
+    let Event::CoinsPurchased(purchased) = Envelope::verify(&bytes).expect("verifies").event else {
+        panic!("ledger.coins_purchased")
+    };
+    assert_eq!(purchased.source_position, 0);
+    let bytes = read("payment.purchase_credited.v1.json");
+    assert!(!String::from_utf8_lossy(&bytes).contains("postedPosition"));
+    let Event::PaymentPurchaseCredited(credited) = Envelope::verify(&bytes).expect("verifies").event else {
+        panic!("payment.purchase_credited")
+    };
+    assert_eq!(credited.state_after.posted_position, None);
+}

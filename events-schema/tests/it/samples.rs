@@ -68,12 +68,14 @@ pub fn events() -> Vec<Event> {
             user_id: u,
             payment_id: "pi_3Q".into(),
             coins: 500,
+            source_position: 41,
             commit: commit(vec![t(Account::ExternalStripe, Account::Wallet(u), 500)], 500, 0, 0),
         }),
         Event::PurchaseRefunded(PurchaseRefunded {
             user_id: u,
             payment_id: "pi_3Q".into(),
             coins: 100,
+            source_position: 44,
             commit: commit(vec![t(Account::Wallet(u), Account::ExternalStripe, 100)], 400, 0, 0),
         }),
         Event::GiftSent(GiftSent {
@@ -179,6 +181,7 @@ pub fn events() -> Vec<Event> {
                 amount_refunded_cents: 100,
                 coins_reversed: 101,
                 flags: vec![],
+                posted_position: Some(41),
             },
         }),
         Event::PaymentFlagged(PaymentFlagged {
@@ -187,6 +190,16 @@ pub fn events() -> Vec<Event> {
             flag: PaymentFlag::UnknownPackage,
             detail: "coins_9999".into(),
             state_after: PaymentSnapshot { flags: vec![PaymentFlag::UnknownPackage], ..PaymentSnapshot::default() },
+        }),
+        Event::PaymentPosted(PaymentPosted {
+            payment_id: "pi_3Q".into(),
+            posted_position: 41,
+            ledger_position: 42,
+            state_after: PaymentSnapshot {
+                purchase: Some(purchase(u)),
+                posted_position: Some(41),
+                ..PaymentSnapshot::default()
+            },
         }),
     ]
 }

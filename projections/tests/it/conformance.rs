@@ -180,7 +180,13 @@ pub async fn versions_build_side_by_side_and_switch(store: Arc<dyn ReadStore>) {
     let mut given = Given::new();
     let u = Uuid::from_u128(1);
     let commit = given.commit(u, vec![transfer(Account::ExternalStripe, Account::Wallet(u), 100)]);
-    given.event(Event::CoinsPurchased(CoinsPurchased { user_id: u, payment_id: "pi_1".into(), coins: 100, commit }));
+    given.event(Event::CoinsPurchased(CoinsPurchased {
+        user_id: u,
+        payment_id: "pi_1".into(),
+        coins: 100,
+        source_position: 0,
+        commit,
+    }));
     let v1 = ProjectionVersion::new(Projection::Wallets, 1);
     let v2 = ProjectionVersion::new(Projection::Wallets, 2);
     let log = given.log.clone();
@@ -193,7 +199,13 @@ pub async fn versions_build_side_by_side_and_switch(store: Arc<dyn ReadStore>) {
     assert_eq!(store.wallet(u).await.unwrap().unwrap().coins, 100);
 
     let commit = given.commit(u, vec![transfer(Account::ExternalStripe, Account::Wallet(u), 50)]);
-    given.event(Event::CoinsPurchased(CoinsPurchased { user_id: u, payment_id: "pi_2".into(), coins: 50, commit }));
+    given.event(Event::CoinsPurchased(CoinsPurchased {
+        user_id: u,
+        payment_id: "pi_2".into(),
+        coins: 50,
+        source_position: 0,
+        commit,
+    }));
     // v2 builds from the start into its own collection; v1 still serves.
     runner(vec![v2]).catch_up().await.unwrap();
     assert_eq!(store.active_version(Projection::Wallets).await.unwrap(), 1);
@@ -235,6 +247,7 @@ pub async fn paging_is_stable_under_inserts(store: Arc<dyn ReadStore>) {
             user_id: u,
             payment_id: format!("pi_{n}"),
             coins: n,
+            source_position: 0,
             commit,
         }))
     };

@@ -159,7 +159,13 @@ async fn only_one_runner_applies_and_a_standby_takes_over_within_a_lease() {
     let mut given_log = Given::new();
     let u = Uuid::from_u128(77);
     let commit = given_log.commit(u, vec![transfer(Account::ExternalStripe, Account::Wallet(u), 5)]);
-    given_log.event(Event::CoinsPurchased(CoinsPurchased { user_id: u, payment_id: "pi_x".into(), coins: 5, commit }));
+    given_log.event(Event::CoinsPurchased(CoinsPurchased {
+        user_id: u,
+        payment_id: "pi_x".into(),
+        coins: 5,
+        source_position: 0,
+        commit,
+    }));
     log.append(given_log.log.get(1).unwrap());
     wait_until("b is active", Duration::from_secs(5), || b_status.borrow().role == RunnerRole::Active).await;
     let takeover = died.elapsed();
@@ -211,6 +217,7 @@ async fn read_your_writes_waits_for_the_position_within_a_timeout() {
             user_id: u,
             payment_id: format!("pi_{n}"),
             coins: 10,
+            source_position: 0,
             commit,
         }));
         // The command's answer carries `position`; the query waits for it.
@@ -241,12 +248,19 @@ async fn an_unreadable_event_stops_the_runner_just_before_it() {
             user_id: u,
             payment_id: format!("pi_{n}"),
             coins: 10,
+            source_position: 0,
             commit,
         }));
     }
     let bad = given.raw(br#"{"type":"ledger.coins_purchased","schemaVersion":1,"payload":{}}"#);
     let commit = given.commit(u, vec![transfer(Account::ExternalStripe, Account::Wallet(u), 10)]);
-    given.event(Event::CoinsPurchased(CoinsPurchased { user_id: u, payment_id: "pi_9".into(), coins: 10, commit }));
+    given.event(Event::CoinsPurchased(CoinsPurchased {
+        user_id: u,
+        payment_id: "pi_9".into(),
+        coins: 10,
+        source_position: 0,
+        commit,
+    }));
     let (store, _dir) = sqlite().await;
     let runner = Runner::new(store.clone(), given.log.clone(), RunnerConfig::new("x")).unwrap();
     match runner.run(std::future::pending()).await {

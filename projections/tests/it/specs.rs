@@ -33,7 +33,13 @@ fn register(given: &mut Given, user: Uuid, name: &str) -> u64 {
 
 fn purchase(given: &mut Given, user: Uuid, payment_id: &str, coins: i64) -> u64 {
     let commit = given.commit(user, vec![transfer(Account::ExternalStripe, Account::Wallet(user), coins)]);
-    given.event(Event::CoinsPurchased(CoinsPurchased { user_id: user, payment_id: payment_id.into(), coins, commit }))
+    given.event(Event::CoinsPurchased(CoinsPurchased {
+        user_id: user,
+        payment_id: payment_id.into(),
+        coins,
+        source_position: 0,
+        commit,
+    }))
 }
 
 fn start(given: &mut Given, stream: Uuid, host: Uuid, category: &str) -> u64 {
@@ -174,6 +180,7 @@ async fn refund_reverses_coins_and_may_drive_the_wallet_negative() {
         user_id: u,
         payment_id: "pi_1".into(),
         coins: 100,
+        source_position: 0,
         commit,
     }));
     let (store, _dir) = projected(&given).await;

@@ -5,4 +5,5 @@
 mod cli;
 mod copy;
 mod rebuild;
+mod stripe;
 mod support;
