@@ -84,6 +84,15 @@ struct Inner {
 
 /// How often the checkpointer copies the committed WAL into the database.
 const CHECKPOINT_INTERVAL_MS: u64 = 1_000;
+/// WAL frames (pages) past which the writer makes the WAL start over (256
+/// MiB of 4 KiB pages), once at most `WAL_RESTART_UNCOPIED_MAX` of them
+/// are left to copy.
+const WAL_RESTART_FRAMES: u64 = 65_536;
+const WAL_RESTART_UNCOPIED_MAX: u64 = 8_192;
+/// The writer's page cache, and its size while query indexes are built
+/// (the sort's memory is bounded by the cache size).
+const WRITER_CACHE_KIB: u32 = 65_536;
+const INDEX_BUILD_CACHE_KIB: u32 = 16_384;
 
 /// At most this many events gather in a transaction held open across
 /// batches, and for at most this long, before it is committed.
@@ -107,6 +116,31 @@ struct Writer {
     open: Option<OpenGroup>,
     /// Versions whose query indexes this process has made sure of.
     indexed: HashSet<ProjectionVersion>,
+    /// The WAL as the checkpointer last saw it.
+    wal: Arc<WalLength>,
+}
+
+/// Frames in the WAL, and how many of them are copied into the database,
+/// at the checkpointer's last pass.
+#[derive(Debug, Default)]
+struct WalLength {
+    frames: AtomicU64,
+    copied: AtomicU64,
+}
+
+impl WalLength {
+    fn frames(&self) -> (u64, u64) {
+        (self.frames.load(Ordering::Relaxed), self.copied.load(Ordering::Relaxed))
+    }
+
+    fn set(&self, frames: i64, copied: i64) {
+        self.frames.store(u64::try_from(frames).unwrap_or(0), Ordering::Relaxed);
+        self.copied.store(u64::try_from(copied).unwrap_or(0), Ordering::Relaxed);
+    }
+
+    fn reset(&self) {
+        self.set(0, 0);
+    }
 }
 
 #[derive(Debug)]
@@ -129,14 +163,32 @@ impl Writer {
     }
 
     fn commit(&mut self) -> StoreResult<()> {
-        if self.open.take().is_some()
-            && let Err(e) = self.conn.execute_batch("COMMIT")
-        {
-            // A failed commit may leave the transaction open.
-            let _ = self.conn.execute_batch("ROLLBACK");
-            return Err(db_err(e));
+        if self.open.take().is_some() {
+            if let Err(e) = self.conn.execute_batch("COMMIT") {
+                // A failed commit may leave the transaction open.
+                let _ = self.conn.execute_batch("ROLLBACK");
+                return Err(db_err(e));
+            }
+            self.restart_wal_if_long();
         }
         Ok(())
+    }
+
+    /// The WAL starts over only when a write begins after a checkpoint that
+    /// copied all of it; back-to-back groups leave the checkpointer no such
+    /// moment, and the file would grow with the catch-up. So between
+    /// commits, once the checkpointer reports a long WAL that it has
+    /// nearly all copied, the writer copies the rest itself (a small part
+    /// of a second's writes) and the next write starts the WAL over.
+    fn restart_wal_if_long(&mut self) {
+        let (frames, copied) = self.wal.frames();
+        if frames < WAL_RESTART_FRAMES || frames.saturating_sub(copied) > WAL_RESTART_UNCOPIED_MAX {
+            return;
+        }
+        self.wal.reset();
+        if let Err(e) = self.conn.query_row("PRAGMA wal_checkpoint(RESTART)", [], |_| Ok(())) {
+            tracing::warn!(error = %e, "sqlite wal restart failed");
+        }
     }
 
     /// Creates the query indexes of the batch's targets, unless the batch
@@ -153,11 +205,17 @@ impl Writer {
         }
         for target in &batch.targets {
             if !self.indexed.contains(target) {
-                // The sort spills to temporary files, not to memory: it
-                // grows with the table.
+                // The sort keeps at most a cache's worth in memory and
+                // spills the rest to temporary files (not to memory, which
+                // would grow with the table); a smaller cache meanwhile
+                // keeps the two together within the writer's usual cache.
                 let ddl = schema::projection_index_ddl(target.projection, target.version);
                 self.conn
-                    .execute_batch(&format!("PRAGMA temp_store = FILE; {ddl} PRAGMA temp_store = MEMORY;"))
+                    .execute_batch(&format!(
+                        "PRAGMA temp_store = FILE; PRAGMA cache_size = -{INDEX_BUILD_CACHE_KIB};
+                         {ddl}
+                         PRAGMA cache_size = -{WRITER_CACHE_KIB}; PRAGMA temp_store = MEMORY;"
+                    ))
                     .map_err(db_err)?;
                 self.indexed.insert(*target);
             }
@@ -194,11 +252,12 @@ impl SqliteStore {
         let conn = Connection::open(&path).map_err(db_err)?;
         configure(&conn, true)?;
         conn.execute_batch(META_DDL).map_err(db_err)?;
-        let checkpointer = spawn_checkpointer(&path)?;
+        let wal = Arc::new(WalLength::default());
+        let checkpointer = spawn_checkpointer(&path, wal.clone())?;
         Ok(SqliteStore {
             inner: Arc::new(Inner {
                 path,
-                writer: Mutex::new(Writer { conn, sql: HashMap::new(), open: None, indexed: HashSet::new() }),
+                writer: Mutex::new(Writer { conn, sql: HashMap::new(), open: None, indexed: HashSet::new(), wal }),
                 readers: Mutex::new(Vec::new()),
                 reader_permits: Semaphore::new(READERS_MAX),
                 fail_after_writes: AtomicU64::new(0),
@@ -289,9 +348,11 @@ impl SqliteStore {
 /// the database file), so that the writer, the pipeline's bound, never
 /// does: the writer's connection has `wal_autocheckpoint = 0`. PASSIVE:
 /// it never waits for, nor blocks, the writer or the readers; the writer
-/// starts the WAL over once a checkpoint has copied all of it. The thread
-/// ends when the returned sender is dropped (with the store).
-fn spawn_checkpointer(path: &Path) -> StoreResult<std::sync::mpsc::Sender<()>> {
+/// starts the WAL over once a checkpoint has copied all of it (see
+/// `Writer::restart_wal_if_long`). Each pass stores the WAL's length in
+/// `wal`. The thread ends when the returned sender is dropped (with the
+/// store).
+fn spawn_checkpointer(path: &Path, wal: Arc<WalLength>) -> StoreResult<std::sync::mpsc::Sender<()>> {
     let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_WRITE).map_err(db_err)?;
     let (stop, stopped) = std::sync::mpsc::channel::<()>();
     std::thread::Builder::new()
@@ -299,8 +360,9 @@ fn spawn_checkpointer(path: &Path) -> StoreResult<std::sync::mpsc::Sender<()>> {
         .spawn(move || {
             let interval = std::time::Duration::from_millis(CHECKPOINT_INTERVAL_MS);
             while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(interval) {
-                if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
-                    tracing::warn!(error = %e, "sqlite checkpoint failed");
+                match conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| Ok((r.get(1)?, r.get(2)?))) {
+                    Ok((frames, copied)) => wal.set(frames, copied),
+                    Err(e) => tracing::warn!(error = %e, "sqlite checkpoint failed"),
                 }
             }
         })
@@ -316,11 +378,11 @@ fn configure(conn: &Connection, writer: bool) -> StoreResult<()> {
         // loss may lose the last batches, never corrupt; read models are
         // rebuilt from the log, and a batch's checkpoint is in the same
         // transaction, so the projector resumes exactly where it stopped.
-        conn.execute_batch(
+        conn.execute_batch(&format!(
             "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA temp_store = MEMORY;
-             PRAGMA cache_size = -65536; PRAGMA wal_autocheckpoint = 0;
-             PRAGMA journal_size_limit = 67108864;",
-        )
+                 PRAGMA cache_size = -{WRITER_CACHE_KIB}; PRAGMA wal_autocheckpoint = 0;
+                 PRAGMA journal_size_limit = 67108864;"
+        ))
         .map_err(db_err)?;
     } else {
         conn.execute_batch("PRAGMA cache_size = -16384;").map_err(db_err)?;
