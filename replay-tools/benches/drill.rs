@@ -19,6 +19,10 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+/// The allocator of `halobuzz-replay`, so that the steps run as in the tool.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 use commands::log::EventLog;
 use commands::testing::{NatsServer, SyncMode};
 use futures_util::StreamExt;

@@ -14,6 +14,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
+
+/// The same allocator as `halobuzz-api` (see the workspace's Cargo.toml).
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 use chrono::{DateTime, Utc};
 use clap::{Args, Parser, Subcommand};
 use projections::Projection;
