@@ -446,3 +446,37 @@ impl Drop for NatsCluster {
         }
     }
 }
+
+/// Appends `event` next on `subject`, sealed on its chain and alone, as a
+/// handler that died right after it would have left it (crash tests).
+/// Returns its position.
+pub async fn append_alone(
+    log: &JetStreamLog,
+    subject: &str,
+    event: events_schema::Event,
+    actor: events_schema::Actor,
+) -> Result<u64, crate::log::LogError> {
+    use crate::log::{AppendRequest, EventLog, LogError};
+    let (expected, chain) = match log.last_on_subject(subject).await? {
+        None => (0, domain::Loaded::new(())),
+        Some(m) => {
+            let e = events_schema::Envelope::decode(&m.payload)
+                .map_err(|e| LogError::Invalid(format!("the last message on {subject}: {e}")))?;
+            (m.position, domain::Loaded { state: (), sequence: e.header.sequence, last_hash: e.header.hash })
+        }
+    };
+    let meta = events_schema::EventMeta {
+        event_id: uuid::Uuid::now_v7(),
+        occurred_at: chrono::Utc::now(),
+        command_id: "died-after-this".into(),
+        correlation_id: "died-after-this".into(),
+        actor,
+    };
+    let request = AppendRequest {
+        subject: subject.to_string(),
+        payload: chain.seal(&meta, event).encode().into(),
+        msg_id: uuid::Uuid::now_v7().to_string(),
+        expected_last_subject_seq: expected,
+    };
+    Ok(log.append(request).await?.position)
+}

@@ -5,11 +5,10 @@
 
 use commands::handler::{Commands, ledger_subject, payment_subject, stripe_event_subject};
 use commands::log::{AppendRequest, EventLog};
-use domain::Loaded;
 use domain::ledger::LedgerCommand;
 use domain::payment::{self, Buyer, PackageRef, PaymentCommand};
 use domain::user::Register;
-use events_schema::{Actor, Envelope, Event, EventMeta, StripeEventRecorded};
+use events_schema::{Actor, Envelope, Event, StripeEventRecorded};
 use uuid::Uuid;
 
 use crate::world::{World, admin, ctx};
@@ -65,29 +64,7 @@ async fn buyer(world: &World, name: &str) -> Uuid {
 /// Appends `event` on `subject` as a run of the handler would, then dies:
 /// nothing follows it.
 async fn append_alone(world: &World, subject: &str, event: Event) -> u64 {
-    let last = world.log.last_on_subject(subject).await.expect("last");
-    let (expected, chain) = match last {
-        None => (0, Loaded::new(())),
-        Some(m) => {
-            let e = Envelope::decode(&m.payload).expect("decodes");
-            (m.position, Loaded { state: (), sequence: e.header.sequence, last_hash: e.header.hash })
-        }
-    };
-    let meta = EventMeta {
-        event_id: Uuid::now_v7(),
-        occurred_at: chrono::Utc::now(),
-        command_id: "crashed".into(),
-        correlation_id: "crashed".into(),
-        actor: Actor::stripe("evt_crashed"),
-    };
-    let envelope = chain.seal(&meta, event);
-    let request = AppendRequest {
-        subject: subject.to_string(),
-        payload: envelope.encode().into(),
-        msg_id: Uuid::now_v7().to_string(),
-        expected_last_subject_seq: expected,
-    };
-    world.log.append(request).await.expect("appended").position
+    commands::testing::append_alone(&world.log, subject, event, Actor::stripe("evt_crashed")).await.expect("appended")
 }
 
 /// The payment's state as its last message gives it.

@@ -5,13 +5,12 @@
 use std::sync::Arc;
 
 use commands::handler::{CommandConfig, Commands, ledger_subject, payment_subject};
-use commands::log::{AppendRequest, EventLog, JetStreamLog};
+use commands::log::{EventLog, JetStreamLog};
 use commands::testing::{NatsServer, SyncMode};
-use domain::Loaded;
 use domain::ledger::PayoutPolicy;
 use domain::payment::{self, Buyer, PackageRef, PaymentCommand};
 use domain::user::Register;
-use events_schema::{Actor, Envelope, Event, EventMeta, Money, StripeEventRecorded};
+use events_schema::{Actor, Envelope, Event, Money, StripeEventRecorded};
 use replay_tools::Progress;
 use uuid::Uuid;
 
@@ -49,28 +48,7 @@ async fn deliver(c: &Commands, event_id: &str, payment_id: &str, command: Paymen
 
 /// Appends `event` next on `subject`, alone (a handler that died after it).
 async fn append_alone(log: &JetStreamLog, subject: &str, event: Event) -> u64 {
-    let (expected, chain) = match log.last_on_subject(subject).await.expect("last") {
-        None => (0, Loaded::new(())),
-        Some(m) => {
-            let e = Envelope::decode(&m.payload).expect("decodes");
-            (m.position, Loaded { state: (), sequence: e.header.sequence, last_hash: e.header.hash })
-        }
-    };
-    let meta = EventMeta {
-        event_id: Uuid::now_v7(),
-        occurred_at: chrono::Utc::now(),
-        command_id: "by-hand".into(),
-        correlation_id: "by-hand".into(),
-        actor: Actor::stripe("evt_by_hand"),
-    };
-    let envelope = chain.seal(&meta, event);
-    let request = AppendRequest {
-        subject: subject.into(),
-        payload: envelope.encode().into(),
-        msg_id: Uuid::now_v7().to_string(),
-        expected_last_subject_seq: expected,
-    };
-    log.append(request).await.expect("appended").position
+    commands::testing::append_alone(log, subject, event, Actor::stripe("evt_by_hand")).await.expect("appended")
 }
 
 async fn pending(log: &JetStreamLog, payment_id: &str) -> Option<payment::Posting> {
