@@ -945,7 +945,14 @@ impl JetStreamLog {
         )))
     }
 
-    async fn read_from_inner(&self, position: u64, max_messages: u32) -> Result<Vec<StoredMessage>, LogError> {
+    /// Up to `max_messages` messages from `position` on, of `subject` only
+    /// when given, in batched direct gets.
+    async fn read_from_inner(
+        &self,
+        subject: Option<&str>,
+        position: u64,
+        max_messages: u32,
+    ) -> Result<Vec<StoredMessage>, LogError> {
         let mut out: Vec<StoredMessage> = Vec::with_capacity(max_messages.min(DIRECT_GET_BATCH_SIZE_MAX) as usize);
         let mut next = position.max(1);
         // Each round returns at least one message or ends the read, so at
@@ -955,29 +962,7 @@ impl JetStreamLog {
             if wanted == 0 {
                 break;
             }
-            let batch = self.retrying("read", || self.direct_get_batch(next, wanted)).await?;
-            let Some(last) = batch.last() else { break };
-            next = last.position + 1;
-            out.extend(batch);
-        }
-        Ok(out)
-    }
-
-    async fn read_subject_from_inner(
-        &self,
-        subject: &str,
-        position: u64,
-        max_messages: u32,
-    ) -> Result<Vec<StoredMessage>, LogError> {
-        let mut out: Vec<StoredMessage> = Vec::with_capacity(max_messages.min(DIRECT_GET_BATCH_SIZE_MAX) as usize);
-        let mut next = position.max(1);
-        // As in `read_from_inner`: each round returns a message or ends.
-        for _ in 0..max_messages {
-            let wanted = max_messages - out.len() as u32;
-            if wanted == 0 {
-                break;
-            }
-            let batch = self.retrying("read subject", || self.direct_get_batch_on(Some(subject), next, wanted)).await?;
+            let batch = self.retrying("read", || self.direct_get_batch_on(subject, next, wanted)).await?;
             let Some(last) = batch.last() else { break };
             next = last.position + 1;
             out.extend(batch);
@@ -1155,7 +1140,7 @@ impl EventLog for JetStreamLog {
     }
 
     fn read_from(&self, position: u64, max_messages: u32) -> BoxFuture<'_, Result<Vec<StoredMessage>, LogError>> {
-        self.read_from_inner(position, max_messages).boxed()
+        self.read_from_inner(None, position, max_messages).boxed()
     }
 
     fn read_subject_from<'a>(
@@ -1164,7 +1149,7 @@ impl EventLog for JetStreamLog {
         position: u64,
         max_messages: u32,
     ) -> BoxFuture<'a, Result<Vec<StoredMessage>, LogError>> {
-        self.read_subject_from_inner(subject, position, max_messages).boxed()
+        self.read_from_inner(Some(subject), position, max_messages).boxed()
     }
 
     fn read_stream(&self, position: u64) -> BoxStream<'static, Result<StoredMessage, LogError>> {
