@@ -361,6 +361,13 @@ impl EventLog for MeteredLog {
         self.inner.last_on_subject(subject)
     }
 
+    fn last_on_subjects<'a>(
+        &'a self,
+        subjects: &'a [String],
+    ) -> BoxFuture<'a, Result<Vec<Option<StoredMessage>>, LogError>> {
+        self.inner.last_on_subjects(subjects)
+    }
+
     fn read_from(&self, position: u64, max_messages: u32) -> BoxFuture<'_, Result<Vec<StoredMessage>, LogError>> {
         self.inner.read_from(position, max_messages)
     }

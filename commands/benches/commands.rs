@@ -26,6 +26,10 @@ use futures_util::StreamExt;
 use rust_decimal::Decimal;
 use uuid::Uuid;
 
+/// The allocator of `halobuzz-api`, which runs these handlers.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 const WINDOW: usize = 256;
 
 fn env_number(name: &str, default: u64) -> u64 {
@@ -141,7 +145,13 @@ async fn raw_publish(s: &Setup, count: u64, sizes: &[usize]) -> u64 {
             let js = js.clone();
             let payload = payloads[(i as usize) % payloads.len()].clone();
             async move {
-                let ack = js.publish(format!("hb.raw.{}", i % 1024), payload).await.expect("publish");
+                let ack = if std::env::var("BENCH_RAW_MSGID").is_ok() {
+                    let mut h = async_nats::HeaderMap::new();
+                    h.insert("Nats-Msg-Id", format!("raw-{i}-{}", std::process::id()).as_str());
+                    js.publish_with_headers(format!("hb.raw.{}", i % 1024), h, payload).await.expect("publish")
+                } else {
+                    js.publish(format!("hb.raw.{}", i % 1024), payload).await.expect("publish")
+                };
                 ack.await.expect("ack");
             }
         })

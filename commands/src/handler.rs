@@ -26,10 +26,10 @@ use events_schema::{
     Actor, ActorKind, AggregateKind, CommandRecorded, Envelope, Event, EventMeta, GENESIS_HASH, ReservationKind,
     SchemaError, StripeEventRecorded, command_record_id, payment_token, reservation_id, subject,
 };
-use futures_util::future::try_join_all;
 use rand::Rng;
 use uuid::Uuid;
 
+use crate::aggregate_cache::AggregateCache;
 use crate::log::{AppendRequest, EventLog, LogError, StoredMessage};
 
 /// How many times a command is decided again after losing a race.
@@ -147,7 +147,7 @@ pub struct Snapshot {
 struct Last {
     /// Position of the subject's last message, 0 when it has none.
     position: u64,
-    envelope: Option<Envelope>,
+    envelope: Option<Arc<Envelope>>,
 }
 
 impl Snapshot {
@@ -171,6 +171,11 @@ impl Snapshot {
     fn max_position(&self) -> u64 {
         self.entries.values().map(|l| l.position).max().unwrap_or(0)
     }
+}
+
+/// The subject an event is appended to.
+fn event_subject(event: &Event) -> String {
+    subject(event.aggregate_kind().as_str(), &event.aggregate_id())
 }
 
 /// Subjects of the aggregates.
@@ -209,12 +214,13 @@ pub struct Commands {
     log: Arc<dyn EventLog>,
     config: Arc<CommandConfig>,
     batches_in_flight: Arc<tokio::sync::Semaphore>,
+    cache: Arc<AggregateCache>,
 }
 
 impl Commands {
     pub fn new(log: Arc<dyn EventLog>, config: CommandConfig) -> Commands {
         let batches_in_flight = Arc::new(tokio::sync::Semaphore::new(ATOMIC_BATCHES_IN_FLIGHT_MAX));
-        Commands { log, config: Arc::new(config), batches_in_flight }
+        Commands { log, config: Arc::new(config), batches_in_flight, cache: Arc::default() }
     }
 
     pub fn log(&self) -> &Arc<dyn EventLog> {
@@ -257,7 +263,7 @@ impl Commands {
         command: LedgerCommand,
     ) -> Result<Outcome, CommandError> {
         let s = ledger_subject(user_id);
-        self.execute(Some(ctx), &ctx.actor, vec![s.clone()], |snap| {
+        self.execute_with(Some(ctx), &ctx.actor, vec![s.clone()], Some(&s), |snap| {
             ledger::decide(&snap.state(&s, ledger::initial_state(user_id), ledger::evolve), &command)
         })
         .await
@@ -290,7 +296,8 @@ impl Commands {
         let stream_s = stream_subject(stream_id);
         let command =
             gift::SendGift { stream_id, gift_id, quantity, unit_coins, host_share_bps: self.config.host_share_bps };
-        self.execute(Some(ctx), &ctx.actor, vec![ledger_s.clone(), stream_s.clone()], |snap| {
+        let subjects = vec![ledger_s.clone(), stream_s.clone()];
+        self.execute_with(Some(ctx), &ctx.actor, subjects, Some(&ledger_s), |snap| {
             let viewer = snap.state(&ledger_s, ledger::initial_state(viewer_id), ledger::evolve);
             let stream = snap.state(&stream_s, None, stream::evolve);
             gift::decide(gift::GiftState { viewer: &viewer, stream: &stream }, &command)
@@ -304,7 +311,7 @@ impl Commands {
     pub async fn credit_gifts(&self, host_id: Uuid, gifts: Vec<GiftToCredit>) -> Result<Outcome, CommandError> {
         let s = ledger_subject(host_id);
         let command = LedgerCommand::CreditGifts { gifts };
-        self.execute(None, &Actor::system("gift-reactor"), vec![s.clone()], |snap| {
+        self.execute_with(None, &Actor::system("gift-reactor"), vec![s.clone()], Some(&s), |snap| {
             ledger::decide(&snap.state(&s, ledger::initial_state(host_id), ledger::evolve), &command)
         })
         .await
@@ -740,21 +747,25 @@ impl Commands {
         }
     }
 
-    /// Reads the last message of every subject, concurrently.
+    /// Reads the last message of every subject, as of one position.
     pub async fn load(&self, subjects: &[String]) -> Result<Snapshot, CommandError> {
-        let lasts = try_join_all(subjects.iter().map(|s| self.log.last_on_subject(s))).await?;
+        let lasts = self.log.last_on_subjects(subjects).await?;
         let mut snapshot = Snapshot::default();
         for (subject, last) in subjects.iter().zip(lasts) {
-            let entry = match last {
-                None => Last { position: 0, envelope: None },
-                Some(msg) => {
-                    let envelope = Envelope::decode(&msg.payload).map_err(|e| corrupt(msg.position, e))?;
-                    Last { position: msg.position, envelope: Some(envelope) }
-                }
-            };
-            snapshot.entries.insert(subject.clone(), entry);
+            snapshot.entries.insert(subject.clone(), self.decoded(subject, last)?);
         }
         Ok(snapshot)
+    }
+
+    /// A subject's last message, decoded, or the same event decoded before.
+    fn decoded(&self, subject: &str, last: Option<StoredMessage>) -> Result<Last, CommandError> {
+        let Some(msg) = last else { return Ok(Last { position: 0, envelope: None }) };
+        if let Some(envelope) = self.cache.at(subject, msg.position) {
+            return Ok(Last { position: msg.position, envelope: Some(envelope) });
+        }
+        let envelope = Arc::new(Envelope::decode(&msg.payload).map_err(|e| corrupt(msg.position, e))?);
+        self.cache.put(subject, msg.position, envelope.clone(), msg.payload.len());
+        Ok(Last { position: msg.position, envelope: Some(envelope) })
     }
 
     /// The current state of one user's ledger.
@@ -823,19 +834,61 @@ impl Commands {
     where
         F: Fn(&Snapshot) -> Result<Vec<Event>, DomainError>,
     {
+        self.execute_with(ctx, actor, subjects, None, decide).await
+    }
+
+    /// `execute`, where `written`, a subject every accepted decision of the
+    /// command appends to, may come from the handler's cache instead of the
+    /// log (see `aggregate_cache`): the append's expected position guards
+    /// it. A decision from a cached entry that is a rejection, or that does
+    /// not append to `written`, is made again from the log.
+    async fn execute_with<F>(
+        &self,
+        ctx: Option<&CommandContext>,
+        actor: &Actor,
+        subjects: Vec<String>,
+        written: Option<&str>,
+        decide: F,
+    ) -> Result<Outcome, CommandError>
+    where
+        F: Fn(&Snapshot) -> Result<Vec<Event>, DomainError>,
+    {
+        let mut trust_cache = written.is_some();
         for attempt in 0..=CONFLICT_RETRY_MAX {
-            let record_lookup = async {
-                match ctx {
-                    Some(c) => self.log.last_on_subject(&record_subject(&c.scope, &c.command_id)).await,
-                    None => Ok(None),
-                }
-            };
-            let (snapshot, record) = tokio::join!(self.load(&subjects), record_lookup);
-            let (snapshot, record) = (snapshot?, record?);
+            let cached = written.filter(|_| trust_cache).and_then(|w| Some((w, self.cache.get(w)?)));
+            // The aggregates (but a cached one) and the command's record,
+            // in one read.
+            let mut wanted: Vec<String> =
+                subjects.iter().filter(|s| cached.as_ref().is_none_or(|(w, _)| s.as_str() != *w)).cloned().collect();
+            let aggregates_read = wanted.len();
+            if let Some(c) = ctx {
+                wanted.push(record_subject(&c.scope, &c.command_id));
+            }
+            let mut lasts = self.log.last_on_subjects(&wanted).await?;
+            let record = if ctx.is_some() { lasts.pop().flatten() } else { None };
             if let (Some(ctx), Some(record)) = (ctx, record) {
                 return self.answer_from_record(ctx, &record).await;
             }
-            let events = match decide(&snapshot) {
+            let mut snapshot = Snapshot::default();
+            for (subject, last) in wanted.into_iter().take(aggregates_read).zip(lasts) {
+                let entry = self.decoded(&subject, last)?;
+                snapshot.entries.insert(subject, entry);
+            }
+            if let Some((subject, entry)) = &cached {
+                let last = Last { position: entry.position, envelope: Some(entry.envelope.clone()) };
+                snapshot.entries.insert((*subject).to_owned(), last);
+            }
+            let decided = decide(&snapshot);
+            if let Some((subject, _)) = &cached {
+                let writes_it =
+                    decided.as_ref().is_ok_and(|events| events.iter().any(|e| event_subject(e) == *subject));
+                if !writes_it {
+                    // Only an append guards a cached entry: read the log.
+                    trust_cache = false;
+                    continue;
+                }
+            }
+            let events = match decided {
                 Ok(events) => events,
                 Err(rejection) => {
                     // The first run may have appended its event and died
@@ -858,8 +911,12 @@ impl Commands {
                 let Some(ctx) = ctx else { unreachable!("single implies a context") };
                 let mut request = requests.remove(0);
                 request.msg_id = command_msg_id(ctx);
+                let (subject, stored_bytes) = (request.subject.clone(), request.payload.len());
                 match self.log.append(request).await {
-                    Ok(appended) => return self.record_after(ctx, actor, appended.position, envelopes).await,
+                    Ok(appended) => {
+                        self.remember(&subject, appended.position, &envelopes[0], stored_bytes);
+                        return self.record_after(ctx, actor, appended.position, envelopes).await;
+                    }
                     // The event of an earlier run of this command, inside
                     // the duplicate window: record it, answer with it.
                     Err(LogError::Duplicate { position }) => {
@@ -870,7 +927,12 @@ impl Commands {
                 }
             } else if requests.len() == 1 {
                 let request = requests.remove(0);
-                self.log.append(request).await.map(|a| vec![a.position])
+                let (subject, stored_bytes) = (request.subject.clone(), request.payload.len());
+                let appended = self.log.append(request).await.map(|a| vec![a.position]);
+                if let (Ok(positions), Some(envelope)) = (&appended, envelopes.first()) {
+                    self.remember(&subject, positions[0], envelope, stored_bytes);
+                }
+                appended
             } else {
                 // The semaphore is never closed, so a permit always comes.
                 let _permit = self.batches_in_flight.acquire().await;
@@ -885,6 +947,9 @@ impl Commands {
                     // Lost a race: either an identical command won (its
                     // record is there now), or another command changed an
                     // aggregate: load and decide again.
+                    for subject in &subjects {
+                        self.cache.forget(subject);
+                    }
                     let ceiling_ms = (1u64 << attempt.min(6)).min(CONFLICT_DELAY_MS_MAX);
                     let delay_ms = rand::rng().random_range(0..=ceiling_ms);
                     tokio::time::sleep(Duration::from_millis(delay_ms)).await;
@@ -893,6 +958,11 @@ impl Commands {
             }
         }
         Err(CommandError::Contention { tries: CONFLICT_RETRY_MAX + 1 })
+    }
+
+    /// Keeps an event this handler appended as its subject's last.
+    fn remember(&self, subject: &str, position: u64, envelope: &Envelope, stored_bytes: usize) {
+        self.cache.put(subject, position, Arc::new(envelope.clone()), stored_bytes);
     }
 
     /// Appends the record of a command whose event is at `position`. The
@@ -935,7 +1005,7 @@ impl Commands {
                 && header.command_id == ctx.command_id
                 && header.command_fingerprint.as_deref() == Some(&ctx.fingerprint)
             {
-                let outcome = self.record_after(ctx, &ctx.actor, last.position, vec![envelope.clone()]).await?;
+                let outcome = self.record_after(ctx, &ctx.actor, last.position, vec![(**envelope).clone()]).await?;
                 return Ok(Some(Outcome { repeated: true, ..outcome }));
             }
         }
@@ -981,10 +1051,10 @@ impl Commands {
                 reason: format!("a decision wrote {subject}, which it did not read"),
             })?;
             let meta = EventMeta { event_id: Uuid::now_v7(), ..meta.clone() };
-            let envelope = chain.seal_for_command(&meta, fingerprint, event);
+            let (envelope, bytes) = chain.seal_encoded(&meta, fingerprint, event);
             requests.push(AppendRequest {
                 subject,
-                payload: Bytes::from(envelope.encode()),
+                payload: Bytes::from(bytes),
                 msg_id: envelope.header.event_id.to_string(),
                 expected_last_subject_seq: expected,
             });
@@ -1093,10 +1163,10 @@ fn record_request(ctx: &CommandContext, actor: &Actor, event_positions: Vec<u64>
         correlation_id: ctx.correlation_id.clone(),
         actor: actor.clone(),
     };
-    let envelope = Envelope::seal(&meta, record, 1, GENESIS_HASH);
+    let (envelope, bytes) = Envelope::seal_encoded(&meta, None, record, 1, GENESIS_HASH);
     AppendRequest {
         subject: envelope.subject(),
-        payload: Bytes::from(envelope.encode()),
+        payload: Bytes::from(bytes),
         msg_id: envelope.header.event_id.to_string(),
         expected_last_subject_seq: 0,
     }

@@ -35,6 +35,7 @@
 //!   processes, single ([`testing::NatsServer`]) or a loopback cluster
 //!   ([`testing::NatsCluster`]), with kill -9 and restart.
 
+mod aggregate_cache;
 pub mod handler;
 pub mod log;
 pub mod managed;

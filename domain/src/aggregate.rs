@@ -28,6 +28,11 @@ impl<S> Loaded<S> {
         Envelope::seal_for_command(meta, fingerprint, event, self.sequence + 1, &self.last_hash)
     }
 
+    /// `seal_for_command`, with the stored bytes written in the same pass.
+    pub fn seal_encoded(&self, meta: &EventMeta, fingerprint: Option<&str>, event: Event) -> (Envelope, Vec<u8>) {
+        Envelope::seal_encoded(meta, fingerprint, event, self.sequence + 1, &self.last_hash)
+    }
+
     /// Moves past `envelope` with `evolve`, keeping the chain position.
     pub fn apply(self, envelope: &Envelope, evolve: impl FnOnce(S, &Event) -> S) -> Loaded<S> {
         Loaded {

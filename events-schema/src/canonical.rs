@@ -3,7 +3,7 @@
 //! rather than left to `serde_json::Value`'s map order, because a feature of
 //! another crate (`preserve_order`) could otherwise change every hash.
 
-use serde_json::Value;
+use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
 /// Appends the canonical encoding of `value` to `out`.
@@ -24,21 +24,49 @@ pub fn write_canonical(value: &Value, out: &mut Vec<u8>) {
             }
             out.push(b']');
         }
-        Value::Object(map) => {
-            let mut keys: Vec<&String> = map.keys().collect();
-            keys.sort_unstable();
-            out.push(b'{');
-            for (i, key) in keys.into_iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                write_string(key, out);
-                out.push(b':');
-                write_canonical(&map[key.as_str()], out);
-            }
-            out.push(b'}');
+        Value::Object(map) => write_object(map, None, out),
+    }
+}
+
+/// An object, with one more string entry `extra` merged into its keys'
+/// order when given (replacing an entry of the same key).
+fn write_object(map: &Map<String, Value>, extra: Option<(&str, &str)>, out: &mut Vec<u8>) {
+    let mut keys: Vec<&str> = map.keys().map(String::as_str).collect();
+    if let Some((key, _)) = extra {
+        keys.retain(|k| *k != key);
+        keys.push(key);
+    }
+    keys.sort_unstable();
+    out.push(b'{');
+    for (i, key) in keys.into_iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        write_string(key, out);
+        out.push(b':');
+        match (extra, map.get(key)) {
+            (Some((extra_key, value)), _) if extra_key == key => write_string(value, out),
+            (_, Some(value)) => write_canonical(value, out),
+            (_, None) => out.extend_from_slice(b"null"),
         }
     }
+    out.push(b'}');
+}
+
+/// The canonical encoding of the object `map`.
+pub fn map_to_canonical(map: &Map<String, Value>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(768);
+    write_object(map, None, &mut out);
+    out
+}
+
+/// The canonical encoding of the object `map` with one more string entry,
+/// `key: value`, as if it were in the map: the stored bytes of an envelope
+/// from the map its hash was computed over, without rebuilding the map.
+pub fn map_to_canonical_with(map: &Map<String, Value>, key: &str, value: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(832);
+    write_object(map, Some((key, value)), &mut out);
+    out
 }
 
 fn write_string(s: &str, out: &mut Vec<u8>) {

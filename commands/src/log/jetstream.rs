@@ -24,6 +24,8 @@ use rand::Rng;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
+mod multi_last;
+
 use super::{ATOMIC_BATCH_SIZE_MAX, AppendRequest, Appended, EventLog, LogError, StoredMessage, check_server_version};
 
 const HEADER_MSG_ID: &str = "Nats-Msg-Id";
@@ -93,6 +95,9 @@ pub struct LogConfig {
     /// Deny deletes and purges on the stream: the ledger is append-only, and
     /// positions must stay dense for replays and audits.
     pub deny_delete_and_purge: bool,
+    /// Bytes of messages one batched read of last messages asks the server
+    /// for at most (`max_bytes`); the rest comes in follow-up requests.
+    pub multi_last_bytes_max: usize,
 }
 
 impl LogConfig {
@@ -119,6 +124,7 @@ impl LogConfig {
             append_retry_max: 6,
             retry_delay_ms_max: 2_000,
             deny_delete_and_purge: true,
+            multi_last_bytes_max: 4 * 1024 * 1024,
         }
     }
 
@@ -212,10 +218,14 @@ pub struct JetStreamLog {
 
 struct Inner {
     client: Client,
+    /// The connection of the coalesced reads.
+    read_client: Client,
     config: LogConfig,
     server_version: String,
     subject_direct_get: String,
     subject_stream_info: String,
+    /// Callers waiting for a coalesced `last_on_subjects`.
+    multi_last: multi_last::Coalescer,
 }
 
 impl fmt::Debug for JetStreamLog {
@@ -405,6 +415,22 @@ fn validate_append(request: &AppendRequest) -> Result<(), LogError> {
     Ok(())
 }
 
+async fn connect_client(config: &LogConfig, name: &str, addresses: Vec<ServerAddr>) -> Result<Client, LogError> {
+    ConnectOptions::new()
+        .name(name)
+        .connection_timeout(Duration::from_millis(config.connect_timeout_ms))
+        .request_timeout(Some(Duration::from_millis(config.request_timeout_ms)))
+        // Keep reconnecting for ever: while disconnected, operations fail
+        // with `Unavailable` after their timeout, which callers handle.
+        .max_reconnects(None)
+        .event_callback(|event| async move {
+            tracing::info!(%event, "nats connection event");
+        })
+        .connect(addresses)
+        .await
+        .map_err(|err| LogError::Unavailable(format!("cannot connect to NATS: {err}")))
+}
+
 impl JetStreamLog {
     /// Connects, refuses a server older than [`super::MIN_SERVER_VERSION`],
     /// and creates the stream or brings an existing one to the settings the
@@ -419,19 +445,11 @@ impl JetStreamLog {
                 url.parse::<ServerAddr>().map_err(|err| LogError::Invalid(format!("bad NATS URL {url:?}: {err}")))
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let client = ConnectOptions::new()
-            .name("halobuzz-ledger")
-            .connection_timeout(Duration::from_millis(config.connect_timeout_ms))
-            .request_timeout(Some(Duration::from_millis(config.request_timeout_ms)))
-            // Keep reconnecting for ever: while disconnected, operations fail
-            // with `Unavailable` after their timeout, which callers handle.
-            .max_reconnects(None)
-            .event_callback(|event| async move {
-                tracing::info!(%event, "nats connection event");
-            })
-            .connect(addresses)
-            .await
-            .map_err(|err| LogError::Unavailable(format!("cannot connect to NATS: {err}")))?;
+        let client = connect_client(&config, "halobuzz-ledger", addresses.clone()).await?;
+        // Reads go over a connection of their own: nats-server reads each
+        // connection in one goroutine, and a batched read answered inline
+        // would otherwise queue the appends behind it.
+        let read_client = connect_client(&config, "halobuzz-ledger-reads", addresses).await?;
 
         let server_version = client.server_info().version;
         check_server_version(&server_version)?;
@@ -440,6 +458,8 @@ impl JetStreamLog {
             inner: Arc::new(Inner {
                 subject_direct_get: format!("$JS.API.DIRECT.GET.{}", config.stream_name),
                 subject_stream_info: format!("$JS.API.STREAM.INFO.{}", config.stream_name),
+                multi_last: multi_last::Coalescer::default(),
+                read_client,
                 client,
                 config,
                 server_version,
@@ -894,22 +914,33 @@ impl JetStreamLog {
         batch: u32,
     ) -> Result<Vec<StoredMessage>, LogError> {
         let batch = batch.clamp(1, DIRECT_GET_BATCH_SIZE_MAX);
-        let client = &self.inner.client;
-        let inbox = client.new_inbox();
-        let mut replies =
-            client.subscribe(inbox.clone()).await.map_err(|err| LogError::Unavailable(format!("subscribe: {err}")))?;
         let body = match subject {
             None => serde_json::json!({ "seq": position.max(1), "batch": batch }),
             Some(subject) => serde_json::json!({ "seq": position.max(1), "batch": batch, "next_by_subj": subject }),
-        }
-        .to_string();
+        };
+        let (messages, _end) = self.batched_direct_get(&self.inner.client, body.to_string(), batch as usize).await?;
+        Ok(messages)
+    }
+
+    /// Sends one batched direct get on `client` and collects its messages
+    /// (at most `messages_max`) up to the end marker, whose headers it
+    /// returns (`None` when nothing matched: `404`).
+    async fn batched_direct_get(
+        &self,
+        client: &Client,
+        body: String,
+        messages_max: usize,
+    ) -> Result<(Vec<StoredMessage>, Option<HeaderMap>), LogError> {
+        let inbox = client.new_inbox();
+        let mut replies =
+            client.subscribe(inbox.clone()).await.map_err(|err| LogError::Unavailable(format!("subscribe: {err}")))?;
         client
             .publish_with_reply(self.inner.subject_direct_get.clone(), inbox, body.into())
             .await
             .map_err(|err| LogError::Unavailable(format!("direct get publish: {err}")))?;
-        let mut messages = Vec::with_capacity(batch as usize);
+        let mut messages = Vec::with_capacity(messages_max.min(DIRECT_GET_BATCH_SIZE_MAX as usize));
         // One more reply than messages: the end-of-batch marker.
-        for _ in 0..=batch {
+        for _ in 0..=messages_max {
             let reply = match tokio::time::timeout(self.request_timeout(), replies.next()).await {
                 Ok(Some(reply)) => reply,
                 Ok(None) => return Err(LogError::Unavailable("connection closed during a batched read".into())),
@@ -925,7 +956,8 @@ impl JetStreamLog {
             };
             match reply.status.map(|status| status.as_u16()) {
                 None | Some(200) => messages.push(stored_from_direct(reply)?),
-                Some(204) | Some(404) => return Ok(messages),
+                Some(204) => return Ok((messages, Some(reply.headers.unwrap_or_default()))),
+                Some(404) => return Ok((messages, None)),
                 Some(503) => {
                     return Err(LogError::Unavailable(format!(
                         "batched read: {}",
@@ -941,7 +973,7 @@ impl JetStreamLog {
             }
         }
         Err(LogError::Invalid(format!(
-            "batched read of {batch} returned more than {batch} messages without an end marker"
+            "batched read of at most {messages_max} returned more messages without an end marker"
         )))
     }
 
@@ -1137,6 +1169,13 @@ impl EventLog for JetStreamLog {
 
     fn last_on_subject<'a>(&'a self, subject: &'a str) -> BoxFuture<'a, Result<Option<StoredMessage>, LogError>> {
         self.retrying("last on subject", move || self.last_on_subject_once(subject)).boxed()
+    }
+
+    fn last_on_subjects<'a>(
+        &'a self,
+        subjects: &'a [String],
+    ) -> BoxFuture<'a, Result<Vec<Option<StoredMessage>>, LogError>> {
+        self.retrying("last on subjects", move || self.last_on_subjects_once(subjects)).boxed()
     }
 
     fn read_from(&self, position: u64, max_messages: u32) -> BoxFuture<'_, Result<Vec<StoredMessage>, LogError>> {

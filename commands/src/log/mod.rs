@@ -152,6 +152,15 @@ pub trait EventLog: Send + Sync + fmt::Debug {
     /// one more reload.
     fn last_on_subject<'a>(&'a self, subject: &'a str) -> BoxFuture<'a, Result<Option<StoredMessage>, LogError>>;
 
+    /// The last message on each of `subjects`, in their order (`None` for a
+    /// subject with none yet), all as of one position of the log. The
+    /// JetStream adapter sends concurrent callers' subjects together in one
+    /// batched direct get. Stale reads are as for `last_on_subject`.
+    fn last_on_subjects<'a>(
+        &'a self,
+        subjects: &'a [String],
+    ) -> BoxFuture<'a, Result<Vec<Option<StoredMessage>>, LogError>>;
+
     /// Up to `max_messages` messages from `position` on (inclusive), in log
     /// order, fewer when the log ends first. Position 0 reads from the start.
     /// Stateless (batched direct gets), so any replica may answer: one that

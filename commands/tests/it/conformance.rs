@@ -118,6 +118,96 @@ async fn direct_get_of_an_unknown_subject_is_none() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_last_messages_of_several_subjects_come_in_one_read() {
+    init_tracing();
+    let server = NatsServer::start().await;
+    let log = server.event_log().await;
+    let subjects = |names: &[&str]| names.iter().map(|n| n.to_string()).collect::<Vec<_>>();
+
+    // An empty log, and an empty question.
+    assert_eq!(log.last_on_subjects(&subjects(&["hb.user.1", "hb.user.2"])).await.expect("read"), vec![None, None]);
+    assert!(log.last_on_subjects(&[]).await.expect("read").is_empty());
+
+    log.append(request("hb.user.1", "a1", "a", 0)).await.expect("append");
+    log.append(request("hb.user.2", "b1", "b", 0)).await.expect("append");
+    log.append(request("hb.user.1", "a2", "c", 1)).await.expect("append");
+    let lasts = log
+        .last_on_subjects(&subjects(&["hb.user.1", "hb.user.nobody", "hb.user.2", "hb.user.1", "hb.user.10"]))
+        .await
+        .expect("read");
+    let seen: Vec<Option<(u64, Bytes)>> =
+        lasts.iter().map(|m| m.as_ref().map(|m| (m.position, m.payload.clone()))).collect();
+    assert_eq!(
+        seen,
+        vec![Some((3, Bytes::from("a2"))), None, Some((2, Bytes::from("b1"))), Some((3, Bytes::from("a2"))), None],
+        "in the order asked, a repeated subject twice, a missing or prefix-sharing one as none"
+    );
+    assert_eq!(lasts[0].as_ref().and_then(|m| m.msg_id.as_deref()), Some("c"));
+
+    // A wildcard would read many subjects: refused, not expanded.
+    for bad in ["hb.user.*", "hb.>", "hb..1"] {
+        assert!(matches!(log.last_on_subjects(&subjects(&[bad])).await, Err(LogError::Invalid(_))), "{bad}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_reads_of_last_messages_each_get_their_own_answers() {
+    init_tracing();
+    const SUBJECTS: u64 = 300;
+    const READERS: u64 = 400;
+    let server = NatsServer::start().await;
+    let log = Arc::new(server.event_log().await);
+    for i in 0..SUBJECTS {
+        log.append(request(&format!("hb.user.{i}"), &format!("v{i}"), &format!("m{i}"), 0)).await.expect("append");
+    }
+    // Many callers at once, more subjects than one request takes: each
+    // gets the messages of its own subjects, in its order.
+    let tasks: Vec<_> = (0..READERS)
+        .map(|r| {
+            let log = log.clone();
+            tokio::spawn(async move {
+                let wanted: Vec<String> = [r % SUBJECTS, (r * 7 + 3) % SUBJECTS, SUBJECTS + r]
+                    .iter()
+                    .map(|i| format!("hb.user.{i}"))
+                    .collect();
+                let lasts = log.last_on_subjects(&wanted).await.expect("read");
+                let payloads: Vec<Option<Bytes>> = lasts.into_iter().map(|m| m.map(|m| m.payload)).collect();
+                let expected = vec![
+                    Some(Bytes::from(format!("v{}", r % SUBJECTS))),
+                    Some(Bytes::from(format!("v{}", (r * 7 + 3) % SUBJECTS))),
+                    None,
+                ];
+                assert_eq!(payloads, expected, "reader {r}");
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.expect("reader");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn last_messages_larger_than_one_reply_come_in_several_rounds() {
+    init_tracing();
+    let server = NatsServer::start().await;
+    let mut config = server.log_config();
+    // Each reply carries about one message.
+    config.multi_last_bytes_max = 100;
+    let log = JetStreamLog::connect(config).await.expect("connects");
+    let big = |tag: usize| format!("{tag}-{}", "x".repeat(300));
+    let wanted: Vec<String> = (0..20).map(|i| format!("hb.user.{i}")).collect();
+    for (i, subject) in wanted.iter().enumerate() {
+        log.append(request(subject, &big(i), &format!("m{i}"), 0)).await.expect("append");
+    }
+    let lasts = log.last_on_subjects(&wanted).await.expect("read");
+    for (i, last) in lasts.iter().enumerate() {
+        let last = last.as_ref().unwrap_or_else(|| panic!("subject {i} answered"));
+        assert_eq!(last.payload, Bytes::from(big(i)));
+        assert_eq!(last.position, i as u64 + 1);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reads_return_every_message_in_order_from_any_position() {
     init_tracing();
     const MESSAGES: u64 = 1_000;

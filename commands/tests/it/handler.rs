@@ -301,3 +301,47 @@ async fn a_command_that_died_before_its_record_is_completed_never_applied_twice(
     assert_eq!(gifts, 1, "the command applied once");
     reactor.shutdown().await;
 }
+
+/// Two handlers (two API processes) on one viewer's ledger: each remembers
+/// the ledger it last wrote, and each time the other one has moved it on.
+/// Every decision is still the log's: a stale acceptance loses its append
+/// and is decided again, a stale rejection is decided again from the log.
+#[tokio::test]
+async fn a_handler_with_a_stale_view_of_a_ledger_decides_on_the_log() {
+    let world = World::start().await;
+    let other = commands::handler::Commands::new(world.log.clone(), crate::world::config());
+    let (viewer, host) = (Uuid::now_v7(), Uuid::now_v7());
+    let stream_id = world.start_stream(host).await;
+    let a = &world.commands;
+    let wallet_after = |outcome: &commands::handler::Outcome| match &outcome.events[0].event {
+        Event::GiftSent(sent) => sent.commit.state_after.wallet_coins,
+        Event::LedgerAdjusted(adjusted) => adjusted.commit.state_after.wallet_coins,
+        other => panic!("unexpected {other:?}"),
+    };
+
+    world.fund(viewer, 100).await;
+    let gift = a.send_gift(&ctx(viewer, "g1"), viewer, stream_id, "rose".into(), 1, 60).await.expect("gift");
+    assert_eq!(wallet_after(&gift), 40);
+    // The other handler adds coins: the first one's view (40) is stale.
+    let adjust = LedgerCommand::Adjust { coins: 100, reason: "bonus".into(), admin_id: admin() };
+    assert_eq!(wallet_after(&other.ledger(&ctx(admin(), "bonus"), viewer, adjust).await.expect("adjusted")), 140);
+    // 100 > 40 would be refused on the stale view; the log says 140.
+    let gift = a.send_gift(&ctx(viewer, "g2"), viewer, stream_id, "rose".into(), 1, 100).await.expect("gift");
+    assert_eq!(wallet_after(&gift), 40);
+    // The other handler's view (140) is stale: its gift of 30 is decided
+    // again after losing the append, on 40.
+    let gift = other.send_gift(&ctx(viewer, "g3"), viewer, stream_id, "rose".into(), 1, 30).await.expect("gift");
+    assert_eq!(wallet_after(&gift), 10);
+    // And the first one's (40) too: 20 is more than the 10 left.
+    assert_eq!(
+        code(a.send_gift(&ctx(viewer, "g4"), viewer, stream_id, "rose".into(), 1, 20).await),
+        "insufficient_funds"
+    );
+
+    let events = world.read_all().await;
+    let b = balances(&events);
+    assert_eq!(balance(&b, Account::Wallet(viewer)), 10);
+    let gifts = events.iter().filter(|(_, e)| matches!(e.event, Event::GiftSent(_))).count();
+    assert_eq!(gifts, 3, "three gifts stored, each once");
+    assert_eq!(b.values().sum::<i64>(), 0, "zero sum");
+}

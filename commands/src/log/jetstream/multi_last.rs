@@ -1,0 +1,224 @@
+//! Coalesced reads of "the last message on each of these subjects".
+//!
+//! Every command loads the aggregates it decides on and its own record: a
+//! direct get each used to be a server request each. Here concurrent
+//! callers' subjects go out together in one batched direct get
+//! (`multi_last`, nats-server 2.11+), so that the server parses one request
+//! for a whole group and answers every subject of it as of one position of
+//! the log.
+//!
+//! No standing task: a caller queues its subjects and, when fewer than
+//! [`REQUESTS_IN_FLIGHT_MAX`] requests are out, spawns a leader. A leader
+//! takes the queue (up to [`SUBJECTS_PER_REQUEST_MAX`] subjects), sends one
+//! request, hands each caller its answer, and goes on until the queue is
+//! empty. While the slots are busy, callers only queue: the busier the log,
+//! the larger the rounds; an idle log answers a lone caller at once.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
+
+use tokio::sync::oneshot;
+
+use super::JetStreamLog;
+use crate::log::{LogError, StoredMessage};
+
+/// Subjects in one batched request. The server refuses more than 1,024
+/// answers per request; fewer keeps one reply burst small.
+pub(super) const SUBJECTS_PER_REQUEST_MAX: usize = 256;
+/// Requests out at once. While they are out, new callers queue, and the
+/// next round takes them all: the busier the log, the larger the rounds.
+pub(super) const REQUESTS_IN_FLIGHT_MAX: usize = 2;
+/// Follow-up requests for a group whose answers exceeded the server's byte
+/// limit per request (each returns at least one more message).
+const ROUNDS_PER_GROUP_MAX: usize = SUBJECTS_PER_REQUEST_MAX;
+
+type Answer = Result<Vec<Option<StoredMessage>>, LogError>;
+
+/// One caller's wait.
+struct Wanted {
+    subjects: Vec<String>,
+    reply: oneshot::Sender<Answer>,
+}
+
+#[derive(Default)]
+struct State {
+    queue: Vec<Wanted>,
+    in_flight: usize,
+}
+
+/// The queue of callers and the count of requests out.
+#[derive(Default)]
+pub(super) struct Coalescer {
+    state: Mutex<State>,
+}
+
+impl Coalescer {
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        // A panic while holding this lock leaves a queue of plain data:
+        // still consistent, so a poisoned lock is used as is.
+        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Takes the next group off the queue, or releases the caller's slot
+    /// when the queue is empty.
+    fn next_group(&self) -> Option<Vec<Wanted>> {
+        let mut state = self.lock();
+        if state.queue.is_empty() {
+            state.in_flight -= 1;
+            return None;
+        }
+        let mut subjects = 0;
+        let mut taken = 0;
+        for wanted in &state.queue {
+            if taken > 0 && subjects + wanted.subjects.len() > SUBJECTS_PER_REQUEST_MAX {
+                break;
+            }
+            subjects += wanted.subjects.len();
+            taken += 1;
+        }
+        Some(state.queue.drain(..taken).collect())
+    }
+}
+
+impl JetStreamLog {
+    /// One try of [`crate::log::EventLog::last_on_subjects`], coalesced with
+    /// concurrent callers.
+    pub(super) async fn last_on_subjects_once(&self, subjects: &[String]) -> Answer {
+        if subjects.is_empty() {
+            return Ok(Vec::new());
+        }
+        if let Some(bad) = subjects.iter().find(|s| !is_literal_subject(s)) {
+            return Err(LogError::Invalid(format!("not a literal subject: {bad:?}")));
+        }
+        let (reply, answer) = oneshot::channel();
+        let lead = {
+            let mut state = self.inner.multi_last.lock();
+            state.queue.push(Wanted { subjects: subjects.to_vec(), reply });
+            let free = state.in_flight < REQUESTS_IN_FLIGHT_MAX;
+            if free {
+                state.in_flight += 1;
+            }
+            free
+        };
+        if lead {
+            // The rounds run in a task of their own, so that a caller that
+            // gives up (a dropped HTTP request) cannot strand the queue.
+            let log = self.clone();
+            tokio::spawn(async move { while log.lead_one_round().await {} });
+        }
+        answer.await.unwrap_or_else(|_| Err(LogError::Unavailable("a coalesced read was dropped".into())))
+    }
+
+    /// One round: takes a group and answers it. `false` when the queue was
+    /// empty (and the slot released).
+    async fn lead_one_round(&self) -> bool {
+        match self.inner.multi_last.next_group() {
+            None => false,
+            Some(group) => {
+                self.answer_group(group).await;
+                true
+            }
+        }
+    }
+
+    async fn answer_group(&self, group: Vec<Wanted>) {
+        let mut seen: HashSet<&str> = HashSet::with_capacity(group.iter().map(|w| w.subjects.len()).sum());
+        let unique: Vec<String> =
+            group.iter().flat_map(|w| w.subjects.iter()).filter(|s| seen.insert(s.as_str())).cloned().collect();
+        match self.multi_last(&unique).await {
+            Ok(found) => {
+                for wanted in group {
+                    let answer = wanted.subjects.iter().map(|s| found.get(s).cloned()).collect();
+                    // A caller that gave up (timed out, dropped) is gone.
+                    let _ = wanted.reply.send(Ok(answer));
+                }
+            }
+            Err(error) => {
+                for wanted in group {
+                    let _ = wanted.reply.send(Err(error.clone()));
+                }
+            }
+        }
+    }
+
+    /// The last message on each subject that has one, as of one position:
+    /// batched direct gets with `multi_last`, repeated with the same
+    /// `up_to_seq` when the server stopped early at its byte limit.
+    async fn multi_last(&self, subjects: &[String]) -> Result<HashMap<String, StoredMessage>, LogError> {
+        let mut found: HashMap<String, StoredMessage> = HashMap::with_capacity(subjects.len());
+        let mut up_to_seq: Option<u64> = None;
+        for _ in 0..ROUNDS_PER_GROUP_MAX {
+            let missing: Vec<&String> = subjects.iter().filter(|s| !found.contains_key(*s)).collect();
+            if missing.is_empty() {
+                break;
+            }
+            let end = self.multi_last_request(&missing, up_to_seq, &mut found).await?;
+            match end {
+                BatchEnd::Complete => break,
+                BatchEnd::Partial { up_to } => up_to_seq = Some(up_to),
+            }
+        }
+        Ok(found)
+    }
+
+    async fn multi_last_request(
+        &self,
+        subjects: &[&String],
+        up_to_seq: Option<u64>,
+        found: &mut HashMap<String, StoredMessage>,
+    ) -> Result<BatchEnd, LogError> {
+        let bytes_max = self.inner.config.multi_last_bytes_max.max(1);
+        let body = match up_to_seq {
+            None => serde_json::json!({ "multi_last": subjects, "max_bytes": bytes_max }),
+            Some(up_to) => serde_json::json!({ "multi_last": subjects, "max_bytes": bytes_max, "up_to_seq": up_to }),
+        };
+        let (messages, end) =
+            self.batched_direct_get(&self.inner.read_client, body.to_string(), subjects.len()).await?;
+        for message in messages {
+            found.insert(message.subject.clone(), message);
+        }
+        // No end marker: none of the subjects has a message.
+        let Some(headers) = end else { return Ok(BatchEnd::Complete) };
+        let number = |name: &str| -> Option<u64> { headers.get(name).and_then(|v| v.as_str().trim().parse().ok()) };
+        match (number(HEADER_NUM_PENDING).unwrap_or(0), number(HEADER_UP_TO_SEQUENCE)) {
+            (0, _) => Ok(BatchEnd::Complete),
+            (_, Some(up_to)) => Ok(BatchEnd::Partial { up_to }),
+            (_, None) => Err(LogError::Invalid("multi-last read stopped early without its Nats-UpTo-Sequence".into())),
+        }
+    }
+}
+
+const HEADER_NUM_PENDING: &str = "Nats-Num-Pending";
+const HEADER_UP_TO_SEQUENCE: &str = "Nats-UpTo-Sequence";
+
+/// How a batched reply ended.
+enum BatchEnd {
+    /// Every subject with a message was answered.
+    Complete,
+    /// The server stopped at its byte limit; ask again for the rest, as of
+    /// the same position.
+    Partial { up_to: u64 },
+}
+
+/// A subject the server matches literally: no wildcard token, no empty
+/// token, no whitespace (a multi-last filter would expand wildcards).
+fn is_literal_subject(subject: &str) -> bool {
+    !subject.is_empty()
+        && subject.split('.').all(|token| !token.is_empty() && token != "*" && token != ">")
+        && !subject.contains(char::is_whitespace)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_literal_subjects_are_read() {
+        assert!(is_literal_subject("hb.ledger.0190-abc"));
+        assert!(!is_literal_subject("hb.ledger.*"));
+        assert!(!is_literal_subject("hb.>"));
+        assert!(!is_literal_subject("hb..x"));
+        assert!(!is_literal_subject("hb.a b"));
+        assert!(!is_literal_subject(""));
+    }
+}
