@@ -130,8 +130,12 @@ async fn handler_throughput(s: &Setup, gifts: u64, concurrency: usize) -> (u64, 
         t.await.expect("task");
     }
     let rate = per_second(per_viewer * concurrency as u64, started.elapsed());
-    let sample = s.log.read_from(before + 1, 2).await.expect("read");
-    (rate, sample.iter().map(|m| m.payload.len()).collect())
+    // One gift commit and one command record, as stored.
+    let sample = s.log.read_from(before + 1, 256).await.expect("read");
+    let size_of = |prefix: &str| {
+        sample.iter().find(|m| m.subject.starts_with(prefix)).map(|m| m.payload.len()).expect("a sample message")
+    };
+    (rate, vec![size_of("hb.ledger."), size_of("hb.command.")])
 }
 
 /// Raw async JetStream publish (no expectations, no reads), `WINDOW` in

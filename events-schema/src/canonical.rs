@@ -24,49 +24,78 @@ pub fn write_canonical(value: &Value, out: &mut Vec<u8>) {
             }
             out.push(b']');
         }
-        Value::Object(map) => write_object(map, None, out),
+        Value::Object(map) => {
+            write_object(map, None, out);
+        }
     }
 }
 
-/// An object, with one more string entry `extra` merged into its keys'
-/// order when given (replacing an entry of the same key).
-fn write_object(map: &Map<String, Value>, extra: Option<(&str, &str)>, out: &mut Vec<u8>) {
-    let mut keys: Vec<&str> = map.keys().map(String::as_str).collect();
-    if let Some((key, _)) = extra {
-        keys.retain(|k| *k != key);
-        keys.push(key);
-    }
+/// Writes the object `map`; with `slot_for`, returns where an entry of that
+/// key (absent from the map) goes in the output.
+fn write_object(map: &Map<String, Value>, slot_for: Option<&str>, out: &mut Vec<u8>) -> Option<Slot> {
+    let mut keys: Vec<&String> = map.keys().collect();
     keys.sort_unstable();
+    let mut slot = None;
     out.push(b'{');
-    for (i, key) in keys.into_iter().enumerate() {
+    for (i, key) in keys.iter().enumerate() {
+        if slot.is_none()
+            && let Some(extra) = slot_for
+            && extra < key.as_str()
+        {
+            slot = Some(Slot { at: out.len(), first: i == 0, alone: false });
+        }
         if i > 0 {
             out.push(b',');
         }
         write_string(key, out);
         out.push(b':');
-        match (extra, map.get(key)) {
-            (Some((extra_key, value)), _) if extra_key == key => write_string(value, out),
-            (_, Some(value)) => write_canonical(value, out),
-            (_, None) => out.extend_from_slice(b"null"),
-        }
+        write_canonical(&map[key.as_str()], out);
+    }
+    if slot.is_none() && slot_for.is_some() {
+        slot = Some(Slot { at: out.len(), first: keys.is_empty(), alone: keys.is_empty() });
     }
     out.push(b'}');
+    slot
 }
 
-/// The canonical encoding of the object `map`.
-pub fn map_to_canonical(map: &Map<String, Value>) -> Vec<u8> {
+/// Where one more entry goes in a canonical object: its keys stay sorted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Slot {
+    /// Byte offset of the insertion.
+    at: usize,
+    /// No entry comes before it.
+    first: bool,
+    /// No entry at all.
+    alone: bool,
+}
+
+impl Slot {
+    /// `bytes` (the object the slot was taken from) with the string entry
+    /// `key: value` inserted.
+    pub fn fill(self, bytes: &[u8], key: &str, value: &str) -> Vec<u8> {
+        let mut out = Vec::with_capacity(bytes.len() + key.len() + value.len() + 8);
+        out.extend_from_slice(&bytes[..self.at]);
+        if !self.first {
+            out.push(b',');
+        }
+        write_string(key, &mut out);
+        out.push(b':');
+        write_string(value, &mut out);
+        if self.first && !self.alone {
+            out.push(b',');
+        }
+        out.extend_from_slice(&bytes[self.at..]);
+        out
+    }
+}
+
+/// The canonical encoding of the object `map` (which has no `key`), and the
+/// slot of an entry `key` in it: an envelope's bytes are written once, its
+/// hash computed over them, and the hash put in its slot.
+pub fn map_to_canonical_with_slot(map: &Map<String, Value>, key: &str) -> (Vec<u8>, Slot) {
     let mut out = Vec::with_capacity(768);
-    write_object(map, None, &mut out);
-    out
-}
-
-/// The canonical encoding of the object `map` with one more string entry,
-/// `key: value`, as if it were in the map: the stored bytes of an envelope
-/// from the map its hash was computed over, without rebuilding the map.
-pub fn map_to_canonical_with(map: &Map<String, Value>, key: &str, value: &str) -> Vec<u8> {
-    let mut out = Vec::with_capacity(832);
-    write_object(map, Some((key, value)), &mut out);
-    out
+    let slot = write_object(map, Some(key), &mut out).unwrap_or(Slot { at: 1, first: true, alone: true });
+    (out, slot)
 }
 
 fn write_string(s: &str, out: &mut Vec<u8>) {
@@ -95,4 +124,33 @@ fn hex(bytes: &[u8]) -> String {
         s.push(DIGITS[usize::from(b & 0x0f)] as char);
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Filling a slot gives what writing the whole object gives, wherever
+    /// the key sorts.
+    #[test]
+    fn a_filled_slot_is_the_canonical_encoding_of_the_whole_object() {
+        let cases = [
+            serde_json::json!({}),
+            serde_json::json!({ "b": 1 }),
+            serde_json::json!({ "i": [1, { "z": null, "a": "x" }] }),
+            serde_json::json!({ "a": true, "c": "y", "z": -3 }),
+            serde_json::json!({ "actor": { "kind": "user" }, "eventId": "e", "occurredAt": "t", "type": "x" }),
+        ];
+        for case in cases {
+            let Value::Object(map) = case else { panic!("objects only") };
+            let (bytes, slot) = map_to_canonical_with_slot(&map, "hash");
+            assert_eq!(bytes, to_canonical(&Value::Object(map.clone())));
+            let mut whole = map.clone();
+            whole.insert("hash".into(), Value::from("h\"quoted"));
+            assert_eq!(
+                String::from_utf8(slot.fill(&bytes, "hash", "h\"quoted")).expect("utf-8"),
+                String::from_utf8(to_canonical(&Value::Object(whole))).expect("utf-8")
+            );
+        }
+    }
 }

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
-use crate::canonical::{map_to_canonical, map_to_canonical_with, sha256_hex, to_canonical};
+use crate::canonical::{map_to_canonical_with_slot, sha256_hex, to_canonical};
 use crate::{Event, SchemaError};
 
 /// The `prevHash` of the first event of every aggregate.
@@ -160,9 +160,9 @@ impl Envelope {
             hash: String::new(),
         };
         let mut envelope = Envelope { header, event };
-        let map = envelope.to_map_without_hash();
-        envelope.header.hash = sha256_hex(&map_to_canonical(&map));
-        let bytes = map_to_canonical_with(&map, "hash", &envelope.header.hash);
+        let (without_hash, slot) = map_to_canonical_with_slot(&envelope.to_map_without_hash(), "hash");
+        envelope.header.hash = sha256_hex(&without_hash);
+        let bytes = slot.fill(&without_hash, "hash", &envelope.header.hash);
         (envelope, bytes)
     }
 
@@ -178,7 +178,8 @@ impl Envelope {
 
     /// The stored bytes: canonical JSON, hash included.
     pub fn encode(&self) -> Vec<u8> {
-        map_to_canonical_with(&self.to_map_without_hash(), "hash", &self.header.hash)
+        let (without_hash, slot) = map_to_canonical_with_slot(&self.to_map_without_hash(), "hash");
+        slot.fill(&without_hash, "hash", &self.header.hash)
     }
 
     fn to_map_without_hash(&self) -> Map<String, Value> {
