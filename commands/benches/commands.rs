@@ -4,7 +4,8 @@
 //! 1,000 viewers through the reactor.
 //!
 //! Run: `cargo bench -p commands --bench commands`. Sizes:
-//! `BENCH_GIFTS` (default 20,000), `BENCH_CONCURRENCY` (default 64),
+//! `BENCH_GIFTS` (default 60,000), `BENCH_CONCURRENCY` (gifts in flight,
+//! comma-separated; default `64,256`),
 //! `BENCH_PRIOR_COMMITS` (default 1,000,000), `BENCH_SAMPLES` (default 2,000);
 //! `BENCH_ONLY=throughput|latency|hot` runs one part; `BENCH_SYNC=always|interval`
 //! one sync mode.
@@ -139,22 +140,26 @@ async fn handler_throughput(s: &Setup, gifts: u64, concurrency: usize) -> (u64, 
 }
 
 /// Raw async JetStream publish (no expectations, no reads), `WINDOW` in
-/// flight, of `count` messages cycling through `sizes`.
-async fn raw_publish(s: &Setup, count: u64, sizes: &[usize]) -> u64 {
+/// flight, of `count` messages cycling through `sizes`; with `msg_ids`,
+/// each carries a unique `Nats-Msg-Id`, as every append of the handler
+/// does (the server then remembers it for the duplicate window).
+async fn raw_publish(s: &Setup, count: u64, sizes: &[usize], msg_ids: bool) -> u64 {
     let js = async_nats::jetstream::new(s.log.client().clone());
     let payloads: Vec<Bytes> = sizes.iter().map(|n| Bytes::from(vec![b'x'; *n])).collect();
+    let run = Uuid::now_v7();
     let started = Instant::now();
     let published = futures_util::stream::iter(0..count)
         .map(|i| {
             let js = js.clone();
             let payload = payloads[(i as usize) % payloads.len()].clone();
             async move {
-                let ack = if std::env::var("BENCH_RAW_MSGID").is_ok() {
-                    let mut h = async_nats::HeaderMap::new();
-                    h.insert("Nats-Msg-Id", format!("raw-{i}-{}", std::process::id()).as_str());
-                    js.publish_with_headers(format!("hb.raw.{}", i % 1024), h, payload).await.expect("publish")
+                let subject = format!("hb.raw.{}", i % 1024);
+                let ack = if msg_ids {
+                    let mut headers = async_nats::HeaderMap::new();
+                    headers.insert("Nats-Msg-Id", format!("{run}-{i}").as_str());
+                    js.publish_with_headers(subject, headers, payload).await.expect("publish")
                 } else {
-                    js.publish(format!("hb.raw.{}", i % 1024), payload).await.expect("publish")
+                    js.publish(subject, payload).await.expect("publish")
                 };
                 ack.await.expect("ack");
             }
@@ -165,18 +170,24 @@ async fn raw_publish(s: &Setup, count: u64, sizes: &[usize]) -> u64 {
     per_second(published as u64, started.elapsed())
 }
 
-/// Sequential gift latencies for one viewer.
-async fn latencies(s: &Setup, viewer: Uuid, stream_id: Uuid, samples: u64) -> Vec<Duration> {
-    let mut out = Vec::with_capacity(samples as usize);
+/// Sequential gifts, alternating between two viewers so that both see the
+/// same server (its background work after the prefill, its caches);
+/// returns each viewer's latencies, sorted.
+async fn latencies(s: &Setup, viewers: [Uuid; 2], stream_id: Uuid, samples: u64) -> [Vec<Duration>; 2] {
+    let mut out = [Vec::with_capacity(samples as usize), Vec::with_capacity(samples as usize)];
     for g in 0..samples {
-        let started = Instant::now();
-        s.commands
-            .send_gift(&ctx(viewer, format!("lat{g}")), viewer, stream_id, "rose".into(), 1, 1)
-            .await
-            .expect("gift");
-        out.push(started.elapsed());
+        for (which, viewer) in viewers.iter().enumerate() {
+            let started = Instant::now();
+            s.commands
+                .send_gift(&ctx(*viewer, format!("lat{g}")), *viewer, stream_id, "rose".into(), 1, 1)
+                .await
+                .expect("gift");
+            out[which].push(started.elapsed());
+        }
     }
-    out.sort_unstable();
+    for latencies in &mut out {
+        latencies.sort_unstable();
+    }
     out
 }
 
@@ -225,13 +236,19 @@ async fn throughput(sync: SyncMode, gifts: u64, concurrency: usize) {
     let s = setup(sync).await;
     let (handler_rate, sizes) = handler_throughput(&s, gifts, concurrency).await;
     let messages_per_command = sizes.len() as u64;
-    let raw_messages = raw_publish(&s, gifts * messages_per_command, &sizes).await;
+    let raw_messages = raw_publish(&s, gifts * messages_per_command, &sizes, false).await;
     let raw_commands = raw_messages / messages_per_command.max(1);
+    let raw_id_messages = raw_publish(&s, gifts * messages_per_command, &sizes, true).await;
+    let raw_id_commands = raw_id_messages / messages_per_command.max(1);
+    let ratio = |raw: u64| {
+        let hundredths = handler_rate * 100 / raw.max(1);
+        format!("{}.{:02}", hundredths / 100, hundredths % 100)
+    };
     println!(
-        "| {} | {handler_rate} gifts/s | {raw_messages} msgs/s = {raw_commands} commands/s | {}.{:02} | messages per gift {:?} bytes |",
+        "| {} | {concurrency} | {handler_rate} gifts/s | {raw_messages} msgs/s = {raw_commands} commands/s | **{}** | {raw_id_messages} msgs/s = {raw_id_commands} commands/s | {} | {:?} |",
         sync_name(sync),
-        handler_rate * 100 / raw_commands.max(1) / 100,
-        handler_rate * 100 / raw_commands.max(1) % 100,
+        ratio(raw_commands),
+        ratio(raw_id_commands),
         sizes
     );
 }
@@ -246,9 +263,8 @@ async fn latency(sync: SyncMode, prior: u64, samples: u64) {
     prefill(&s, old, prior).await;
     let prefill_time = started.elapsed();
     // Warm up both paths once.
-    latencies(&s, fresh, stream_id, 50).await;
-    let a = latencies(&s, fresh, stream_id, samples).await;
-    let b = latencies(&s, old, stream_id, samples).await;
+    latencies(&s, [fresh, old], stream_id, 50).await;
+    let [a, b] = latencies(&s, [fresh, old], stream_id, samples).await;
     let (a50, a99, b50, b99) = (percentile(&a, 500), percentile(&a, 990), percentile(&b, 500), percentile(&b, 990));
     println!(
         "| {} | fresh account | {} µs | {} µs |\n| {} | account with {prior} prior commits (prefilled in {:?}) | {} µs | {} µs |",
@@ -385,8 +401,13 @@ fn syncs() -> Vec<SyncMode> {
 }
 
 fn main() {
-    let gifts = env_number("BENCH_GIFTS", 20_000);
-    let concurrency = env_number("BENCH_CONCURRENCY", 64) as usize;
+    let gifts = env_number("BENCH_GIFTS", 60_000);
+    // Gifts in flight: 64 viewers at once, and as many as the raw
+    // publish's window.
+    let concurrencies: Vec<usize> = std::env::var("BENCH_CONCURRENCY")
+        .ok()
+        .map(|v| v.split(',').filter_map(|c| c.trim().parse().ok()).collect())
+        .unwrap_or_else(|| vec![64, WINDOW]);
     let prior = env_number("BENCH_PRIOR_COMMITS", 1_000_000);
     let samples = env_number("BENCH_SAMPLES", 2_000);
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
@@ -395,15 +416,17 @@ fn main() {
     let run = |part: &str| only.is_empty() || only == part;
     runtime.block_on(async {
         if run("throughput") {
-        println!("## gift commands through the handler vs raw JetStream publish ({gifts} gifts, {concurrency} viewers at once, raw window {WINDOW})");
-        println!("| sync | handler | raw publish of the same messages | ratio | |");
-        println!("| --- | --- | --- | --- | --- |");
+        println!("## gift commands through the handler vs raw JetStream publish ({gifts} gifts, raw window {WINDOW})");
+        println!("| sync | gifts in flight | handler | raw publish of the same messages | ratio | raw, each with a Nats-Msg-Id | ratio | message sizes (commit, record) |");
+        println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |");
         for sync in syncs() {
-            throughput(sync, gifts, concurrency).await;
+            for concurrency in &concurrencies {
+                throughput(sync, gifts, *concurrency).await;
+            }
         }
         }
         if run("latency") {
-        println!("\n## command latency, sequential gifts ({samples} samples)");
+        println!("\n## command latency, sequential gifts ({samples} samples each, the two accounts alternating)");
         println!("| sync | account | p50 | p99 |");
         println!("| --- | --- | --- | --- |");
         latency(SyncMode::Interval, prior, samples).await;

@@ -15,14 +15,18 @@
 //!   Stripe event is single appends instead, each guarded by its subject's
 //!   expected position (record, payment decision, posting on the buyer's
 //!   ledger, mark), exactly once by the decision's position.
+//! - `aggregate_cache`: the handler's bounded memory of last events by
+//!   subject and position; a decision made from it is trusted only when
+//!   its append is guarded by the cached position.
 //! - [`reactor`]: the gift reactor, crediting hosts in batches, exactly once,
 //!   one active instance (pinned JetStream consumer) and standbys.
 //! - [`rejections`]: the first answers of rejected commands, by idempotency
 //!   key, in a key-value bucket apart from the log (24 h).
 //! - [`log`]: the event-log port ([`log::EventLog`]: append under optimistic
 //!   concurrency, atomic multi-subject batches, last message of a subject,
-//!   ordered reads from a position, one subject's messages from a position,
-//!   last position) and its NATS JetStream
+//!   last messages of several subjects as of one position (coalesced across
+//!   callers into batched direct gets), ordered reads from a position, one
+//!   subject's messages from a position, last position) and its NATS JetStream
 //!   adapter ([`log::JetStreamLog`]), which creates or checks the `HALOBUZZ`
 //!   stream, refuses servers older than 2.12, classifies failures
 //!   ([`log::LogError`]) and retries the transient ones with the message id

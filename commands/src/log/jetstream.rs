@@ -938,6 +938,15 @@ impl JetStreamLog {
             .publish_with_reply(self.inner.subject_direct_get.clone(), inbox, body.into())
             .await
             .map_err(|err| LogError::Unavailable(format!("direct get publish: {err}")))?;
+        self.collect_batch(&mut replies, messages_max).await
+    }
+
+    /// The replies of one batched direct get, up to its end marker.
+    async fn collect_batch(
+        &self,
+        replies: &mut (impl futures_util::Stream<Item = Message> + Unpin),
+        messages_max: usize,
+    ) -> Result<(Vec<StoredMessage>, Option<HeaderMap>), LogError> {
         let mut messages = Vec::with_capacity(messages_max.min(DIRECT_GET_BATCH_SIZE_MAX as usize));
         // One more reply than messages: the end-of-batch marker.
         for _ in 0..=messages_max {

@@ -181,9 +181,31 @@ async fn concurrent_reads_of_last_messages_each_get_their_own_answers() {
             })
         })
         .collect();
-    for task in tasks {
+    // Callers that give up midway (a dropped HTTP request), some of them
+    // while leading a round, strand nobody.
+    let quitters: Vec<_> = (0..READERS)
+        .map(|r| {
+            let log = log.clone();
+            tokio::spawn(async move {
+                let wanted = vec![format!("hb.user.{}", r % SUBJECTS)];
+                let _ = tokio::time::timeout(std::time::Duration::from_micros(r % 300), log.last_on_subjects(&wanted))
+                    .await;
+            })
+        })
+        .collect();
+    for task in tasks.into_iter().chain(quitters) {
         task.await.expect("reader");
     }
+    // Lone callers that give up while leading their own round.
+    for _ in 0..8 {
+        let wanted = vec!["hb.user.1".to_owned()];
+        let _ = tokio::time::timeout(std::time::Duration::ZERO, log.last_on_subjects(&wanted)).await;
+    }
+    let after = tokio::time::timeout(std::time::Duration::from_secs(2), log.last_on_subjects(&["hb.user.0".into()]))
+        .await
+        .expect("a read after the quitters is answered at once")
+        .expect("read");
+    assert_eq!(after[0].as_ref().map(|m| m.payload.clone()), Some(Bytes::from("v0")));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -7,17 +7,26 @@
 //! for a whole group and answers every subject of it as of one position of
 //! the log.
 //!
-//! No standing task: a caller queues its subjects and, when fewer than
-//! [`REQUESTS_IN_FLIGHT_MAX`] requests are out, spawns a leader. A leader
-//! takes the queue (up to [`SUBJECTS_PER_REQUEST_MAX`] subjects), sends one
-//! request, hands each caller its answer, and goes on until the queue is
+//! A caller queues its subjects and, when fewer than
+//! [`REQUESTS_IN_FLIGHT_MAX`] requests are out, leads a round: it takes the
+//! queue (up to [`SUBJECTS_PER_REQUEST_MAX`] subjects, its own among them),
+//! sends one request and hands each caller its answer; then, if callers
+//! wait, a spawned task takes its slot and goes on until the queue is
 //! empty. While the slots are busy, callers only queue: the busier the log,
-//! the larger the rounds; an idle log answers a lone caller at once.
+//! the larger the rounds; an idle log answers a lone caller at once, with
+//! no task in between. A caller that gives up while leading cannot strand
+//! the queue: its slot's guard hands on.
+//!
+//! The replies of every round come in on one wildcard inbox subscription,
+//! routed to their round by one task, which ends when the log is dropped.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
-use tokio::sync::oneshot;
+use async_nats::Message;
+use futures_util::StreamExt;
+use tokio::sync::{mpsc, oneshot};
 
 use super::JetStreamLog;
 use crate::log::{LogError, StoredMessage};
@@ -46,17 +55,104 @@ struct State {
     in_flight: usize,
 }
 
-/// The queue of callers and the count of requests out.
-#[derive(Default)]
+/// The queue of callers, the count of requests out, and the one inbox
+/// subscription their replies come in on.
 pub(super) struct Coalescer {
     state: Mutex<State>,
+    replies: tokio::sync::OnceCell<ReplyMux>,
+    /// Dropped with the log: ends the task that routes replies.
+    _log_alive: oneshot::Sender<()>,
+    log_dropped: Mutex<Option<oneshot::Receiver<()>>>,
+}
+
+impl Default for Coalescer {
+    fn default() -> Coalescer {
+        let (alive, dropped) = oneshot::channel();
+        Coalescer {
+            state: Mutex::default(),
+            replies: tokio::sync::OnceCell::new(),
+            _log_alive: alive,
+            log_dropped: Mutex::new(Some(dropped)),
+        }
+    }
+}
+
+type Routes = Arc<Mutex<HashMap<u64, mpsc::UnboundedSender<Message>>>>;
+
+/// Replies to every round on one wildcard inbox subscription
+/// (`<inbox>.<round>`), routed to their round by a task: a round costs the
+/// server one request, not a subscription made and removed.
+struct ReplyMux {
+    prefix: String,
+    next_round: AtomicU64,
+    routes: Routes,
+}
+
+/// A round's place in the routes, removed when the round ends however it
+/// ends. Its channel holds at most the round's replies (one per subject and
+/// an end marker), so it needs no other bound.
+struct Route {
+    round: u64,
+    routes: Routes,
+}
+
+impl Drop for Route {
+    fn drop(&mut self) {
+        lock_plain(&self.routes).remove(&self.round);
+    }
+}
+
+/// A request slot held by a caller leading a round itself.
+struct LeaderSlot<'a> {
+    log: &'a JetStreamLog,
+    held: bool,
+}
+
+impl LeaderSlot<'_> {
+    /// Releases the slot, or hands it (with the next group) to a task
+    /// when callers wait.
+    fn hand_on(&mut self) {
+        if !std::mem::take(&mut self.held) {
+            return;
+        }
+        let Some(group) = self.log.inner.multi_last.next_group() else { return };
+        let log = self.log.clone();
+        let leader = async move {
+            log.answer_group(group).await;
+            while log.lead_one_round().await {}
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn(leader);
+            }
+            // Dropped outside a runtime: nobody can lead; the waiting
+            // callers get `Unavailable` (their answers are dropped) and
+            // retry.
+            Err(_) => {
+                drop(leader);
+                let mut state = self.log.inner.multi_last.lock();
+                state.queue.clear();
+                state.in_flight -= 1;
+            }
+        }
+    }
+}
+
+impl Drop for LeaderSlot<'_> {
+    fn drop(&mut self) {
+        self.hand_on();
+    }
+}
+
+/// Locks a mutex over plain data, which a panic elsewhere cannot leave
+/// half-updated: a poisoned lock is used as is.
+fn lock_plain<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl Coalescer {
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        // A panic while holding this lock leaves a queue of plain data:
-        // still consistent, so a poisoned lock is used as is.
-        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        lock_plain(&self.state)
     }
 
     /// Takes the next group off the queue, or releases the caller's slot
@@ -101,10 +197,16 @@ impl JetStreamLog {
             free
         };
         if lead {
-            // The rounds run in a task of their own, so that a caller that
-            // gives up (a dropped HTTP request) cannot strand the queue.
-            let log = self.clone();
-            tokio::spawn(async move { while log.lead_one_round().await {} });
+            // One round here, which takes this caller's subjects with the
+            // rest of the queue; then the slot goes to a task if callers
+            // wait. If this caller gives up midway, the guard hands on.
+            let mut slot = LeaderSlot { log: self, held: true };
+            match self.inner.multi_last.next_group() {
+                Some(group) => self.answer_group(group).await,
+                // Another leader took the queue, ours with it.
+                None => slot.held = false,
+            }
+            slot.hand_on();
         }
         answer.await.unwrap_or_else(|_| Err(LogError::Unavailable("a coalesced read was dropped".into())))
     }
@@ -172,8 +274,22 @@ impl JetStreamLog {
             None => serde_json::json!({ "multi_last": subjects, "max_bytes": bytes_max }),
             Some(up_to) => serde_json::json!({ "multi_last": subjects, "max_bytes": bytes_max, "up_to_seq": up_to }),
         };
-        let (messages, end) =
-            self.batched_direct_get(&self.inner.read_client, body.to_string(), subjects.len()).await?;
+        let mux = self.reply_mux().await?;
+        let round = mux.next_round.fetch_add(1, Ordering::Relaxed);
+        let (sender, mut receiver) = mpsc::unbounded_channel();
+        lock_plain(&mux.routes).insert(round, sender);
+        let _route = Route { round, routes: mux.routes.clone() };
+        self.inner
+            .read_client
+            .publish_with_reply(
+                self.inner.subject_direct_get.clone(),
+                format!("{}.{round}", mux.prefix),
+                body.to_string().into(),
+            )
+            .await
+            .map_err(|err| LogError::Unavailable(format!("multi-last publish: {err}")))?;
+        let mut replies = futures_util::stream::poll_fn(|cx| receiver.poll_recv(cx));
+        let (messages, end) = self.collect_batch(&mut replies, subjects.len()).await?;
         for message in messages {
             found.insert(message.subject.clone(), message);
         }
@@ -185,6 +301,44 @@ impl JetStreamLog {
             (_, Some(up_to)) => Ok(BatchEnd::Partial { up_to }),
             (_, None) => Err(LogError::Invalid("multi-last read stopped early without its Nats-UpTo-Sequence".into())),
         }
+    }
+}
+
+impl JetStreamLog {
+    /// The reply subscription, made on first use, with its routing task.
+    async fn reply_mux(&self) -> Result<&ReplyMux, LogError> {
+        let coalescer = &self.inner.multi_last;
+        coalescer
+            .replies
+            .get_or_try_init(|| async {
+                let client = &self.inner.read_client;
+                let prefix = format!("{}.ml", client.new_inbox());
+                let mut subscriber = client
+                    .subscribe(format!("{prefix}.*"))
+                    .await
+                    .map_err(|err| LogError::Unavailable(format!("subscribe: {err}")))?;
+                let routes: Routes = Arc::default();
+                let task_routes = routes.clone();
+                let log_dropped = lock_plain(&coalescer.log_dropped).take();
+                tokio::spawn(async move {
+                    let Some(mut log_dropped) = log_dropped else { return };
+                    loop {
+                        tokio::select! {
+                            _ = &mut log_dropped => break,
+                            reply = subscriber.next() => {
+                                let Some(reply) = reply else { break };
+                                let round = reply.subject.rsplit('.').next().and_then(|t| t.parse::<u64>().ok());
+                                if let Some(sender) = round.and_then(|r| lock_plain(&task_routes).get(&r).cloned()) {
+                                    // A round that ended (timed out) is gone.
+                                    let _ = sender.send(reply);
+                                }
+                            }
+                        }
+                    }
+                });
+                Ok(ReplyMux { prefix, next_round: AtomicU64::new(0), routes })
+            })
+            .await
     }
 }
 
