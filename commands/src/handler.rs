@@ -1,11 +1,14 @@
 //! Command handling: load the aggregates a decision reads from the last
-//! message of their subjects, decide, seal, append them together under
-//! optimistic concurrency, and on a conflict load and decide again.
+//! message of their subjects (one coalesced read, with the command's
+//! record; the subject the command writes may come from the handler's
+//! cache, guarded by its append), decide, seal, append under optimistic
+//! concurrency, and on a conflict load and decide again.
 //!
-//! Idempotency. A command that names an id (`CommandContext`) appends,
-//! in the same atomic batch as its events, a `command.recorded` event on the
-//! subject `hb.command.<hash of scope and id>` expecting that subject to be
-//! empty. A repeat of the command finds the record and gets the first
+//! Idempotency. A command that names an id (`CommandContext`) appends a
+//! `command.recorded` event on the subject `hb.command.<hash of scope and
+//! id>` expecting that subject to be empty: right after its one event, or
+//! in the same atomic batch as its events when it writes several
+//! aggregates. A repeat of the command finds the record and gets the first
 //! answer, read back from the log, and appends nothing, however long after:
 //! the guarantee lives in the log itself, not in JetStream's duplicate
 //! window. Only accepted commands are recorded: a rejected command appends
