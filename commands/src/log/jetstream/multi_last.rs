@@ -15,7 +15,8 @@
 //! empty. While the slots are busy, callers only queue: the busier the log,
 //! the larger the rounds; an idle log answers a lone caller at once, with
 //! no task in between. A caller that gives up while leading cannot strand
-//! the queue: its slot's guard hands on.
+//! the queue: its slot's guard hands on; the other callers of its round
+//! get `Unavailable` and retry.
 //!
 //! The replies of every round come in on one wildcard inbox subscription,
 //! routed to their round by one task, which ends when the log is dropped.
