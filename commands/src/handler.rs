@@ -33,7 +33,7 @@ use rand::Rng;
 use uuid::Uuid;
 
 use crate::aggregate_cache::AggregateCache;
-use crate::log::{AppendRequest, EventLog, LogError, StoredMessage};
+use crate::log::{AppendRequest, Appended, EventLog, LogError, StoredMessage};
 
 /// How many times a command is decided again after losing a race.
 pub const CONFLICT_RETRY_MAX: u32 = 16;
@@ -857,7 +857,13 @@ impl Commands {
         F: Fn(&Snapshot) -> Result<Vec<Event>, DomainError>,
     {
         let mut trust_cache = written.is_some();
-        for attempt in 0..=CONFLICT_RETRY_MAX {
+        let mut attempt: u32 = 0;
+        // Each turn is an attempt, or a decision from the cache made again
+        // from the log (at most once: the cache is not trusted after it).
+        for _ in 0..=(CONFLICT_RETRY_MAX + 1) {
+            if attempt > CONFLICT_RETRY_MAX {
+                break;
+            }
             let cached = written.filter(|_| trust_cache).and_then(|w| Some((w, self.cache.get(w)?)));
             // The aggregates (but a cached one) and the command's record,
             // in one read.
@@ -887,6 +893,7 @@ impl Commands {
                     decided.as_ref().is_ok_and(|events| events.iter().any(|e| event_subject(e) == *subject));
                 if !writes_it {
                     // Only an append guards a cached entry: read the log.
+                    // Not an attempt of its own.
                     trust_cache = false;
                     continue;
                 }
@@ -917,7 +924,7 @@ impl Commands {
                 let (subject, stored_bytes) = (request.subject.clone(), request.payload.len());
                 match self.log.append(request).await {
                     Ok(appended) => {
-                        self.remember(&subject, appended.position, &envelopes[0], stored_bytes);
+                        self.remember(&subject, appended, &envelopes[0], stored_bytes);
                         return self.record_after(ctx, actor, appended.position, envelopes).await;
                     }
                     // The event of an earlier run of this command, inside
@@ -931,11 +938,11 @@ impl Commands {
             } else if requests.len() == 1 {
                 let request = requests.remove(0);
                 let (subject, stored_bytes) = (request.subject.clone(), request.payload.len());
-                let appended = self.log.append(request).await.map(|a| vec![a.position]);
-                if let (Ok(positions), Some(envelope)) = (&appended, envelopes.first()) {
-                    self.remember(&subject, positions[0], envelope, stored_bytes);
+                let appended = self.log.append(request).await;
+                if let (Ok(appended), Some(envelope)) = (&appended, envelopes.first()) {
+                    self.remember(&subject, *appended, envelope, stored_bytes);
                 }
-                appended
+                appended.map(|a| vec![a.position])
             } else {
                 // The semaphore is never closed, so a permit always comes.
                 let _permit = self.batches_in_flight.acquire().await;
@@ -953,9 +960,13 @@ impl Commands {
                     for subject in &subjects {
                         self.cache.forget(subject);
                     }
+                    // Another handler writes here too: read the log from
+                    // now on.
+                    trust_cache = false;
                     let ceiling_ms = (1u64 << attempt.min(6)).min(CONFLICT_DELAY_MS_MAX);
                     let delay_ms = rand::rng().random_range(0..=ceiling_ms);
                     tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+                    attempt += 1;
                 }
                 Err(other) => return Err(other.into()),
             }
@@ -963,9 +974,15 @@ impl Commands {
         Err(CommandError::Contention { tries: CONFLICT_RETRY_MAX + 1 })
     }
 
-    /// Keeps an event this handler appended as its subject's last.
-    fn remember(&self, subject: &str, position: u64, envelope: &Envelope, stored_bytes: usize) {
-        self.cache.put(subject, position, Arc::new(envelope.clone()), stored_bytes);
+    /// Keeps an event this handler appended as its subject's last; forgets
+    /// the subject when the append's position was found by message id (the
+    /// message stored there may be another run's of the same command).
+    fn remember(&self, subject: &str, appended: Appended, envelope: &Envelope, stored_bytes: usize) {
+        if appended.found_by_id {
+            self.cache.forget(subject);
+        } else {
+            self.cache.put(subject, appended.position, Arc::new(envelope.clone()), stored_bytes);
+        }
     }
 
     /// Appends the record of a command whose event is at `position`. The

@@ -644,7 +644,7 @@ impl JetStreamLog {
                 // A retry acknowledged as a duplicate: an earlier try of THIS
                 // append was stored (its ack was lost); the ack carries the
                 // original position.
-                Ok(ack) => return Ok(Appended { position: ack.seq }),
+                Ok(ack) => return Ok(Appended { position: ack.seq, found_by_id: ack.duplicate }),
                 Err(conflict @ LogError::Conflict { .. }) => {
                     // nats-server checks the expected sequence BEFORE the
                     // message id, so a repeat of a stored append (a retry
@@ -653,7 +653,7 @@ impl JetStreamLog {
                     // Our message, if stored, is the first on the subject
                     // after the expected position; look there.
                     return match self.find_landed(&request).await? {
-                        Some(position) if tries > 0 => Ok(Appended { position }),
+                        Some(position) if tries > 0 => Ok(Appended { position, found_by_id: true }),
                         Some(position) => Err(LogError::Duplicate { position }),
                         None => Err(conflict),
                     };
@@ -966,7 +966,14 @@ impl JetStreamLog {
             match reply.status.map(|status| status.as_u16()) {
                 None | Some(200) => messages.push(stored_from_direct(reply)?),
                 Some(204) => return Ok((messages, Some(reply.headers.unwrap_or_default()))),
-                Some(404) => return Ok((messages, None)),
+                Some(404) if messages.is_empty() => return Ok((messages, None)),
+                // The server could not load a message it had found.
+                Some(404) => {
+                    return Err(LogError::Unavailable(format!(
+                        "batched read failed midway: {}",
+                        reply.description.unwrap_or_default()
+                    )));
+                }
                 Some(503) => {
                     return Err(LogError::Unavailable(format!(
                         "batched read: {}",

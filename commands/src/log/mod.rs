@@ -79,6 +79,11 @@ pub struct AppendRequest {
 pub struct Appended {
     /// Stream sequence of the stored message.
     pub position: u64,
+    /// The position came from a retry that found a message with this
+    /// message id already stored: an earlier try of this append whose
+    /// acknowledgement was lost, or another append under the same id, whose
+    /// content may differ from this request's.
+    pub found_by_id: bool,
 }
 
 /// A message read back from the log.

@@ -35,6 +35,7 @@ async fn a_retried_append_whose_ack_was_lost_returns_the_original_position() {
 
     let first = log.append(request("hb.user.1", "one", "m-1", 0)).await.expect("append");
     assert_eq!(first.position, 1);
+    assert!(!first.found_by_id, "stored by this very try");
 
     // The next append reaches the server, its ack is lost.
     proxy.lose_replies_from(PUB_ACK_MARKER);
@@ -48,7 +49,10 @@ async fn a_retried_append_whose_ack_was_lost_returns_the_original_position() {
     proxy.restore();
 
     let outcome = pending.await.expect("append task");
-    assert_eq!(outcome.map(|appended| appended.position), Ok(2), "the original position, as a success");
+    assert_eq!(outcome.as_ref().map(|appended| appended.position), Ok(2), "the original position, as a success");
+    // Found by its message id: the caller cannot tell its own copy from
+    // another append's under the same id (the handler's cache forgets it).
+    assert_eq!(outcome.map(|appended| appended.found_by_id), Ok(true));
     assert_eq!(direct.last_position().await.expect("last"), 2, "nothing appended twice");
 }
 

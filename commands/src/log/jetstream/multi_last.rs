@@ -103,44 +103,82 @@ impl Drop for Route {
     }
 }
 
-/// A request slot held by a caller leading a round itself.
-struct LeaderSlot<'a> {
-    log: &'a JetStreamLog,
+/// A request slot and the group of callers its round is answering. Held
+/// by a caller leading a round itself or by a leader task. Dropped midway
+/// (a caller that gave up, a task that panicked), it puts the callers it
+/// had not answered back at the front of the queue and hands the slot on,
+/// so nobody waits on a leader that left.
+struct LeaderSlot {
+    log: JetStreamLog,
     held: bool,
+    group: Vec<Wanted>,
 }
 
-impl LeaderSlot<'_> {
+impl LeaderSlot {
+    /// Takes the next group; `false`, with the slot released, when the
+    /// queue is empty.
+    fn take_group(&mut self) -> bool {
+        match self.log.inner.multi_last.next_group() {
+            Some(group) => {
+                self.group = group;
+                true
+            }
+            None => {
+                self.held = false;
+                false
+            }
+        }
+    }
+
+    /// Answers the group; its callers leave the slot only once answered.
+    async fn answer(&mut self) {
+        let answers = self.log.answers_for(&self.group).await;
+        for (wanted, answer) in self.group.drain(..).zip(answers) {
+            // A caller that gave up (timed out, dropped) is gone.
+            let _ = wanted.reply.send(answer);
+        }
+    }
+
     /// Releases the slot, or hands it (with the next group) to a task
     /// when callers wait.
     fn hand_on(&mut self) {
-        if !std::mem::take(&mut self.held) {
+        if !self.held {
             return;
         }
-        let Some(group) = self.log.inner.multi_last.next_group() else { return };
-        let log = self.log.clone();
-        let leader = async move {
-            log.answer_group(group).await;
-            while log.lead_one_round().await {}
-        };
+        let mut next = LeaderSlot { log: self.log.clone(), held: true, group: Vec::new() };
+        self.held = false;
+        if !next.take_group() {
+            return;
+        }
         match tokio::runtime::Handle::try_current() {
             Ok(runtime) => {
-                runtime.spawn(leader);
+                runtime.spawn(async move {
+                    next.answer().await;
+                    while next.take_group() {
+                        next.answer().await;
+                    }
+                });
             }
-            // Dropped outside a runtime: nobody can lead; the waiting
-            // callers get `Unavailable` (their answers are dropped) and
-            // retry.
+            // Outside a runtime nobody can lead: the waiting callers get
+            // `Unavailable` (their answers are dropped) and retry.
             Err(_) => {
-                drop(leader);
                 let mut state = self.log.inner.multi_last.lock();
                 state.queue.clear();
                 state.in_flight -= 1;
+                next.held = false;
+                next.group.clear();
             }
         }
     }
 }
 
-impl Drop for LeaderSlot<'_> {
+impl Drop for LeaderSlot {
     fn drop(&mut self) {
+        if !self.group.is_empty() {
+            let unanswered: Vec<Wanted> = self.group.drain(..).collect();
+            let mut state = self.log.inner.multi_last.lock();
+            state.queue.splice(0..0, unanswered);
+        }
         self.hand_on();
     }
 }
@@ -184,6 +222,12 @@ impl JetStreamLog {
         if subjects.is_empty() {
             return Ok(Vec::new());
         }
+        if subjects.len() > SUBJECTS_PER_REQUEST_MAX {
+            return Err(LogError::Invalid(format!(
+                "{} subjects in one read: at most {SUBJECTS_PER_REQUEST_MAX}",
+                subjects.len()
+            )));
+        }
         if let Some(bad) = subjects.iter().find(|s| !is_literal_subject(s)) {
             return Err(LogError::Invalid(format!("not a literal subject: {bad:?}")));
         }
@@ -200,47 +244,28 @@ impl JetStreamLog {
         if lead {
             // One round here, which takes this caller's subjects with the
             // rest of the queue; then the slot goes to a task if callers
-            // wait. If this caller gives up midway, the guard hands on.
-            let mut slot = LeaderSlot { log: self, held: true };
-            match self.inner.multi_last.next_group() {
-                Some(group) => self.answer_group(group).await,
-                // Another leader took the queue, ours with it.
-                None => slot.held = false,
+            // wait. If this caller gives up midway, the slot hands on.
+            let mut slot = LeaderSlot { log: self.clone(), held: true, group: Vec::new() };
+            if slot.take_group() {
+                slot.answer().await;
             }
             slot.hand_on();
         }
-        answer.await.unwrap_or_else(|_| Err(LogError::Unavailable("a coalesced read was dropped".into())))
-    }
-
-    /// One round: takes a group and answers it. `false` when the queue was
-    /// empty (and the slot released).
-    async fn lead_one_round(&self) -> bool {
-        match self.inner.multi_last.next_group() {
-            None => false,
-            Some(group) => {
-                self.answer_group(group).await;
-                true
-            }
+        let dropped = || LogError::Unavailable("a coalesced read was dropped".into());
+        match tokio::time::timeout(self.request_timeout() * 2, answer).await {
+            Ok(answer) => answer.unwrap_or_else(|_| Err(dropped())),
+            Err(_) => Err(LogError::Unavailable("timed out waiting for a coalesced read".into())),
         }
     }
 
-    async fn answer_group(&self, group: Vec<Wanted>) {
+    /// Each caller's answer, from one read of the group's subjects.
+    async fn answers_for(&self, group: &[Wanted]) -> Vec<Answer> {
         let mut seen: HashSet<&str> = HashSet::with_capacity(group.iter().map(|w| w.subjects.len()).sum());
         let unique: Vec<String> =
             group.iter().flat_map(|w| w.subjects.iter()).filter(|s| seen.insert(s.as_str())).cloned().collect();
         match self.multi_last(&unique).await {
-            Ok(found) => {
-                for wanted in group {
-                    let answer = wanted.subjects.iter().map(|s| found.get(s).cloned()).collect();
-                    // A caller that gave up (timed out, dropped) is gone.
-                    let _ = wanted.reply.send(Ok(answer));
-                }
-            }
-            Err(error) => {
-                for wanted in group {
-                    let _ = wanted.reply.send(Err(error.clone()));
-                }
-            }
+            Ok(found) => group.iter().map(|w| Ok(w.subjects.iter().map(|s| found.get(s).cloned()).collect())).collect(),
+            Err(error) => group.iter().map(|_| Err(error.clone())).collect(),
         }
     }
 
@@ -253,15 +278,19 @@ impl JetStreamLog {
         for _ in 0..ROUNDS_PER_GROUP_MAX {
             let missing: Vec<&String> = subjects.iter().filter(|s| !found.contains_key(*s)).collect();
             if missing.is_empty() {
-                break;
+                return Ok(found);
             }
-            let end = self.multi_last_request(&missing, up_to_seq, &mut found).await?;
-            match end {
-                BatchEnd::Complete => break,
+            match self.multi_last_request(&missing, up_to_seq, &mut found).await? {
+                BatchEnd::Complete => return Ok(found),
                 BatchEnd::Partial { up_to } => up_to_seq = Some(up_to),
             }
         }
-        Ok(found)
+        // Never an answer with subjects left unread: a missing message
+        // would read as an empty aggregate.
+        Err(LogError::Unavailable(format!(
+            "multi-last read of {} subjects unfinished after {ROUNDS_PER_GROUP_MAX} rounds",
+            subjects.len()
+        )))
     }
 
     async fn multi_last_request(
