@@ -8,7 +8,9 @@
 //!   position the decision saw, so a stale entry ends in a conflict, never
 //!   in a wrong commit. The handler never trusts a rejection, or a decision
 //!   that did not write the subject, made from a cached entry: it reads the
-//!   log and decides again.
+//!   log and decides again. After a conflict it reads the log for the rest
+//!   of the command, and an append whose position a retry found by message
+//!   id is not remembered (the message there may be another run's).
 //!
 //! Bounded: at most [`ENTRIES_MAX`] entries of at most [`ENVELOPE_BYTES_MAX`]
 //! stored bytes each; when full, it starts over empty.
