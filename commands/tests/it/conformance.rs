@@ -197,10 +197,12 @@ async fn concurrent_reads_of_last_messages_each_get_their_own_answers() {
         task.await.expect("reader");
     }
     // Lone callers that give up while leading their own round.
-    for _ in 0..8 {
+    for _ in 0..16 {
         let wanted = vec!["hb.user.1".to_owned()];
         // Polled once (it leads, sends its request, waits), then dropped.
-        assert!(log.last_on_subjects(&wanted).now_or_never().is_none(), "answered before the server could reply");
+        // (Rarely the reply is routed within that one poll, when the OS
+        // preempts the thread between the request and the wait.)
+        let _ = log.last_on_subjects(&wanted).now_or_never();
     }
     let after = tokio::time::timeout(std::time::Duration::from_secs(2), log.last_on_subjects(&["hb.user.0".into()]))
         .await
