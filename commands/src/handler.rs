@@ -753,6 +753,11 @@ impl Commands {
     /// Reads the last message of every subject, as of one position.
     pub async fn load(&self, subjects: &[String]) -> Result<Snapshot, CommandError> {
         let lasts = self.log.last_on_subjects(subjects).await?;
+        self.snapshot_of(subjects, lasts)
+    }
+
+    /// The snapshot of `subjects` from their last messages, in order.
+    fn snapshot_of(&self, subjects: &[String], lasts: Vec<Option<StoredMessage>>) -> Result<Snapshot, CommandError> {
         let mut snapshot = Snapshot::default();
         for (subject, last) in subjects.iter().zip(lasts) {
             snapshot.entries.insert(subject.clone(), self.decoded(subject, last)?);
@@ -878,11 +883,7 @@ impl Commands {
             if let (Some(ctx), Some(record)) = (ctx, record) {
                 return self.answer_from_record(ctx, &record).await;
             }
-            let mut snapshot = Snapshot::default();
-            for (subject, last) in wanted.into_iter().take(aggregates_read).zip(lasts) {
-                let entry = self.decoded(&subject, last)?;
-                snapshot.entries.insert(subject, entry);
-            }
+            let mut snapshot = self.snapshot_of(&wanted[..aggregates_read], lasts)?;
             if let Some((subject, entry)) = &cached {
                 let last = Last { position: entry.position, envelope: Some(entry.envelope.clone()) };
                 snapshot.entries.insert((*subject).to_owned(), last);
@@ -1063,7 +1064,7 @@ impl Commands {
         let mut envelopes = Vec::with_capacity(events.len());
         let event_count = events.len();
         for event in events {
-            let subject = subject(event.aggregate_kind().as_str(), &event.aggregate_id());
+            let subject = event_subject(&event);
             // A decider writes only aggregates it has read: their last
             // position is the expected one, their chain continues.
             let (expected, chain) = snapshot.chain(&subject).ok_or_else(|| CommandError::Corrupt {

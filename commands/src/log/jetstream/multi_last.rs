@@ -34,10 +34,10 @@ use crate::log::{LogError, StoredMessage};
 
 /// Subjects in one batched request. The server refuses more than 1,024
 /// answers per request; fewer keeps one reply burst small.
-pub(super) const SUBJECTS_PER_REQUEST_MAX: usize = 256;
+const SUBJECTS_PER_REQUEST_MAX: usize = 256;
 /// Requests out at once. While they are out, new callers queue, and the
 /// next round takes them all: the busier the log, the larger the rounds.
-pub(super) const REQUESTS_IN_FLIGHT_MAX: usize = 2;
+const REQUESTS_IN_FLIGHT_MAX: usize = 2;
 /// Follow-up requests for a group whose answers exceeded the server's byte
 /// limit per request (each returns at least one more message).
 const ROUNDS_PER_GROUP_MAX: usize = SUBJECTS_PER_REQUEST_MAX;
