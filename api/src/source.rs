@@ -145,7 +145,7 @@ mod tests {
             let request = AppendRequest {
                 subject: format!("hb.user.{i}"),
                 payload: Bytes::from(format!("message {i}")),
-                msg_id: format!("m{i}"),
+                msg_id: Some(format!("m{i}")),
                 expected_last_subject_seq: 0,
             };
             log.append(request).await.expect("append");

@@ -170,6 +170,50 @@ async fn raw_publish(s: &Setup, count: u64, sizes: &[usize], msg_ids: bool) -> u
     per_second(published as u64, started.elapsed())
 }
 
+/// The handler's appends and nothing else: `concurrency` senders, each
+/// appending a commit to its own subject, with a `Nats-Msg-Id` and the
+/// expected last subject sequence from its previous ack, then (with
+/// `record`) a command record on a new subject expecting it empty, as the
+/// handler does for every gift; no reads, no decisions, no sealing. This
+/// is the server's ceiling for the handler's append protocol; returns
+/// commands/s.
+async fn raw_protocol(s: &Setup, commands: u64, sizes: &[usize], concurrency: usize, record: bool) -> u64 {
+    let js = async_nats::jetstream::new(s.log.client().clone());
+    let commit_payload = Bytes::from(vec![b'x'; sizes[0]]);
+    let record_payload = Bytes::from(vec![b'x'; sizes[sizes.len() - 1]]);
+    let run = Uuid::now_v7().simple().to_string();
+    let per_sender = commands / concurrency as u64;
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for sender in 0..concurrency {
+        let (js, commit_payload, record_payload, run) =
+            (js.clone(), commit_payload.clone(), record_payload.clone(), run.clone());
+        tasks.push(tokio::spawn(async move {
+            let ledger = format!("hb.rawp.{run}.{sender}");
+            let mut last_seq = 0u64;
+            for k in 0..per_sender {
+                let mut headers = async_nats::HeaderMap::new();
+                headers.insert("Nats-Msg-Id", format!("{run}-{sender}-{k}").as_str());
+                headers.insert("Nats-Expected-Last-Subject-Sequence", last_seq.to_string().as_str());
+                let ack =
+                    js.publish_with_headers(ledger.clone(), headers, commit_payload.clone()).await.expect("publish");
+                last_seq = ack.await.expect("commit ack").sequence;
+                if record {
+                    let mut headers = async_nats::HeaderMap::new();
+                    headers.insert("Nats-Expected-Last-Subject-Sequence", "0");
+                    let subject = format!("hb.rawr.{run}.{sender}.{k}");
+                    let ack = js.publish_with_headers(subject, headers, record_payload.clone()).await.expect("publish");
+                    ack.await.expect("record ack");
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.expect("sender");
+    }
+    per_second(per_sender * concurrency as u64, started.elapsed())
+}
+
 /// Sequential gifts, alternating between two viewers so that both see the
 /// same server (its background work after the prefill, its caches);
 /// returns each viewer's latencies, sorted.
@@ -232,7 +276,15 @@ fn sync_name(sync: SyncMode) -> &'static str {
     }
 }
 
-async fn throughput(sync: SyncMode, gifts: u64, concurrency: usize) {
+fn ratio_of(rate: u64, raw: u64) -> String {
+    let hundredths = rate * 100 / raw.max(1);
+    format!("{}.{:02}", hundredths / 100, hundredths % 100)
+}
+
+/// Prints the row of the handler-vs-raw table; returns the row of the
+/// ceiling table (the same run's raw publish against the handler's appends
+/// alone).
+async fn throughput(sync: SyncMode, gifts: u64, concurrency: usize) -> String {
     let s = setup(sync).await;
     let (handler_rate, sizes) = handler_throughput(&s, gifts, concurrency).await;
     let messages_per_command = sizes.len() as u64;
@@ -240,17 +292,23 @@ async fn throughput(sync: SyncMode, gifts: u64, concurrency: usize) {
     let raw_commands = raw_messages / messages_per_command.max(1);
     let raw_id_messages = raw_publish(&s, gifts * messages_per_command, &sizes, true).await;
     let raw_id_commands = raw_id_messages / messages_per_command.max(1);
-    let ratio = |raw: u64| {
-        let hundredths = handler_rate * 100 / raw.max(1);
-        format!("{}.{:02}", hundredths / 100, hundredths % 100)
-    };
+    let commit_alone = raw_protocol(&s, gifts, &sizes, concurrency, false).await;
+    let appends_alone = raw_protocol(&s, gifts, &sizes, concurrency, true).await;
     println!(
         "| {} | {concurrency} | {handler_rate} gifts/s | {raw_messages} msgs/s = {raw_commands} commands/s | **{}** | {raw_id_messages} msgs/s = {raw_id_commands} commands/s | {} | {:?} |",
         sync_name(sync),
-        ratio(raw_commands),
-        ratio(raw_id_commands),
+        ratio_of(handler_rate, raw_commands),
+        ratio_of(handler_rate, raw_id_commands),
         sizes
     );
+    format!(
+        "| {} | {concurrency} | {raw_messages} msgs/s | {commit_alone} msgs/s | {} | {appends_alone} commands/s = {} msgs/s | {} | {} |",
+        sync_name(sync),
+        ratio_of(commit_alone, raw_messages),
+        appends_alone * messages_per_command,
+        ratio_of(appends_alone, raw_commands),
+        ratio_of(handler_rate, appends_alone),
+    )
 }
 
 async fn latency(sync: SyncMode, prior: u64, samples: u64) {
@@ -417,12 +475,19 @@ fn main() {
     runtime.block_on(async {
         if run("throughput") {
         println!("## gift commands through the handler vs raw JetStream publish ({gifts} gifts, raw window {WINDOW})");
-        println!("| sync | gifts in flight | handler | raw publish of the same messages | ratio | raw, each with a Nats-Msg-Id | ratio | message sizes (commit, record) |");
-        println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |");
+        println!("| sync | gifts in flight | handler | raw publish of the same messages | ratio | raw, each with a Nats-Msg-Id | ratio | raw, the handler's appends alone (ids, expected sequences) | ratio | message sizes (commit, record) |");
+        println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |");
+        let mut ceilings = Vec::new();
         for sync in syncs() {
             for concurrency in &concurrencies {
-                throughput(sync, gifts, *concurrency).await;
+                ceilings.push(throughput(sync, gifts, *concurrency).await);
             }
+        }
+        println!("\n## the server's ceiling: the handler's appends alone, no reads, no sealing (same runs)");
+        println!("| sync | in flight | raw publish | a commit alone (Nats-Msg-Id, expected sequence) | of raw | commit + record, as the handler appends | of raw | handler / its appends alone |");
+        println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+        for row in ceilings {
+            println!("{row}");
         }
         }
         if run("latency") {

@@ -45,7 +45,7 @@ fn report(sync: SyncMode, operation: &str, messages: u64, payload_bytes: usize, 
 }
 
 fn request(subject: String, payload: &Bytes, msg_id: String, expected: u64) -> AppendRequest {
-    AppendRequest { subject, payload: payload.clone(), msg_id, expected_last_subject_seq: expected }
+    AppendRequest { subject, payload: payload.clone(), msg_id: Some(msg_id), expected_last_subject_seq: expected }
 }
 
 async fn bench(sync: SyncMode, sizes: &Sizes) {

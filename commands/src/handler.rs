@@ -734,7 +734,7 @@ impl Commands {
         let request = AppendRequest {
             subject: subject.to_string(),
             payload: Bytes::from(envelope.encode()),
-            msg_id,
+            msg_id: Some(msg_id),
             expected_last_subject_seq: tip.position,
         };
         match self.log.append(request).await {
@@ -921,7 +921,7 @@ impl Commands {
             let appended = if single {
                 let Some(ctx) = ctx else { unreachable!("single implies a context") };
                 let mut request = requests.remove(0);
-                request.msg_id = command_msg_id(ctx);
+                request.msg_id = Some(command_msg_id(ctx));
                 let (subject, stored_bytes) = (request.subject.clone(), request.payload.len());
                 match self.log.append(request).await {
                     Ok(appended) => {
@@ -1076,7 +1076,7 @@ impl Commands {
             requests.push(AppendRequest {
                 subject,
                 payload: Bytes::from(bytes),
-                msg_id: envelope.header.event_id.to_string(),
+                msg_id: Some(envelope.header.event_id.to_string()),
                 expected_last_subject_seq: expected,
             });
             envelopes.push(envelope);
@@ -1188,7 +1188,10 @@ fn record_request(ctx: &CommandContext, actor: &Actor, event_positions: Vec<u64>
     AppendRequest {
         subject: envelope.subject(),
         payload: Bytes::from(bytes),
-        msg_id: envelope.header.event_id.to_string(),
+        // The subject is the command's and must be empty: the expected
+        // sequence alone keeps the record unique, and a message id would
+        // only cost the server its duplicate bookkeeping.
+        msg_id: None,
         expected_last_subject_seq: 0,
     }
 }

@@ -475,7 +475,7 @@ pub async fn append_alone(
     let request = AppendRequest {
         subject: subject.to_string(),
         payload: chain.seal(&meta, event).encode().into(),
-        msg_id: uuid::Uuid::now_v7().to_string(),
+        msg_id: Some(uuid::Uuid::now_v7().to_string()),
         expected_last_subject_seq: expected,
     };
     Ok(log.append(request).await?.position)

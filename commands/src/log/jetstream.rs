@@ -390,7 +390,9 @@ fn msg_id_from_encoded_headers(encoded: &str) -> Option<String> {
 
 fn append_headers(request: &AppendRequest) -> HeaderMap {
     let mut headers = HeaderMap::new();
-    headers.insert(HEADER_MSG_ID, request.msg_id.as_str());
+    if let Some(msg_id) = &request.msg_id {
+        headers.insert(HEADER_MSG_ID, msg_id.as_str());
+    }
     headers.insert(HEADER_EXPECTED_LAST_SUBJECT_SEQ, request.expected_last_subject_seq.to_string());
     headers
 }
@@ -403,11 +405,8 @@ fn new_batch_id() -> String {
 }
 
 fn validate_append(request: &AppendRequest) -> Result<(), LogError> {
-    if request.msg_id.is_empty() {
-        return Err(LogError::Invalid(format!(
-            "append to {} without a message id: retries would not be deduplicated",
-            request.subject
-        )));
+    if request.msg_id.as_deref().is_some_and(|id| id.is_empty() || id.contains(char::is_whitespace)) {
+        return Err(LogError::Invalid(format!("append to {} with an invalid message id", request.subject)));
     }
     if request.subject.is_empty() || request.subject.contains(char::is_whitespace) {
         return Err(LogError::Invalid(format!("invalid subject {:?}", request.subject)));
@@ -663,11 +662,11 @@ impl JetStreamLog {
                     let delay = self.retry_delay(tries);
                     tracing::warn!(
                         subject = %request.subject,
-                        msg_id = %request.msg_id,
+                        msg_id = request.msg_id.as_deref().unwrap_or("(none)"),
                         tries,
                         delay_ms = delay.as_millis() as u64,
                         %reason,
-                        "append outcome unknown; retrying with the same message id"
+                        "append outcome unknown; retrying the same message"
                     );
                     tokio::time::sleep(delay).await;
                 }
@@ -677,7 +676,8 @@ impl JetStreamLog {
     }
 
     /// Where `request` was stored, if it was: our message, if stored, is the
-    /// first one on its subject after the position it expected. Asked of the
+    /// first one on its subject after the position it expected, and carries
+    /// our message id (or, for an append without one, our bytes). Asked of the
     /// stream leader (`STREAM.MSG.GET`, not a direct get that a lagging
     /// follower may answer): the answer decides between success and
     /// conflict.
@@ -691,6 +691,8 @@ impl JetStreamLog {
             seq: u64,
             #[serde(default)]
             hdrs: Option<String>,
+            #[serde(default)]
+            data: Option<String>,
         }
         let body = serde_json::json!({
             "seq": request.expected_last_subject_seq + 1,
@@ -706,8 +708,16 @@ impl JetStreamLog {
             ApiReply::Err(error) if error.err_code == ERR_NO_MESSAGE_FOUND || error.code == 404 => return Ok(None),
             ApiReply::Err(error) => return Err(classify(&error)),
         };
-        let msg_id = message.hdrs.as_deref().and_then(msg_id_from_encoded_headers);
-        Ok((msg_id.as_deref() == Some(request.msg_id.as_str())).then_some(message.seq))
+        let ours = match &request.msg_id {
+            Some(msg_id) => message.hdrs.as_deref().and_then(msg_id_from_encoded_headers).as_ref() == Some(msg_id),
+            None => {
+                use base64::Engine as _;
+                // The server leaves `data` out for an empty payload.
+                let stored = base64::engine::general_purpose::STANDARD.decode(message.data.as_deref().unwrap_or(""));
+                stored.is_ok_and(|bytes| bytes == request.payload)
+            }
+        };
+        Ok(ours.then_some(message.seq))
     }
 
     /// One try of an atomic batch (ADR-50): the first message opens the batch

@@ -66,8 +66,12 @@ pub struct AppendRequest {
     pub subject: String,
     /// Opaque bytes (the serialized commit).
     pub payload: Bytes,
-    /// Deduplication id (`Nats-Msg-Id`); unique per logical append.
-    pub msg_id: String,
+    /// Deduplication id (`Nats-Msg-Id`), unique per logical append. `None`
+    /// spares the server its duplicate bookkeeping where the expected
+    /// sequence alone keeps the append unique (a command record expects
+    /// its subject empty): a retry whose first try was stored is then
+    /// recognised by its bytes.
+    pub msg_id: Option<String>,
     /// Position of the last message on `subject` the writer saw; 0 means the
     /// subject must still be empty.
     pub expected_last_subject_seq: u64,

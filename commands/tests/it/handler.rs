@@ -246,7 +246,7 @@ async fn orphan_gift(world: &World, viewer: Uuid, stream_id: Uuid, key: &str, un
     let request = AppendRequest {
         subject: ledger_s,
         payload: bytes::Bytes::from(sealed.encode()),
-        msg_id: sealed.header.event_id.to_string(),
+        msg_id: Some(sealed.header.event_id.to_string()),
         expected_last_subject_seq: last.position,
     };
     world.log.append(request).await.expect("appended").position

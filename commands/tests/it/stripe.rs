@@ -239,7 +239,7 @@ async fn a_subject_reads_from_a_position_skipping_other_subjects() {
         let request = AppendRequest {
             subject: subject.into(),
             payload: format!("{n}").into(),
-            msg_id: Uuid::now_v7().to_string(),
+            msg_id: Some(Uuid::now_v7().to_string()),
             expected_last_subject_seq: expected,
         };
         positions.push((subject, world.log.append(request).await.expect("appended").position));

@@ -18,7 +18,7 @@ pub fn request(subject: &str, payload: &str, msg_id: &str, expected: u64) -> App
     AppendRequest {
         subject: subject.to_owned(),
         payload: Bytes::from(payload.to_owned()),
-        msg_id: msg_id.to_owned(),
+        msg_id: Some(msg_id.to_owned()),
         expected_last_subject_seq: expected,
     }
 }
