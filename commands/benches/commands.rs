@@ -1,5 +1,7 @@
 //! Gift commands through the command handler against the raw JetStream
-//! publish of the same messages; command latency on a fresh account and on
+//! publish of the same messages, and the server's ceiling for the
+//! handler's appends (the same appends with their headers, nothing else);
+//! command latency on a fresh account and on
 //! one with 1,000,000 prior commits; a hot host receiving 10,000 gifts from
 //! 1,000 viewers through the reactor.
 //!
@@ -170,14 +172,28 @@ async fn raw_publish(s: &Setup, count: u64, sizes: &[usize], msg_ids: bool) -> u
     per_second(published as u64, started.elapsed())
 }
 
+/// What a commit of `raw_protocol` carries.
+#[derive(Clone, Copy)]
+struct CommitHeaders {
+    msg_id: bool,
+    expected_sequence: bool,
+}
+
 /// The handler's appends and nothing else: `concurrency` senders, each
-/// appending a commit to its own subject, with a `Nats-Msg-Id` and the
-/// expected last subject sequence from its previous ack, then (with
-/// `record`) a command record on a new subject expecting it empty, as the
-/// handler does for every gift; no reads, no decisions, no sealing. This
-/// is the server's ceiling for the handler's append protocol; returns
-/// commands/s.
-async fn raw_protocol(s: &Setup, commands: u64, sizes: &[usize], concurrency: usize, record: bool) -> u64 {
+/// appending a commit to its own subject (with `headers`: a `Nats-Msg-Id`,
+/// and the expected last subject sequence from its previous ack), then,
+/// with `record`, a command record on a new subject expecting it empty:
+/// with both headers and the record, what the handler appends for every
+/// gift, without its reads, decisions and sealing. This is the server's
+/// ceiling for the handler's append protocol; returns commands/s.
+async fn raw_protocol(
+    s: &Setup,
+    commands: u64,
+    sizes: &[usize],
+    concurrency: usize,
+    headers: CommitHeaders,
+    record: bool,
+) -> u64 {
     let js = async_nats::jetstream::new(s.log.client().clone());
     let commit_payload = Bytes::from(vec![b'x'; sizes[0]]);
     let record_payload = Bytes::from(vec![b'x'; sizes[sizes.len() - 1]]);
@@ -192,17 +208,26 @@ async fn raw_protocol(s: &Setup, commands: u64, sizes: &[usize], concurrency: us
             let ledger = format!("hb.rawp.{run}.{sender}");
             let mut last_seq = 0u64;
             for k in 0..per_sender {
-                let mut headers = async_nats::HeaderMap::new();
-                headers.insert("Nats-Msg-Id", format!("{run}-{sender}-{k}").as_str());
-                headers.insert("Nats-Expected-Last-Subject-Sequence", last_seq.to_string().as_str());
-                let ack =
-                    js.publish_with_headers(ledger.clone(), headers, commit_payload.clone()).await.expect("publish");
+                let mut commit_headers = async_nats::HeaderMap::new();
+                if headers.msg_id {
+                    commit_headers.insert("Nats-Msg-Id", format!("{run}-{sender}-{k}").as_str());
+                }
+                if headers.expected_sequence {
+                    commit_headers.insert("Nats-Expected-Last-Subject-Sequence", last_seq.to_string().as_str());
+                }
+                let ack = js
+                    .publish_with_headers(ledger.clone(), commit_headers, commit_payload.clone())
+                    .await
+                    .expect("publish");
                 last_seq = ack.await.expect("commit ack").sequence;
                 if record {
-                    let mut headers = async_nats::HeaderMap::new();
-                    headers.insert("Nats-Expected-Last-Subject-Sequence", "0");
+                    let mut record_headers = async_nats::HeaderMap::new();
+                    record_headers.insert("Nats-Expected-Last-Subject-Sequence", "0");
                     let subject = format!("hb.rawr.{run}.{sender}.{k}");
-                    let ack = js.publish_with_headers(subject, headers, record_payload.clone()).await.expect("publish");
+                    let ack = js
+                        .publish_with_headers(subject, record_headers, record_payload.clone())
+                        .await
+                        .expect("publish");
                     ack.await.expect("record ack");
                 }
             }
@@ -292,8 +317,13 @@ async fn throughput(sync: SyncMode, gifts: u64, concurrency: usize) -> String {
     let raw_commands = raw_messages / messages_per_command.max(1);
     let raw_id_messages = raw_publish(&s, gifts * messages_per_command, &sizes, true).await;
     let raw_id_commands = raw_id_messages / messages_per_command.max(1);
-    let commit_alone = raw_protocol(&s, gifts, &sizes, concurrency, false).await;
-    let appends_alone = raw_protocol(&s, gifts, &sizes, concurrency, true).await;
+    let both = CommitHeaders { msg_id: true, expected_sequence: true };
+    let commit_alone = raw_protocol(&s, gifts, &sizes, concurrency, both, false).await;
+    let expected_only = CommitHeaders { msg_id: false, ..both };
+    let commit_expected_only = raw_protocol(&s, gifts, &sizes, concurrency, expected_only, false).await;
+    let id_only = CommitHeaders { expected_sequence: false, ..both };
+    let commit_id_only = raw_protocol(&s, gifts, &sizes, concurrency, id_only, false).await;
+    let appends_alone = raw_protocol(&s, gifts, &sizes, concurrency, both, true).await;
     println!(
         "| {} | {concurrency} | {handler_rate} gifts/s | {raw_messages} msgs/s = {raw_commands} commands/s | **{}** | {raw_id_messages} msgs/s = {raw_id_commands} commands/s | {} | {:?} |",
         sync_name(sync),
@@ -302,9 +332,11 @@ async fn throughput(sync: SyncMode, gifts: u64, concurrency: usize) -> String {
         sizes
     );
     format!(
-        "| {} | {concurrency} | {raw_messages} msgs/s | {commit_alone} msgs/s | {} | {appends_alone} commands/s = {} msgs/s | {} | {} |",
+        "| {} | {concurrency} | {raw_messages} msgs/s | {commit_alone} msgs/s ({}) | {commit_expected_only} msgs/s ({}) | {commit_id_only} msgs/s ({}) | {appends_alone} commands/s = {} msgs/s | {} | {} |",
         sync_name(sync),
         ratio_of(commit_alone, raw_messages),
+        ratio_of(commit_expected_only, raw_messages),
+        ratio_of(commit_id_only, raw_messages),
         appends_alone * messages_per_command,
         ratio_of(appends_alone, raw_commands),
         ratio_of(handler_rate, appends_alone),
@@ -475,8 +507,8 @@ fn main() {
     runtime.block_on(async {
         if run("throughput") {
         println!("## gift commands through the handler vs raw JetStream publish ({gifts} gifts, raw window {WINDOW})");
-        println!("| sync | gifts in flight | handler | raw publish of the same messages | ratio | raw, each with a Nats-Msg-Id | ratio | raw, the handler's appends alone (ids, expected sequences) | ratio | message sizes (commit, record) |");
-        println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |");
+        println!("| sync | gifts in flight | handler | raw publish of the same messages | ratio | raw, each with a Nats-Msg-Id | ratio | message sizes (commit, record) |");
+        println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |");
         let mut ceilings = Vec::new();
         for sync in syncs() {
             for concurrency in &concurrencies {
@@ -484,8 +516,8 @@ fn main() {
             }
         }
         println!("\n## the server's ceiling: the handler's appends alone, no reads, no sealing (same runs)");
-        println!("| sync | in flight | raw publish | a commit alone (Nats-Msg-Id, expected sequence) | of raw | commit + record, as the handler appends | of raw | handler / its appends alone |");
-        println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+        println!("| sync | in flight | raw publish | a commit alone, with Nats-Msg-Id and expected sequence (of raw) | expected sequence only | Nats-Msg-Id only | commit + record, as the handler appends | of raw | handler / its appends alone |");
+        println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
         for row in ceilings {
             println!("{row}");
         }
