@@ -143,8 +143,8 @@ async fn handler_throughput(s: &Setup, gifts: u64, concurrency: usize) -> (u64, 
 
 /// Raw async JetStream publish (no expectations, no reads), `WINDOW` in
 /// flight, of `count` messages cycling through `sizes`; with `msg_ids`,
-/// each carries a unique `Nats-Msg-Id`, as every append of the handler
-/// does (the server then remembers it for the duplicate window).
+/// each carries a unique `Nats-Msg-Id`, as the handler's commits do (the
+/// server then remembers it for the duplicate window).
 async fn raw_publish(s: &Setup, count: u64, sizes: &[usize], msg_ids: bool) -> u64 {
     let js = async_nats::jetstream::new(s.log.client().clone());
     let payloads: Vec<Bytes> = sizes.iter().map(|n| Bytes::from(vec![b'x'; *n])).collect();
@@ -516,7 +516,7 @@ fn main() {
             }
         }
         println!("\n## the server's ceiling: the handler's appends alone, no reads, no sealing (same runs)");
-        println!("| sync | in flight | raw publish | a commit alone, with Nats-Msg-Id and expected sequence (of raw) | expected sequence only | Nats-Msg-Id only | commit + record, as the handler appends | of raw | handler / its appends alone |");
+        println!("| sync | in flight | raw publish ({WINDOW} in flight) | a commit alone, with Nats-Msg-Id and expected sequence (of raw) | expected sequence only | Nats-Msg-Id only | commit + record, as the handler appends | of raw | handler / its appends alone |");
         println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
         for row in ceilings {
             println!("{row}");

@@ -29,8 +29,9 @@
 //!   subject's messages from a position, last position) and its NATS JetStream
 //!   adapter ([`log::JetStreamLog`]), which creates or checks the `HALOBUZZ`
 //!   stream, refuses servers older than 2.12, classifies failures
-//!   ([`log::LogError`]) and retries the transient ones with the message id
-//!   as the guard against double appends. Byte-level: payloads are opaque.
+//!   ([`log::LogError`]) and retries the transient ones with the expected
+//!   sequence and the message id (or the bytes) as the guard against double
+//!   appends. Byte-level: payloads are opaque.
 //! - [`managed`]: the embedded default, a local `nats-server` child with
 //!   JetStream on `DATA_DIR`, supervised (restarted when it dies) and stopped
 //!   cleanly; also the lookup (or pinned install) of the `nats-server`

@@ -10,7 +10,7 @@
 //!   message and continues after.
 //! - **Headers verbatim**: JetStream stores the headers a message was
 //!   published with, so they are sent again as they are: the `Nats-Msg-Id`
-//!   (the command side recognises its own appends by it) and the original
+//!   when there is one (the command side recognises its own appends by it) and the original
 //!   `Nats-Expected-Last-Subject-Sequence`, which the server checks again
 //!   and which holds again, positions being the same: each subject's chain
 //!   is re-checked by the server too. The messages of an atomic batch

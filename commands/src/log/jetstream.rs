@@ -405,8 +405,20 @@ fn new_batch_id() -> String {
 }
 
 fn validate_append(request: &AppendRequest) -> Result<(), LogError> {
-    if request.msg_id.as_deref().is_some_and(|id| id.is_empty() || id.contains(char::is_whitespace)) {
-        return Err(LogError::Invalid(format!("append to {} with an invalid message id", request.subject)));
+    match request.msg_id.as_deref() {
+        Some(id) if id.is_empty() || id.contains(char::is_whitespace) => {
+            return Err(LogError::Invalid(format!("append to {} with an invalid message id", request.subject)));
+        }
+        // Without an id a retry is recognised by its bytes, which is sound
+        // only where one message at most can ever land: an empty subject.
+        None if request.expected_last_subject_seq != 0 => {
+            return Err(LogError::Invalid(format!(
+                "append to {} without a message id expects position {}: only an append expecting an empty \
+                 subject may go without one",
+                request.subject, request.expected_last_subject_seq
+            )));
+        }
+        _ => {}
     }
     if request.subject.is_empty() || request.subject.contains(char::is_whitespace) {
         return Err(LogError::Invalid(format!("invalid subject {:?}", request.subject)));
@@ -1267,6 +1279,21 @@ mod tests {
         let without = base64::engine::general_purpose::STANDARD.encode("NATS/1.0\r\nOther: x\r\n\r\n");
         assert_eq!(msg_id_from_encoded_headers(&without), None);
         assert_eq!(msg_id_from_encoded_headers("not base64!"), None);
+    }
+
+    #[test]
+    fn only_an_append_expecting_an_empty_subject_may_go_without_a_message_id() {
+        let append = |msg_id: Option<&str>, expected| AppendRequest {
+            subject: "hb.command.abc".into(),
+            payload: Bytes::from_static(b"record"),
+            msg_id: msg_id.map(str::to_owned),
+            expected_last_subject_seq: expected,
+        };
+        assert_eq!(validate_append(&append(None, 0)), Ok(()));
+        assert_eq!(validate_append(&append(Some("cmd-1"), 7)), Ok(()));
+        assert!(matches!(validate_append(&append(None, 7)), Err(LogError::Invalid(_))));
+        assert!(matches!(validate_append(&append(Some(""), 0)), Err(LogError::Invalid(_))));
+        assert!(matches!(validate_append(&append(Some("a b"), 0)), Err(LogError::Invalid(_))));
     }
 
     #[test]

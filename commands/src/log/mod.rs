@@ -1,8 +1,8 @@
 //! The event-log port ([`EventLog`]) and its NATS JetStream adapter
 //! ([`JetStreamLog`]).
 //!
-//! The port is byte-level: a message is a subject, an opaque payload and a
-//! message id. What the bytes mean is `events-schema`'s business.
+//! The port is byte-level: a message is a subject, an opaque payload and,
+//! usually, a message id. What the bytes mean is `events-schema`'s business.
 //!
 //! Positions are JetStream stream sequences: they start at 1, grow by one per
 //! stored message, and are never reused (the stream denies deletes and
@@ -18,8 +18,10 @@
 //!
 //! Only [`LogError::Unavailable`] is retried (bounded, with jitter). Retrying
 //! an append whose outcome is unknown (a timeout: the message may or may not
-//! have been stored) is safe only because each append carries a `Nats-Msg-Id`
-//! and an expected sequence, and the adapter recognises its own stored copy:
+//! have been stored) is safe only because each append carries an expected
+//! sequence and either a `Nats-Msg-Id` or, when it expects an empty subject,
+//! bytes that no other append carries (a command record), and the adapter
+//! recognises its own stored copy:
 //!
 //! - if the retry's expectation still holds, the stream's id deduplication
 //!   (inside its duplicate window) acknowledges it as a duplicate, and the
@@ -28,8 +30,8 @@
 //!   copy moved the subject), and nats-server checks expectations *before*
 //!   ids, so the retry is refused as a wrong last sequence; the adapter then
 //!   looks at the first message after the expected position on the subject
-//!   (asking the stream leader) and, when it carries our id, that is the
-//!   original.
+//!   (asking the stream leader) and, when it carries our id (for an append
+//!   without one: our bytes), that is the original.
 //!
 //! Either way a retry that finds the original returns it as a success. On
 //! the *first* try the same findings mean the caller repeated a message id
@@ -67,10 +69,10 @@ pub struct AppendRequest {
     /// Opaque bytes (the serialized commit).
     pub payload: Bytes,
     /// Deduplication id (`Nats-Msg-Id`), unique per logical append. `None`
-    /// spares the server its duplicate bookkeeping where the expected
-    /// sequence alone keeps the append unique (a command record expects
-    /// its subject empty): a retry whose first try was stored is then
-    /// recognised by its bytes.
+    /// spares the server its duplicate bookkeeping, and is accepted only
+    /// for an append that expects its subject empty and whose bytes no
+    /// other append carries (a command record, with its own event id): a
+    /// retry whose first try was stored is then recognised by its bytes.
     pub msg_id: Option<String>,
     /// Position of the last message on `subject` the writer saw; 0 means the
     /// subject must still be empty.
@@ -84,9 +86,9 @@ pub struct Appended {
     /// Stream sequence of the stored message.
     pub position: u64,
     /// The position came from a retry that found a message with this
-    /// message id already stored: an earlier try of this append whose
-    /// acknowledgement was lost, or another append under the same id, whose
-    /// content may differ from this request's.
+    /// message id (or, without one, these bytes) already stored: an earlier
+    /// try of this append whose acknowledgement was lost, or another append
+    /// under the same id, whose content may differ from this request's.
     pub found_by_id: bool,
 }
 
@@ -111,14 +113,14 @@ pub enum LogError {
     /// actual last position, when known.
     #[error("conflict on {subject}: expected last position {expected}, found {current:?}")]
     Conflict { subject: String, expected: u64, current: Option<u64> },
-    /// The message id was already stored, at `position`; nothing was
-    /// appended.
-    #[error("duplicate message id: already stored at position {position}")]
+    /// The message (its id, or without one its bytes) was already stored,
+    /// at `position`; nothing was appended.
+    #[error("duplicate: already stored at position {position}")]
     Duplicate { position: u64 },
     /// The log could not be reached or could not answer in time (timeout, no
     /// responders, leader election, connection closed). The outcome of an
-    /// append that failed this way is unknown unless retried with the same
-    /// message id.
+    /// append that failed this way is unknown unless the same message is
+    /// retried.
     #[error("event log unavailable: {0}")]
     Unavailable(String),
     /// The server is older than the ledger needs.
