@@ -737,15 +737,25 @@ impl Commands {
             msg_id: Some(msg_id),
             expected_last_subject_seq: tip.position,
         };
+        let stored_bytes = request.payload.len();
+        // The handler's cache follows the subject (a Stripe posting moves a
+        // buyer's ledger that commands write too).
         match self.log.append(request).await {
             Ok(appended) => {
+                self.remember(subject, appended, &envelope, stored_bytes);
                 let chain =
                     Loaded { state: (), sequence: envelope.header.sequence, last_hash: envelope.header.hash.clone() };
                 let next = Tip { position: appended.position, chain, last: Some(envelope.event.clone()) };
                 Ok(Appending::Stored(Box::new((next, envelope))))
             }
-            Err(LogError::Duplicate { position }) => Ok(Appending::Duplicate(position)),
-            Err(LogError::Conflict { .. }) => Ok(Appending::Conflict),
+            Err(LogError::Duplicate { position }) => {
+                self.cache.forget(subject);
+                Ok(Appending::Duplicate(position))
+            }
+            Err(LogError::Conflict { .. }) => {
+                self.cache.forget(subject);
+                Ok(Appending::Conflict)
+            }
             Err(other) => Err(other.into()),
         }
     }
@@ -926,13 +936,22 @@ impl Commands {
                 match self.log.append(request).await {
                     Ok(appended) => {
                         self.remember(&subject, appended, &envelopes[0], stored_bytes);
-                        return self.record_after(ctx, actor, appended.position, envelopes).await;
+                        if appended.found_by_id {
+                            // Found by its message id after a lost ack: the
+                            // event there may be a concurrent repeat's, and
+                            // then this run repeats it.
+                            let stored = self.read_envelope(appended.position).await?;
+                            if stored.header.event_id != envelopes[0].header.event_id {
+                                return self.record_after(ctx, actor, appended.position, vec![stored], false).await;
+                            }
+                        }
+                        return self.record_after(ctx, actor, appended.position, envelopes, true).await;
                     }
                     // The event of an earlier run of this command, inside
                     // the duplicate window: record it, answer with it.
                     Err(LogError::Duplicate { position }) => {
                         let original = self.read_envelope(position).await?;
-                        return self.record_after(ctx, actor, position, vec![original]).await;
+                        return self.record_after(ctx, actor, position, vec![original], false).await;
                     }
                     Err(other) => Err(other),
                 }
@@ -988,25 +1007,32 @@ impl Commands {
 
     /// Appends the record of a command whose event is at `position`. The
     /// event is stored whatever happens here, so the answer is a success:
-    /// if the record cannot be written now, the reactor writes it.
+    /// if the record cannot be written now, the reactor writes it. `ours`:
+    /// this run appended the event (else the answer is a repeat's).
     async fn record_after(
         &self,
         ctx: &CommandContext,
         actor: &Actor,
         position: u64,
         events: Vec<Envelope>,
+        ours: bool,
     ) -> Result<Outcome, CommandError> {
         let request = record_request(ctx, actor, vec![position], events.len());
         match self.log.append(request).await {
-            Ok(appended) => Ok(Outcome { position: appended.position, events, repeated: false }),
+            Ok(appended) => Ok(Outcome { position: appended.position, events, repeated: !ours }),
             Err(LogError::Conflict { .. } | LogError::Duplicate { .. }) => match self.recorded(ctx).await? {
-                // Another run (or the reactor) recorded it first.
-                Some(first) => Ok(first),
-                None => Ok(Outcome { position, events, repeated: false }),
+                // Another run recorded it first, or the reactor did, for
+                // this run's event (which keeps this run a first run).
+                Some(first) => {
+                    let same_events =
+                        first.events.iter().map(|e| e.header.event_id).eq(events.iter().map(|e| e.header.event_id));
+                    Ok(Outcome { repeated: !(ours && same_events), ..first })
+                }
+                None => Ok(Outcome { position, events, repeated: !ours }),
             },
             Err(error) => {
                 tracing::warn!(%error, position, "command record not written; the reactor will write it");
-                Ok(Outcome { position, events, repeated: false })
+                Ok(Outcome { position, events, repeated: !ours })
             }
         }
     }
@@ -1026,8 +1052,9 @@ impl Commands {
                 && header.command_id == ctx.command_id
                 && header.command_fingerprint.as_deref() == Some(&ctx.fingerprint)
             {
-                let outcome = self.record_after(ctx, &ctx.actor, last.position, vec![(**envelope).clone()]).await?;
-                return Ok(Some(Outcome { repeated: true, ..outcome }));
+                let outcome =
+                    self.record_after(ctx, &ctx.actor, last.position, vec![(**envelope).clone()], false).await?;
+                return Ok(Some(outcome));
             }
         }
         Ok(None)

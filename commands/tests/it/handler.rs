@@ -10,7 +10,8 @@ use domain::user::{ChangeRoles, Register};
 use events_schema::{Account, Event, Role};
 use uuid::Uuid;
 
-use crate::world::{World, admin, balance, balances, ctx, wait_for_credits};
+use crate::support::SpyLog;
+use crate::world::{World, admin, balance, balances, config, ctx, wait_for_credits};
 
 fn register(user_id: Uuid, email: &str, username: &str) -> Register {
     Register {
@@ -215,6 +216,37 @@ async fn a_repeated_command_gets_the_first_answer_long_after_the_duplicate_windo
     let answer = world.commands.send_gift(&other_user, host, stream_id, "rose".into(), 1, 5).await;
     assert_eq!(code(answer), "self_gift_forbidden");
     assert_eq!(world.read_all().await.iter().filter(|(_, e)| matches!(e.event, Event::GiftSent(_))).count(), 1);
+}
+
+/// The gift reactor writes the record of a gift whose own record is late.
+/// Should it write it between the command's event and the command's own
+/// record, the command is still answered as a first run (not replayed),
+/// and its repeat as a repeat of the same answer.
+#[tokio::test]
+async fn a_record_the_reactor_wrote_first_still_answers_a_first_run() {
+    let world = World::start().await;
+    let spy = std::sync::Arc::new(SpyLog::new(world.log.clone()));
+    let c = commands::handler::Commands::new(spy.clone(), config());
+    let (viewer, host) = (Uuid::now_v7(), Uuid::now_v7());
+    world.fund(viewer, 100).await;
+    let stream_id = world.start_stream(host).await;
+    let key = ctx(viewer, "gift-1");
+
+    spy.record_next_commit_first();
+    let first = c.send_gift(&key, viewer, stream_id, "rose".into(), 1, 30).await.expect("sent");
+    assert!(!first.repeated, "a first run is not a replay");
+    let again = c.send_gift(&key, viewer, stream_id, "rose".into(), 1, 30).await.expect("first answer");
+    assert!(again.repeated);
+    assert_eq!((again.position, again.events), (first.position, first.events));
+
+    let all = world.read_all().await;
+    assert_eq!(all.iter().filter(|(_, e)| matches!(e.event, Event::GiftSent(_))).count(), 1);
+    assert_eq!(
+        all.iter().filter(|(_, e)| matches!(e.event, Event::CommandRecorded(_))).count(),
+        3,
+        "fund, stream, gift"
+    );
+    assert_eq!(balance(&balances(&all), Account::Wallet(viewer)), 70);
 }
 
 /// Appends the event of a gift command as a run that died before writing

@@ -11,7 +11,8 @@ use domain::user::Register;
 use events_schema::{Actor, Envelope, Event, StripeEventRecorded};
 use uuid::Uuid;
 
-use crate::world::{World, admin, ctx};
+use crate::support::SpyLog;
+use crate::world::{World, admin, config, ctx};
 
 fn record(event_id: &str, event_type: &str) -> StripeEventRecorded {
     StripeEventRecorded {
@@ -282,4 +283,35 @@ async fn racing_completions_of_one_pending_decision_post_it_once() {
         assert_eq!(payment::pending(&payment_state(&world, &payment_id).await), None);
     }
     assert_eq!(wallet(&world, eve).await, 5 * 501);
+}
+
+/// A Stripe purchase moves the buyer's ledger outside the commands' own
+/// appends: the handler keeps its view of the ledger in step, so the
+/// buyer's next gift is decided once, with no conflict.
+#[tokio::test]
+async fn a_stripe_credit_keeps_the_handlers_view_of_the_ledger() {
+    let world = World::start().await;
+    let spy = std::sync::Arc::new(SpyLog::new(world.log.clone()));
+    let c = Commands::new(spy.clone(), config());
+    let ann = buyer(&world, "ann").await;
+    let stream = world.start_stream(Uuid::now_v7()).await;
+    // The handler has the ledger in view: its own last append.
+    c.ledger(
+        &ctx(ann, "buy"),
+        ann,
+        LedgerCommand::PurchaseCoins { payment_id: "pi_0".into(), coins: 10, source_position: 0 },
+    )
+    .await
+    .expect("bought");
+
+    let (_, recorded, events) = deliver(&c, "evt_1", "pi_1", confirm("evt_1", ann)).await;
+    assert!(recorded);
+    assert!(events.iter().any(|e| matches!(e, Event::CoinsPurchased(_))), "{events:?}");
+    // Acceptable on the ledger before the purchase too: a stale view would
+    // be caught only by the append's expected position.
+    let gift = c.send_gift(&ctx(ann, "g1"), ann, stream, "rose".into(), 1, 5).await.expect("sent");
+    assert!(!gift.repeated);
+
+    assert_eq!(spy.conflicts(), 0, "decided once, on the ledger as the purchase left it");
+    assert_eq!(wallet(&world, ann).await, 10 + 500 - 5);
 }
