@@ -1064,24 +1064,31 @@ impl JetStreamLog {
                     return Ok(());
                 }
                 let context = async_nats::jetstream::new(log.inner.client.clone());
-                let stream = context
-                    .get_stream_no_info(log.stream_name())
-                    .await
-                    .map_err(|err| LogError::Unavailable(format!("stream: {err}")))?;
-                let consumer = stream
-                    .create_consumer(OrderedConfig {
-                        deliver_policy: DeliverPolicy::ByStartSequence { start_sequence: start },
-                        ..OrderedConfig::default()
+                // Retried like every other read: right after a leader
+                // change, creating the consumer can time out.
+                let mut messages = log
+                    .retrying("ordered consumer", || async {
+                        let stream = context
+                            .get_stream_no_info(log.stream_name())
+                            .await
+                            .map_err(|err| LogError::Unavailable(format!("stream: {err}")))?;
+                        let consumer = stream
+                            .create_consumer(OrderedConfig {
+                                deliver_policy: DeliverPolicy::ByStartSequence { start_sequence: start },
+                                ..OrderedConfig::default()
+                            })
+                            .await
+                            .map_err(|err| LogError::Unavailable(format!("ordered consumer: {err}")))?;
+                        consumer
+                            .messages()
+                            .await
+                            .map_err(|err| LogError::Unavailable(format!("ordered consumer: {err}")))
                     })
-                    .await
-                    .map_err(|err| LogError::Unavailable(format!("ordered consumer: {err}")))?;
-                let mut messages = consumer
-                    .messages()
-                    .await
-                    .map_err(|err| LogError::Unavailable(format!("ordered consumer: {err}")))?;
+                    .await?;
                 // Bounded: one message per round, stops at `end`.
                 while let Some(message) = messages.next().await {
-                    let message = message.map_err(|err| LogError::Unavailable(format!("ordered consumer: {err}")))?;
+                    let message =
+                        message.map_err(|err| LogError::Unavailable(format!("reading the ordered consumer: {err}")))?;
                     let info = message.info().map_err(|err| LogError::Invalid(format!("ordered consumer: {err}")))?;
                     let position = info.stream_sequence;
                     let nanos = info.published.unix_timestamp_nanos();
