@@ -1,12 +1,14 @@
 //! Retries after a lost acknowledgement: the append was stored, its ack never
 //! arrived, the adapter retries the same message (its message id, or for an
 //! append without one its bytes, tell the stored copy) and must return the
-//! ORIGINAL position as a success, having appended nothing more.
+//! ORIGINAL position as a success, having appended nothing more. Reads
+//! retry their requests too.
 
 use std::time::{Duration, Instant};
 
 use commands::log::{AppendRequest, EventLog, JetStreamLog, LogError};
 use commands::testing::NatsServer;
+use futures_util::TryStreamExt;
 
 use crate::support::{LossyProxy, init_tracing, request};
 
@@ -125,4 +127,28 @@ async fn a_retried_atomic_batch_whose_ack_was_lost_returns_the_original_position
     let outcome = pending.await.expect("batch task");
     assert_eq!(outcome, Ok(vec![2, 3, 4]));
     assert_eq!(direct.last_position().await.expect("last"), 4, "nothing appended twice");
+}
+
+/// The reply to a consumer's creation.
+const CONSUMER_CREATED_MARKER: &[u8] = b"io.nats.jetstream.api.v1.consumer_create_response";
+
+/// Creating the consumer of an ordered read is a request like any other:
+/// when its reply is lost, it is retried, and the read returns everything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ordered_read_whose_consumer_reply_was_lost_is_retried() {
+    let (_server, direct, proxy, log) = through_a_lossy_proxy().await;
+    for i in 1..=3 {
+        direct.append(request(&format!("hb.user.{i}"), "x", &format!("m-{i}"), 0)).await.expect("append");
+    }
+
+    proxy.lose_replies_from(CONSUMER_CREATED_MARKER);
+    let reading = tokio::spawn({
+        let log = log.clone();
+        async move { log.read_stream(1).try_collect::<Vec<_>>().await }
+    });
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    proxy.restore();
+
+    let read = reading.await.expect("read task").expect("read, the lost reply retried");
+    assert_eq!(read.iter().map(|m| m.position).collect::<Vec<_>>(), vec![1, 2, 3]);
 }
