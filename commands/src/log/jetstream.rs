@@ -1078,11 +1078,11 @@ impl JetStreamLog {
                                 ..OrderedConfig::default()
                             })
                             .await
-                            .map_err(|err| LogError::Unavailable(format!("ordered consumer: {err}")))?;
+                            .map_err(|err| LogError::Unavailable(format!("creating the ordered consumer: {err}")))?;
                         consumer
                             .messages()
                             .await
-                            .map_err(|err| LogError::Unavailable(format!("ordered consumer: {err}")))
+                            .map_err(|err| LogError::Unavailable(format!("pulling from the ordered consumer: {err}")))
                     })
                     .await?;
                 // Bounded: one message per round, stops at `end`.
