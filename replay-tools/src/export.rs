@@ -9,8 +9,6 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::Context;
-use async_nats::jetstream::consumer::DeliverPolicy;
-use async_nats::jetstream::consumer::pull::OrderedConfig;
 use bytes::Bytes;
 use commands::log::{EventLog, JetStreamLog};
 use futures_util::StreamExt;
@@ -71,13 +69,8 @@ pub async fn export(log: &JetStreamLog, out: &Path, progress: &Progress) -> anyh
         if end == 0 {
             return Ok::<(), anyhow::Error>(());
         }
-        let context = async_nats::jetstream::new(log.client().clone());
-        let stream = context.get_stream_no_info(log.stream_name()).await.context("opening the stream")?;
-        let consumer = stream
-            .create_consumer(OrderedConfig { deliver_policy: DeliverPolicy::All, ..OrderedConfig::default() })
-            .await
-            .context("creating an ordered consumer")?;
-        let mut messages = consumer.messages().await.context("reading the stream")?;
+        // Created through the log's bounded retries, like every read.
+        let mut messages = log.ordered_messages(1).await.context("reading the stream")?;
         let mut batch = Vec::with_capacity(EXPORT_BATCH_MESSAGES);
         let mut expected = 1u64;
         // Bounded: one message per round, stops at `end`.

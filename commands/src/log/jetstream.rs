@@ -1052,8 +1052,38 @@ impl JetStreamLog {
     /// gap) from `position`, stopped at the log's end. Twice as fast as
     /// batched direct gets in the benchmark: its messages carry their
     /// position in the reply subject instead of five headers to parse.
-    fn read_stream_ordered(&self, position: u64) -> BoxStream<'static, Result<StoredMessage, LogError>> {
+    /// The messages of an ordered consumer from `start` (a position, 1 or
+    /// more). Creating the consumer is a JetStream API request, so it goes
+    /// through the bounded retries like every other read: right after a
+    /// leader change it can time out. `read_stream` and replay-tools' export
+    /// (which keeps every header verbatim) read through this.
+    pub async fn ordered_messages(
+        &self,
+        start: u64,
+    ) -> Result<async_nats::jetstream::consumer::pull::Ordered, LogError> {
         use async_nats::jetstream::consumer::{DeliverPolicy, pull::OrderedConfig};
+        let context = async_nats::jetstream::new(self.inner.client.clone());
+        self.retrying("ordered consumer", || async {
+            let stream = context
+                .get_stream_no_info(self.stream_name())
+                .await
+                .map_err(|err| LogError::Unavailable(format!("stream: {err}")))?;
+            let consumer = stream
+                .create_consumer(OrderedConfig {
+                    deliver_policy: DeliverPolicy::ByStartSequence { start_sequence: start.max(1) },
+                    ..OrderedConfig::default()
+                })
+                .await
+                .map_err(|err| LogError::Unavailable(format!("creating the ordered consumer: {err}")))?;
+            consumer
+                .messages()
+                .await
+                .map_err(|err| LogError::Unavailable(format!("pulling from the ordered consumer: {err}")))
+        })
+        .await
+    }
+
+    fn read_stream_ordered(&self, position: u64) -> BoxStream<'static, Result<StoredMessage, LogError>> {
         let log = self.clone();
         let (sender, receiver) = tokio::sync::mpsc::channel::<Result<StoredMessage, LogError>>(1_024);
         tokio::spawn(async move {
@@ -1063,28 +1093,7 @@ impl JetStreamLog {
                 if start > end {
                     return Ok(());
                 }
-                let context = async_nats::jetstream::new(log.inner.client.clone());
-                // Retried like every other read: right after a leader
-                // change, creating the consumer can time out.
-                let mut messages = log
-                    .retrying("ordered consumer", || async {
-                        let stream = context
-                            .get_stream_no_info(log.stream_name())
-                            .await
-                            .map_err(|err| LogError::Unavailable(format!("stream: {err}")))?;
-                        let consumer = stream
-                            .create_consumer(OrderedConfig {
-                                deliver_policy: DeliverPolicy::ByStartSequence { start_sequence: start },
-                                ..OrderedConfig::default()
-                            })
-                            .await
-                            .map_err(|err| LogError::Unavailable(format!("creating the ordered consumer: {err}")))?;
-                        consumer
-                            .messages()
-                            .await
-                            .map_err(|err| LogError::Unavailable(format!("pulling from the ordered consumer: {err}")))
-                    })
-                    .await?;
+                let mut messages = log.ordered_messages(start).await?;
                 // Bounded: one message per round, stops at `end`.
                 while let Some(message) = messages.next().await {
                     let message =
