@@ -20,9 +20,7 @@ use commands::log::{EventLog, JetStreamLog, LogConfig};
 use commands::managed::{ManagedConfig, ManagedNats, SyncMode};
 use commands::reactor::{GiftReactor, ReactorConfig};
 use commands::rejections::Rejections;
-use projections::{
-    MongoStore, ProjectionError, ProjectionVersion, ReadStore, Runner, RunnerConfig, RunnerExit, SqliteStore,
-};
+use projections::{MongoStore, ProjectionError, ReadStore, Runner, RunnerConfig, RunnerExit, SqliteStore};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -105,8 +103,11 @@ impl Service {
                 Arc::new(SqliteStore::open(&config.data_dir).await.context("opening the embedded read store")?)
             }
         };
-        // Queries need the tables even before a projector ran (HALOBUZZ_ROLE=api).
-        store.prepare(&ProjectionVersion::all_current()).await.context("preparing the read store")?;
+        // Queries need the tables even before a projector ran (HALOBUZZ_ROLE=api):
+        // those of the serving versions, which a rebuild may have moved past
+        // the code's (an older build's tables stay beside them, unprepared).
+        let serving = projections::serving_targets(store.as_ref()).await.context("reading the serving versions")?;
+        store.prepare(&serving).await.context("preparing the read store")?;
 
         let mut workers = WorkerView::default();
         let mut projector = None;

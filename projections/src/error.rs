@@ -39,6 +39,15 @@ pub enum ProjectionError {
     /// A query argument outside its domain (an unknown status, ...).
     #[error("invalid input: {0}")]
     InvalidInput(String),
+    /// A table of a projection version exists with other columns than this
+    /// build makes: an older build created it, and no migration runs in
+    /// place (the rows' new fields would be guesses). The projection is
+    /// rebuilt from the log beside it; the table is left as it is.
+    #[error(
+        "table {table} has other columns than this build makes ({difference}): rebuild the projection from the \
+         log with `halobuzz-replay rebuild --projection {projection}`"
+    )]
+    SchemaMismatch { table: String, projection: String, difference: String },
     /// An injected fault, for crash tests (see `SqliteStore::fail_after_writes`).
     #[error("injected fault after {writes} writes")]
     InjectedFault { writes: u64 },

@@ -884,6 +884,7 @@ impl ReadStore for SqliteStore {
         Box::pin(self.write(move |w, _| {
             let mut ddl = String::from(META_DDL);
             for t in &targets {
+                schema::check_columns(&w.conn, *t)?;
                 ddl.push_str(&schema::projection_ddl(t.projection, t.version));
             }
             w.conn.execute_batch(&ddl).map_err(db_err)

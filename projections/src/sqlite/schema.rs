@@ -1,7 +1,11 @@
 //! The embedded store's tables, indexes and statements, per projection
 //! version (version 1 uses the runbook's names, later versions a suffix).
 
-use crate::model::{Collection, Projection};
+use rusqlite::Connection;
+
+use crate::error::ProjectionError;
+use crate::model::{Collection, Projection, ProjectionVersion};
+use crate::store::StoreResult;
 
 /// The tables every store has, whatever the versions.
 pub(super) const META_DDL: &str = "
@@ -26,6 +30,79 @@ CREATE TABLE IF NOT EXISTS projection_versions (
 /// `projection_index_ddl` (see `Writer::index_when_near`).
 pub(super) fn projection_ddl(projection: Projection, version: u32) -> String {
     statements(projection, version, false)
+}
+
+/// Fails with `SchemaMismatch` when a table of `target` already exists in
+/// `conn` with other columns (names, types, constraints, defaults, in order)
+/// than `projection_ddl` makes; tables not created yet pass. Runs before
+/// the DDL, so a mismatch changes nothing. The expected columns are read
+/// off the DDL itself, run in a fresh in-memory database.
+pub(super) fn check_columns(conn: &Connection, target: ProjectionVersion) -> StoreResult<()> {
+    let expected = Connection::open_in_memory().map_err(ProjectionError::store)?;
+    expected.execute_batch(&projection_ddl(target.projection, target.version)).map_err(ProjectionError::store)?;
+    let tables = {
+        let mut statement = expected
+            .prepare("SELECT name FROM sqlite_schema WHERE type = 'table' ORDER BY name")
+            .map_err(ProjectionError::store)?;
+        statement
+            .query_map([], |row| row.get::<_, String>(0))
+            .and_then(Iterator::collect::<Result<Vec<String>, _>>)
+            .map_err(ProjectionError::store)?
+    };
+    for table in tables {
+        let found = columns(conn, &table)?;
+        let wanted = columns(&expected, &table)?;
+        if found.is_empty() || found == wanted {
+            continue;
+        }
+        let names = |columns: &[Column], others: &[Column]| {
+            let names: Vec<&str> = columns
+                .iter()
+                .filter(|column| !others.iter().any(|other| other.name == column.name))
+                .map(|column| column.name.as_str())
+                .collect();
+            if names.is_empty() { "none".to_string() } else { names.join(", ") }
+        };
+        return Err(ProjectionError::SchemaMismatch {
+            table,
+            projection: target.projection.name().to_string(),
+            difference: format!(
+                "missing: {}; not made by this build: {}",
+                names(&wanted, &found),
+                names(&found, &wanted)
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// One column as `PRAGMA table_info` describes it.
+#[derive(Debug, PartialEq, Eq)]
+struct Column {
+    name: String,
+    declared_type: String,
+    not_null: bool,
+    default: Option<String>,
+    primary_key_index: i64,
+}
+
+/// A table's columns in order; none when the table does not exist.
+fn columns(conn: &Connection, table: &str) -> StoreResult<Vec<Column>> {
+    let mut statement = conn
+        .prepare("SELECT name, type, \"notnull\", dflt_value, pk FROM pragma_table_info(?1) ORDER BY cid")
+        .map_err(ProjectionError::store)?;
+    statement
+        .query_map([table], |row| {
+            Ok(Column {
+                name: row.get(0)?,
+                declared_type: row.get(1)?,
+                not_null: row.get(2)?,
+                default: row.get(3)?,
+                primary_key_index: row.get(4)?,
+            })
+        })
+        .and_then(Iterator::collect::<Result<Vec<Column>, _>>)
+        .map_err(ProjectionError::store)
 }
 
 /// The DDL of one projection's query indexes (the non-unique ones) at a

@@ -404,3 +404,63 @@ async fn the_wal_reaches_the_database_file_without_the_writer_checkpointing() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// Given an embedded store whose `stripe_payments` table an older build made
+/// (before the Stripe side's columns), with a row in it, when the store is
+/// prepared, then it refuses with the table, the missing columns and the
+/// rebuild to run, and creates or changes nothing: the old table keeps its
+/// columns and its row, and no other projection's table appears.
+#[tokio::test]
+async fn a_table_made_by_an_older_build_is_refused_with_the_rebuild_to_run() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let conn = rusqlite::Connection::open(dir.path().join(projections::sqlite::SQLITE_FILE_NAME)).unwrap();
+        conn.execute_batch(
+            "CREATE TABLE stripe_payments (payment_id TEXT PRIMARY KEY, user_id BLOB, coins_issued INTEGER NOT NULL,
+                coins_reversed INTEGER NOT NULL, stripe_session_id TEXT, position INTEGER NOT NULL) WITHOUT ROWID;
+             INSERT INTO stripe_payments VALUES ('pi_1', NULL, 500, 0, 'cs_1', 7);",
+        )
+        .unwrap();
+    }
+    let store = SqliteStore::open(dir.path()).await.unwrap();
+
+    let error = store.prepare(&ProjectionVersion::all_current()).await.unwrap_err();
+
+    let ProjectionError::SchemaMismatch { table, projection, difference } = &error else {
+        panic!("expected a schema mismatch, got {error}");
+    };
+    assert_eq!((table.as_str(), projection.as_str()), ("stripe_payments", "stripe_payments"));
+    assert_eq!(
+        difference,
+        "missing: package_id, coins_expected, amount_cents, currency, charge_amount_cents, amount_refunded_cents, \
+         flags; not made by this build: none"
+    );
+    assert!(error.to_string().contains("`halobuzz-replay rebuild --projection stripe_payments`"), "{error}");
+    let conn = rusqlite::Connection::open(store.path()).unwrap();
+    let kept: (i64, i64) = conn
+        .query_row(
+            "SELECT (SELECT count(*) FROM stripe_payments), (SELECT count(*) FROM pragma_table_info('stripe_payments'))",
+            [],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!(kept, (1, 6), "the old table keeps its row and its columns");
+    let users_tables: i64 =
+        conn.query_row("SELECT count(*) FROM sqlite_schema WHERE name = 'users'", [], |row| row.get(0)).unwrap();
+    assert_eq!(users_tables, 0, "a refused prepare creates no table");
+}
+
+/// Given a store this build prepared, when it is opened and prepared again,
+/// then its tables pass the column check.
+#[tokio::test]
+async fn a_store_this_build_made_prepares_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let targets = ProjectionVersion::all_current();
+    SqliteStore::open(dir.path()).await.unwrap().prepare(&targets).await.unwrap();
+    let reopened = SqliteStore::open(dir.path()).await.unwrap();
+    reopened.prepare(&targets).await.unwrap();
+    let second_version: Vec<ProjectionVersion> =
+        Projection::ALL.iter().map(|p| ProjectionVersion::new(*p, 2)).collect();
+    reopened.prepare(&second_version).await.unwrap();
+    reopened.prepare(&targets).await.unwrap();
+}

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use projections::testing::checksum;
-use projections::{Collection, Projection, ProjectionVersion, ReadStore, RunnerConfig};
+use projections::{Collection, Projection, ProjectionError, ProjectionVersion, ReadStore, RunnerConfig};
 use replay_tools::verify::DifferenceKind;
 use replay_tools::{Progress, RebuildOptions, Until};
 
@@ -207,4 +207,54 @@ async fn until_position_builds_a_past_state_beside_the_serving_one() {
     assert!(full.switched);
     assert_eq!((full.targets[0].version, full.targets[0].resumed_from, full.position), (2, until, events));
     assert_eq!(store.active_version(Projection::Ledger).await.expect("active"), 2);
+}
+
+/// Given an embedded store whose `stripe_payments` table an older build made
+/// (before the Stripe side's columns), which the store refuses to prepare,
+/// when the projections are rebuilt beside it (keeping the old tables),
+/// then the serving versions prepare, they hold what a rebuild into an
+/// empty store holds, and the old table is still there as it was.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_table_made_by_an_older_build_is_replaced_by_a_rebuild() {
+    let events = 5_000;
+    let (_server, log) = server_with_log(events).await;
+    let reference_dir = tempfile::tempdir().expect("tempdir");
+    let reference = sqlite(reference_dir.path()).await;
+    replay_tools::rebuild(reference.clone(), source(&log), &options(500), &Progress::hidden())
+        .await
+        .expect("reference rebuild");
+    let expected = checksum(reference.as_ref(), &active_versions(reference.as_ref()).await).await.expect("checksum");
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let old_table = "CREATE TABLE stripe_payments (payment_id TEXT PRIMARY KEY, user_id BLOB, coins_issued INTEGER NOT \
+                     NULL, coins_reversed INTEGER NOT NULL, stripe_session_id TEXT, position INTEGER NOT NULL) \
+                     WITHOUT ROWID; INSERT INTO stripe_payments VALUES ('pi_old', NULL, 500, 0, 'cs_old', 7);";
+    rusqlite::Connection::open(dir.path().join(projections::sqlite::SQLITE_FILE_NAME))
+        .expect("open")
+        .execute_batch(old_table)
+        .expect("the older build's table");
+    let store = sqlite(dir.path()).await;
+    let refused = store.prepare(&projections::serving_targets(store.as_ref()).await.expect("serving")).await;
+    assert!(matches!(refused, Err(ProjectionError::SchemaMismatch { .. })), "{refused:?}");
+
+    let summary = replay_tools::rebuild(
+        store.clone(),
+        source(&log),
+        &RebuildOptions { keep_old: true, ..options(500) },
+        &Progress::hidden(),
+    )
+    .await
+    .expect("rebuild beside the old table");
+    assert!(summary.switched);
+
+    let serving = projections::serving_targets(store.as_ref()).await.expect("serving");
+    assert!(serving.iter().all(|t| t.version == 2), "{serving:?}");
+    store.prepare(&serving).await.expect("the serving versions prepare");
+    let got = checksum(store.as_ref(), &serving).await.expect("checksum");
+    assert_eq!(got, expected, "rebuilt beside the old table:\n{got}\ninto an empty store:\n{expected}");
+    let old_rows: i64 = rusqlite::Connection::open(dir.path().join(projections::sqlite::SQLITE_FILE_NAME))
+        .expect("open")
+        .query_row("SELECT count(*) FROM stripe_payments WHERE payment_id = 'pi_old'", [], |row| row.get(0))
+        .expect("the old table");
+    assert_eq!(old_rows, 1, "the old table is kept as it was");
 }
