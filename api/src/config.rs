@@ -158,13 +158,28 @@ impl Config {
     /// Reads any environment (tests pass a map).
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
         let var = |name: &str| get(name).map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
-        let app_env = var("APP_ENV").unwrap_or_else(|| "development".into());
+        // The runbook sets `NODE_ENV` (its deployments predate this
+        // service); the contract names `APP_ENV`. Either is read, and two
+        // that disagree stop start-up: guessing could mean development
+        // secrets in production.
+        let app_env = match (var("APP_ENV"), var("NODE_ENV")) {
+            (Some(app), Some(node)) if app != node => {
+                return Err(ConfigError {
+                    name: "APP_ENV",
+                    reason: format!("is {app:?} but NODE_ENV is {node:?}: set one, or both alike"),
+                });
+            }
+            (Some(env), _) | (None, Some(env)) => env,
+            (None, None) => "development".into(),
+        };
         let production = app_env == "production";
         let secret = |name: &'static str, dev: &str| -> Result<String, ConfigError> {
             match var(name) {
                 Some(s) if s.len() >= 32 => Ok(s),
                 Some(_) => Err(ConfigError { name, reason: "must be at least 32 characters".into() }),
-                None if production => Err(ConfigError { name, reason: "is required when APP_ENV=production".into() }),
+                None if production => {
+                    Err(ConfigError { name, reason: "is required in production (APP_ENV or NODE_ENV)".into() })
+                }
                 None => {
                     tracing::warn!("{name} is not set: using a development secret");
                     Ok(dev.to_string())
@@ -375,6 +390,22 @@ mod tests {
     }
 
     #[test]
+    fn the_runbooks_node_env_sets_the_environment_unless_app_env_disagrees() {
+        let secrets = [("JWT_SECRET", "a".repeat(32)), ("JWT_REFRESH_SECRET", "b".repeat(32))];
+        let with = |pairs: &[(&str, &str)]| {
+            let mut all: Vec<(&str, &str)> = secrets.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            all.extend_from_slice(pairs);
+            config(&all)
+        };
+        assert_eq!(with(&[("NODE_ENV", "production")]).unwrap().app_env, "production");
+        assert_eq!(with(&[("APP_ENV", "production"), ("NODE_ENV", "production")]).unwrap().app_env, "production");
+        assert_eq!(with(&[]).unwrap().app_env, "development");
+        let disagree = with(&[("APP_ENV", "development"), ("NODE_ENV", "production")]).unwrap_err();
+        assert_eq!(disagree.name, "APP_ENV");
+        assert!(disagree.reason.contains("NODE_ENV is \"production\""), "{disagree}");
+    }
+
+    #[test]
     fn a_bad_value_names_its_variable() {
         assert_eq!(config(&[("PORT", "http")]).unwrap_err().name, "PORT");
         assert_eq!(config(&[("GIFT_CATALOG", "rose:zero:Rose")]).unwrap_err().name, "GIFT_CATALOG");
@@ -382,6 +413,8 @@ mod tests {
         assert_eq!(config(&[("COIN_PACKAGES", "p:100")]).unwrap_err().name, "COIN_PACKAGES");
         assert_eq!(config(&[("HALOBUZZ_ROLE", "everything")]).unwrap_err().name, "HALOBUZZ_ROLE");
         assert_eq!(config(&[("APP_ENV", "production")]).unwrap_err().name, "JWT_SECRET");
+        // The runbook's name for it counts alike.
+        assert_eq!(config(&[("NODE_ENV", "production")]).unwrap_err().name, "JWT_SECRET");
     }
 
     #[test]

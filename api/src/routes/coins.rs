@@ -37,6 +37,7 @@ fn package<'a>(app: &'a AppState, package_id: &str) -> ApiResult<&'a CoinPackage
         (status = 401, body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "`validation_failed`: not a package on sale", body = Problem, content_type = "application/problem+json"),
         (status = 502, description = "`payment_provider_error`: Stripe refused or failed", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`maintenance`: purchases pause with the commands", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn checkout(
@@ -64,6 +65,7 @@ pub async fn checkout(
         (status = 401, body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "`validation_failed`: not a package on sale", body = Problem, content_type = "application/problem+json"),
         (status = 502, description = "`payment_provider_error`: Stripe refused or failed", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`maintenance`: purchases pause with the commands", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn payment_intent(

@@ -79,8 +79,10 @@ fn api_routes(state: &AppState) -> Router<AppState> {
         .route("/api/v1/wallet", get(account::wallet))
         .route("/api/v1/transactions", get(account::transactions))
         .route("/api/v1/coins/packages", get(account::coin_packages))
-        .route("/api/v1/coins/checkout", post(coins::checkout))
-        .route("/api/v1/coins/payment-intent", post(coins::payment_intent))
+        // Purchases start a payment whose coins a webhook appends: paused
+        // too, or buyers would pay for coins that wait for maintenance's end.
+        .route("/api/v1/coins/checkout", command(post(coins::checkout)))
+        .route("/api/v1/coins/payment-intent", command(post(coins::payment_intent)))
         .route("/api/v1/gifts/catalog", get(streams::gift_catalog))
         .route("/api/v1/streams", command(post(streams::start)))
         .route("/api/v1/streams/live", get(streams::live))

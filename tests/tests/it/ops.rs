@@ -91,6 +91,14 @@ async fn maintenance_mode_pauses_commands_while_queries_and_health_answer() {
         )
         .await;
     assert_eq!((gift.status, gift.problem_code()), (503, "maintenance"));
+    // Purchases too: their coins would wait for maintenance's end.
+    let packages = app.get("/api/v1/coins/packages", None).await;
+    assert_eq!(packages.status, 200, "{}", packages.text);
+    let package_id = packages.body[0]["id"].as_str().expect("a package id").to_string();
+    for route in ["/api/v1/coins/checkout", "/api/v1/coins/payment-intent"] {
+        let purchase = app.post(route, Some(&token), json!({"packageId": package_id})).await;
+        assert_eq!((purchase.status, purchase.problem_code()), (503, "maintenance"), "{route}: {}", purchase.text);
+    }
     let wallet = app.get("/api/v1/wallet", Some(&token)).await;
     assert_eq!(wallet.status, 200, "{}", wallet.text);
     assert_eq!(app.get("/api/v1/gifts/catalog", None).await.status, 200);
