@@ -67,6 +67,10 @@ pub struct Config {
     pub cors_origins: Option<Vec<String>>,
     /// `None`: no rate limit (`RATE_LIMIT_MAX_REQUESTS=0`).
     pub rate_limit: Option<RateLimit>,
+    /// Proxies in front of the service whose `X-Forwarded-For` entries are
+    /// believed for the per-IP limit (`TRUST_PROXY_HOPS`, default 0: the
+    /// peer address is the client). See `routes::client_ip`.
+    pub trust_proxy_hops: u32,
     pub maintenance_mode: bool,
     pub log_format: LogFormat,
     pub metrics_token: Option<String>,
@@ -128,6 +132,7 @@ impl std::fmt::Debug for Config {
             .field("mongodb", &self.mongodb_uri.as_ref().map(|_| "<set>"))
             .field("role", &self.role)
             .field("maintenance_mode", &self.maintenance_mode)
+            .field("trust_proxy_hops", &self.trust_proxy_hops)
             .finish_non_exhaustive()
     }
 }
@@ -145,6 +150,9 @@ pub struct ConfigError {
     pub name: &'static str,
     pub reason: String,
 }
+
+/// Trusted proxies in a row, at most (`TRUST_PROXY_HOPS`).
+pub const TRUST_PROXY_HOPS_MAX: u32 = 8;
 
 const DEV_JWT_SECRET: &str = "halobuzz-development-access-secret-change-me";
 const DEV_JWT_REFRESH_SECRET: &str = "halobuzz-development-refresh-secret-change-me";
@@ -190,6 +198,13 @@ impl Config {
         let rate_window_ms: u64 = parse(&var, "RATE_LIMIT_WINDOW_MS", 900_000)?;
         let rate_limit = (rate_max > 0 && rate_window_ms > 0)
             .then(|| RateLimit { window: Duration::from_millis(rate_window_ms), requests_max: rate_max });
+        let trust_proxy_hops: u32 = parse(&var, "TRUST_PROXY_HOPS", 0)?;
+        if trust_proxy_hops > TRUST_PROXY_HOPS_MAX {
+            return Err(ConfigError {
+                name: "TRUST_PROXY_HOPS",
+                reason: format!("at most {TRUST_PROXY_HOPS_MAX} proxies in a row"),
+            });
+        }
         let rate: Decimal = parse(&var, "COIN_PAYOUT_RATE", Decimal::new(1, 2))?;
         if rate <= Decimal::ZERO {
             return Err(ConfigError { name: "COIN_PAYOUT_RATE", reason: "must be positive".into() });
@@ -259,6 +274,7 @@ impl Config {
             admin_emails: list("ADMIN_EMAILS").into_iter().map(|e| e.to_lowercase()).collect(),
             cors_origins,
             rate_limit,
+            trust_proxy_hops,
             maintenance_mode: parse_bool(&var, "MAINTENANCE_MODE")?,
             log_format,
             metrics_token: var("METRICS_TOKEN"),

@@ -3,7 +3,8 @@
 //!
 //! Layers, outermost first: request metrics; CORS; the bound on requests in
 //! flight; the body size limit; the per-IP rate limit (API routes only, not
-//! health, metrics or docs); on command routes, the maintenance switch.
+//! health, metrics or docs; behind trusted proxies, see `client_ip`); on
+//! command routes, the maintenance switch.
 
 pub mod account;
 pub mod admin;
@@ -14,13 +15,13 @@ pub mod ops;
 pub mod payouts;
 pub mod streams;
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use axum::Router;
 use axum::extract::{ConnectInfo, DefaultBodyLimit, MatchedPath, Request, State};
-use axum::http::{HeaderValue, Method, header};
+use axum::http::{HeaderMap, HeaderValue, Method, header};
 use axum::middleware::{self, Next};
 use axum::response::{AppendHeaders, IntoResponse, Response};
 use axum::routing::{MethodRouter, get, post};
@@ -134,17 +135,55 @@ async fn track_request(State(app): State<AppState>, request: Request, next: Next
     response
 }
 
-/// The per-IP limit. The peer address is the client (behind a proxy, the
-/// proxy: limit at the edge then, or set the limit high).
+/// The per-IP limit, keyed by `client_ip`.
 async fn ip_rate_limit(State(app): State<AppState>, request: Request, next: Next) -> Response {
     if let Some(limiter) = &app.limiter
         && let Some(ConnectInfo(peer)) = request.extensions().get::<ConnectInfo<SocketAddr>>()
-        && let Err(refused) = limiter.check(&format!("ip:{}", peer.ip()))
+        && let client = client_ip(peer.ip(), request.headers(), app.config.trust_proxy_hops)
+        && let Err(refused) = limiter.check(&format!("ip:{client}"))
     {
         app.metrics.rate_limited.fetch_add(1, Ordering::Relaxed);
         return AppError::RateLimited { retry_after_s: refused.retry_after.as_secs().max(1) }.into_response();
     }
     next.run(request).await
+}
+
+/// The client's address, for the per-IP limit.
+///
+/// With `trust_proxy_hops` 0 (the default) it is the peer: the service
+/// faces the clients itself, and `X-Forwarded-For` is whatever a client
+/// wrote. Behind that many trusted proxies, each appending the address it
+/// saw (Nginx's `$proxy_add_x_forwarded_for`), it is the entry that many
+/// places from the right of `X-Forwarded-For` (all its lines, in order):
+/// the address the outermost trusted proxy saw. Entries further left were
+/// written by the client and are never believed. A header with fewer
+/// entries gives its leftmost; an entry that is not an address stops the
+/// walk at the last one that was (the peer when none was).
+pub(crate) fn client_ip(peer: IpAddr, headers: &HeaderMap, trust_proxy_hops: u32) -> IpAddr {
+    if trust_proxy_hops == 0 {
+        return peer;
+    }
+    let entries: Vec<&str> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .map(str::trim)
+        .collect();
+    let mut client = peer;
+    for entry in entries.iter().rev().take(usize::try_from(trust_proxy_hops).unwrap_or(usize::MAX)) {
+        match forwarded_address(entry) {
+            Some(address) => client = address,
+            None => break,
+        }
+    }
+    client
+}
+
+/// An `X-Forwarded-For` entry's address: `1.2.3.4`, `2001:db8::1`, or with
+/// a port (`1.2.3.4:80`, `[2001:db8::1]:80`).
+fn forwarded_address(entry: &str) -> Option<IpAddr> {
+    entry.parse::<IpAddr>().ok().or_else(|| entry.parse::<SocketAddr>().ok().map(|address| address.ip()))
 }
 
 async fn maintenance_guard(State(app): State<AppState>, request: Request, next: Next) -> Response {
@@ -252,4 +291,54 @@ pub(crate) fn replayed(repeated: bool) -> AppendHeaders<Option<(header::HeaderNa
     AppendHeaders(
         repeated.then(|| (header::HeaderName::from_static("idempotency-replayed"), HeaderValue::from_static("true"))),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn forwarded(lines: &[&str]) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        for line in lines {
+            headers.append("x-forwarded-for", HeaderValue::from_str(line).expect("a header value"));
+        }
+        headers
+    }
+
+    fn ip(text: &str) -> IpAddr {
+        text.parse().expect("an address")
+    }
+
+    const PEER: &str = "10.0.0.9";
+
+    #[test]
+    fn without_trusted_proxies_the_peer_is_the_client_whatever_the_header_says() {
+        assert_eq!(client_ip(ip(PEER), &forwarded(&["203.0.113.7"]), 0), ip(PEER));
+    }
+
+    #[test]
+    fn behind_trusted_proxies_the_entry_that_many_from_the_right_is_the_client() {
+        // The client wrote 198.51.100.1; Nginx appended what it saw.
+        let headers = forwarded(&["198.51.100.1, 203.0.113.7"]);
+        assert_eq!(client_ip(ip(PEER), &headers, 1), ip("203.0.113.7"));
+        // Two proxies: the outer one saw the client, the inner one the outer.
+        let two = forwarded(&["198.51.100.1, 203.0.113.7", "172.16.0.2"]);
+        assert_eq!(client_ip(ip(PEER), &two, 2), ip("203.0.113.7"));
+        assert_eq!(client_ip(ip(PEER), &two, 1), ip("172.16.0.2"));
+    }
+
+    #[test]
+    fn a_short_or_broken_header_stops_at_its_last_address() {
+        // Fewer entries than hops: the leftmost.
+        assert_eq!(client_ip(ip(PEER), &forwarded(&["203.0.113.7"]), 3), ip("203.0.113.7"));
+        // No header: the peer.
+        assert_eq!(client_ip(ip(PEER), &HeaderMap::new(), 1), ip(PEER));
+        // Not an address: the walk stops at the last good one.
+        assert_eq!(client_ip(ip(PEER), &forwarded(&["198.51.100.1, unknown"]), 2), ip(PEER));
+        assert_eq!(client_ip(ip(PEER), &forwarded(&["unknown, 203.0.113.7"]), 2), ip("203.0.113.7"));
+        // Ports and IPv6.
+        assert_eq!(client_ip(ip(PEER), &forwarded(&["[2001:db8::1]:443"]), 1), ip("2001:db8::1"));
+        assert_eq!(client_ip(ip(PEER), &forwarded(&["203.0.113.7:5555"]), 1), ip("203.0.113.7"));
+        assert_eq!(client_ip(ip(PEER), &forwarded(&["2001:db8::2"]), 1), ip("2001:db8::2"));
+    }
 }

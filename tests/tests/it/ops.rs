@@ -143,6 +143,46 @@ async fn rate_limits_apply_per_ip_and_per_user_with_retry_after() {
     app.stop().await;
 }
 
+/// Behind Nginx (`TRUST_PROXY_HOPS=1`) every request comes from the proxy;
+/// clients are told apart by the address it appended to `X-Forwarded-For`,
+/// whatever the client wrote before it. Without trusted proxies (the
+/// default) the header changes nothing: a client cannot escape its limit
+/// by writing one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_a_trusted_proxy_each_forwarded_client_has_its_own_limit() {
+    let limit = [("RATE_LIMIT_MAX_REQUESTS", "2"), ("RATE_LIMIT_WINDOW_MS", "60000")];
+    let catalog = |app: &TestApp, forwarded_for: String| {
+        let url = format!("http://127.0.0.1:{}/api/v1/gifts/catalog", app.addr.port());
+        async move {
+            let answer = reqwest::Client::new()
+                .get(url)
+                .header("x-forwarded-for", forwarded_for)
+                .send()
+                .await
+                .expect("an answer");
+            answer.status().as_u16()
+        }
+    };
+
+    let proxied = TestApp::start_with(&[limit[0], limit[1], ("TRUST_PROXY_HOPS", "1")]).await;
+    let mut statuses = Vec::new();
+    for (claimed, seen_by_proxy) in [("1.1.1.1", "203.0.113.7"), ("2.2.2.2", "203.0.113.7"), ("3.3.3.3", "203.0.113.7")]
+    {
+        statuses.push(catalog(&proxied, format!("{claimed}, {seen_by_proxy}")).await);
+    }
+    assert_eq!(statuses, [200, 200, 429], "one client, whatever it claims");
+    assert_eq!(catalog(&proxied, "203.0.113.8".into()).await, 200, "another client behind the same proxy");
+    proxied.stop().await;
+
+    let direct = TestApp::start_with(&limit).await;
+    let mut statuses = Vec::new();
+    for claimed in ["203.0.113.7", "203.0.113.8", "203.0.113.9"] {
+        statuses.push(catalog(&direct, claimed.into()).await);
+    }
+    assert_eq!(statuses, [200, 200, 429], "an untrusted header changes nothing");
+    direct.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_api_replica_and_a_workers_replica_split_the_work() {
     let workers = TestApp::start_with(&[("HALOBUZZ_ROLE", "workers")]).await;
