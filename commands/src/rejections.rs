@@ -10,7 +10,9 @@
 //! shared by every API replica, whose entries expire after
 //! [`REJECTION_TTL`] (the contract remembers keys at least 24 hours).
 //! The value is opaque bytes: what a rejection looks like to a client is the
-//! API's business.
+//! API's business. The API also keeps here the first answer of a coin
+//! purchase under a key (a purchase appends nothing either: the webhook
+//! does), in a scope of its own.
 
 use std::time::Duration;
 

@@ -7,12 +7,14 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
-use axum::response::IntoResponse;
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
 
 use crate::config::CoinPackage;
 use crate::error::{ApiResult, AppError, Problem};
 use crate::extract::{ApiJson, AuthUser, CommandMeta};
-use crate::state::AppState;
+use crate::routes::replayed;
+use crate::state::{AppState, fingerprint};
 use crate::stripe::{SignatureError, read_event, verify_signature};
 use crate::views::{CheckoutCreated, CoinPurchaseBody, PaymentIntentCreated, WebhookAck};
 
@@ -30,11 +32,12 @@ fn package<'a>(app: &'a AppState, package_id: &str) -> ApiResult<&'a CoinPackage
 #[utoipa::path(
     post, path = "/api/v1/coins/checkout", tag = "coins",
     request_body = CoinPurchaseBody,
-    params(("Idempotency-Key" = Option<String>, Header, description = "Up to 255 characters; passed on to Stripe (scoped to the caller), so a repeat gets the same Stripe object")),
+    params(("Idempotency-Key" = Option<String>, Header, description = "Up to 255 characters, scoped to the caller: a repeat gets the first answer (`idempotency-replayed: true`); the key with another package or on the other purchase route is 409")),
     security(("bearerAuth" = [])),
     responses(
         (status = 201, body = CheckoutCreated),
         (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`idempotency_key_reused`", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "`validation_failed`: not a package on sale", body = Problem, content_type = "application/problem+json"),
         (status = 502, description = "`payment_provider_error`: Stripe refused or failed", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "`maintenance`: purchases pause with the commands", body = Problem, content_type = "application/problem+json"),
@@ -45,11 +48,62 @@ pub async fn checkout(
     caller: AuthUser,
     meta: CommandMeta,
     ApiJson(body): ApiJson<CoinPurchaseBody>,
-) -> ApiResult<impl IntoResponse> {
+) -> ApiResult<Response> {
     let package = package(&app, &body.package_id)?;
-    let session = app.stripe.create_checkout_session(caller.id, package, meta.idempotency_key.as_deref()).await?;
-    tracing::info!(user_id = %caller.id, package_id = %package.id, session_id = %session.id, "checkout session created");
-    Ok((StatusCode::CREATED, Json(CheckoutCreated { checkout_session_id: session.id, url: session.url })))
+    remembered_purchase(&app, &caller, &meta, &body, async {
+        let session = app.stripe.create_checkout_session(caller.id, package, meta.idempotency_key.as_deref()).await?;
+        tracing::info!(user_id = %caller.id, package_id = %package.id, session_id = %session.id, "checkout session created");
+        Ok(CheckoutCreated { checkout_session_id: session.id, url: session.url })
+    })
+    .await
+}
+
+/// What the memory keeps of a purchase answered under an `Idempotency-Key`.
+#[derive(Debug, Serialize, Deserialize)]
+struct RememberedPurchase {
+    fingerprint: String,
+    answer: serde_json::Value,
+}
+
+/// Answers a purchase (`create` calls Stripe) under the idempotency
+/// contract. A purchase appends nothing (the webhook does), so the log
+/// cannot remember it: with an `Idempotency-Key`, its first answer is kept
+/// in the rejection memory (scope `user:<id>:purchases`, as long as a
+/// rejection). A repeat gets that answer (`idempotency-replayed: true`)
+/// without calling Stripe; the key with another package or on the other
+/// purchase route is `409 idempotency_key_reused`. Two first tries at once
+/// both reach Stripe, whose own idempotency key (`stripe_strategy`) gives
+/// both the same object.
+async fn remembered_purchase<T: Serialize>(
+    app: &AppState,
+    caller: &AuthUser,
+    meta: &CommandMeta,
+    body: &CoinPurchaseBody,
+    create: impl Future<Output = ApiResult<T>>,
+) -> ApiResult<Response> {
+    let Some(key) = meta.idempotency_key.as_deref() else {
+        return Ok((StatusCode::CREATED, Json(create.await?)).into_response());
+    };
+    let scope = format!("user:{}:purchases", caller.id);
+    let print = fingerprint(&meta.request_line, body);
+    if let Some(bytes) = app.rejections.get(&scope, key).await.map_err(AppError::from)? {
+        let remembered: RememberedPurchase = serde_json::from_slice(&bytes)
+            .map_err(|e| AppError::Internal(format!("a remembered purchase does not read: {e}")))?;
+        if remembered.fingerprint != print {
+            return Err(AppError::IdempotencyKeyReused);
+        }
+        return Ok((StatusCode::CREATED, replayed(true), Json(remembered.answer)).into_response());
+    }
+    let answer = create.await?;
+    let remembered = serde_json::to_value(&answer)
+        .and_then(|answer| serde_json::to_vec(&RememberedPurchase { fingerprint: print, answer }))
+        .map_err(|e| AppError::Internal(format!("a purchase answer does not serialise: {e}")))?;
+    // The answer stands even when it cannot be remembered; a repeat then
+    // reaches Stripe again, under the same Stripe idempotency key.
+    if let Err(cause) = app.rejections.remember(&scope, key, remembered.into()).await {
+        tracing::warn!(%cause, "a purchase answer could not be remembered");
+    }
+    Ok((StatusCode::CREATED, Json(answer)).into_response())
 }
 
 /// A Stripe PaymentIntent for a coin package, for the mobile payment sheet;
@@ -58,11 +112,12 @@ pub async fn checkout(
 #[utoipa::path(
     post, path = "/api/v1/coins/payment-intent", tag = "coins",
     request_body = CoinPurchaseBody,
-    params(("Idempotency-Key" = Option<String>, Header, description = "Up to 255 characters; passed on to Stripe (scoped to the caller), so a repeat gets the same Stripe object")),
+    params(("Idempotency-Key" = Option<String>, Header, description = "Up to 255 characters, scoped to the caller: a repeat gets the first answer (`idempotency-replayed: true`); the key with another package or on the other purchase route is 409")),
     security(("bearerAuth" = [])),
     responses(
         (status = 201, body = PaymentIntentCreated),
         (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`idempotency_key_reused`", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "`validation_failed`: not a package on sale", body = Problem, content_type = "application/problem+json"),
         (status = 502, description = "`payment_provider_error`: Stripe refused or failed", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "`maintenance`: purchases pause with the commands", body = Problem, content_type = "application/problem+json"),
@@ -73,12 +128,14 @@ pub async fn payment_intent(
     caller: AuthUser,
     meta: CommandMeta,
     ApiJson(body): ApiJson<CoinPurchaseBody>,
-) -> ApiResult<impl IntoResponse> {
+) -> ApiResult<Response> {
     let package = package(&app, &body.package_id)?;
-    let intent = app.stripe.create_payment_intent(caller.id, package, meta.idempotency_key.as_deref()).await?;
-    tracing::info!(user_id = %caller.id, package_id = %package.id, payment_id = %intent.id, "payment intent created");
-    let answer = PaymentIntentCreated { payment_intent_id: intent.id, client_secret: intent.client_secret };
-    Ok((StatusCode::CREATED, Json(answer)))
+    remembered_purchase(&app, &caller, &meta, &body, async {
+        let intent = app.stripe.create_payment_intent(caller.id, package, meta.idempotency_key.as_deref()).await?;
+        tracing::info!(user_id = %caller.id, package_id = %package.id, payment_id = %intent.id, "payment intent created");
+        Ok(PaymentIntentCreated { payment_intent_id: intent.id, client_secret: intent.client_secret })
+    })
+    .await
 }
 
 /// Stripe's webhook. The signature is verified over the raw body first

@@ -70,6 +70,26 @@ async fn stripe_localstripe_payment_intent_is_confirmed_signed_and_credited() {
     assert!(intent.starts_with("pi_"), "{intent}");
     assert!(created.body["clientSecret"].as_str().is_some_and(|s| s.starts_with(&intent)));
 
+    // A repeat of the key gets the first answer, without a second
+    // PaymentIntent (localstripe has no idempotency of its own); the key
+    // with another package, or on the other purchase route, is refused.
+    let purchase = |path: &'static str, package_id: &'static str| {
+        app.request_with(
+            reqwest::Method::POST,
+            path,
+            Some(&buyer.token),
+            Some(json!({"packageId": package_id})),
+            &[("Idempotency-Key", "buy-500-once")],
+        )
+    };
+    let repeat = purchase("/api/v1/coins/payment-intent", "coins_500").await;
+    assert_eq!((repeat.status, &repeat.body), (201, &created.body), "{}", repeat.text);
+    assert_eq!(repeat.headers.get("idempotency-replayed").and_then(|v| v.to_str().ok()), Some("true"));
+    for (path, package_id) in [("/api/v1/coins/payment-intent", "coins_100"), ("/api/v1/coins/checkout", "coins_500")] {
+        let reused = purchase(path, package_id).await;
+        assert_eq!((reused.status, reused.problem_code()), (409, "idempotency_key_reused"), "{path} {package_id}");
+    }
+
     // The buyer's device confirms the intent with a test card.
     stripe.post(&format!("/v1/payment_intents/{intent}"), &[("payment_method", "pm_card_visa")]).await;
     let confirmed = stripe.post(&format!("/v1/payment_intents/{intent}/confirm"), &[]).await;
