@@ -50,7 +50,8 @@ pub struct Config {
     /// `true` for `NATS_SYNC=always` (the default).
     pub nats_sync_always: bool,
     pub mongodb_uri: Option<String>,
-    pub mongodb_db: String,
+    /// `None`: the database `MONGODB_URI` names, else `halobuzz`.
+    pub mongodb_db: Option<String>,
     pub jwt_secret: String,
     pub jwt_refresh_secret: String,
     pub stripe_secret_key: Option<String>,
@@ -257,7 +258,7 @@ impl Config {
             nats_stream_replicas: replicas,
             nats_sync_always,
             mongodb_uri: var("MONGODB_URI"),
-            mongodb_db: var("MONGODB_DB").unwrap_or_else(|| "halobuzz".into()),
+            mongodb_db: var("MONGODB_DB"),
             jwt_secret: secret("JWT_SECRET", DEV_JWT_SECRET)?,
             jwt_refresh_secret: secret("JWT_REFRESH_SECRET", DEV_JWT_REFRESH_SECRET)?,
             stripe_secret_key: var("STRIPE_SECRET_KEY"),

@@ -93,7 +93,7 @@ impl Service {
 
         let store: Arc<dyn ReadStore> = match &config.mongodb_uri {
             Some(uri) => Arc::new(
-                MongoStore::connect(uri, &config.mongodb_db)
+                MongoStore::connect(uri, config.mongodb_db.as_deref())
                     .await
                     .context("connecting the read store (MONGODB_URI)")?,
             ),

@@ -102,7 +102,9 @@ async fn running_managed_url(data_dir: &Path) -> Option<String> {
 pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn ReadStore>> {
     Ok(match &config.mongodb_uri {
         Some(uri) => Arc::new(
-            MongoStore::connect(uri, &config.mongodb_db).await.context("connecting the read store (MONGODB_URI)")?,
+            MongoStore::connect(uri, config.mongodb_db.as_deref())
+                .await
+                .context("connecting the read store (MONGODB_URI)")?,
         ),
         None => {
             std::fs::create_dir_all(&config.data_dir)

@@ -48,6 +48,17 @@ fn store_err(e: mongodb::error::Error) -> ProjectionError {
     ProjectionError::store(e)
 }
 
+/// The database when neither `MONGODB_DB` nor the URI names one.
+pub const DEFAULT_DATABASE: &str = "halobuzz";
+
+/// `explicit`, else the client's URI's database, else [`DEFAULT_DATABASE`].
+fn database_of(client: &Client, explicit: Option<&str>) -> Database {
+    match explicit {
+        Some(name) => client.database(name),
+        None => client.default_database().unwrap_or_else(|| client.database(DEFAULT_DATABASE)),
+    }
+}
+
 fn server_code(e: &mongodb::error::Error) -> Option<i32> {
     match e.kind.as_ref() {
         mongodb::error::ErrorKind::Command(c) => Some(c.code),
@@ -56,14 +67,16 @@ fn server_code(e: &mongodb::error::Error) -> Option<i32> {
 }
 
 impl MongoStore {
-    /// Connects to `uri` (`MONGODB_URI`) and uses `database` (`MONGODB_DB`);
-    /// finds out whether the deployment runs transactions.
-    pub async fn connect(uri: &str, database: &str) -> StoreResult<MongoStore> {
+    /// Connects to `uri` (`MONGODB_URI`) and uses `database` (`MONGODB_DB`),
+    /// else the database the URI names (the runbook's
+    /// `mongodb+srv://.../halobuzz`), else [`DEFAULT_DATABASE`]; finds out
+    /// whether the deployment runs transactions.
+    pub async fn connect(uri: &str, database: Option<&str>) -> StoreResult<MongoStore> {
         let client = Client::with_uri_str(uri).await.map_err(store_err)?;
-        let db = client.database(database);
+        let db = database_of(&client, database);
         let hello = db.run_command(doc! {"hello": 1}).await.map_err(store_err)?;
         let transactions = plan::supports_transactions(&hello);
-        tracing::info!(database, transactions, "mongodb read store connected");
+        tracing::info!(database = db.name(), transactions, "mongodb read store connected");
         Ok(MongoStore { client, db, transactions })
     }
 
@@ -721,4 +734,19 @@ impl ReadStore for MongoStore {
 
 fn payout_cursor(p: &PayoutDoc) -> String {
     cursor::encode(&[&p.requested_at.timestamp_millis().to_string(), &p.id.to_string()])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The client connects lazily: no server is needed to read the names.
+    #[tokio::test]
+    async fn the_database_is_mongodb_db_else_the_uris_else_halobuzz() {
+        let named = Client::with_uri_str("mongodb://127.0.0.1:1/halobuzz_prod").await.expect("a client");
+        assert_eq!(database_of(&named, None).name(), "halobuzz_prod");
+        assert_eq!(database_of(&named, Some("other")).name(), "other");
+        let unnamed = Client::with_uri_str("mongodb://127.0.0.1:1").await.expect("a client");
+        assert_eq!(database_of(&unnamed, None).name(), DEFAULT_DATABASE);
+    }
 }

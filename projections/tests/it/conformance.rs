@@ -339,7 +339,7 @@ macro_rules! embedded {
             };
             $(
                 let db = format!("halobuzz_conformance_{}_{}", stringify!($case), std::process::id());
-                let store = projections::MongoStore::connect(&uri, &db).await.expect("connect to MONGODB_URI");
+                let store = projections::MongoStore::connect(&uri, Some(&db)).await.expect("connect to MONGODB_URI");
                 store.drop_database().await.unwrap();
                 $case(Arc::new(store.clone())).await;
                 store.drop_database().await.unwrap();
