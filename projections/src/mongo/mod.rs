@@ -145,6 +145,45 @@ impl MongoStore {
         Err(ProjectionError::Store("update command did not finish".into()))
     }
 
+    /// Points the runbook names of `projection`'s collections at its active
+    /// version, as read-only views where the names are free or already
+    /// such views (`plan::runbook_view_command`). After the switch it runs
+    /// in, so a failure is a warning naming the collection: the switch
+    /// stands, and the admin panel reads the name's old content meanwhile.
+    async fn point_runbook_names(&self, projection: Projection) {
+        let active = match self.active_version_with(projection, None).await {
+            Ok(active) => active,
+            Err(error) => {
+                tracing::warn!(projection = projection.name(), %error, "runbook names not pointed: no active version");
+                return;
+            }
+        };
+        for collection in projection.collections() {
+            let (base, target) = (collection.base_name(), collection.physical_name(active));
+            let pointed = async {
+                let listed = self
+                    .command(doc! {"listCollections": 1, "filter": {"name": base}, "nameOnly": false}, None)
+                    .await?;
+                let holder = plan::name_holder(&listed);
+                match plan::runbook_view_command(base, &target, holder) {
+                    Some(command) => self.command(command, None).await.map(|_| true),
+                    None => Ok(holder != plan::NameHolder::Collection || base == target),
+                }
+            };
+            match pointed.await {
+                Ok(true) => tracing::info!(base, target, "runbook name reads the active version"),
+                Ok(false) => tracing::warn!(
+                    base,
+                    target,
+                    "a kept collection holds the runbook name: it serves the admin panel until dropped"
+                ),
+                Err(error) => {
+                    tracing::warn!(base, target, %error, "the runbook name could not be pointed at the active version")
+                }
+            }
+        }
+    }
+
     async fn active_version_with(
         &self,
         projection: Projection,
@@ -491,10 +530,11 @@ impl ReadStore for MongoStore {
                 "u": {"$set": {"active": version}}, "upsert": true,
             }]};
             let reply = self.command(command, None).await?;
-            match plan::resume_after(&reply)? {
-                None => Ok(()),
-                Some(_) => Err(ProjectionError::InvalidInput(format!("{target} is older than the active version"))),
+            if plan::resume_after(&reply)?.is_some() {
+                return Err(ProjectionError::InvalidInput(format!("{target} is older than the active version")));
             }
+            self.point_runbook_names(target.projection).await;
+            Ok(())
         })
     }
 
@@ -513,6 +553,8 @@ impl ReadStore for MongoStore {
             }
             self.command(doc! {"delete": CHECKPOINTS, "deletes": [{"q": {"_id": target.key()}, "limit": 1}]}, None)
                 .await?;
+            // Dropping version 1 frees the runbook names.
+            self.point_runbook_names(target.projection).await;
             Ok(())
         })
     }

@@ -768,6 +768,46 @@ pub fn supports_transactions(hello: &Document) -> bool {
 }
 
 // ---------------------------------------------------------------------------
+// Runbook names after a switch
+
+/// What holds a runbook name (`users`, ...) now, from a `listCollections`
+/// reply filtered on that name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NameHolder {
+    Nothing,
+    View,
+    Collection,
+}
+
+/// Reads a `listCollections` reply (`{cursor: {firstBatch: [{type}]}}`).
+pub fn name_holder(reply: &Document) -> NameHolder {
+    let first = reply.get_document("cursor").ok().and_then(|c| c.get_array("firstBatch").ok()).and_then(|b| b.first());
+    match first.and_then(Bson::as_document).and_then(|d| d.get_str("type").ok()) {
+        None => NameHolder::Nothing,
+        Some("view") => NameHolder::View,
+        Some(_) => NameHolder::Collection,
+    }
+}
+
+/// The command that makes runbook name `base` a read-only view of `target`,
+/// the active version's collection, so that the admin panel, which reads
+/// the runbook's names, reads the serving version: `create` when the name
+/// is free (version 1 dropped), `collMod` when it is already such a view
+/// (an earlier switch). None when the active version has the name itself,
+/// or when a collection still holds it (version 1 kept with `--keep-old`:
+/// the panel reads that until it is dropped).
+pub fn runbook_view_command(base: &str, target: &str, holder: NameHolder) -> Option<Document> {
+    if base == target {
+        return None;
+    }
+    match holder {
+        NameHolder::Nothing => Some(doc! {"create": base, "viewOn": target, "pipeline": []}),
+        NameHolder::View => Some(doc! {"collMod": base, "viewOn": target, "pipeline": []}),
+        NameHolder::Collection => None,
+    }
+}
+
+// ---------------------------------------------------------------------------
 // Queries
 
 /// Below every real sort key, for the first page of a descending list.
@@ -860,6 +900,25 @@ pub fn balance_at_query(account: Account, position: u64) -> R<(Document, Documen
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn runbook_names_become_views_of_the_active_version_where_free() {
+        let reply = |batch: Vec<Document>| doc! {"cursor": {"firstBatch": batch, "id": 0i64}, "ok": 1};
+        assert_eq!(name_holder(&reply(vec![])), NameHolder::Nothing);
+        assert_eq!(name_holder(&reply(vec![doc! {"name": "users", "type": "view"}])), NameHolder::View);
+        assert_eq!(name_holder(&reply(vec![doc! {"name": "users", "type": "collection"}])), NameHolder::Collection);
+
+        assert_eq!(
+            runbook_view_command("users", "users__v2", NameHolder::Nothing),
+            Some(doc! {"create": "users", "viewOn": "users__v2", "pipeline": []})
+        );
+        assert_eq!(
+            runbook_view_command("users", "users__v3", NameHolder::View),
+            Some(doc! {"collMod": "users", "viewOn": "users__v3", "pipeline": []})
+        );
+        assert_eq!(runbook_view_command("users", "users__v2", NameHolder::Collection), None, "version 1 kept");
+        assert_eq!(runbook_view_command("users", "users", NameHolder::Collection), None, "version 1 active");
+    }
     use crate::change::{PositionedChange, Posting};
     use crate::model::ProjectionVersion;
 

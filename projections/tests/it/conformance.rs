@@ -232,7 +232,23 @@ pub async fn versions_build_side_by_side_and_switch(store: Arc<dyn ReadStore>) {
     assert!(store.activate(v1).await.is_err(), "no going back");
     assert!(store.drop_version(v2).await.is_err(), "the active version is not dropped");
     store.drop_version(v1).await.unwrap();
-    assert!(store.scan(v1, Collection::Wallets, None, 10).await.unwrap().docs.is_empty());
+    let v1_left = store.scan(v1, Collection::Wallets, None, 10).await.unwrap().docs;
+    if store.backend() == "mongodb" {
+        // Version 1's names are the runbook's: once it is dropped they
+        // become views of the serving version, which the admin panel reads.
+        assert_eq!(v1_left, store.scan(v2, Collection::Wallets, None, 10).await.unwrap().docs);
+    } else {
+        assert!(v1_left.is_empty(), "{v1_left:?}");
+    }
+    let versions: Vec<u32> = store
+        .checkpoints()
+        .await
+        .unwrap()
+        .iter()
+        .filter(|c| c.projection == Projection::Wallets)
+        .map(|c| c.version)
+        .collect();
+    assert_eq!(versions, vec![2], "the dropped version's checkpoint is gone");
     assert_eq!(store.wallet(u).await.unwrap().unwrap().coins, 150);
 }
 
