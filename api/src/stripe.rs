@@ -355,6 +355,22 @@ impl Gateway {
         let strategy = stripe_strategy(user_id, "checkout", package, idempotency_key)?;
         request.build().customize::<CreatedSession>().request_strategy(strategy).send(client).await.map_err(provider)
     }
+
+    /// A PaymentIntent this shop created, read again (a repeated purchase
+    /// answers with it: its client secret is never stored here).
+    pub async fn retrieve_payment_intent(&self, id: &str) -> Result<CreatedIntent, GatewayError> {
+        let client = self.client()?;
+        let request = stripe_core::payment_intent::RetrievePaymentIntent::new(id.to_string());
+        request.build().customize::<CreatedIntent>().send(client).await.map_err(provider)
+    }
+
+    /// A Checkout Session this shop created, read again (its `url` is the
+    /// buyer's link to pay, so it is never stored here either).
+    pub async fn retrieve_checkout_session(&self, id: &str) -> Result<CreatedSession, GatewayError> {
+        let client = self.client()?;
+        let request = stripe_checkout::checkout_session::RetrieveCheckoutSession::new(id.to_string());
+        request.build().customize::<CreatedSession>().send(client).await.map_err(provider)
+    }
 }
 
 /// How a call to Stripe is made: once without a client key; with one,

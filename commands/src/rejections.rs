@@ -10,9 +10,9 @@
 //! shared by every API replica, whose entries expire after
 //! [`REJECTION_TTL`] (the contract remembers keys at least 24 hours).
 //! The value is opaque bytes: what a rejection looks like to a client is the
-//! API's business. The API also keeps here the first answer of a coin
-//! purchase under a key (a purchase appends nothing either: the webhook
-//! does), in a scope of its own.
+//! API's business. The API also keeps here, in a scope of its own, what a
+//! coin purchase under a key made (a purchase appends nothing either: the
+//! webhook does): the Stripe object's id, never its secrets.
 
 use std::time::Duration;
 
@@ -47,7 +47,7 @@ impl Rejections {
         let store = js
             .create_key_value(kv::Config {
                 bucket: REJECTION_BUCKET.into(),
-                description: "HaloBuzz: first answers of rejected commands, by idempotency key".into(),
+                description: "HaloBuzz: first answers of rejected commands, and purchases' Stripe ids, by idempotency key".into(),
                 history: 1,
                 max_age: REJECTION_TTL,
                 num_replicas: replicas,

@@ -50,39 +50,55 @@ pub async fn checkout(
     ApiJson(body): ApiJson<CoinPurchaseBody>,
 ) -> ApiResult<Response> {
     let package = package(&app, &body.package_id)?;
-    remembered_purchase(&app, &caller, &meta, &body, async {
+    let create = async {
         let session = app.stripe.create_checkout_session(caller.id, package, meta.idempotency_key.as_deref()).await?;
         tracing::info!(user_id = %caller.id, package_id = %package.id, session_id = %session.id, "checkout session created");
-        Ok(CheckoutCreated { checkout_session_id: session.id, url: session.url })
-    })
-    .await
+        Ok(session)
+    };
+    let (session, repeated) = match remembered_purchase(&app, &caller, &meta, &body, create, |s| &s.id).await? {
+        Purchase::Made(session) => (session, false),
+        Purchase::Repeated(id) => (app.stripe.retrieve_checkout_session(&id).await?, true),
+    };
+    let created = CheckoutCreated { checkout_session_id: session.id, url: session.url };
+    Ok((StatusCode::CREATED, replayed(repeated), Json(created)).into_response())
 }
 
-/// What the memory keeps of a purchase answered under an `Idempotency-Key`.
+/// What the memory keeps of a purchase made under an `Idempotency-Key`:
+/// the request's fingerprint and the Stripe object's id, never the
+/// object's client secret or payment link (those are read again).
 #[derive(Debug, Serialize, Deserialize)]
 struct RememberedPurchase {
     fingerprint: String,
-    answer: serde_json::Value,
+    object_id: String,
 }
 
-/// Answers a purchase (`create` calls Stripe) under the idempotency
-/// contract. A purchase appends nothing (the webhook does), so the log
-/// cannot remember it: with an `Idempotency-Key`, its first answer is kept
-/// in the rejection memory (scope `user:<id>:purchases`, as long as a
-/// rejection). A repeat gets that answer (`idempotency-replayed: true`)
-/// without calling Stripe; the key with another package or on the other
-/// purchase route is `409 idempotency_key_reused`. Two first tries at once
-/// both reach Stripe, whose own idempotency key (`stripe_strategy`) gives
-/// both the same object.
-async fn remembered_purchase<T: Serialize>(
+/// A purchase's Stripe object: made by this request, or the id of the one
+/// an earlier request with the same key made (read it again from Stripe).
+enum Purchase<T> {
+    Made(T),
+    Repeated(String),
+}
+
+/// Makes a purchase's Stripe object (`create` calls Stripe, `id_of` reads
+/// the object's id) under the idempotency contract. A purchase appends nothing (the
+/// webhook does), so the log cannot remember it: with an
+/// `Idempotency-Key`, the object's id is kept in the rejection memory
+/// (scope `user:<id>:purchases`, as long as a rejection). A repeat gets
+/// that object's id (`Purchase::Repeated`: the caller reads it again and
+/// answers with `idempotency-replayed: true`); the key with another package or on the
+/// other purchase route is `409 idempotency_key_reused`. Two first tries
+/// at once both reach `create`, where Stripe's own idempotency key
+/// (`stripe_strategy`) gives both the same object.
+async fn remembered_purchase<T>(
     app: &AppState,
     caller: &AuthUser,
     meta: &CommandMeta,
     body: &CoinPurchaseBody,
     create: impl Future<Output = ApiResult<T>>,
-) -> ApiResult<Response> {
+    id_of: impl Fn(&T) -> &String,
+) -> ApiResult<Purchase<T>> {
     let Some(key) = meta.idempotency_key.as_deref() else {
-        return Ok((StatusCode::CREATED, Json(create.await?)).into_response());
+        return Ok(Purchase::Made(create.await?));
     };
     let scope = format!("user:{}:purchases", caller.id);
     let print = fingerprint(&meta.request_line, body);
@@ -92,18 +108,17 @@ async fn remembered_purchase<T: Serialize>(
         if remembered.fingerprint != print {
             return Err(AppError::IdempotencyKeyReused);
         }
-        return Ok((StatusCode::CREATED, replayed(true), Json(remembered.answer)).into_response());
+        return Ok(Purchase::Repeated(remembered.object_id));
     }
-    let answer = create.await?;
-    let remembered = serde_json::to_value(&answer)
-        .and_then(|answer| serde_json::to_vec(&RememberedPurchase { fingerprint: print, answer }))
-        .map_err(|e| AppError::Internal(format!("a purchase answer does not serialise: {e}")))?;
-    // The answer stands even when it cannot be remembered; a repeat then
-    // reaches Stripe again, under the same Stripe idempotency key.
+    let object = create.await?;
+    let remembered = serde_json::to_vec(&RememberedPurchase { fingerprint: print, object_id: id_of(&object).clone() })
+        .map_err(|e| AppError::Internal(format!("a purchase does not serialise: {e}")))?;
+    // The purchase stands even when it cannot be remembered; a repeat then
+    // reaches `create` again, under the same Stripe idempotency key.
     if let Err(cause) = app.rejections.remember(&scope, key, remembered.into()).await {
-        tracing::warn!(%cause, "a purchase answer could not be remembered");
+        tracing::warn!(%cause, "a purchase could not be remembered");
     }
-    Ok((StatusCode::CREATED, Json(answer)).into_response())
+    Ok(Purchase::Made(object))
 }
 
 /// A Stripe PaymentIntent for a coin package, for the mobile payment sheet;
@@ -130,12 +145,17 @@ pub async fn payment_intent(
     ApiJson(body): ApiJson<CoinPurchaseBody>,
 ) -> ApiResult<Response> {
     let package = package(&app, &body.package_id)?;
-    remembered_purchase(&app, &caller, &meta, &body, async {
+    let create = async {
         let intent = app.stripe.create_payment_intent(caller.id, package, meta.idempotency_key.as_deref()).await?;
         tracing::info!(user_id = %caller.id, package_id = %package.id, payment_id = %intent.id, "payment intent created");
-        Ok(PaymentIntentCreated { payment_intent_id: intent.id, client_secret: intent.client_secret })
-    })
-    .await
+        Ok(intent)
+    };
+    let (intent, repeated) = match remembered_purchase(&app, &caller, &meta, &body, create, |i| &i.id).await? {
+        Purchase::Made(intent) => (intent, false),
+        Purchase::Repeated(id) => (app.stripe.retrieve_payment_intent(&id).await?, true),
+    };
+    let created = PaymentIntentCreated { payment_intent_id: intent.id, client_secret: intent.client_secret };
+    Ok((StatusCode::CREATED, replayed(repeated), Json(created)).into_response())
 }
 
 /// Stripe's webhook. The signature is verified over the raw body first
