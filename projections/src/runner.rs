@@ -391,16 +391,11 @@ impl Runner {
     }
 
     async fn start(&self) -> Result<(Cursor, Vec<ProjectionVersion>), ProjectionError> {
-        self.store.prepare(&self.config.targets).await?;
-        let stored = self.store.checkpoints().await?;
-        let mut checkpoints = Vec::with_capacity(self.config.targets.len());
+        // Retired before anything is prepared: a retired version's
+        // collections may be gone, or (MongoDB, version 1) be views of the
+        // serving version, which cannot be written.
         let mut pending = Vec::new();
         for target in &self.config.targets {
-            let position = stored
-                .iter()
-                .find(|c| c.projection == target.projection && c.version == target.version)
-                .map_or(0, |c| c.position);
-            checkpoints.push(position);
             let active = self.store.active_version(target.projection).await?;
             if target.version < active {
                 return Err(ProjectionError::Retired {
@@ -414,6 +409,19 @@ impl Runner {
                 pending.push(*target);
             }
         }
+        self.store.prepare(&self.config.targets).await?;
+        let stored = self.store.checkpoints().await?;
+        let checkpoints: Vec<u64> = self
+            .config
+            .targets
+            .iter()
+            .map(|target| {
+                stored
+                    .iter()
+                    .find(|c| c.projection == target.projection && c.version == target.version)
+                    .map_or(0, |c| c.position)
+            })
+            .collect();
         let checkpoint = checkpoints.iter().min().copied().unwrap_or(0);
         self.publish(|s| {
             s.checkpoint = checkpoint;

@@ -146,37 +146,47 @@ impl MongoStore {
     }
 
     /// Points the runbook names of `projection`'s collections at its active
-    /// version, as read-only views where the names are free or already
-    /// such views (`plan::runbook_view_command`). After the switch it runs
-    /// in, so a failure is a warning naming the collection: the switch
-    /// stands, and the admin panel reads the name's old content meanwhile.
+    /// version, as read-only views (`plan::runbook_view_commands`). It
+    /// runs after the switch or drop that calls it has taken effect, so a
+    /// failure is a warning naming the collection, not an error.
     async fn point_runbook_names(&self, projection: Projection) {
-        let active = match self.active_version_with(projection, None).await {
-            Ok(active) => active,
+        let first = ProjectionVersion::new(projection, 1);
+        let state = async {
+            let active = self.active_version_with(projection, None).await?;
+            let kept = !self.find(CHECKPOINTS, doc! {"_id": first.key()}, doc! {}, 1, None).await?.is_empty();
+            Ok::<_, ProjectionError>((active, kept))
+        };
+        let (active, kept) = match state.await {
+            Ok(state) => state,
             Err(error) => {
-                tracing::warn!(projection = projection.name(), %error, "runbook names not pointed: no active version");
+                tracing::warn!(projection = projection.name(), %error, "runbook names not pointed at the active version");
                 return;
             }
         };
-        for collection in projection.collections() {
+        // Viewers live in their stream's document here: no collection.
+        for collection in projection.collections().iter().filter(|c| **c != Collection::StreamViewers) {
             let (base, target) = (collection.base_name(), collection.physical_name(active));
             let pointed = async {
                 let listed = self
                     .command(doc! {"listCollections": 1, "filter": {"name": base}, "nameOnly": false}, None)
                     .await?;
-                let holder = plan::name_holder(&listed);
-                match plan::runbook_view_command(base, &target, holder) {
-                    Some(command) => self.command(command, None).await.map(|_| true),
-                    None => Ok(holder != plan::NameHolder::Collection || base == target),
+                let commands = plan::runbook_view_commands(base, &target, plan::name_holder(&listed), kept);
+                let changed = !commands.is_empty();
+                for command in commands {
+                    match self.db.run_command(command).await {
+                        Ok(_) => {}
+                        Err(e) if server_code(&e) == Some(NAMESPACE_NOT_FOUND) => {}
+                        Err(e) => return Err(store_err(e)),
+                    }
                 }
+                Ok::<_, ProjectionError>(changed)
             };
             match pointed.await {
-                Ok(true) => tracing::info!(base, target, "runbook name reads the active version"),
-                Ok(false) => tracing::warn!(
-                    base,
-                    target,
-                    "a kept collection holds the runbook name: it serves the admin panel until dropped"
-                ),
+                Ok(true) => tracing::info!(base, target, "the runbook name reads the active version"),
+                Ok(false) if base != target => {
+                    tracing::warn!(base, target, "kept version 1 holds the runbook name until it is dropped");
+                }
+                Ok(false) => {}
                 Err(error) => {
                     tracing::warn!(base, target, %error, "the runbook name could not be pointed at the active version")
                 }

@@ -789,21 +789,26 @@ pub fn name_holder(reply: &Document) -> NameHolder {
     }
 }
 
-/// The command that makes runbook name `base` a read-only view of `target`,
-/// the active version's collection, so that the admin panel, which reads
-/// the runbook's names, reads the serving version: `create` when the name
-/// is free (version 1 dropped), `collMod` when it is already such a view
-/// (an earlier switch). None when the active version has the name itself,
-/// or when a collection still holds it (version 1 kept with `--keep-old`:
-/// the panel reads that until it is dropped).
-pub fn runbook_view_command(base: &str, target: &str, holder: NameHolder) -> Option<Document> {
-    if base == target {
-        return None;
-    }
+/// The commands that make runbook name `base` a read-only view of
+/// `target`, the active version's collection, so that the admin panel,
+/// which reads the runbook's names, reads the serving version.
+///
+/// - The active version has the name itself (version 1): nothing.
+/// - The name is free (version 1 dropped): `create` the view.
+/// - It is a view (an earlier switch): `drop` it and `create` it again.
+///   (`collMod` would re-point it in one step, but the runbook's database
+///   user has `readWrite`, which does not grant `collMod`.)
+/// - A collection holds it: nothing while version 1 is `kept` (its
+///   checkpoint exists: `--keep-old`; the panel reads it until it is
+///   dropped); otherwise it is left over from a write after version 1 was
+///   dropped (its runner retiring), and is replaced.
+pub fn runbook_view_commands(base: &str, target: &str, holder: NameHolder, kept: bool) -> Vec<Document> {
+    let create = doc! {"create": base, "viewOn": target, "pipeline": []};
     match holder {
-        NameHolder::Nothing => Some(doc! {"create": base, "viewOn": target, "pipeline": []}),
-        NameHolder::View => Some(doc! {"collMod": base, "viewOn": target, "pipeline": []}),
-        NameHolder::Collection => None,
+        _ if base == target => vec![],
+        NameHolder::Nothing => vec![create],
+        NameHolder::Collection if kept => vec![],
+        NameHolder::View | NameHolder::Collection => vec![doc! {"drop": base}, create],
     }
 }
 
@@ -908,16 +913,22 @@ mod tests {
         assert_eq!(name_holder(&reply(vec![doc! {"name": "users", "type": "view"}])), NameHolder::View);
         assert_eq!(name_holder(&reply(vec![doc! {"name": "users", "type": "collection"}])), NameHolder::Collection);
 
+        let create = doc! {"create": "users", "viewOn": "users__v2", "pipeline": []};
+        let drop = doc! {"drop": "users"};
+        assert_eq!(runbook_view_commands("users", "users__v2", NameHolder::Nothing, false), vec![create.clone()]);
         assert_eq!(
-            runbook_view_command("users", "users__v2", NameHolder::Nothing),
-            Some(doc! {"create": "users", "viewOn": "users__v2", "pipeline": []})
+            runbook_view_commands("users", "users__v2", NameHolder::View, false),
+            vec![drop.clone(), create.clone()],
+            "re-pointed without collMod"
         );
+        assert!(runbook_view_commands("users", "users__v2", NameHolder::Collection, true).is_empty(), "1 kept");
         assert_eq!(
-            runbook_view_command("users", "users__v3", NameHolder::View),
-            Some(doc! {"collMod": "users", "viewOn": "users__v3", "pipeline": []})
+            runbook_view_commands("users", "users__v2", NameHolder::Collection, false),
+            vec![drop, create],
+            "left over from a late write"
         );
-        assert_eq!(runbook_view_command("users", "users__v2", NameHolder::Collection), None, "version 1 kept");
-        assert_eq!(runbook_view_command("users", "users", NameHolder::Collection), None, "version 1 active");
+        assert!(runbook_view_commands("users", "users", NameHolder::Collection, true).is_empty(), "1 active");
+        assert!(runbook_view_commands("users", "users", NameHolder::Nothing, false).is_empty(), "1 active");
     }
     use crate::change::{PositionedChange, Posting};
     use crate::model::ProjectionVersion;

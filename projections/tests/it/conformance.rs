@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use events_schema::{Account, CoinsPurchased, Event, StreamSnapshot, StreamStarted, StreamStatus, ViewerJoined};
+use events_schema::{Account, Event, StreamSnapshot, StreamStarted, StreamStatus, ViewerJoined};
 use projections::testing::{Generator, GeneratorConfig, MemoryLog, checksum};
 use projections::{
     Collection, PageRequest, PayoutStatus, Projection, ProjectionError, ProjectionVersion, ReadStore, Runner,
@@ -12,7 +12,7 @@ use projections::{
 };
 use uuid::Uuid;
 
-use crate::support::{Given, project_all, sqlite, transfer};
+use crate::support::{Given, project_all, purchase, sqlite};
 
 fn small_log(events: u64) -> Arc<MemoryLog> {
     let config = GeneratorConfig { users: 150, hosts: 6, seed: 7, ..GeneratorConfig::default() };
@@ -179,14 +179,7 @@ pub async fn lease_is_compare_and_set(store: Arc<dyn ReadStore>) {
 pub async fn versions_build_side_by_side_and_switch(store: Arc<dyn ReadStore>) {
     let mut given = Given::new();
     let u = Uuid::from_u128(1);
-    let commit = given.commit(u, vec![transfer(Account::ExternalStripe, Account::Wallet(u), 100)]);
-    given.event(Event::CoinsPurchased(CoinsPurchased {
-        user_id: u,
-        payment_id: "pi_1".into(),
-        coins: 100,
-        source_position: 0,
-        commit,
-    }));
+    purchase(&mut given, u, "pi_1", 100);
     let v1 = ProjectionVersion::new(Projection::Wallets, 1);
     let v2 = ProjectionVersion::new(Projection::Wallets, 2);
     let log = given.log.clone();
@@ -198,14 +191,7 @@ pub async fn versions_build_side_by_side_and_switch(store: Arc<dyn ReadStore>) {
     runner(vec![v1]).catch_up().await.unwrap();
     assert_eq!(store.wallet(u).await.unwrap().unwrap().coins, 100);
 
-    let commit = given.commit(u, vec![transfer(Account::ExternalStripe, Account::Wallet(u), 50)]);
-    given.event(Event::CoinsPurchased(CoinsPurchased {
-        user_id: u,
-        payment_id: "pi_2".into(),
-        coins: 50,
-        source_position: 0,
-        commit,
-    }));
+    purchase(&mut given, u, "pi_2", 50);
     // v2 builds from the start into its own collection; v1 still serves.
     runner(vec![v2]).catch_up().await.unwrap();
     assert_eq!(store.active_version(Projection::Wallets).await.unwrap(), 1);
@@ -257,16 +243,7 @@ pub async fn versions_build_side_by_side_and_switch(store: Arc<dyn ReadStore>) {
 pub async fn paging_is_stable_under_inserts(store: Arc<dyn ReadStore>) {
     let mut given = Given::new();
     let u = Uuid::from_u128(1);
-    let buy = |given: &mut Given, n: i64| {
-        let commit = given.commit(u, vec![transfer(Account::ExternalStripe, Account::Wallet(u), n)]);
-        given.event(Event::CoinsPurchased(CoinsPurchased {
-            user_id: u,
-            payment_id: format!("pi_{n}"),
-            coins: n,
-            source_position: 0,
-            commit,
-        }))
-    };
+    let buy = |given: &mut Given, n: i64| purchase(given, u, &format!("pi_{n}"), n);
     for n in 1..=7 {
         buy(&mut given, n);
     }

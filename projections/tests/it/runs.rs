@@ -4,7 +4,6 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use events_schema::{Account, CoinsPurchased, Event};
 use projections::LogSource;
 use projections::testing::{Generator, GeneratorConfig, MemoryLog, checksum};
 use projections::{
@@ -13,7 +12,7 @@ use projections::{
 };
 use uuid::Uuid;
 
-use crate::support::{Given, project_all, sqlite, transfer};
+use crate::support::{Given, project_all, purchase, sqlite};
 
 /// splitmix64, for kill points that are random but reproducible.
 struct Rng(u64);
@@ -158,14 +157,7 @@ async fn only_one_runner_applies_and_a_standby_takes_over_within_a_lease() {
     let died = Instant::now();
     let mut given_log = Given::new();
     let u = Uuid::from_u128(77);
-    let commit = given_log.commit(u, vec![transfer(Account::ExternalStripe, Account::Wallet(u), 5)]);
-    given_log.event(Event::CoinsPurchased(CoinsPurchased {
-        user_id: u,
-        payment_id: "pi_x".into(),
-        coins: 5,
-        source_position: 0,
-        commit,
-    }));
+    purchase(&mut given_log, u, "pi_x", 5);
     log.append(given_log.log.get(1).unwrap());
     wait_until("b is active", Duration::from_secs(5), || b_status.borrow().role == RunnerRole::Active).await;
     let takeover = died.elapsed();
@@ -212,14 +204,7 @@ async fn read_your_writes_waits_for_the_position_within_a_timeout() {
     });
     let u = Uuid::from_u128(5);
     for n in 1..=20 {
-        let commit = given.commit(u, vec![transfer(Account::ExternalStripe, Account::Wallet(u), 10)]);
-        let position = given.event(Event::CoinsPurchased(CoinsPurchased {
-            user_id: u,
-            payment_id: format!("pi_{n}"),
-            coins: 10,
-            source_position: 0,
-            commit,
-        }));
+        let position = purchase(&mut given, u, &format!("pi_{n}"), 10);
         // The command's answer carries `position`; the query waits for it.
         wait_for_store_position(&*store, &[Projection::Wallets], position, Duration::from_secs(5)).await.unwrap();
         assert_eq!(store.wallet(u).await.unwrap().unwrap().coins, 10 * n);
@@ -243,24 +228,10 @@ async fn an_unreadable_event_stops_the_runner_just_before_it() {
     let mut given = Given::new();
     let u = Uuid::from_u128(5);
     for n in 1..=3 {
-        let commit = given.commit(u, vec![transfer(Account::ExternalStripe, Account::Wallet(u), 10)]);
-        given.event(Event::CoinsPurchased(CoinsPurchased {
-            user_id: u,
-            payment_id: format!("pi_{n}"),
-            coins: 10,
-            source_position: 0,
-            commit,
-        }));
+        purchase(&mut given, u, &format!("pi_{n}"), 10);
     }
     let bad = given.raw(br#"{"type":"ledger.coins_purchased","schemaVersion":1,"payload":{}}"#);
-    let commit = given.commit(u, vec![transfer(Account::ExternalStripe, Account::Wallet(u), 10)]);
-    given.event(Event::CoinsPurchased(CoinsPurchased {
-        user_id: u,
-        payment_id: "pi_9".into(),
-        coins: 10,
-        source_position: 0,
-        commit,
-    }));
+    purchase(&mut given, u, "pi_9", 10);
     let (store, _dir) = sqlite().await;
     let runner = Runner::new(store.clone(), given.log.clone(), RunnerConfig::new("x")).unwrap();
     match runner.run(std::future::pending()).await {
@@ -463,4 +434,37 @@ async fn a_store_this_build_made_prepares_again() {
         Projection::ALL.iter().map(|p| ProjectionVersion::new(*p, 2)).collect();
     reopened.prepare(&second_version).await.unwrap();
     reopened.prepare(&targets).await.unwrap();
+}
+
+/// Given wallets version 2 switched in and version 1 dropped, when a
+/// runner still configured for version 1 starts (a standby that read the
+/// versions before the switch), then it is retired at once and prepares
+/// nothing: version 1's table is not made again (on MongoDB its names are
+/// then views of version 2, which cannot be written).
+#[tokio::test]
+async fn a_runner_on_a_retired_version_stops_before_preparing_it() {
+    let mut given = Given::new();
+    let user = Uuid::from_u128(7);
+    purchase(&mut given, user, "pi_7", 100);
+    let (store, _dir) = sqlite().await;
+    let runner = |version: u32| {
+        let mut config = RunnerConfig::new("retired");
+        config.targets = vec![ProjectionVersion::new(Projection::Wallets, version)];
+        Runner::new(store.clone(), given.log.clone(), config).unwrap()
+    };
+    runner(1).catch_up().await.unwrap();
+    runner(2).build_and_switch().await.unwrap();
+    store.drop_version(ProjectionVersion::new(Projection::Wallets, 1)).await.unwrap();
+    let wallets_tables = || {
+        let conn = rusqlite::Connection::open(store.path()).unwrap();
+        conn.query_row("SELECT count(*) FROM sqlite_schema WHERE name = 'wallets'", [], |row| row.get::<_, i64>(0))
+            .unwrap()
+    };
+    assert_eq!(wallets_tables(), 0, "version 1 dropped");
+
+    match runner(1).catch_up().await {
+        Err(ProjectionError::Retired { version: 1, active: 2, .. }) => {}
+        other => panic!("expected Retired, got {other:?}"),
+    }
+    assert_eq!(wallets_tables(), 0, "the retired runner prepared nothing");
 }

@@ -2,8 +2,8 @@
 //! types), then documents (read back through the port's queries).
 
 use events_schema::{
-    Account, ChannelWentLive, CoinsPurchased, CommandRecorded, Event, GiftSent, GiftsReceived, LedgerAdjusted, Money,
-    PayoutApproved, PayoutRejected, PayoutRequested, PendingPayout, PurchaseRefunded, ReceivedGift, ReservationClaimed,
+    Account, ChannelWentLive, CommandRecorded, Event, GiftSent, GiftsReceived, LedgerAdjusted, Money, PayoutApproved,
+    PayoutRejected, PayoutRequested, PendingPayout, PurchaseRefunded, ReceivedGift, ReservationClaimed,
     ReservationKind, Role, StreamEnded, StreamSnapshot, StreamStarted, StreamStatus, StripeEventRecorded,
     UserRegistered, UserRolesChanged, UserSnapshot, ViewerJoined, ViewerLeft,
 };
@@ -15,7 +15,7 @@ use projections::{
 };
 use uuid::Uuid;
 
-use crate::support::{Given, projected, sqlite, transfer};
+use crate::support::{Given, projected, purchase, sqlite, transfer};
 
 fn id(n: u128) -> Uuid {
     Uuid::from_u128(n)
@@ -28,17 +28,6 @@ fn register(given: &mut Given, user: Uuid, name: &str) -> u64 {
         username: name.to_string(),
         password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into(),
         roles: vec![Role::User],
-    }))
-}
-
-fn purchase(given: &mut Given, user: Uuid, payment_id: &str, coins: i64) -> u64 {
-    let commit = given.commit(user, vec![transfer(Account::ExternalStripe, Account::Wallet(user), coins)]);
-    given.event(Event::CoinsPurchased(CoinsPurchased {
-        user_id: user,
-        payment_id: payment_id.into(),
-        coins,
-        source_position: 0,
-        commit,
     }))
 }
 

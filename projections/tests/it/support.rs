@@ -5,7 +5,9 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use chrono::{DateTime, Duration, Utc};
-use events_schema::{Account, Actor, Envelope, Event, EventMeta, GENESIS_HASH, LedgerCommit, LedgerSnapshot, Transfer};
+use events_schema::{
+    Account, Actor, CoinsPurchased, Envelope, Event, EventMeta, GENESIS_HASH, LedgerCommit, LedgerSnapshot, Transfer,
+};
 use projections::testing::MemoryLog;
 use projections::{ReadStore, Runner, RunnerConfig, SqliteStore};
 use tempfile::TempDir;
@@ -95,6 +97,18 @@ impl Given {
         edit(s);
         LedgerCommit { transfers, state_after: s.clone() }
     }
+}
+
+/// `user` buys `coins` with Stripe payment `payment_id`; its position.
+pub fn purchase(given: &mut Given, user: Uuid, payment_id: &str, coins: i64) -> u64 {
+    let commit = given.commit(user, vec![transfer(Account::ExternalStripe, Account::Wallet(user), coins)]);
+    given.event(Event::CoinsPurchased(CoinsPurchased {
+        user_id: user,
+        payment_id: payment_id.into(),
+        coins,
+        source_position: 0,
+        commit,
+    }))
 }
 
 pub fn transfer(from: Account, to: Account, amount_coins: i64) -> Transfer {
