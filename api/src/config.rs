@@ -158,6 +158,28 @@ pub const TRUST_PROXY_HOPS_MAX: u32 = 8;
 const DEV_JWT_SECRET: &str = "halobuzz-development-access-secret-change-me";
 const DEV_JWT_REFRESH_SECRET: &str = "halobuzz-development-refresh-secret-change-me";
 
+/// The environment's name. The runbook sets `NODE_ENV` (its deployments
+/// predate this service); the contract names `APP_ENV`. Either is read, and
+/// two that disagree stop start-up: guessing could mean development secrets
+/// in production.
+fn environment(var: &impl Fn(&str) -> Option<String>) -> Result<String, ConfigError> {
+    match (var("APP_ENV"), var("NODE_ENV")) {
+        (Some(app), Some(node)) if app != node => Err(ConfigError {
+            name: "APP_ENV",
+            reason: format!("is {app:?} but NODE_ENV is {node:?}: set one, or both alike"),
+        }),
+        (Some(env), _) | (None, Some(env)) => Ok(env),
+        (None, None) => Ok("development".into()),
+    }
+}
+
+/// Whether the process environment names production (for the log format,
+/// chosen before the rest of the configuration is read and checked).
+pub fn production_from_env() -> bool {
+    let var = |name: &str| std::env::var(name).ok().map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
+    environment(&var).is_ok_and(|env| env == "production")
+}
+
 impl Config {
     /// Reads the process environment.
     pub fn from_env() -> Result<Config, ConfigError> {
@@ -167,20 +189,7 @@ impl Config {
     /// Reads any environment (tests pass a map).
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
         let var = |name: &str| get(name).map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
-        // The runbook sets `NODE_ENV` (its deployments predate this
-        // service); the contract names `APP_ENV`. Either is read, and two
-        // that disagree stop start-up: guessing could mean development
-        // secrets in production.
-        let app_env = match (var("APP_ENV"), var("NODE_ENV")) {
-            (Some(app), Some(node)) if app != node => {
-                return Err(ConfigError {
-                    name: "APP_ENV",
-                    reason: format!("is {app:?} but NODE_ENV is {node:?}: set one, or both alike"),
-                });
-            }
-            (Some(env), _) | (None, Some(env)) => env,
-            (None, None) => "development".into(),
-        };
+        let app_env = environment(&var)?;
         let production = app_env == "production";
         let secret = |name: &'static str, dev: &str| -> Result<String, ConfigError> {
             match var(name) {

@@ -344,12 +344,7 @@ pub async fn run_from_env() -> anyhow::Result<()> {
     let format = match std::env::var("LOG_FORMAT").ok().as_deref().map(str::trim) {
         Some("json") => LogFormat::Json,
         Some("pretty") => LogFormat::Pretty,
-        _ if std::env::var("APP_ENV")
-            .or_else(|_| std::env::var("NODE_ENV"))
-            .is_ok_and(|e| e.trim() == "production") =>
-        {
-            LogFormat::Json
-        }
+        _ if crate::config::production_from_env() => LogFormat::Json,
         _ => LogFormat::Pretty,
     };
     init_tracing(format);

@@ -1047,11 +1047,6 @@ impl JetStreamLog {
         }
     }
 
-    /// [`EventLog::read_stream`]: an ordered pull consumer (an ephemeral,
-    /// flow-controlled, server-side cursor that the client recreates on a
-    /// gap) from `position`, stopped at the log's end. Twice as fast as
-    /// batched direct gets in the benchmark: its messages carry their
-    /// position in the reply subject instead of five headers to parse.
     /// The messages of an ordered consumer from `start` (a position, 1 or
     /// more). Creating the consumer is a JetStream API request, so it goes
     /// through the bounded retries like every other read: right after a
@@ -1083,6 +1078,11 @@ impl JetStreamLog {
         .await
     }
 
+    /// [`EventLog::read_stream`]: an ordered pull consumer (an ephemeral,
+    /// flow-controlled, server-side cursor that the client recreates on a
+    /// gap) from `position`, stopped at the log's end. Twice as fast as
+    /// batched direct gets in the benchmark: its messages carry their
+    /// position in the reply subject instead of five headers to parse.
     fn read_stream_ordered(&self, position: u64) -> BoxStream<'static, Result<StoredMessage, LogError>> {
         let log = self.clone();
         let (sender, receiver) = tokio::sync::mpsc::channel::<Result<StoredMessage, LogError>>(1_024);

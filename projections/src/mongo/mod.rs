@@ -51,11 +51,19 @@ fn store_err(e: mongodb::error::Error) -> ProjectionError {
 /// The database when neither `MONGODB_DB` nor the URI names one.
 pub const DEFAULT_DATABASE: &str = "halobuzz";
 
-/// `explicit`, else the client's URI's database, else [`DEFAULT_DATABASE`].
+/// MongoDB's own databases: a URI naming one names where to authenticate
+/// (`mongodb://user:pw@host/admin`), not where the read models go.
+const SYSTEM_DATABASES: [&str; 3] = ["admin", "local", "config"];
+
+/// `explicit`, else the client's URI's database unless it is a system one,
+/// else [`DEFAULT_DATABASE`].
 fn database_of(client: &Client, explicit: Option<&str>) -> Database {
     match explicit {
         Some(name) => client.database(name),
-        None => client.default_database().unwrap_or_else(|| client.database(DEFAULT_DATABASE)),
+        None => client
+            .default_database()
+            .filter(|db| !SYSTEM_DATABASES.contains(&db.name()))
+            .unwrap_or_else(|| client.database(DEFAULT_DATABASE)),
     }
 }
 
@@ -800,5 +808,7 @@ mod tests {
         assert_eq!(database_of(&named, Some("other")).name(), "other");
         let unnamed = Client::with_uri_str("mongodb://127.0.0.1:1").await.expect("a client");
         assert_eq!(database_of(&unnamed, None).name(), DEFAULT_DATABASE);
+        let auth_only = Client::with_uri_str("mongodb://u:p@127.0.0.1:1/admin").await.expect("a client");
+        assert_eq!(database_of(&auth_only, None).name(), DEFAULT_DATABASE, "admin is where to log in");
     }
 }

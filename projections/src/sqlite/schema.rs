@@ -33,8 +33,9 @@ pub(super) fn projection_ddl(projection: Projection, version: u32) -> String {
 }
 
 /// Fails with `SchemaMismatch` when a table of `target` already exists in
-/// `conn` with other columns (names, types, constraints, defaults, in order)
-/// than `projection_ddl` makes; tables not created yet pass. Runs before
+/// `conn` with other columns (names, declared types, NOT NULL, defaults,
+/// primary key, in order: what `table_info` shows, not UNIQUE or CHECK
+/// constraints) than `projection_ddl` makes; tables not created yet pass. Runs before
 /// the DDL, so a mismatch changes nothing. The expected columns are read
 /// off the DDL itself, run in a fresh in-memory database.
 pub(super) fn check_columns(conn: &Connection, target: ProjectionVersion) -> StoreResult<()> {
