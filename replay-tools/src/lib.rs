@@ -37,6 +37,6 @@ pub use audit::{AuditReport, Auditor, NamedCheckpoint, audit_file, audit_log};
 pub use export::{ExportSummary, export};
 pub use import::{ImportError, ImportOptions, ImportSummary, import, verify_file};
 pub use progress::{Progress, ProgressMode};
-pub use rebuild::{RebuildOptions, RebuildSummary, Until, rebuild};
+pub use rebuild::{DropSummary, RebuildOptions, RebuildSummary, Until, drop_versions, rebuild};
 pub use status::{StatusReport, status};
 pub use verify::{VerifyReport, verify};

@@ -70,6 +70,16 @@ enum Command {
     },
     /// Each projector's and the gift reactor's position and lag.
     Status,
+    /// Drop a version that does not serve: one kept by `rebuild --keep-old`
+    /// (on MongoDB, dropping version 1 frees the runbook's names for the
+    /// serving version) or a past state built with `--until-*`.
+    Drop {
+        #[command(flatten)]
+        projections: ProjectionArgs,
+        /// The version to drop (`status` lists them).
+        #[arg(long, value_name = "N")]
+        version: u32,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -270,6 +280,13 @@ async fn run_connected(
             let report =
                 replay_tools::audit_log(log, checkpoints, read_model, &progress).await.context("audit failed")?;
             audit_outcome(&report)
+        }
+        Command::Drop { projections, version } => {
+            let store = open_store(config).await?;
+            let summary = replay_tools::drop_versions(store.as_ref(), &projections.selected(), version)
+                .await
+                .context("drop failed")?;
+            outcome(&summary, format!("dropped {}\n", summary.dropped.join(", ")), true)
         }
         Command::Status => {
             let store = open_store(config).await?;

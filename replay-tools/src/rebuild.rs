@@ -343,3 +343,41 @@ mod tests {
         assert_eq!((read.len(), read.last().map(|m| m.position)), (78, Some(777)));
     }
 }
+
+/// What `drop` did.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DropSummary {
+    /// `projection@version`, each dropped.
+    pub dropped: Vec<String>,
+}
+
+/// Drops `version` of each of `projections`: a version kept beside the
+/// serving one (`rebuild --keep-old`), or a past state built with
+/// `--until-*`. Every projection is checked first, so a refusal (the
+/// serving version, or no such version) drops nothing.
+pub async fn drop_versions(
+    store: &dyn ReadStore,
+    projections: &[Projection],
+    version: u32,
+) -> anyhow::Result<DropSummary> {
+    anyhow::ensure!(!projections.is_empty(), "no projection to drop");
+    let checkpoints = store.checkpoints().await.context("reading the checkpoints")?;
+    let mut targets = Vec::with_capacity(projections.len());
+    for projection in projections {
+        let target = ProjectionVersion::new(*projection, version);
+        let active = store.active_version(*projection).await.context("reading the serving version")?;
+        anyhow::ensure!(active != version, "{target} serves queries: it cannot be dropped");
+        anyhow::ensure!(
+            checkpoints.iter().any(|c| c.projection == *projection && c.version == version),
+            "{target} does not exist (`status` lists the versions)"
+        );
+        targets.push(target);
+    }
+    let mut dropped = Vec::with_capacity(targets.len());
+    for target in targets {
+        store.drop_version(target).await.with_context(|| format!("dropping {target}"))?;
+        dropped.push(target.to_string());
+    }
+    Ok(DropSummary { dropped })
+}

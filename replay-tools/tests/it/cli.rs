@@ -60,6 +60,33 @@ async fn the_cli_answers_with_exit_codes_and_json() {
         "{projectors:?}"
     );
 
+    // A rebuild that keeps the old version, then `drop`: the serving
+    // version and a missing one are refused, the kept one goes.
+    let (code, _, err) = replay(&url, dir, &["rebuild", "--projection", "wallets", "--keep-old", "--json"]).await;
+    assert_eq!(code, 0, "{err}");
+    let wallets_versions = |out: &str| -> Vec<(u64, bool)> {
+        json(out)["projectors"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|p| p["projection"] == "wallets")
+            .map(|p| (p["version"].as_u64().unwrap_or(0), p["active"].as_bool().unwrap_or(false)))
+            .collect()
+    };
+    let (_, out, _) = replay(&url, dir, &["status", "--json"]).await;
+    assert_eq!(wallets_versions(&out), vec![(2, false), (3, true)]);
+    let (code, out, err) = replay(&url, dir, &["drop", "--projection", "wallets", "--version", "3", "--json"]).await;
+    assert_eq!((code, json(&out)["ok"].as_bool()), (1, Some(false)));
+    assert!(err.contains("wallets@3 serves queries"), "{err}");
+    let (code, out, err) = replay(&url, dir, &["drop", "--projection", "wallets", "--version", "2"]).await;
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, "dropped wallets@2\n");
+    let (_, out, _) = replay(&url, dir, &["status", "--json"]).await;
+    assert_eq!(wallets_versions(&out), vec![(3, true)]);
+    let (code, _, err) = replay(&url, dir, &["drop", "--projection", "wallets", "--version", "2"]).await;
+    assert_eq!(code, 1);
+    assert!(err.contains("wallets@2 does not exist"), "{err}");
+
     // verify agrees; the human output says so.
     let (code, out, err) = replay(&url, dir, &["verify", "--json"]).await;
     assert_eq!(code, 0, "{err}");
