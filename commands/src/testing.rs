@@ -75,21 +75,110 @@ fn unique_name(prefix: &str, port: u16) -> String {
     format!("{prefix}-{}-{port}", std::process::id())
 }
 
-fn spawn(binary: &Path, config_path: &Path, log_path: &Path) -> Child {
+/// Prefixes of the harness's temporary folders (see [`reap_orphans`]).
+const HARNESS_DIR_PREFIXES: [&str; 2] = ["halobuzz-nats-", "halobuzz-cluster-"];
+/// In a harness folder: the pid of the process that owns it.
+const OWNER_PID_FILE: &str = "owner.pid";
+/// In a harness folder: the pid of every nats-server started in it.
+const SERVER_PIDS_FILE: &str = "servers.pid";
+/// Harness folders looked at by one reaping, at most.
+const REAP_DIRS_MAX: usize = 10_000;
+
+/// A new harness folder, its owner recorded at once (a folder without an
+/// owner is never reaped: it may be another process's, being made).
+fn harness_dir(prefix: &str) -> TempDir {
+    REAP_ONCE.call_once(|| {
+        let reaped = reap_orphans();
+        if reaped > 0 {
+            tracing::warn!(reaped, "test harness: stopped the nats-servers of folders whose test process had died");
+        }
+    });
+    let dir = tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir()
+        .unwrap_or_else(|err| panic!("cannot create a temporary folder: {err}"));
+    let owner = dir.path().join(OWNER_PID_FILE);
+    std::fs::write(&owner, std::process::id().to_string())
+        .unwrap_or_else(|err| panic!("cannot write {}: {err}", owner.display()));
+    dir
+}
+
+static REAP_ONCE: std::sync::Once = std::sync::Once::new();
+
+/// Stops the nats-servers that a killed test process left behind, and
+/// deletes their folders; the number of folders reaped.
+///
+/// A test process killed by a signal (Ctrl-C on `cargo test`, a bench
+/// stopped with kill) never runs its harness's `Drop`, so its servers run
+/// on. Each harness folder records its owner's pid and every server pid;
+/// a folder whose owner is gone has each recorded server that is still a
+/// nats-server started from that folder (checked in its command line, so
+/// a reused pid is left alone) killed, and is deleted. Linux only (reads
+/// `/proc`); elsewhere it does nothing. Runs once per process, before its
+/// first server; public for its test.
+pub fn reap_orphans() -> usize {
+    if !Path::new("/proc/self").exists() {
+        return 0;
+    }
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else { return 0 };
+    let mut reaped = 0;
+    for entry in entries.flatten().take(REAP_DIRS_MAX) {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if !HARNESS_DIR_PREFIXES.iter().any(|prefix| name.starts_with(prefix)) {
+            continue;
+        }
+        let root = entry.path();
+        let Some(owner) = read_pids(&root.join(OWNER_PID_FILE)).first().copied() else { continue };
+        if owner == std::process::id() || Path::new(&format!("/proc/{owner}")).exists() {
+            continue;
+        }
+        for pid in read_pids(&root.join(SERVER_PIDS_FILE)) {
+            let command_line = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let command_line = String::from_utf8_lossy(&command_line);
+            if command_line.contains("nats-server") && command_line.contains(root.to_string_lossy().as_ref()) {
+                let _ = Command::new("kill").arg("-9").arg(pid.to_string()).stderr(Stdio::null()).status();
+            }
+        }
+        if std::fs::remove_dir_all(&root).is_ok() {
+            reaped += 1;
+        }
+    }
+    reaped
+}
+
+/// The pids in a file, one per line (none when it cannot be read).
+fn read_pids(path: &Path) -> Vec<u32> {
+    std::fs::read_to_string(path).unwrap_or_default().lines().filter_map(|line| line.trim().parse().ok()).collect()
+}
+
+/// Starts nats-server with `config_path` (inside the harness folder
+/// `root`), its output to `log_path`, and records its pid in `root`.
+fn spawn(binary: &Path, root: &Path, config_path: &Path, log_path: &Path) -> Child {
     let log = OpenOptions::new()
         .create(true)
         .append(true)
         .open(log_path)
         .unwrap_or_else(|err| panic!("cannot open {}: {err}", log_path.display()));
     let log_err = log.try_clone().unwrap_or_else(|err| panic!("cannot clone the log handle: {err}"));
-    Command::new(binary)
+    let child = Command::new(binary)
         .arg("-c")
         .arg(config_path)
         .stdin(Stdio::null())
         .stdout(log)
         .stderr(log_err)
         .spawn()
-        .unwrap_or_else(|err| panic!("cannot start {}: {err}", binary.display()))
+        .unwrap_or_else(|err| panic!("cannot start {}: {err}", binary.display()));
+    let pids = root.join(SERVER_PIDS_FILE);
+    let recorded = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&pids)
+        .and_then(|mut file| std::io::Write::write_all(&mut file, format!("{}\n", child.id()).as_bytes()));
+    if let Err(err) = recorded {
+        panic!("cannot write {}: {err}", pids.display());
+    }
+    child
 }
 
 fn kill9_child(child: &mut Option<Child>) {
@@ -148,10 +237,7 @@ impl NatsServer {
     /// Starts a server with the given sync mode.
     pub async fn start_with(sync: SyncMode) -> NatsServer {
         let binary = binary().await;
-        let dir = tempfile::Builder::new()
-            .prefix("halobuzz-nats-")
-            .tempdir()
-            .unwrap_or_else(|err| panic!("cannot create a temporary folder: {err}"));
+        let dir = harness_dir("halobuzz-nats-");
         let mut server = NatsServer { binary, dir, port: 0, child: None };
         let mut last_failure = String::new();
         for _ in 0..START_ATTEMPTS_MAX {
@@ -176,7 +262,7 @@ impl NatsServer {
     }
 
     async fn spawn_ready(&mut self) -> Result<(), String> {
-        self.child = Some(spawn(&self.binary, &self.config_path(), &self.log_path()));
+        self.child = Some(spawn(&self.binary, self.dir.path(), &self.config_path(), &self.log_path()));
         wait_until_ready(self.port, Duration::from_millis(STARTUP_TIMEOUT_MS))
             .await
             .map_err(|err| format!("{err}\n--- server log ---\n{}", log_tail(&self.log_path())))
@@ -281,10 +367,7 @@ impl NatsCluster {
     pub async fn start(size: usize) -> NatsCluster {
         assert!((1..=7).contains(&size), "a test cluster has 1 to 7 nodes, not {size}");
         let binary = binary().await;
-        let dir = tempfile::Builder::new()
-            .prefix("halobuzz-cluster-")
-            .tempdir()
-            .unwrap_or_else(|err| panic!("cannot create a temporary folder: {err}"));
+        let dir = harness_dir("halobuzz-cluster-");
         // Hold every listener until all ports are chosen, so they differ.
         let listeners: Vec<std::net::TcpListener> = (0..size * 2)
             .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap_or_else(|err| panic!("no free port: {err}")))
@@ -325,7 +408,7 @@ impl NatsCluster {
             .collect();
         let mut cluster = NatsCluster { binary, dir, nodes };
         for node in &mut cluster.nodes {
-            node.child = Some(spawn(&cluster.binary, &node.config_path, &node.log_path));
+            node.child = Some(spawn(&cluster.binary, cluster.dir.path(), &node.config_path, &node.log_path));
         }
         for index in 0..size {
             cluster.wait_ready(index).await;
@@ -376,7 +459,7 @@ impl NatsCluster {
     pub async fn restart(&mut self, index: usize) {
         self.kill9(index);
         let node = &mut self.nodes[index];
-        node.child = Some(spawn(&self.binary, &node.config_path, &node.log_path));
+        node.child = Some(spawn(&self.binary, self.dir.path(), &node.config_path, &node.log_path));
         self.wait_ready(index).await;
     }
 

@@ -77,3 +77,46 @@ fn the_installed_binary_is_recent_enough() {
     commands::log::check_server_version(&version).expect("recent enough");
     assert!(!pinned_version().is_empty());
 }
+
+/// Given a test harness folder whose test process died by a signal (its
+/// `Drop` never ran) with its nats-server still running, when the harness
+/// reaps, then that server is stopped and the folder deleted; a folder
+/// whose owner lives (this process's own server) is left alone.
+#[tokio::test]
+async fn the_harness_stops_servers_that_a_killed_test_process_left_behind() {
+    let own = commands::testing::NatsServer::start().await;
+    let root = std::env::temp_dir().join(format!("halobuzz-nats-orphan-{}", std::process::id()));
+    std::fs::create_dir_all(&root).expect("the orphan's folder");
+    // An owner that has exited.
+    let mut owner = std::process::Command::new("true").spawn().expect("a short-lived owner");
+    owner.wait().expect("the owner exits");
+    std::fs::write(root.join("owner.pid"), owner.id().to_string()).expect("owner.pid");
+    let config = root.join("nats-server.conf");
+    std::fs::write(&config, "listen: 127.0.0.1:-1\n").expect("a config");
+    let mut orphan = std::process::Command::new(commands::testing::nats_server_binary_or_panic())
+        .arg("-c")
+        .arg(&config)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("the orphaned server starts");
+    std::fs::write(root.join("servers.pid"), format!("{}\n", orphan.id())).expect("servers.pid");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(orphan.try_wait().expect("its status").is_none(), "the orphan runs before the reaping");
+
+    let reaped = commands::testing::reap_orphans();
+
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let status = loop {
+        if let Some(status) = orphan.try_wait().expect("its status") {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "the orphaned server still runs");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(!status.success(), "killed, not exited: {status}");
+    assert!(reaped >= 1, "{reaped}");
+    assert!(!root.exists(), "the orphan's folder is deleted");
+    let log = own.event_log().await;
+    assert_eq!(log.last_position().await.expect("this process's server still answers"), 0);
+}
