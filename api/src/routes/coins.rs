@@ -80,15 +80,15 @@ enum Purchase<T> {
 }
 
 /// Makes a purchase's Stripe object (`create` calls Stripe, `id_of` reads
-/// the object's id) under the idempotency contract. A purchase appends nothing (the
-/// webhook does), so the log cannot remember it: with an
+/// the object's id) under the idempotency contract. A purchase appends
+/// nothing (the webhook does), so the log cannot remember it: with an
 /// `Idempotency-Key`, the object's id is kept in the rejection memory
 /// (scope `user:<id>:purchases`, as long as a rejection). A repeat gets
-/// that object's id (`Purchase::Repeated`: the caller reads it again and
-/// answers with `idempotency-replayed: true`); the key with another package or on the
-/// other purchase route is `409 idempotency_key_reused`. Two first tries
-/// at once both reach `create`, where Stripe's own idempotency key
-/// (`stripe_strategy`) gives both the same object.
+/// that id (`Purchase::Repeated`: the caller reads the object again and
+/// answers with `idempotency-replayed: true`); the key with another
+/// package or on the other purchase route is `409 idempotency_key_reused`.
+/// Two first tries at once both reach `create`, where Stripe's own
+/// idempotency key (`stripe_strategy`) gives both the same object.
 async fn remembered_purchase<T>(
     app: &AppState,
     caller: &AuthUser,
