@@ -173,11 +173,15 @@ fn environment(var: &impl Fn(&str) -> Option<String>) -> Result<String, ConfigEr
     }
 }
 
+/// A variable's value, trimmed; empty counts as unset.
+fn set(value: Option<String>) -> Option<String> {
+    value.map(|v| v.trim().to_string()).filter(|v| !v.is_empty())
+}
+
 /// Whether the process environment names production (for the log format,
 /// chosen before the rest of the configuration is read and checked).
 pub fn production_from_env() -> bool {
-    let var = |name: &str| std::env::var(name).ok().map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
-    environment(&var).is_ok_and(|env| env == "production")
+    environment(&|name: &str| set(std::env::var(name).ok())).is_ok_and(|env| env == "production")
 }
 
 impl Config {
@@ -188,7 +192,7 @@ impl Config {
 
     /// Reads any environment (tests pass a map).
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
-        let var = |name: &str| get(name).map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
+        let var = |name: &str| set(get(name));
         let app_env = environment(&var)?;
         let production = app_env == "production";
         let secret = |name: &'static str, dev: &str| -> Result<String, ConfigError> {
