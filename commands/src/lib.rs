@@ -46,4 +46,5 @@ pub mod log;
 pub mod managed;
 pub mod reactor;
 pub mod rejections;
+pub mod subjects;
 pub mod testing;
