@@ -15,6 +15,7 @@
 //!   Stripe event is single appends instead, each guarded by its subject's
 //!   expected position (record, payment decision, posting on the buyer's
 //!   ledger, mark), exactly once by the decision's position.
+//! - [`subjects`]: the subject of each aggregate (`hb.<kind>.<id>`).
 //! - `aggregate_cache`: the handler's bounded memory of last events by
 //!   subject and position; a decision made from it is trusted only when
 //!   its append is guarded by the cached position.

@@ -13,6 +13,19 @@
 //! the guarantee lives in the log itself, not in JetStream's duplicate
 //! window. Only accepted commands are recorded: a rejected command appends
 //! nothing, and its repeat is decided afresh.
+//!
+//! # Modules
+//!
+//! - this one: `Commands` and every command of the design, each stating
+//!   which subjects its decision reads and which decider decides;
+//! - `engine`: the load-decide-seal-append loop (`execute`,
+//!   `execute_with`) and the last messages it decides from;
+//! - `idempotency`: `CommandContext`, the `command.recorded` record, and
+//!   the first answer read back through it;
+//! - `stripe`: the Stripe protocol (record, decision, posting, mark) and
+//!   `settle_payment`.
+//!
+//! The subject names are in [`crate::subjects`] (re-exported here).
 
 mod engine;
 mod idempotency;

@@ -5,6 +5,12 @@
 //! async-nats' typed helpers: the raw replies carry the JetStream error codes
 //! we classify on (10071 wrong last sequence, 10163 not ready, ...), and
 //! async-nats 0.51 has no atomic-batch publisher nor batched direct get.
+//!
+//! This module connects and keeps the stream's settings; `config` holds
+//! [`LogConfig`], `wire` the pure part (headers, error codes, reply
+//! decoding and error classification), `append` the appends and atomic
+//! batches, `read` the direct gets and the ordered consumer, and
+//! `multi_last` the coalesced reads of several subjects' last messages.
 
 use std::fmt;
 use std::sync::Arc;

@@ -286,6 +286,87 @@ mod tests {
     }
 
     #[test]
+    fn replies_decode_as_answers_or_api_errors() {
+        match decode_reply::<PubAck>(br#"{"stream":"HALOBUZZ","seq":7,"duplicate":true}"#) {
+            Ok(ApiReply::Ok(ack)) => {
+                assert_eq!(ack.seq, 7);
+                assert!(ack.duplicate);
+                assert_eq!(ack.count, None);
+            }
+            other => panic!("an ack, got {:?}", other.map(|_| ())),
+        }
+        let refused = br#"{"error":{"code":400,"err_code":10071,"description":"wrong last sequence: 12"}}"#;
+        match decode_reply::<PubAck>(refused) {
+            Ok(ApiReply::Err(error)) => {
+                assert!(is_wrong_last_sequence(&error));
+                assert_eq!(current_from_description(&error.description), Some(12));
+            }
+            other => panic!("an API error, got {:?}", other.map(|_| ())),
+        }
+        assert!(matches!(decode_reply::<PubAck>(b"not json"), Err(LogError::Invalid(_))));
+        // Valid JSON of another shape: not an ack, and not an API error.
+        assert!(matches!(decode_reply::<PubAck>(br#"{"stream":"HALOBUZZ"}"#), Err(LogError::Invalid(_))));
+    }
+
+    #[test]
+    fn appends_carry_their_expectation_and_their_message_id_when_they_have_one() {
+        let mut request = AppendRequest {
+            subject: "hb.ledger.u".into(),
+            payload: Bytes::from_static(b"commit"),
+            msg_id: Some("cmd-9".into()),
+            expected_last_subject_seq: 41,
+        };
+        let headers = append_headers(&request);
+        assert_eq!(header(&headers, HEADER_MSG_ID), Some("cmd-9"));
+        assert_eq!(header(&headers, HEADER_EXPECTED_LAST_SUBJECT_SEQ), Some("41"));
+        request.msg_id = None;
+        request.expected_last_subject_seq = 0;
+        let headers = append_headers(&request);
+        assert_eq!(header(&headers, HEADER_MSG_ID), None);
+        assert_eq!(header(&headers, HEADER_EXPECTED_LAST_SUBJECT_SEQ), Some("0"));
+    }
+
+    fn direct_reply(headers: &[(&str, &str)]) -> Message {
+        let mut map = HeaderMap::new();
+        for (name, value) in headers {
+            map.insert(*name, *value);
+        }
+        Message {
+            subject: "_INBOX.x".into(),
+            reply: None,
+            payload: Bytes::from_static(b"payload"),
+            headers: Some(map),
+            status: None,
+            description: None,
+            length: 0,
+        }
+    }
+
+    #[test]
+    fn direct_get_replies_become_stored_messages() {
+        let full = [
+            (HEADER_STREAM_SEQUENCE, "42"),
+            (HEADER_STREAM_SUBJECT, "hb.user.1"),
+            (HEADER_STREAM_TIMESTAMP, "2022-08-06T00:29:27.587861324Z"),
+            (HEADER_MSG_ID, "m-1"),
+        ];
+        let stored = stored_from_direct(direct_reply(&full)).expect("a stored message");
+        assert_eq!(stored.position, 42);
+        assert_eq!(stored.subject, "hb.user.1");
+        assert_eq!(stored.msg_id.as_deref(), Some("m-1"));
+        assert_eq!(stored.payload, Bytes::from_static(b"payload"));
+        assert_eq!(stored.timestamp.timestamp(), 1_659_745_767);
+        // Each of the three server headers is required.
+        for missing in 0..3 {
+            let partial: Vec<(&str, &str)> =
+                full.iter().enumerate().filter(|(i, _)| *i != missing).map(|(_, h)| *h).collect();
+            assert!(matches!(stored_from_direct(direct_reply(&partial)), Err(LogError::Invalid(_))), "{partial:?}");
+        }
+        let no_headers = Message { headers: None, ..direct_reply(&full) };
+        assert!(matches!(stored_from_direct(no_headers), Err(LogError::Invalid(_))));
+    }
+
+    #[test]
     fn batch_ids_are_random() {
         let (a, b) = (new_batch_id(), new_batch_id());
         assert_eq!(a.len(), 22);
