@@ -16,6 +16,8 @@
 //!   expected position (record, payment decision, posting on the buyer's
 //!   ledger, mark), exactly once by the decision's position.
 //! - [`subjects`]: the subject of each aggregate (`hb.<kind>.<id>`).
+//! - [`retry`]: the one retry schedule (bounded, jittered exponential
+//!   back-off) every retry loop of the crate takes its pauses from.
 //! - `aggregate_cache`: the handler's bounded memory of last events by
 //!   subject and position; a decision made from it is trusted only when
 //!   its append is guarded by the cached position.
@@ -47,5 +49,6 @@ pub mod log;
 pub mod managed;
 pub mod reactor;
 pub mod rejections;
+pub mod retry;
 pub mod subjects;
 pub mod testing;

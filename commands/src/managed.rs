@@ -31,6 +31,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use crate::log::{ServerVersion, check_server_version};
+use crate::retry::RetrySchedule;
 
 /// The install script, embedded so that the pinned version lives in one
 /// place (the script) and the binary can be installed from anywhere.
@@ -41,7 +42,9 @@ const RESTART_MAX_DEFAULT: u32 = 5;
 /// A child that ran this long is healthy again: its next death starts a new
 /// series of restarts.
 const STABLE_AFTER_MS: u64 = 60_000;
-const RESTART_DELAY_MS_MIN: u64 = 200;
+/// The cap of the pause before the first restart of a series.
+const RESTART_DELAY_MS_FIRST: u64 = 200;
+/// The cap of any pause before a restart.
 const RESTART_DELAY_MS_MAX: u64 = 5_000;
 const READY_POLL_INTERVAL_MS: u64 = 50;
 
@@ -552,11 +555,14 @@ async fn terminate(child: &mut Child, timeout: Duration) {
     }
 }
 
-/// Restart delay: exponential from 200 ms, capped at 5 s.
-fn restart_delay(consecutive: u32) -> Duration {
-    let delay_ms =
-        RESTART_DELAY_MS_MIN.saturating_mul(1_u64 << consecutive.saturating_sub(1).min(16)).min(RESTART_DELAY_MS_MAX);
-    Duration::from_millis(delay_ms)
+/// The pauses before the restarts of one series: `restart_max` of them,
+/// exponential from 200 ms up to 5 s, jittered.
+fn restart_schedule(restart_max: u32) -> RetrySchedule {
+    RetrySchedule {
+        delay_ms_first: RESTART_DELAY_MS_FIRST,
+        delay_ms_max: RESTART_DELAY_MS_MAX,
+        retries_max: restart_max,
+    }
 }
 
 async fn supervise(
@@ -570,6 +576,7 @@ async fn supervise(
     let mut child = Some(child);
     let mut started_at = Instant::now();
     let mut consecutive: u32 = 0;
+    let mut pauses = restart_schedule(restart_max).delays();
     loop {
         if let Some(running) = child.as_mut() {
             tokio::select! {
@@ -586,18 +593,19 @@ async fn supervise(
             child = None;
             if started_at.elapsed() >= Duration::from_millis(STABLE_AFTER_MS) {
                 consecutive = 0;
+                pauses = restart_schedule(restart_max).delays();
             }
         }
         // The child is gone: restart it, a bounded number of times in a row.
         consecutive += 1;
-        if consecutive > restart_max {
+        let Some(pause) = pauses.next() else {
             tracing::error!(restart_max, "managed nats-server keeps dying; giving up");
             shared.failed.store(true, Ordering::SeqCst);
             return;
-        }
+        };
         tokio::select! {
             _ = &mut shutdown => return,
-            () = tokio::time::sleep(restart_delay(consecutive)) => {}
+            () = tokio::time::sleep(pause) => {}
         }
         match launch.spawn_ready().await {
             Ok(restarted) => {
@@ -645,8 +653,11 @@ mod tests {
 
     #[test]
     fn restart_delays_grow_and_stay_bounded() {
-        assert_eq!(restart_delay(1), Duration::from_millis(200));
-        assert_eq!(restart_delay(2), Duration::from_millis(400));
-        assert_eq!(restart_delay(40), Duration::from_millis(5_000));
+        let delays: Vec<Duration> = restart_schedule(40).delays().collect();
+        assert_eq!(delays.len(), 40, "one pause per restart allowed");
+        assert!(delays[0] >= Duration::from_millis(100) && delays[0] <= Duration::from_millis(200), "{delays:?}");
+        assert!(delays.iter().all(|delay| *delay <= Duration::from_millis(RESTART_DELAY_MS_MAX)), "{delays:?}");
+        assert!(delays[39] >= Duration::from_millis(RESTART_DELAY_MS_MAX / 2), "{delays:?}");
+        assert_eq!(restart_schedule(0).delays().count(), 0, "no restart allowed, no pause");
     }
 }

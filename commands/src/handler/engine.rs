@@ -7,17 +7,15 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
 use chrono::Utc;
 use domain::{DomainError, Loaded};
 use events_schema::{Actor, Envelope, Event, EventMeta};
-use rand::Rng;
 use uuid::Uuid;
 
 use super::idempotency::{CommandContext, command_msg_id, record_request};
-use super::{CONFLICT_DELAY_MS_MAX, CONFLICT_RETRY_MAX, CommandError, Commands, Outcome, corrupt};
+use super::{CONFLICT_RETRIES, CONFLICT_RETRY_MAX, CommandError, Commands, Outcome, corrupt};
 use crate::log::{AppendRequest, Appended, LogError, StoredMessage};
 use crate::subjects::{event_subject, record_subject};
 
@@ -124,13 +122,11 @@ impl Commands {
         F: Fn(&Snapshot) -> Result<Vec<Event>, DomainError>,
     {
         let mut trust_cache = written.is_some();
-        let mut attempt: u32 = 0;
-        // Each turn is an attempt, or a decision from the cache made again
-        // from the log (at most once: the cache is not trusted after it).
-        for _ in 0..=(CONFLICT_RETRY_MAX + 1) {
-            if attempt > CONFLICT_RETRY_MAX {
-                break;
-            }
+        let mut pauses = CONFLICT_RETRIES.delays();
+        // Each turn is a try (the first, then one per pause), or a decision
+        // from the cache made again from the log (at most once: the cache
+        // is not trusted after it).
+        for _ in 0..CONFLICT_RETRY_MAX + 2 {
             let cached = written.filter(|_| trust_cache).and_then(|w| Some((w, self.cache.get(w)?)));
             // The aggregates (but a cached one) and the command's record,
             // in one read.
@@ -235,10 +231,8 @@ impl Commands {
                     // Another handler writes here too: read the log from
                     // now on.
                     trust_cache = false;
-                    let ceiling_ms = (1u64 << attempt.min(6)).min(CONFLICT_DELAY_MS_MAX);
-                    let delay_ms = rand::rng().random_range(0..=ceiling_ms);
-                    tokio::time::sleep(Duration::from_millis(delay_ms)).await;
-                    attempt += 1;
+                    let Some(pause) = pauses.next() else { break };
+                    tokio::time::sleep(pause).await;
                 }
                 Err(other) => return Err(other.into()),
             }
@@ -310,12 +304,4 @@ impl Commands {
         }
         Ok((requests, envelopes))
     }
-}
-
-/// A jittered pause after the `attempt`-th conflict, growing up to
-/// `CONFLICT_DELAY_MS_MAX`.
-pub(super) async fn conflict_pause(attempt: u32) {
-    let ceiling_ms = (1u64 << attempt.min(6)).min(CONFLICT_DELAY_MS_MAX);
-    let delay_ms = rand::rng().random_range(0..=ceiling_ms);
-    tokio::time::sleep(Duration::from_millis(delay_ms)).await;
 }

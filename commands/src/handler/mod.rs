@@ -46,6 +46,7 @@ pub use self::idempotency::{CommandContext, command_record_subject, repair_recor
 pub use self::stripe::{POSTING_SCAN_MESSAGES_MAX, StripeOutcome};
 use crate::aggregate_cache::AggregateCache;
 use crate::log::{EventLog, LogError};
+use crate::retry::RetrySchedule;
 pub use crate::subjects::{
     channel_subject, ledger_subject, payment_subject, reservation_subject, stream_subject, stripe_event_subject,
     user_subject,
@@ -55,6 +56,16 @@ pub use crate::subjects::{
 pub const CONFLICT_RETRY_MAX: u32 = 16;
 /// The longest pause between two tries after a conflict.
 pub const CONFLICT_DELAY_MS_MAX: u64 = 50;
+/// The cap of the first pause after a conflict: a lost race is usually
+/// over within a millisecond (the winner's append is done).
+const CONFLICT_DELAY_MS_FIRST: u64 = 1;
+/// The pauses between tries after lost races (every conflict loop of the
+/// handler: commands, payment decisions, postings).
+const CONFLICT_RETRIES: RetrySchedule = RetrySchedule {
+    delay_ms_first: CONFLICT_DELAY_MS_FIRST,
+    delay_ms_max: CONFLICT_DELAY_MS_MAX,
+    retries_max: CONFLICT_RETRY_MAX,
+};
 /// Atomic batches one process keeps in flight. The server accepts at most
 /// 50 per stream (ADR-50) and refuses more with an error the adapter
 /// retries after a pause; queueing here instead keeps the pause away.

@@ -3,8 +3,6 @@
 //! moves coins on the buyer's ledger, the mark `payment.posted`), exactly
 //! once by the decision's position; see `Commands::stripe_event`.
 
-use std::time::Duration;
-
 use bytes::Bytes;
 use chrono::Utc;
 use domain::ledger::{self, LedgerState};
@@ -13,9 +11,9 @@ use domain::{DomainError, Loaded};
 use events_schema::{Actor, Envelope, Event, EventMeta, StripeEventRecorded, payment_token};
 use uuid::Uuid;
 
-use super::engine::conflict_pause;
-use super::{CONFLICT_RETRY_MAX, CommandError, Commands, Outcome, corrupt};
+use super::{CONFLICT_RETRIES, CONFLICT_RETRY_MAX, CommandError, Commands, Outcome, corrupt};
 use crate::log::{AppendRequest, LogError};
+use crate::retry::RetrySchedule;
 use crate::subjects::{ledger_subject, payment_subject, stripe_event_subject, user_subject};
 
 /// Messages of a buyer's ledger one posting reads, at most, looking for an
@@ -27,6 +25,15 @@ const POSTING_SCAN_BATCH_MAX: u32 = 1_024;
 /// Reads of that scan that may come back short of the ledger's last
 /// message (a lagging replica) before it gives up.
 const POSTING_SCAN_SHORT_READS_MAX: u32 = 16;
+/// The longest pause before a read that came back short is tried again.
+const POSTING_SCAN_SHORT_READ_DELAY_MS_MAX: u64 = 16;
+/// The pauses between those reads: a replica catches up within
+/// milliseconds.
+const POSTING_SCAN_SHORT_READ_RETRIES: RetrySchedule = RetrySchedule {
+    delay_ms_first: 1,
+    delay_ms_max: POSTING_SCAN_SHORT_READ_DELAY_MS_MAX,
+    retries_max: POSTING_SCAN_SHORT_READS_MAX,
+};
 
 /// What a verified Stripe event did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -197,7 +204,8 @@ impl Commands {
     ) -> Result<u64, CommandError> {
         let payment_s = payment_subject(payment_id);
         let mut next = 0;
-        let mut conflicts = 0;
+        let mut conflicts: u32 = 0;
+        let mut pauses = CONFLICT_RETRIES.delays();
         // Without conflicts: a completion first, then per command a decision
         // and its completion, then the last look; each conflict may add a
         // reload and the completion of the winner's decision.
@@ -241,10 +249,8 @@ impl Commands {
                 }
                 Appending::Duplicate(_) | Appending::Conflict => {
                     conflicts += 1;
-                    if conflicts > CONFLICT_RETRY_MAX {
-                        break;
-                    }
-                    conflict_pause(conflicts).await;
+                    let Some(pause) = pauses.next() else { break };
+                    tokio::time::sleep(pause).await;
                     tip = self.tip(&payment_s).await?;
                 }
             }
@@ -306,7 +312,8 @@ impl Commands {
         };
         // Messages of the ledger up to here are known not to post it.
         let mut scanned = posting.source_position;
-        for attempt in 1..=CONFLICT_RETRY_MAX + 1 {
+        let mut pauses = CONFLICT_RETRIES.delays();
+        for _ in 0..=CONFLICT_RETRY_MAX {
             if tip.position > scanned {
                 if let Some(position) = self.find_posting(&ledger_s, posting, scanned, tip.position).await? {
                     *ledger = Some((user, tip));
@@ -335,7 +342,8 @@ impl Commands {
                 // lost).
                 Appending::Duplicate(position) => return Ok(position),
                 Appending::Conflict => {
-                    conflict_pause(attempt).await;
+                    let Some(pause) = pauses.next() else { break };
+                    tokio::time::sleep(pause).await;
                     tip = self.tip(&ledger_s).await?;
                 }
             }
@@ -357,20 +365,19 @@ impl Commands {
     ) -> Result<Option<u64>, CommandError> {
         let mut next = after + 1;
         let mut read: u32 = 0;
-        let mut short_reads: u32 = 0;
+        let mut short_read_pauses = POSTING_SCAN_SHORT_READ_RETRIES.delays();
         while next <= up_to {
             if read >= POSTING_SCAN_MESSAGES_MAX {
                 return Err(CommandError::PostingScanTooLong { subject: ledger_s.to_string(), messages: read });
             }
             let batch = self.log.read_subject_from(ledger_s, next, POSTING_SCAN_BATCH_MAX).await?;
             if batch.is_empty() {
-                short_reads += 1;
-                if short_reads > POSTING_SCAN_SHORT_READS_MAX {
+                let Some(pause) = short_read_pauses.next() else {
                     return Err(CommandError::Log(LogError::Unavailable(format!(
                         "{ledger_s} reads end before position {up_to}, its last"
                     ))));
-                }
-                tokio::time::sleep(Duration::from_millis(u64::from(short_reads))).await;
+                };
+                tokio::time::sleep(pause).await;
                 continue;
             }
             for message in batch {

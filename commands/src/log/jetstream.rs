@@ -18,11 +18,11 @@ use std::time::Duration;
 
 use async_nats::jetstream::stream::{Config as StreamConfig, PersistenceMode};
 use async_nats::{Client, ConnectOptions, Request, ServerAddr};
+use backon::Retryable as _;
 use bytes::Bytes;
 use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
 use futures_util::stream::BoxStream;
-use rand::Rng;
 use serde::de::DeserializeOwned;
 
 mod append;
@@ -37,10 +37,6 @@ use self::wire::{
     ApiReply, ERR_STREAM_NAME_IN_USE, ERR_STREAM_NOT_FOUND, StreamInfoReply, classify, decode_reply, request_error,
 };
 use super::{AppendRequest, Appended, EventLog, LogError, StoredMessage, check_server_version};
-
-/// Cap of the first retry delay; each retry doubles it up to
-/// `retry_delay_ms_max`.
-const RETRY_DELAY_MS_MIN: u64 = 100;
 
 /// The JetStream adapter. Cheap to clone (one shared connection).
 #[derive(Clone)]
@@ -155,38 +151,21 @@ impl JetStreamLog {
     }
 
     /// Runs `attempt` until it succeeds, fails with something other than
-    /// `Unavailable`, or `append_retry_max` retries are spent.
-    async fn retrying<T, F, Fut>(&self, what: &str, mut attempt: F) -> Result<T, LogError>
+    /// `Unavailable`, or the retries of the configuration's schedule
+    /// (`LogConfig::retry_schedule`) are spent.
+    async fn retrying<T, F, Fut>(&self, what: &str, attempt: F) -> Result<T, LogError>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, LogError>>,
     {
-        let retry_max = self.inner.config.append_retry_max;
-        let mut tries: u32 = 0;
-        loop {
-            match attempt().await {
-                Err(LogError::Unavailable(reason)) if tries < retry_max => {
-                    tries += 1;
-                    let delay = self.retry_delay(tries);
-                    tracing::warn!(what, tries, delay_ms = delay.as_millis() as u64, %reason, "retrying");
-                    tokio::time::sleep(delay).await;
-                }
-                other => return other,
-            }
-        }
-    }
-
-    /// Delay before retry number `tries` (1-based): a cap doubling from
-    /// `RETRY_DELAY_MS_MIN` up to `retry_delay_ms_max`, half of it fixed and
-    /// half random ("equal jitter"): the fixed half makes the retries span a
-    /// leader election (a few seconds) even when every try fails at once
-    /// (no responders), the random half spreads the writers out.
-    fn retry_delay(&self, tries: u32) -> Duration {
-        let cap_ms = RETRY_DELAY_MS_MIN
-            .saturating_mul(1_u64 << tries.saturating_sub(1).min(20))
-            .min(self.inner.config.retry_delay_ms_max.max(RETRY_DELAY_MS_MIN));
-        let half_ms = cap_ms / 2;
-        Duration::from_millis(half_ms + rand::rng().random_range(0..=cap_ms - half_ms))
+        attempt
+            .retry(self.inner.config.retry_schedule())
+            .when(LogError::is_unavailable)
+            .notify(|error, delay| {
+                let delay_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
+                tracing::warn!(what, delay_ms, %error, "retrying");
+            })
+            .await
     }
 
     /// A JetStream API request with a JSON body.

@@ -43,7 +43,7 @@ impl JetStreamLog {
 
     pub(super) async fn append_with_retries(&self, request: AppendRequest) -> Result<Appended, LogError> {
         validate_append(&request)?;
-        let retry_max = self.inner.config.append_retry_max;
+        let mut delays = self.inner.config.retry_schedule().delays();
         let mut tries: u32 = 0;
         loop {
             match self.append_once(&request).await {
@@ -67,9 +67,9 @@ impl JetStreamLog {
                         None => Err(conflict),
                     };
                 }
-                Err(LogError::Unavailable(reason)) if tries < retry_max => {
+                Err(LogError::Unavailable(reason)) => {
+                    let Some(delay) = delays.next() else { return Err(LogError::Unavailable(reason)) };
                     tries += 1;
-                    let delay = self.retry_delay(tries);
                     tracing::warn!(
                         subject = %request.subject,
                         msg_id = request.msg_id.as_deref().unwrap_or("(none)"),
@@ -223,7 +223,7 @@ impl JetStreamLog {
             }
         }
         let count = requests.len() as u64;
-        let retry_max = self.inner.config.append_retry_max;
+        let mut delays = self.inner.config.retry_schedule().delays();
         let mut tries: u32 = 0;
         loop {
             match self.append_atomic_once(&requests).await {
@@ -264,9 +264,9 @@ impl JetStreamLog {
                         None => Err(conflict),
                     };
                 }
-                Err(LogError::Unavailable(reason)) if tries < retry_max => {
+                Err(LogError::Unavailable(reason)) => {
+                    let Some(delay) = delays.next() else { return Err(LogError::Unavailable(reason)) };
                     tries += 1;
-                    let delay = self.retry_delay(tries);
                     tracing::warn!(
                         messages = count,
                         tries,

@@ -5,6 +5,11 @@ use std::time::Duration;
 use async_nats::jetstream::stream::{Config as StreamConfig, DiscardPolicy, RetentionPolicy, StorageType};
 
 use crate::log::LogError;
+use crate::retry::RetrySchedule;
+
+/// Cap of the first retry delay; each retry doubles it up to
+/// `retry_delay_ms_max`.
+const RETRY_DELAY_MS_FIRST: u64 = 100;
 
 /// Settings of the JetStream adapter. Names carry their units.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,7 +32,8 @@ pub struct LogConfig {
     /// Retries of an operation that failed with `Unavailable` (so at most
     /// `append_retry_max + 1` tries).
     pub append_retry_max: u32,
-    /// Cap of one retry delay (see `retry_delay`: half fixed, half jitter).
+    /// Cap of one retry delay (see `retry_schedule`: half fixed, half
+    /// jitter).
     pub retry_delay_ms_max: u64,
     /// Deny deletes and purges on the stream: the ledger is append-only, and
     /// positions must stay dense for replays and audits.
@@ -92,6 +98,20 @@ impl LogConfig {
                 .map_err(|_| LogError::Invalid(format!("NATS_DUPLICATE_WINDOW_MS={window:?} is not a number")))?;
         }
         Ok(config)
+    }
+
+    /// The schedule of every retry of an `Unavailable` failure: at most
+    /// `append_retry_max` pauses, the first capped at 100 ms, each cap
+    /// doubling up to `retry_delay_ms_max`; half of each pause fixed, half
+    /// random, so that the retries span a leader election (a few seconds)
+    /// even when every try fails at once (no responders), while concurrent
+    /// writers are spread out.
+    pub fn retry_schedule(&self) -> RetrySchedule {
+        RetrySchedule {
+            delay_ms_first: RETRY_DELAY_MS_FIRST,
+            delay_ms_max: self.retry_delay_ms_max.max(RETRY_DELAY_MS_FIRST),
+            retries_max: self.append_retry_max,
+        }
     }
 
     pub(super) fn validate(&self) -> Result<(), LogError> {
