@@ -5,6 +5,11 @@
 //! Filled by the event-log issue. It must never read a read model: every
 //! decision is made from the log alone.
 //!
+//! Settings come in as values ([`log::LogConfig`],
+//! [`managed::ManagedConfig`]): the service's environment is read by
+//! `api::Config` alone (only the binary lookup reads `NATS_SERVER_BIN` and
+//! `HALOBUZZ_TOOLS_DIR`).
+//!
 //! # Modules
 //!
 //! - [`handler`]: every command of the design as a load-decide-append loop

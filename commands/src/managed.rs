@@ -74,17 +74,6 @@ pub enum SyncMode {
     Interval,
 }
 
-impl SyncMode {
-    /// `NATS_SYNC=interval` selects [`SyncMode::Interval`]; anything else (or
-    /// nothing) keeps [`SyncMode::Always`].
-    pub fn from_env() -> SyncMode {
-        match std::env::var("NATS_SYNC") {
-            Ok(value) if value.trim().eq_ignore_ascii_case("interval") => SyncMode::Interval,
-            _ => SyncMode::Always,
-        }
-    }
-}
-
 // ---------------------------------------------------------------------------
 // The binary.
 
@@ -320,20 +309,6 @@ impl ManagedConfig {
             startup_timeout_ms: 30_000,
             shutdown_timeout_ms: 10_000,
         }
-    }
-
-    /// The service's settings: `NATS_PORT` (default 4222, so that the `nats`
-    /// CLI finds the server; a free port if it is taken) and `NATS_SYNC`.
-    pub fn from_env(data_dir: PathBuf) -> Result<ManagedConfig, ManagedError> {
-        let mut config = ManagedConfig::new(data_dir, SyncMode::from_env());
-        let port = match std::env::var("NATS_PORT") {
-            Ok(port) => {
-                port.trim().parse().map_err(|_| ManagedError::Io(format!("NATS_PORT={port:?} is not a port")))?
-            }
-            Err(_) => 4222,
-        };
-        config.port = Some(port);
-        Ok(config)
     }
 }
 

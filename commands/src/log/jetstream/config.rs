@@ -71,35 +71,6 @@ impl LogConfig {
         }
     }
 
-    /// Defaults, overridden by the environment: `NATS_URL` (comma-separated;
-    /// when unset, `fallback_urls`, e.g. the managed server's), `NATS_STREAM`,
-    /// `NATS_STREAM_REPLICAS`, `NATS_DUPLICATE_WINDOW_MS`.
-    pub fn from_env(fallback_urls: Vec<String>) -> Result<LogConfig, LogError> {
-        let urls = match std::env::var("NATS_URL") {
-            Ok(urls) if !urls.trim().is_empty() => {
-                urls.split(',').map(|url| url.trim().to_owned()).filter(|url| !url.is_empty()).collect()
-            }
-            _ => fallback_urls,
-        };
-        let mut config = LogConfig::new(urls);
-        if let Ok(name) = std::env::var("NATS_STREAM") {
-            config.stream_name = name;
-        }
-        if let Ok(replicas) = std::env::var("NATS_STREAM_REPLICAS") {
-            config.replicas = replicas
-                .trim()
-                .parse()
-                .map_err(|_| LogError::Invalid(format!("NATS_STREAM_REPLICAS={replicas:?} is not a number")))?;
-        }
-        if let Ok(window) = std::env::var("NATS_DUPLICATE_WINDOW_MS") {
-            config.duplicate_window_ms = window
-                .trim()
-                .parse()
-                .map_err(|_| LogError::Invalid(format!("NATS_DUPLICATE_WINDOW_MS={window:?} is not a number")))?;
-        }
-        Ok(config)
-    }
-
     /// The schedule of every retry of an `Unavailable` failure: at most
     /// `append_retry_max` pauses, the first capped at 100 ms, each cap
     /// doubling up to `retry_delay_ms_max`; half of each pause fixed, half
