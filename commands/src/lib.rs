@@ -44,9 +44,10 @@
 //!   JetStream on `DATA_DIR`, supervised (restarted when it dies) and stopped
 //!   cleanly; also the lookup (or pinned install) of the `nats-server`
 //!   binary.
-//! - [`testing`]: the harness every crate's tests use: real `nats-server`
-//!   processes, single ([`testing::NatsServer`]) or a loopback cluster
-//!   ([`testing::NatsCluster`]), with kill -9 and restart.
+//! - `testing` (feature `testing`, for tests and benches only): the harness
+//!   every crate's tests use: real `nats-server` processes, single
+//!   (`testing::NatsServer`) or a loopback cluster (`testing::NatsCluster`),
+//!   with kill -9 and restart.
 
 mod aggregate_cache;
 pub mod handler;
@@ -56,4 +57,5 @@ pub mod reactor;
 pub mod rejections;
 pub mod retry;
 pub mod subjects;
+#[cfg(feature = "testing")]
 pub mod testing;

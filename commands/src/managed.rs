@@ -10,7 +10,7 @@
 //! `ManagedNats` kills the child.
 //!
 //! The binary lookup and the configuration writer are shared with the test
-//! harness ([`crate::testing`]).
+//! harness (`crate::testing`, feature `testing`).
 //!
 //! Signals: SIGKILL goes through `tokio::process::Child::kill` where the
 //! child handle is at hand, SIGTERM (and the SIGKILL of `Drop`, which has
