@@ -19,12 +19,15 @@ use super::{CONFLICT_RETRIES, CONFLICT_RETRY_MAX, CommandError, Commands, Outcom
 use crate::log::{AppendRequest, Appended, LogError, StoredMessage};
 use crate::subjects::{event_subject, record_subject};
 
-/// The last message of each subject a decision reads.
+/// The last messages of the subjects a decision reads, by subject.
 #[derive(Debug, Default)]
-pub struct Snapshot {
+pub struct Lasts {
     pub(super) entries: HashMap<String, Last>,
 }
 
+/// A subject's last message: the position the next append on the subject
+/// expects, and the event there (the aggregate's state, and the hash
+/// chain the next event continues).
 #[derive(Debug, Clone)]
 pub(super) struct Last {
     /// Position of the subject's last message, 0 when it has none.
@@ -32,22 +35,40 @@ pub(super) struct Last {
     pub(super) envelope: Option<Arc<Envelope>>,
 }
 
-impl Snapshot {
+impl Last {
+    /// The last message of a subject that has none.
+    pub(super) fn none() -> Last {
+        Last { position: 0, envelope: None }
+    }
+
+    /// The event of the last message.
+    pub(super) fn event(&self) -> Option<&Event> {
+        self.envelope.as_ref().map(|envelope| &envelope.event)
+    }
+
+    /// The hash chain the next event on the subject continues.
+    pub(super) fn chain(&self) -> Loaded<()> {
+        match &self.envelope {
+            Some(e) => Loaded { state: (), sequence: e.header.sequence, last_hash: e.header.hash.clone() },
+            None => Loaded::new(()),
+        }
+    }
+}
+
+impl Lasts {
     /// The state of the aggregate on `subject`, from its last event alone.
     pub fn state<S>(&self, subject: &str, initial: S, evolve: impl FnOnce(S, &Event) -> S) -> S {
-        match self.entries.get(subject).and_then(|l| l.envelope.as_ref()) {
-            Some(envelope) => evolve(initial, &envelope.event),
+        match self.entries.get(subject).and_then(Last::event) {
+            Some(event) => evolve(initial, event),
             None => initial,
         }
     }
 
+    /// The position the next append on `subject` expects, and the chain it
+    /// continues; `None` for a subject that was not read.
     fn chain(&self, subject: &str) -> Option<(u64, Loaded<()>)> {
         let last = self.entries.get(subject)?;
-        let loaded = match &last.envelope {
-            Some(e) => Loaded { state: (), sequence: e.header.sequence, last_hash: e.header.hash.clone() },
-            None => Loaded::new(()),
-        };
-        Some((last.position, loaded))
+        Some((last.position, last.chain()))
     }
 
     pub(super) fn max_position(&self) -> u64 {
@@ -57,23 +78,23 @@ impl Snapshot {
 
 impl Commands {
     /// Reads the last message of every subject, as of one position.
-    pub async fn load(&self, subjects: &[String]) -> Result<Snapshot, CommandError> {
-        let lasts = self.log.last_on_subjects(subjects).await?;
-        self.snapshot_of(subjects, lasts)
+    pub async fn load(&self, subjects: &[String]) -> Result<Lasts, CommandError> {
+        let messages = self.log.last_on_subjects(subjects).await?;
+        self.lasts_of(subjects, messages)
     }
 
-    /// The snapshot of `subjects` from their last messages, in order.
-    fn snapshot_of(&self, subjects: &[String], lasts: Vec<Option<StoredMessage>>) -> Result<Snapshot, CommandError> {
-        let mut snapshot = Snapshot::default();
-        for (subject, last) in subjects.iter().zip(lasts) {
-            snapshot.entries.insert(subject.clone(), self.decoded(subject, last)?);
+    /// The last messages of `subjects`, decoded from `messages`, in order.
+    fn lasts_of(&self, subjects: &[String], messages: Vec<Option<StoredMessage>>) -> Result<Lasts, CommandError> {
+        let mut lasts = Lasts::default();
+        for (subject, message) in subjects.iter().zip(messages) {
+            lasts.entries.insert(subject.clone(), self.decoded(subject, message)?);
         }
-        Ok(snapshot)
+        Ok(lasts)
     }
 
     /// A subject's last message, decoded, or the same event decoded before.
     fn decoded(&self, subject: &str, last: Option<StoredMessage>) -> Result<Last, CommandError> {
-        let Some(msg) = last else { return Ok(Last { position: 0, envelope: None }) };
+        let Some(msg) = last else { return Ok(Last::none()) };
         if let Some(envelope) = self.cache.at(subject, msg.position) {
             return Ok(Last { position: msg.position, envelope: Some(envelope) });
         }
@@ -100,7 +121,7 @@ impl Commands {
         decide: F,
     ) -> Result<Outcome, CommandError>
     where
-        F: Fn(&Snapshot) -> Result<Vec<Event>, DomainError>,
+        F: Fn(&Lasts) -> Result<Vec<Event>, DomainError>,
     {
         self.execute_with(ctx, actor, subjects, None, decide).await
     }
@@ -119,7 +140,7 @@ impl Commands {
         decide: F,
     ) -> Result<Outcome, CommandError>
     where
-        F: Fn(&Snapshot) -> Result<Vec<Event>, DomainError>,
+        F: Fn(&Lasts) -> Result<Vec<Event>, DomainError>,
     {
         let mut trust_cache = written.is_some();
         let mut pauses = CONFLICT_RETRIES.delays();
@@ -136,17 +157,17 @@ impl Commands {
             if let Some(c) = ctx {
                 wanted.push(record_subject(&c.scope, &c.command_id));
             }
-            let mut lasts = self.log.last_on_subjects(&wanted).await?;
-            let record = if ctx.is_some() { lasts.pop().flatten() } else { None };
+            let mut messages = self.log.last_on_subjects(&wanted).await?;
+            let record = if ctx.is_some() { messages.pop().flatten() } else { None };
             if let (Some(ctx), Some(record)) = (ctx, record) {
                 return self.answer_from_record(ctx, &record).await;
             }
-            let mut snapshot = self.snapshot_of(&wanted[..aggregates_read], lasts)?;
+            let mut lasts = self.lasts_of(&wanted[..aggregates_read], messages)?;
             if let Some((subject, entry)) = &cached {
                 let last = Last { position: entry.position, envelope: Some(entry.envelope.clone()) };
-                snapshot.entries.insert((*subject).to_owned(), last);
+                lasts.entries.insert((*subject).to_owned(), last);
             }
-            let decided = decide(&snapshot);
+            let decided = decide(&lasts);
             if let Some((subject, _)) = &cached {
                 let writes_it =
                     decided.as_ref().is_ok_and(|events| events.iter().any(|e| event_subject(e) == *subject));
@@ -164,7 +185,7 @@ impl Commands {
                     // before its record: then the event is the aggregate's
                     // last, and it is the answer.
                     if let Some(ctx) = ctx
-                        && let Some(outcome) = self.complete_unrecorded(ctx, &snapshot).await?
+                        && let Some(outcome) = self.complete_unrecorded(ctx, &lasts).await?
                     {
                         return Ok(outcome);
                     }
@@ -172,10 +193,10 @@ impl Commands {
                 }
             };
             if events.is_empty() {
-                return Ok(Outcome { position: snapshot.max_position(), events: vec![], repeated: false });
+                return Ok(Outcome { position: lasts.max_position(), events: vec![], repeated: false });
             }
             let single = events.len() == 1 && ctx.is_some();
-            let (mut requests, envelopes) = self.seal_all(ctx, actor, &snapshot, events, !single)?;
+            let (mut requests, envelopes) = self.seal_all(ctx, actor, &lasts, events, !single)?;
             let appended = if single {
                 let Some(ctx) = ctx else { unreachable!("single implies a context") };
                 let mut request = requests.remove(0);
@@ -264,7 +285,7 @@ impl Commands {
         &self,
         ctx: Option<&CommandContext>,
         actor: &Actor,
-        snapshot: &Snapshot,
+        lasts: &Lasts,
         events: Vec<Event>,
         with_record: bool,
     ) -> Result<(Vec<AppendRequest>, Vec<Envelope>), CommandError> {
@@ -285,7 +306,7 @@ impl Commands {
             let subject = event_subject(&event);
             // A decider writes only aggregates it has read: their last
             // position is the expected one, their chain continues.
-            let (expected, chain) = snapshot.chain(&subject).ok_or_else(|| CommandError::Corrupt {
+            let (expected, chain) = lasts.chain(&subject).ok_or_else(|| CommandError::Corrupt {
                 position: 0,
                 reason: format!("a decision wrote {subject}, which it did not read"),
             })?;

@@ -8,7 +8,7 @@ use chrono::Utc;
 use events_schema::{Actor, ActorKind, CommandRecorded, Envelope, Event, EventMeta, GENESIS_HASH, command_record_id};
 use uuid::Uuid;
 
-use super::engine::Snapshot;
+use super::engine::Lasts;
 use super::{CommandError, Commands, Outcome, corrupt};
 use crate::log::{AppendRequest, LogError, StoredMessage};
 use crate::subjects::record_subject;
@@ -124,9 +124,9 @@ impl Commands {
     pub(super) async fn complete_unrecorded(
         &self,
         ctx: &CommandContext,
-        snapshot: &Snapshot,
+        lasts: &Lasts,
     ) -> Result<Option<Outcome>, CommandError> {
-        for last in snapshot.entries.values() {
+        for last in lasts.entries.values() {
             let Some(envelope) = &last.envelope else { continue };
             let header = &envelope.header;
             let same_sender = scope_of(&header.actor).as_deref() == Some(ctx.scope.as_str());

@@ -41,7 +41,7 @@ use domain::user::{self, ChangeRoles, Register, RegistrationState};
 use events_schema::{Actor, Envelope, ReservationKind, SchemaError};
 use uuid::Uuid;
 
-pub use self::engine::Snapshot;
+pub use self::engine::Lasts;
 pub use self::idempotency::{CommandContext, command_record_subject, repair_record_request, scope_of};
 pub use self::stripe::{POSTING_SCAN_MESSAGES_MAX, StripeOutcome};
 use crate::aggregate_cache::AggregateCache;
@@ -137,23 +137,23 @@ impl Commands {
     /// Registers a user, claiming the email and the username in the log.
     pub async fn register(&self, ctx: &CommandContext, command: Register) -> Result<Outcome, CommandError> {
         let command = Register { admin_emails: self.config.admin_emails.clone(), ..command };
-        let user_s = user_subject(command.user_id);
-        let email_s = reservation_subject(ReservationKind::Email, &user::normalize_email(&command.email));
-        let name_s = reservation_subject(ReservationKind::Username, &user::username_key(&command.username));
-        let subjects = vec![user_s.clone(), email_s.clone(), name_s.clone()];
-        self.execute(Some(ctx), &ctx.actor, subjects, |snap| {
-            let u = snap.state(&user_s, None, user::evolve);
-            let e = snap.state(&email_s, None, user::evolve_reservation);
-            let n = snap.state(&name_s, None, user::evolve_reservation);
+        let user_subject = user_subject(command.user_id);
+        let email_subject = reservation_subject(ReservationKind::Email, &user::normalize_email(&command.email));
+        let name_subject = reservation_subject(ReservationKind::Username, &user::username_key(&command.username));
+        let subjects = vec![user_subject.clone(), email_subject.clone(), name_subject.clone()];
+        self.execute(Some(ctx), &ctx.actor, subjects, |lasts| {
+            let u = lasts.state(&user_subject, None, user::evolve);
+            let e = lasts.state(&email_subject, None, user::evolve_reservation);
+            let n = lasts.state(&name_subject, None, user::evolve_reservation);
             user::decide_register(RegistrationState { user: &u, email: &e, username: &n }, &command)
         })
         .await
     }
 
     pub async fn change_roles(&self, ctx: &CommandContext, command: ChangeRoles) -> Result<Outcome, CommandError> {
-        let user_s = user_subject(command.user_id);
-        self.execute(Some(ctx), &ctx.actor, vec![user_s.clone()], |snap| {
-            user::decide_roles(&snap.state(&user_s, None, user::evolve), &command)
+        let user_subject = user_subject(command.user_id);
+        self.execute(Some(ctx), &ctx.actor, vec![user_subject.clone()], |lasts| {
+            user::decide_roles(&lasts.state(&user_subject, None, user::evolve), &command)
         })
         .await
     }
@@ -165,9 +165,9 @@ impl Commands {
         user_id: Uuid,
         command: LedgerCommand,
     ) -> Result<Outcome, CommandError> {
-        let s = ledger_subject(user_id);
-        self.execute_with(Some(ctx), &ctx.actor, vec![s.clone()], Some(&s), |snap| {
-            ledger::decide(&snap.state(&s, ledger::initial_state(user_id), ledger::evolve), &command)
+        let ledger_subject = ledger_subject(user_id);
+        self.execute_with(Some(ctx), &ctx.actor, vec![ledger_subject.clone()], Some(&ledger_subject), |lasts| {
+            ledger::decide(&lasts.state(&ledger_subject, ledger::initial_state(user_id), ledger::evolve), &command)
         })
         .await
     }
@@ -195,14 +195,14 @@ impl Commands {
         quantity: i64,
         unit_coins: i64,
     ) -> Result<Outcome, CommandError> {
-        let ledger_s = ledger_subject(viewer_id);
-        let stream_s = stream_subject(stream_id);
+        let ledger_subject = ledger_subject(viewer_id);
+        let stream_subject = stream_subject(stream_id);
         let command =
             gift::SendGift { stream_id, gift_id, quantity, unit_coins, host_share_bps: self.config.host_share_bps };
-        let subjects = vec![ledger_s.clone(), stream_s.clone()];
-        self.execute_with(Some(ctx), &ctx.actor, subjects, Some(&ledger_s), |snap| {
-            let viewer = snap.state(&ledger_s, ledger::initial_state(viewer_id), ledger::evolve);
-            let stream = snap.state(&stream_s, None, stream::evolve);
+        let subjects = vec![ledger_subject.clone(), stream_subject.clone()];
+        self.execute_with(Some(ctx), &ctx.actor, subjects, Some(&ledger_subject), |lasts| {
+            let viewer = lasts.state(&ledger_subject, ledger::initial_state(viewer_id), ledger::evolve);
+            let stream = lasts.state(&stream_subject, None, stream::evolve);
             gift::decide(gift::GiftState { viewer: &viewer, stream: &stream }, &command)
         })
         .await
@@ -212,20 +212,26 @@ impl Commands {
     /// command record: the host's ledger remembers the last position
     /// credited, and gifts at or before it are skipped.
     pub async fn credit_gifts(&self, host_id: Uuid, gifts: Vec<GiftToCredit>) -> Result<Outcome, CommandError> {
-        let s = ledger_subject(host_id);
+        let ledger_subject = ledger_subject(host_id);
         let command = LedgerCommand::CreditGifts { gifts };
-        self.execute_with(None, &Actor::system("gift-reactor"), vec![s.clone()], Some(&s), |snap| {
-            ledger::decide(&snap.state(&s, ledger::initial_state(host_id), ledger::evolve), &command)
-        })
+        self.execute_with(
+            None,
+            &Actor::system("gift-reactor"),
+            vec![ledger_subject.clone()],
+            Some(&ledger_subject),
+            |lasts| {
+                ledger::decide(&lasts.state(&ledger_subject, ledger::initial_state(host_id), ledger::evolve), &command)
+            },
+        )
         .await
     }
 
     pub async fn start_stream(&self, ctx: &CommandContext, command: StartStream) -> Result<Outcome, CommandError> {
-        let stream_s = stream_subject(command.stream_id);
-        let channel_s = channel_subject(command.host_id);
-        self.execute(Some(ctx), &ctx.actor, vec![stream_s.clone(), channel_s.clone()], |snap| {
-            let channel = snap.state(&channel_s, None, stream::evolve_channel);
-            let stream = snap.state(&stream_s, None, stream::evolve);
+        let stream_subject = stream_subject(command.stream_id);
+        let channel_subject = channel_subject(command.host_id);
+        self.execute(Some(ctx), &ctx.actor, vec![stream_subject.clone(), channel_subject.clone()], |lasts| {
+            let channel = lasts.state(&channel_subject, None, stream::evolve_channel);
+            let stream = lasts.state(&stream_subject, None, stream::evolve);
             stream::decide_start(&channel, &stream, &command)
         })
         .await
@@ -238,28 +244,28 @@ impl Commands {
         stream_id: Uuid,
         command: StreamCommand,
     ) -> Result<Outcome, CommandError> {
-        let stream_s = stream_subject(stream_id);
-        let mut subjects = vec![stream_s.clone()];
+        let stream_subject = stream_subject(stream_id);
+        let mut subjects = vec![stream_subject.clone()];
         if matches!(command, StreamCommand::End { .. }) {
             // Ending writes the host's channel too; the host is in the
             // stream's own state, which never changes.
-            let last = self.load(std::slice::from_ref(&stream_s)).await?;
-            if let Some(s) = last.state(&stream_s, None, stream::evolve) {
-                subjects.push(channel_subject(s.host_id));
+            let lasts = self.load(std::slice::from_ref(&stream_subject)).await?;
+            if let Some(stream) = lasts.state(&stream_subject, None, stream::evolve) {
+                subjects.push(channel_subject(stream.host_id));
             }
         }
-        self.execute(Some(ctx), &ctx.actor, subjects, |snap| {
-            stream::decide(stream_id, &snap.state(&stream_s, None, stream::evolve), &command)
+        self.execute(Some(ctx), &ctx.actor, subjects, |lasts| {
+            stream::decide(stream_id, &lasts.state(&stream_subject, None, stream::evolve), &command)
         })
         .await
     }
 
     /// The current state of one user's ledger.
     pub async fn ledger_state(&self, user_id: Uuid) -> Result<(LedgerState, u64), CommandError> {
-        let s = ledger_subject(user_id);
-        let snap = self.load(std::slice::from_ref(&s)).await?;
-        let position = snap.max_position();
-        Ok((snap.state(&s, ledger::initial_state(user_id), ledger::evolve), position))
+        let ledger_subject = ledger_subject(user_id);
+        let lasts = self.load(std::slice::from_ref(&ledger_subject)).await?;
+        let position = lasts.max_position();
+        Ok((lasts.state(&ledger_subject, ledger::initial_state(user_id), ledger::evolve), position))
     }
 }
 

@@ -3,14 +3,17 @@
 //! moves coins on the buyer's ledger, the mark `payment.posted`), exactly
 //! once by the decision's position; see `Commands::stripe_event`.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use chrono::Utc;
+use domain::DomainError;
 use domain::ledger::{self, LedgerState};
 use domain::payment::{self, Buyer, PaymentCommand, PaymentState, Posting};
-use domain::{DomainError, Loaded};
 use events_schema::{Actor, Envelope, Event, EventMeta, StripeEventRecorded, payment_token};
 use uuid::Uuid;
 
+use super::engine::Last;
 use super::{CONFLICT_RETRIES, CONFLICT_RETRY_MAX, CommandError, Commands, Outcome, corrupt};
 use crate::log::{AppendRequest, LogError};
 use crate::retry::RetrySchedule;
@@ -92,57 +95,57 @@ impl Commands {
             correlation_id: stripe_event_id.clone(),
             actor: Actor::stripe(&stripe_event_id),
         };
-        let record_s = stripe_event_subject(&stripe_event_id);
+        let record_subject = stripe_event_subject(&stripe_event_id);
         // Everything the common path reads, at once: the record, the
         // payment, and for a purchase its buyer's registration and ledger.
         let buyer = match &payment {
             Some((_, PaymentCommand::ConfirmPurchase { buyer: Buyer::Known(user), .. })) => Some(*user),
             _ => None,
         };
-        let payment_tip = async {
+        let payment_last = async {
             match &payment {
-                Some((id, _)) => self.tip(&payment_subject(id)).await.map(Some),
+                Some((id, _)) => self.last(&payment_subject(id)).await.map(Some),
                 None => Ok(None),
             }
         };
         let registered = async {
             match buyer {
                 Some(user) => {
-                    let s = user_subject(user);
-                    let snap = self.load(std::slice::from_ref(&s)).await?;
-                    Ok(snap.state(&s, None, domain::user::evolve).is_some())
+                    let user_subject = user_subject(user);
+                    let lasts = self.load(std::slice::from_ref(&user_subject)).await?;
+                    Ok(lasts.state(&user_subject, None, domain::user::evolve).is_some())
                 }
                 None => Ok(false),
             }
         };
-        let ledger_tip = async {
+        let ledger_last = async {
             match buyer {
-                Some(user) => self.tip(&ledger_subject(user)).await.map(|tip| Some((user, tip))),
+                Some(user) => self.last(&ledger_subject(user)).await.map(|last| Some((user, last))),
                 None => Ok(None),
             }
         };
-        let (record_tip, payment_tip, registered, ledger_tip) =
-            tokio::try_join!(self.tip(&record_s), payment_tip, registered, ledger_tip)?;
+        let (record_last, payment_last, registered, ledger_last) =
+            tokio::try_join!(self.last(&record_subject), payment_last, registered, ledger_last)?;
 
         let mut written = Written::default();
-        let (recorded, record_position) = if record_tip.last.is_some() {
-            (false, record_tip.position)
+        let (recorded, record_position) = if record_last.envelope.is_some() {
+            (false, record_last.position)
         } else {
             let event = Event::StripeEventRecorded(record);
             let msg_id = format!("stripe-{stripe_event_id}");
-            match self.append_on(&record_s, &record_tip, &meta, event, msg_id).await? {
+            match self.append_on(&record_subject, &record_last, &meta, event, msg_id).await? {
                 Appending::Stored(stored) => {
-                    let (tip, envelope) = *stored;
-                    written.push(tip.position, envelope);
-                    (true, tip.position)
+                    let (last, envelope) = *stored;
+                    written.push(last.position, envelope);
+                    (true, last.position)
                 }
                 Appending::Duplicate(position) => (false, position),
                 // A concurrent delivery of the same event recorded it.
-                Appending::Conflict => (false, self.tip(&record_s).await?.position),
+                Appending::Conflict => (false, self.last(&record_subject).await?.position),
             }
         };
         let mut position = record_position;
-        if let (Some((payment_id, command)), Some(payment_tip)) = (payment, payment_tip) {
+        if let (Some((payment_id, command)), Some(payment_last)) = (payment, payment_last) {
             let command = match command {
                 PaymentCommand::ConfirmPurchase {
                     stripe_event_id,
@@ -161,9 +164,9 @@ impl Commands {
             if settles {
                 commands.push(PaymentCommand::Settle);
             }
-            let ledger = ledger_tip.filter(|_| registered);
+            let ledger = ledger_last.filter(|_| registered);
             let payment_position =
-                self.run_payment(&meta, &payment_id, &commands, payment_tip, ledger, &mut written).await?;
+                self.run_payment(&meta, &payment_id, &commands, payment_last, ledger, &mut written).await?;
             position = position.max(payment_position);
         }
         let position = if written.events.is_empty() { position } else { written.position };
@@ -181,15 +184,15 @@ impl Commands {
             correlation_id: command_id,
             actor: Actor::system("stripe-settle"),
         };
-        let tip = self.tip(&payment_subject(payment_id)).await?;
+        let last = self.last(&payment_subject(payment_id)).await?;
         let mut written = Written::default();
-        let position = self.run_payment(&meta, payment_id, &[PaymentCommand::Settle], tip, None, &mut written).await?;
+        let position = self.run_payment(&meta, payment_id, &[PaymentCommand::Settle], last, None, &mut written).await?;
         let position = if written.events.is_empty() { position } else { written.position };
         Ok(Outcome { position, events: written.events, repeated: false })
     }
 
     /// Decides `commands` in order on the payment whose last message is
-    /// `tip`, completing (posting, marking) every decision that moves coins
+    /// `last`, completing (posting, marking) every decision that moves coins
     /// before the next, and a decision found pending before anything.
     /// `ledger`: the buyer's ledger, when already read. Returns the
     /// position of the payment's last message.
@@ -198,11 +201,11 @@ impl Commands {
         meta: &EventMeta,
         payment_id: &str,
         commands: &[PaymentCommand],
-        mut tip: Tip,
-        mut ledger: Option<(Uuid, Tip)>,
+        mut last: Last,
+        mut ledger: Option<(Uuid, Last)>,
         written: &mut Written,
     ) -> Result<u64, CommandError> {
-        let payment_s = payment_subject(payment_id);
+        let payment_subject = payment_subject(payment_id);
         let mut next = 0;
         let mut conflicts: u32 = 0;
         let mut pauses = CONFLICT_RETRIES.delays();
@@ -211,12 +214,12 @@ impl Commands {
         // reload and the completion of the winner's decision.
         let steps_max = 2 + 2 * commands.len() + 2 * (CONFLICT_RETRY_MAX as usize + 1);
         for _ in 0..steps_max {
-            let state = payment_state(payment_id, &tip);
+            let state = payment_state(payment_id, &last);
             if let Some(posting) = payment::pending(&state) {
-                self.complete(meta, &payment_s, &mut tip, &posting, &mut ledger, written).await?;
+                self.complete(meta, &payment_subject, &mut last, &posting, &mut ledger, written).await?;
                 continue;
             }
-            let Some(command) = commands.get(next) else { return Ok(tip.position) };
+            let Some(command) = commands.get(next) else { return Ok(last.position) };
             let event = match payment::decide(&state, command) {
                 Ok(events) => events.into_iter().next(),
                 Err(rejection) => {
@@ -232,26 +235,26 @@ impl Commands {
             // would accept its posting now, so that none stays pending for
             // good.
             if let Some(effect) = payment::effect(&event) {
-                let ledger_tip = self.ledger_tip(effect.user_id, &mut ledger).await?;
-                let trial = Posting { payment_id: payment_id.to_string(), source_position: tip.position + 1, effect };
-                if let Err(rejection) = payment::post(&trial, &ledger_state(trial.effect.user_id, ledger_tip)) {
+                let ledger_last = self.ledger_last(effect.user_id, &mut ledger).await?;
+                let trial = Posting { payment_id: payment_id.to_string(), source_position: last.position + 1, effect };
+                if let Err(rejection) = payment::post(&trial, &ledger_state(trial.effect.user_id, ledger_last)) {
                     without_effect(meta, payment_id, &rejection);
                     next += 1;
                     continue;
                 }
             }
-            match self.append_on(&payment_s, &tip, meta, event, Uuid::now_v7().to_string()).await? {
+            match self.append_on(&payment_subject, &last, meta, event, Uuid::now_v7().to_string()).await? {
                 Appending::Stored(stored) => {
-                    let (new_tip, envelope) = *stored;
-                    written.push(new_tip.position, envelope);
-                    tip = new_tip;
+                    let (new_last, envelope) = *stored;
+                    written.push(new_last.position, envelope);
+                    last = new_last;
                     next += 1;
                 }
                 Appending::Duplicate(_) | Appending::Conflict => {
                     conflicts += 1;
                     let Some(pause) = pauses.next() else { break };
                     tokio::time::sleep(pause).await;
-                    tip = self.tip(&payment_s).await?;
+                    last = self.last(&payment_subject).await?;
                 }
             }
         }
@@ -259,30 +262,30 @@ impl Commands {
     }
 
     /// Posts the pending `posting` and marks it posted on the payment whose
-    /// last message (the pending decision) is `tip`.
+    /// last message (the pending decision) is `last`.
     async fn complete(
         &self,
         meta: &EventMeta,
-        payment_s: &str,
-        tip: &mut Tip,
+        payment_subject: &str,
+        last: &mut Last,
         posting: &Posting,
-        ledger: &mut Option<(Uuid, Tip)>,
+        ledger: &mut Option<(Uuid, Last)>,
         written: &mut Written,
     ) -> Result<(), CommandError> {
         let ledger_position = self.post(meta, posting, ledger, written).await?;
-        let state = payment_state(&posting.payment_id, tip);
+        let state = payment_state(&posting.payment_id, last);
         let mark = payment::decide(&state, &PaymentCommand::MarkPosted { ledger_position })?;
         let Some(event) = mark.into_iter().next() else { return Ok(()) };
         let msg_id = format!("posted-{}-{}", payment_token(&posting.payment_id), posting.source_position);
-        match self.append_on(payment_s, tip, meta, event, msg_id).await? {
+        match self.append_on(payment_subject, last, meta, event, msg_id).await? {
             Appending::Stored(stored) => {
-                let (new_tip, envelope) = *stored;
-                written.push(new_tip.position, envelope);
-                *tip = new_tip;
+                let (new_last, envelope) = *stored;
+                written.push(new_last.position, envelope);
+                *last = new_last;
             }
             // Only a mark can follow a pending decision: another run
             // marked it.
-            Appending::Duplicate(_) | Appending::Conflict => *tip = self.tip(payment_s).await?,
+            Appending::Duplicate(_) | Appending::Conflict => *last = self.last(payment_subject).await?,
         }
         Ok(())
     }
@@ -301,27 +304,27 @@ impl Commands {
         &self,
         meta: &EventMeta,
         posting: &Posting,
-        ledger: &mut Option<(Uuid, Tip)>,
+        ledger: &mut Option<(Uuid, Last)>,
         written: &mut Written,
     ) -> Result<u64, CommandError> {
         let user = posting.effect.user_id;
-        let ledger_s = ledger_subject(user);
-        let mut tip = match ledger.take() {
-            Some((owner, tip)) if owner == user => tip,
-            _ => self.tip(&ledger_s).await?,
+        let ledger_subject = ledger_subject(user);
+        let mut last = match ledger.take() {
+            Some((owner, last)) if owner == user => last,
+            _ => self.last(&ledger_subject).await?,
         };
         // Messages of the ledger up to here are known not to post it.
         let mut scanned = posting.source_position;
         let mut pauses = CONFLICT_RETRIES.delays();
         for _ in 0..=CONFLICT_RETRY_MAX {
-            if tip.position > scanned {
-                if let Some(position) = self.find_posting(&ledger_s, posting, scanned, tip.position).await? {
-                    *ledger = Some((user, tip));
+            if last.position > scanned {
+                if let Some(position) = self.find_posting(&ledger_subject, posting, scanned, last.position).await? {
+                    *ledger = Some((user, last));
                     return Ok(position);
                 }
-                scanned = tip.position;
+                scanned = last.position;
             }
-            let commit = payment::post(posting, &ledger_state(user, &tip))?;
+            let commit = payment::post(posting, &ledger_state(user, &last))?;
             let Some(event) = commit.into_iter().next() else {
                 return Err(CommandError::Corrupt {
                     position: posting.source_position,
@@ -329,12 +332,12 @@ impl Commands {
                 });
             };
             let msg_id = format!("post-{}-{}", payment_token(&posting.payment_id), posting.source_position);
-            match self.append_on(&ledger_s, &tip, meta, event, msg_id).await? {
+            match self.append_on(&ledger_subject, &last, meta, event, msg_id).await? {
                 Appending::Stored(stored) => {
-                    let (new_tip, envelope) = *stored;
-                    let position = new_tip.position;
+                    let (new_last, envelope) = *stored;
+                    let position = new_last.position;
                     written.push(position, envelope);
-                    *ledger = Some((user, new_tip));
+                    *ledger = Some((user, new_last));
                     return Ok(position);
                 }
                 // The message id is the decision's: a posting of it is
@@ -344,21 +347,21 @@ impl Commands {
                 Appending::Conflict => {
                     let Some(pause) = pauses.next() else { break };
                     tokio::time::sleep(pause).await;
-                    tip = self.tip(&ledger_s).await?;
+                    last = self.last(&ledger_subject).await?;
                 }
             }
         }
         Err(CommandError::Contention { tries: CONFLICT_RETRY_MAX + 1 })
     }
 
-    /// The position of a message of `ledger_s` after `after` and at most
+    /// The position of a message of `ledger_subject` after `after` and at most
     /// `up_to` (the ledger's last, as read) that posts `posting`, if any.
     /// Reads every message in between: a read that comes back short of
     /// `up_to` (a replica that lags) is tried again, a bounded number of
     /// times.
     async fn find_posting(
         &self,
-        ledger_s: &str,
+        ledger_subject: &str,
         posting: &Posting,
         after: u64,
         up_to: u64,
@@ -368,13 +371,13 @@ impl Commands {
         let mut short_read_pauses = POSTING_SCAN_SHORT_READ_RETRIES.delays();
         while next <= up_to {
             if read >= POSTING_SCAN_MESSAGES_MAX {
-                return Err(CommandError::PostingScanTooLong { subject: ledger_s.to_string(), messages: read });
+                return Err(CommandError::PostingScanTooLong { subject: ledger_subject.to_string(), messages: read });
             }
-            let batch = self.log.read_subject_from(ledger_s, next, POSTING_SCAN_BATCH_MAX).await?;
+            let batch = self.log.read_subject_from(ledger_subject, next, POSTING_SCAN_BATCH_MAX).await?;
             if batch.is_empty() {
                 let Some(pause) = short_read_pauses.next() else {
                     return Err(CommandError::Log(LogError::Unavailable(format!(
-                        "{ledger_s} reads end before position {up_to}, its last"
+                        "{ledger_subject} reads end before position {up_to}, its last"
                     ))));
                 };
                 tokio::time::sleep(pause).await;
@@ -396,45 +399,49 @@ impl Commands {
     }
 
     /// The buyer's ledger as last read, read now if it is not `user`'s.
-    async fn ledger_tip<'a>(&self, user: Uuid, ledger: &'a mut Option<(Uuid, Tip)>) -> Result<&'a Tip, CommandError> {
+    async fn ledger_last<'a>(
+        &self,
+        user: Uuid,
+        ledger: &'a mut Option<(Uuid, Last)>,
+    ) -> Result<&'a Last, CommandError> {
         if ledger.as_ref().is_none_or(|(owner, _)| *owner != user) {
-            *ledger = Some((user, self.tip(&ledger_subject(user)).await?));
+            *ledger = Some((user, self.last(&ledger_subject(user)).await?));
         }
         match ledger {
-            Some((_, tip)) => Ok(tip),
+            Some((_, last)) => Ok(last),
             None => unreachable!("the ledger was just read"),
         }
     }
 
-    /// The last message of `subject`, as a writer needs it.
-    async fn tip(&self, subject: &str) -> Result<Tip, CommandError> {
+    /// The last message of `subject`, read from the log (not the cache:
+    /// the Stripe path appends on subjects commands write too).
+    async fn last(&self, subject: &str) -> Result<Last, CommandError> {
         match self.log.last_on_subject(subject).await? {
-            None => Ok(Tip { position: 0, chain: Loaded::new(()), last: None }),
+            None => Ok(Last::none()),
             Some(message) => {
                 let envelope = Envelope::decode(&message.payload).map_err(|e| corrupt(message.position, e))?;
-                let chain = Loaded { state: (), sequence: envelope.header.sequence, last_hash: envelope.header.hash };
-                Ok(Tip { position: message.position, chain, last: Some(envelope.event) })
+                Ok(Last { position: message.position, envelope: Some(Arc::new(envelope)) })
             }
         }
     }
 
-    /// Appends `event` alone on `subject`, expecting `tip` to be its last
+    /// Appends `event` alone on `subject`, expecting `last` to be its last
     /// message, under `msg_id`.
     async fn append_on(
         &self,
         subject: &str,
-        tip: &Tip,
+        last: &Last,
         meta: &EventMeta,
         event: Event,
         msg_id: String,
     ) -> Result<Appending, CommandError> {
         let meta = EventMeta { event_id: Uuid::now_v7(), occurred_at: Utc::now(), ..meta.clone() };
-        let envelope = tip.chain.seal(&meta, event);
+        let envelope = last.chain().seal(&meta, event);
         let request = AppendRequest {
             subject: subject.to_string(),
             payload: Bytes::from(envelope.encode()),
             msg_id: Some(msg_id),
-            expected_last_subject_seq: tip.position,
+            expected_last_subject_seq: last.position,
         };
         let stored_bytes = request.payload.len();
         // The handler's cache follows the subject (a Stripe posting moves a
@@ -442,9 +449,7 @@ impl Commands {
         match self.log.append(request).await {
             Ok(appended) => {
                 self.remember(subject, appended, &envelope, stored_bytes);
-                let chain =
-                    Loaded { state: (), sequence: envelope.header.sequence, last_hash: envelope.header.hash.clone() };
-                let next = Tip { position: appended.position, chain, last: Some(envelope.event.clone()) };
+                let next = Last { position: appended.position, envelope: Some(Arc::new(envelope.clone())) };
                 Ok(Appending::Stored(Box::new((next, envelope))))
             }
             Err(LogError::Duplicate { position }) => {
@@ -460,24 +465,14 @@ impl Commands {
     }
 }
 
-/// A subject's last message as a writer needs it: the position the next
-/// append expects, the hash chain it continues, the last event.
-#[derive(Debug, Clone)]
-struct Tip {
-    /// 0 when the subject has no message.
-    position: u64,
-    chain: Loaded<()>,
-    last: Option<Event>,
-}
-
 /// How a guarded single append ended, short of an error.
 enum Appending {
-    /// Stored; the subject's new tip and the sealed event (boxed: the
+    /// Stored; the subject's new last message and the sealed event (boxed: the
     /// other answers are small).
-    Stored(Box<(Tip, Envelope)>),
+    Stored(Box<(Last, Envelope)>),
     /// A message with this id is stored already, at this position.
     Duplicate(u64),
-    /// The subject moved since its tip was read.
+    /// The subject moved since its last message was read.
     Conflict,
 }
 
@@ -507,17 +502,17 @@ fn without_effect(meta: &EventMeta, payment_id: &str, rejection: &DomainError) {
     );
 }
 
-/// The payment whose last message is `tip`, at its position.
-fn payment_state(payment_id: &str, tip: &Tip) -> PaymentState {
-    match &tip.last {
-        Some(event) => payment::at(payment::evolve(payment::initial_state(payment_id), event), tip.position),
+/// The payment whose last message is `last`, at its position.
+fn payment_state(payment_id: &str, last: &Last) -> PaymentState {
+    match last.event() {
+        Some(event) => payment::at(payment::evolve(payment::initial_state(payment_id), event), last.position),
         None => payment::initial_state(payment_id),
     }
 }
 
-/// The ledger of `user` whose last message is `tip`.
-fn ledger_state(user: Uuid, tip: &Tip) -> LedgerState {
-    match &tip.last {
+/// The ledger of `user` whose last message is `last`.
+fn ledger_state(user: Uuid, last: &Last) -> LedgerState {
+    match last.event() {
         Some(event) => ledger::evolve(ledger::initial_state(user), event),
         None => ledger::initial_state(user),
     }

@@ -255,8 +255,8 @@ async fn orphan_gift(world: &World, viewer: Uuid, stream_id: Uuid, key: &str, un
     use commands::log::{AppendRequest, EventLog};
     use domain::{Loaded, gift, ledger, stream};
     let c = ctx(viewer, key);
-    let ledger_s = commands::handler::ledger_subject(viewer);
-    let last = world.log.last_on_subject(&ledger_s).await.expect("read").expect("funded");
+    let ledger_subject = commands::handler::ledger_subject(viewer);
+    let last = world.log.last_on_subject(&ledger_subject).await.expect("read").expect("funded");
     let envelope = events_schema::Envelope::decode(&last.payload).expect("decodes");
     let state = ledger::evolve(ledger::initial_state(viewer), &envelope.event);
     let loaded = Loaded { state, sequence: envelope.header.sequence, last_hash: envelope.header.hash.clone() };
@@ -276,7 +276,7 @@ async fn orphan_gift(world: &World, viewer: Uuid, stream_id: Uuid, key: &str, un
     };
     let sealed = loaded.seal_for_command(&meta, Some(&c.fingerprint), events.into_iter().next().expect("one"));
     let request = AppendRequest {
-        subject: ledger_s,
+        subject: ledger_subject,
         payload: bytes::Bytes::from(sealed.encode()),
         msg_id: Some(sealed.header.event_id.to_string()),
         expected_last_subject_seq: last.position,
