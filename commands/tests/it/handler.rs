@@ -194,6 +194,8 @@ async fn a_repeated_command_gets_the_first_answer_long_after_the_duplicate_windo
     let key = ctx(viewer, "gift-1");
     let first = world.commands.send_gift(&key, viewer, stream_id, "rose".into(), 1, 100).await.expect("sent");
     let position = world.last_position().await;
+    // Time is the condition: the server forgets message ids once the
+    // (1 s) duplicate window has passed, and nothing can be polled for it.
     tokio::time::sleep(Duration::from_millis(2_500)).await;
 
     // The wallet is empty now: deciding again would be refused. The repeat
@@ -317,6 +319,8 @@ async fn a_command_that_died_before_its_record_is_completed_never_applied_twice(
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(reactor.stats().records_repaired.load(std::sync::atomic::Ordering::Relaxed) >= 1);
+    // Time is the condition: past the (1 s) duplicate window, only the
+    // record can make the repeat an answer.
     tokio::time::sleep(Duration::from_millis(1_500)).await;
     let before = world.last_position().await;
     let repeat = world.commands.send_gift(&ctx(viewer, "died-2"), viewer, stream_id, "rose".into(), 1, 10).await;
