@@ -5,6 +5,11 @@
 //! Filled by the event-log issue. It must never read a read model: every
 //! decision is made from the log alone.
 //!
+//! Settings come in as values ([`log::LogConfig`],
+//! [`managed::ManagedConfig`]): the service's environment is read by
+//! `api::Config` alone (only the binary lookup reads `NATS_SERVER_BIN` and
+//! `HALOBUZZ_TOOLS_DIR`).
+//!
 //! # Modules
 //!
 //! - [`handler`]: every command of the design as a load-decide-append loop
@@ -15,6 +20,9 @@
 //!   Stripe event is single appends instead, each guarded by its subject's
 //!   expected position (record, payment decision, posting on the buyer's
 //!   ledger, mark), exactly once by the decision's position.
+//! - [`subjects`]: the subject of each aggregate (`hb.<kind>.<id>`).
+//! - [`retry`]: the one retry schedule (bounded, jittered exponential
+//!   back-off) every retry loop of the crate takes its pauses from.
 //! - `aggregate_cache`: the handler's bounded memory of last events by
 //!   subject and position; a decision made from it is trusted only when
 //!   its append is guarded by the cached position.
@@ -36,9 +44,10 @@
 //!   JetStream on `DATA_DIR`, supervised (restarted when it dies) and stopped
 //!   cleanly; also the lookup (or pinned install) of the `nats-server`
 //!   binary.
-//! - [`testing`]: the harness every crate's tests use: real `nats-server`
-//!   processes, single ([`testing::NatsServer`]) or a loopback cluster
-//!   ([`testing::NatsCluster`]), with kill -9 and restart.
+//! - `testing` (feature `testing`, for tests and benches only): the harness
+//!   every crate's tests use: real `nats-server` processes, single
+//!   (`testing::NatsServer`) or a loopback cluster (`testing::NatsCluster`),
+//!   with kill -9 and restart.
 
 mod aggregate_cache;
 pub mod handler;
@@ -46,4 +55,7 @@ pub mod log;
 pub mod managed;
 pub mod reactor;
 pub mod rejections;
+pub mod retry;
+pub mod subjects;
+#[cfg(feature = "testing")]
 pub mod testing;

@@ -10,7 +10,7 @@
 //! `ManagedNats` kills the child.
 //!
 //! The binary lookup and the configuration writer are shared with the test
-//! harness ([`crate::testing`]).
+//! harness (`crate::testing`, feature `testing`).
 //!
 //! Signals: SIGKILL goes through `tokio::process::Child::kill` where the
 //! child handle is at hand, SIGTERM (and the SIGKILL of `Drop`, which has
@@ -31,6 +31,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use crate::log::{ServerVersion, check_server_version};
+use crate::retry::RetrySchedule;
 
 /// The install script, embedded so that the pinned version lives in one
 /// place (the script) and the binary can be installed from anywhere.
@@ -41,7 +42,9 @@ const RESTART_MAX_DEFAULT: u32 = 5;
 /// A child that ran this long is healthy again: its next death starts a new
 /// series of restarts.
 const STABLE_AFTER_MS: u64 = 60_000;
-const RESTART_DELAY_MS_MIN: u64 = 200;
+/// The cap of the pause before the first restart of a series.
+const RESTART_DELAY_MS_FIRST: u64 = 200;
+/// The cap of any pause before a restart.
 const RESTART_DELAY_MS_MAX: u64 = 5_000;
 const READY_POLL_INTERVAL_MS: u64 = 50;
 
@@ -69,17 +72,6 @@ pub enum SyncMode {
     /// The server's default interval (2 minutes): faster, but a crash of the
     /// machine (not just of the process) can lose acknowledged appends.
     Interval,
-}
-
-impl SyncMode {
-    /// `NATS_SYNC=interval` selects [`SyncMode::Interval`]; anything else (or
-    /// nothing) keeps [`SyncMode::Always`].
-    pub fn from_env() -> SyncMode {
-        match std::env::var("NATS_SYNC") {
-            Ok(value) if value.trim().eq_ignore_ascii_case("interval") => SyncMode::Interval,
-            _ => SyncMode::Always,
-        }
-    }
 }
 
 // ---------------------------------------------------------------------------
@@ -318,20 +310,6 @@ impl ManagedConfig {
             shutdown_timeout_ms: 10_000,
         }
     }
-
-    /// The service's settings: `NATS_PORT` (default 4222, so that the `nats`
-    /// CLI finds the server; a free port if it is taken) and `NATS_SYNC`.
-    pub fn from_env(data_dir: PathBuf) -> Result<ManagedConfig, ManagedError> {
-        let mut config = ManagedConfig::new(data_dir, SyncMode::from_env());
-        let port = match std::env::var("NATS_PORT") {
-            Ok(port) => {
-                port.trim().parse().map_err(|_| ManagedError::Io(format!("NATS_PORT={port:?} is not a port")))?
-            }
-            Err(_) => 4222,
-        };
-        config.port = Some(port);
-        Ok(config)
-    }
 }
 
 /// State shared between the handle and the supervisor task.
@@ -552,11 +530,14 @@ async fn terminate(child: &mut Child, timeout: Duration) {
     }
 }
 
-/// Restart delay: exponential from 200 ms, capped at 5 s.
-fn restart_delay(consecutive: u32) -> Duration {
-    let delay_ms =
-        RESTART_DELAY_MS_MIN.saturating_mul(1_u64 << consecutive.saturating_sub(1).min(16)).min(RESTART_DELAY_MS_MAX);
-    Duration::from_millis(delay_ms)
+/// The pauses before the restarts of one series: `restart_max` of them,
+/// exponential from 200 ms up to 5 s, jittered.
+fn restart_schedule(restart_max: u32) -> RetrySchedule {
+    RetrySchedule {
+        delay_ms_first: RESTART_DELAY_MS_FIRST,
+        delay_ms_max: RESTART_DELAY_MS_MAX,
+        retries_max: restart_max,
+    }
 }
 
 async fn supervise(
@@ -570,6 +551,7 @@ async fn supervise(
     let mut child = Some(child);
     let mut started_at = Instant::now();
     let mut consecutive: u32 = 0;
+    let mut pauses = restart_schedule(restart_max).delays();
     loop {
         if let Some(running) = child.as_mut() {
             tokio::select! {
@@ -586,18 +568,19 @@ async fn supervise(
             child = None;
             if started_at.elapsed() >= Duration::from_millis(STABLE_AFTER_MS) {
                 consecutive = 0;
+                pauses = restart_schedule(restart_max).delays();
             }
         }
         // The child is gone: restart it, a bounded number of times in a row.
         consecutive += 1;
-        if consecutive > restart_max {
+        let Some(pause) = pauses.next() else {
             tracing::error!(restart_max, "managed nats-server keeps dying; giving up");
             shared.failed.store(true, Ordering::SeqCst);
             return;
-        }
+        };
         tokio::select! {
             _ = &mut shutdown => return,
-            () = tokio::time::sleep(restart_delay(consecutive)) => {}
+            () = tokio::time::sleep(pause) => {}
         }
         match launch.spawn_ready().await {
             Ok(restarted) => {
@@ -645,8 +628,11 @@ mod tests {
 
     #[test]
     fn restart_delays_grow_and_stay_bounded() {
-        assert_eq!(restart_delay(1), Duration::from_millis(200));
-        assert_eq!(restart_delay(2), Duration::from_millis(400));
-        assert_eq!(restart_delay(40), Duration::from_millis(5_000));
+        let delays: Vec<Duration> = restart_schedule(40).delays().collect();
+        assert_eq!(delays.len(), 40, "one pause per restart allowed");
+        assert!(delays[0] >= Duration::from_millis(100) && delays[0] <= Duration::from_millis(200), "{delays:?}");
+        assert!(delays.iter().all(|delay| *delay <= Duration::from_millis(RESTART_DELAY_MS_MAX)), "{delays:?}");
+        assert!(delays[39] >= Duration::from_millis(RESTART_DELAY_MS_MAX / 2), "{delays:?}");
+        assert_eq!(restart_schedule(0).delays().count(), 0, "no restart allowed, no pause");
     }
 }

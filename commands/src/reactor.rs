@@ -38,8 +38,9 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
-use crate::handler::{Commands, command_record_subject, repair_record_request};
+use crate::handler::{CommandError, Commands, command_record_subject, repair_record_request};
 use crate::log::LogError;
+use crate::retry::RetrySchedule;
 
 /// The key-value bucket holding the workers' leases and checkpoints.
 pub const LEASE_BUCKET: &str = "HALOBUZZ_LEASES";
@@ -111,6 +112,23 @@ const RECORD_GRACE: Duration = Duration::from_secs(2);
 /// Events waiting for their record check, at most; past it, the oldest are
 /// checked at once.
 const PENDING_RECORDS_MAX: usize = 100_000;
+
+/// The pauses of one host's credit, or one record check, that failed: at
+/// most `retries_max` of them, then the reactor drops its consumer and
+/// resumes from its checkpoint (a replayed credit is skipped by the host's
+/// own guard, so nothing is credited twice, and no gift is dropped).
+const STEP_RETRIES: RetrySchedule =
+    RetrySchedule { delay_ms_first: STEP_RETRY_DELAY_MS_FIRST, delay_ms_max: RETRY_DELAY_MS_MAX, retries_max: 8 };
+/// The pauses of the worker between failed rounds (the lease unreachable,
+/// the consumer interrupted). A worker lives until it is stopped, so a
+/// series of rounds that keeps failing is started again (with an error
+/// logged) rather than given up: given up, gifts would stay uncredited.
+const ROUND_RETRIES: RetrySchedule =
+    RetrySchedule { delay_ms_first: STEP_RETRY_DELAY_MS_FIRST, delay_ms_max: RETRY_DELAY_MS_MAX, retries_max: 8 };
+/// The cap of the first pause after a failure.
+const STEP_RETRY_DELAY_MS_FIRST: u64 = 100;
+/// The cap of any pause after a failure.
+const RETRY_DELAY_MS_MAX: u64 = 2_000;
 
 /// A command's identity: its scope and id.
 type CommandKey = (String, String);
@@ -279,7 +297,7 @@ enum Flow {
 
 impl Worker {
     async fn run(self, mut stop: watch::Receiver<bool>) {
-        let mut failures: u32 = 0;
+        let mut pauses = ROUND_RETRIES.delays();
         while !*stop.borrow() {
             let held = match self.acquire().await {
                 Ok(Some(held)) => held,
@@ -291,15 +309,14 @@ impl Worker {
                     continue;
                 }
                 Err(error) => {
-                    failures = failures.saturating_add(1);
                     tracing::warn!(%error, "gift reactor: cannot reach the lease; retrying");
-                    if !pause(backoff(failures), &mut stop).await {
+                    if !pause(next_round_pause(&mut pauses), &mut stop).await {
                         return;
                     }
                     continue;
                 }
             };
-            failures = 0;
+            pauses = ROUND_RETRIES.delays();
             self.stats.active.store(1, Ordering::Relaxed);
             self.stats.position.store(held.checkpoint, Ordering::Relaxed);
             tracing::info!(checkpoint = held.checkpoint, owner = %self.owner, "gift reactor: active");
@@ -309,9 +326,8 @@ impl Worker {
                 Ok(Flow::Stop) | Ok(Flow::Crash) => return,
                 Ok(Flow::LostLease) => tracing::warn!("gift reactor: lease lost; standing by"),
                 Err(error) => {
-                    failures = failures.saturating_add(1);
-                    tracing::warn!(%error, "gift reactor: interrupted; resuming");
-                    if !pause(backoff(failures), &mut stop).await {
+                    tracing::warn!(%error, "gift reactor: interrupted; resuming from the checkpoint");
+                    if !pause(next_round_pause(&mut pauses), &mut stop).await {
                         return;
                     }
                 }
@@ -408,7 +424,7 @@ impl Worker {
                     Ok(None) => return Err("the ordered consumer ended".into()),
                     Err(_) => {
                         // Idle: check the records that have aged meanwhile.
-                        if !self.check_records(&mut pending, stop).await {
+                        if self.check_records(&mut pending, stop).await? == Step::Stopped {
                             return Ok(Flow::Stop);
                         }
                         let checkpoint = pending.checkpoint(credited_to);
@@ -435,7 +451,7 @@ impl Worker {
                 }
             }
             let last_position = batch.last().and_then(|m| m.info().ok()).map(|i| i.stream_sequence).unwrap_or(0);
-            if !self.credit_batch(&batch, &mut pending, stop).await {
+            if self.credit_batch(&batch, &mut pending, stop).await? == Step::Stopped {
                 return Ok(Flow::Stop);
             }
             credited_to = last_position;
@@ -444,7 +460,7 @@ impl Worker {
             {
                 return Ok(Flow::Crash);
             }
-            if !self.check_records(&mut pending, stop).await {
+            if self.check_records(&mut pending, stop).await? == Step::Stopped {
                 return Ok(Flow::Stop);
             }
             let checkpoint = pending.checkpoint(credited_to);
@@ -464,14 +480,15 @@ impl Worker {
     }
 
     /// Credits every gift of the batch, host by host, and queues the events
-    /// whose command record is to be checked; `false` when stopping before
-    /// the batch is done.
+    /// whose command record is to be checked; `Stopped` when stopping
+    /// before the batch is done, an error when a host's credit kept
+    /// failing.
     async fn credit_batch(
         &self,
         batch: &[async_nats::jetstream::Message],
         pending: &mut PendingRecords,
         stop: &mut watch::Receiver<bool>,
-    ) -> bool {
+    ) -> Result<Step, CommandError> {
         let mut hosts: Vec<Uuid> = Vec::new();
         let mut gifts: HashMap<Uuid, Vec<GiftToCredit>> = HashMap::new();
         let mut recorded: Vec<(u64, Envelope, i64)> = Vec::new();
@@ -523,9 +540,9 @@ impl Worker {
             async move { self.credit_host(host, host_gifts, &mut stop).await }
         }))
         .buffer_unordered(self.config.hosts_in_flight_max.max(1));
-        let results: Vec<bool> = credits.collect().await;
-        if !results.into_iter().all(|done| done) {
-            return false;
+        let results: Vec<Result<Step, CommandError>> = credits.collect().await;
+        if combined(results)? == Step::Stopped {
+            return Ok(Step::Stopped);
         }
         for (position, envelope, stored_at_ms) in recorded {
             pending.push(position, envelope, stored_at_ms);
@@ -533,13 +550,18 @@ impl Worker {
         for key in &resolved {
             pending.resolve(key);
         }
-        true
+        Ok(Step::Done)
     }
 
     /// Writes the records still missing for events old enough that their
     /// command has had every chance to write them (or for all, past the
-    /// queue's bound); `false` when stopping meanwhile.
-    async fn check_records(&self, pending: &mut PendingRecords, stop: &mut watch::Receiver<bool>) -> bool {
+    /// queue's bound); `Stopped` when stopping meanwhile, an error when a
+    /// record kept failing.
+    async fn check_records(
+        &self,
+        pending: &mut PendingRecords,
+        stop: &mut watch::Receiver<bool>,
+    ) -> Result<Step, LogError> {
         let ripe_before_ms = now_ms() - i64::try_from(RECORD_GRACE.as_millis()).unwrap_or(i64::MAX);
         let mut ripe = Vec::new();
         pending.trim();
@@ -559,19 +581,25 @@ impl Worker {
             async move { self.ensure_record(position, &envelope, &mut stop).await }
         }))
         .buffer_unordered(self.config.hosts_in_flight_max.max(1));
-        let repaired: Vec<bool> = repairs.collect().await;
-        repaired.into_iter().all(|done| done)
+        let repaired: Vec<Result<Step, LogError>> = repairs.collect().await;
+        combined(repaired)
     }
 
-    /// Writes the record of the command of `envelope` when it is missing.
-    async fn ensure_record(&self, position: u64, envelope: &Envelope, stop: &mut watch::Receiver<bool>) -> bool {
+    /// Writes the record of the command of `envelope` when it is missing,
+    /// retrying a failure (`STEP_RETRIES`).
+    async fn ensure_record(
+        &self,
+        position: u64,
+        envelope: &Envelope,
+        stop: &mut watch::Receiver<bool>,
+    ) -> Result<Step, LogError> {
         let (Some(subject), Some(request)) =
             (command_record_subject(envelope), repair_record_request(envelope, position))
         else {
-            return true;
+            return Ok(Step::Done);
         };
         let log = self.commands.log();
-        let mut failures: u32 = 0;
+        let mut pauses = STEP_RETRIES.delays();
         loop {
             let result = match log.last_on_subject(&subject).await {
                 Ok(Some(_)) => Ok(()),
@@ -587,23 +615,29 @@ impl Worker {
                 Err(e) => Err(e),
             };
             match result {
-                Ok(()) => return true,
+                Ok(()) => return Ok(Step::Done),
                 Err(error) => {
-                    failures = failures.saturating_add(1);
+                    let Some(delay) = pauses.next() else { return Err(error) };
                     tracing::warn!(position, %error, "gift reactor: cannot check a command record; retrying");
-                    if !pause(backoff(failures), stop).await {
-                        return false;
+                    if !pause(delay, stop).await {
+                        return Ok(Step::Stopped);
                     }
                 }
             }
         }
     }
 
-    /// Credits one host's gifts, retrying until it succeeds or the reactor
-    /// stops: a gift is never dropped.
-    async fn credit_host(&self, host: Uuid, gifts: Vec<GiftToCredit>, stop: &mut watch::Receiver<bool>) -> bool {
+    /// Credits one host's gifts, retrying a failure (`STEP_RETRIES`); past
+    /// those retries the error goes up, and the reactor resumes from its
+    /// checkpoint: a gift is never dropped.
+    async fn credit_host(
+        &self,
+        host: Uuid,
+        gifts: Vec<GiftToCredit>,
+        stop: &mut watch::Receiver<bool>,
+    ) -> Result<Step, CommandError> {
         let count = gifts.len() as u64;
-        let mut failures: u32 = 0;
+        let mut pauses = STEP_RETRIES.delays();
         loop {
             match self.commands.credit_gifts(host, gifts.clone()).await {
                 Ok(outcome) => {
@@ -611,13 +645,13 @@ impl Worker {
                         self.stats.commits.fetch_add(1, Ordering::Relaxed);
                         self.stats.gifts.fetch_add(count, Ordering::Relaxed);
                     }
-                    return true;
+                    return Ok(Step::Done);
                 }
                 Err(error) => {
-                    failures = failures.saturating_add(1);
-                    tracing::warn!(%host, %error, failures, "gift reactor: credit failed; retrying");
-                    if !pause(backoff(failures), stop).await {
-                        return false;
+                    let Some(delay) = pauses.next() else { return Err(error) };
+                    tracing::warn!(%host, %error, "gift reactor: credit failed; retrying");
+                    if !pause(delay, stop).await {
+                        return Ok(Step::Stopped);
                     }
                 }
             }
@@ -648,9 +682,38 @@ impl<T> Drop for AbortOnDrop<T> {
     }
 }
 
-/// A little longer after each failure, up to two seconds.
-fn backoff(failures: u32) -> Duration {
-    Duration::from_millis((50u64 << failures.min(5)).min(2_000))
+/// How a step of the active reactor ended, short of an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Step {
+    Done,
+    /// Asked to stop before the step was done.
+    Stopped,
+}
+
+/// The first error of several steps run together, else `Stopped` if any
+/// stopped.
+fn combined<E>(results: Vec<Result<Step, E>>) -> Result<Step, E> {
+    let mut step = Step::Done;
+    for result in results {
+        if result? == Step::Stopped {
+            step = Step::Stopped;
+        }
+    }
+    Ok(step)
+}
+
+/// The pause after a failed round; a series that ran out starts again,
+/// with an error logged (see `ROUND_RETRIES`).
+fn next_round_pause(pauses: &mut backon::ExponentialBackoff) -> Duration {
+    if let Some(delay) = pauses.next() {
+        return delay;
+    }
+    tracing::error!(
+        rounds = ROUND_RETRIES.retries_max,
+        "gift reactor: still failing after a series of retries; going on"
+    );
+    *pauses = ROUND_RETRIES.delays();
+    pauses.next().unwrap_or(Duration::from_millis(RETRY_DELAY_MS_MAX))
 }
 
 /// Sleeps; `false` when asked to stop meanwhile.

@@ -1,6 +1,7 @@
 //! Test harness: real `nats-server` processes on free loopback ports, each
-//! with its own temporary store. Compiled always, so that every crate's tests
-//! can use it.
+//! with its own temporary store. Compiled with the feature `testing` only,
+//! which the tests and benches of every crate enable (a dev-dependency
+//! `commands = { workspace = true, features = ["testing"] }`).
 //!
 //! The binary comes from [`crate::managed::nats_server_binary`]: a
 //! `nats-server` >= 2.12 on PATH, else the pinned one, installed on first use

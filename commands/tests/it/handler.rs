@@ -194,6 +194,8 @@ async fn a_repeated_command_gets_the_first_answer_long_after_the_duplicate_windo
     let key = ctx(viewer, "gift-1");
     let first = world.commands.send_gift(&key, viewer, stream_id, "rose".into(), 1, 100).await.expect("sent");
     let position = world.last_position().await;
+    // Time is the condition: the server forgets message ids once the
+    // (1 s) duplicate window has passed, and nothing can be polled for it.
     tokio::time::sleep(Duration::from_millis(2_500)).await;
 
     // The wallet is empty now: deciding again would be refused. The repeat
@@ -255,8 +257,8 @@ async fn orphan_gift(world: &World, viewer: Uuid, stream_id: Uuid, key: &str, un
     use commands::log::{AppendRequest, EventLog};
     use domain::{Loaded, gift, ledger, stream};
     let c = ctx(viewer, key);
-    let ledger_s = commands::handler::ledger_subject(viewer);
-    let last = world.log.last_on_subject(&ledger_s).await.expect("read").expect("funded");
+    let ledger_subject = commands::handler::ledger_subject(viewer);
+    let last = world.log.last_on_subject(&ledger_subject).await.expect("read").expect("funded");
     let envelope = events_schema::Envelope::decode(&last.payload).expect("decodes");
     let state = ledger::evolve(ledger::initial_state(viewer), &envelope.event);
     let loaded = Loaded { state, sequence: envelope.header.sequence, last_hash: envelope.header.hash.clone() };
@@ -276,7 +278,7 @@ async fn orphan_gift(world: &World, viewer: Uuid, stream_id: Uuid, key: &str, un
     };
     let sealed = loaded.seal_for_command(&meta, Some(&c.fingerprint), events.into_iter().next().expect("one"));
     let request = AppendRequest {
-        subject: ledger_s,
+        subject: ledger_subject,
         payload: bytes::Bytes::from(sealed.encode()),
         msg_id: Some(sealed.header.event_id.to_string()),
         expected_last_subject_seq: last.position,
@@ -317,6 +319,8 @@ async fn a_command_that_died_before_its_record_is_completed_never_applied_twice(
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(reactor.stats().records_repaired.load(std::sync::atomic::Ordering::Relaxed) >= 1);
+    // Time is the condition: past the (1 s) duplicate window, only the
+    // record can make the repeat an answer.
     tokio::time::sleep(Duration::from_millis(1_500)).await;
     let before = world.last_position().await;
     let repeat = world.commands.send_gift(&ctx(viewer, "died-2"), viewer, stream_id, "rose".into(), 1, 10).await;

@@ -174,6 +174,7 @@ async fn a_server_killed_mid_load_loses_no_answered_command_and_leaves_no_partia
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     world.server.kill9();
+    // Time is the condition: the outage the writers must ride out.
     tokio::time::sleep(Duration::from_millis(3_000)).await;
     world.server.restart().await;
     load.await.expect("load finishes");

@@ -101,7 +101,19 @@ async fn the_harness_stops_servers_that_a_killed_test_process_left_behind() {
         .spawn()
         .expect("the orphaned server starts");
     std::fs::write(root.join("servers.pid"), format!("{}\n", orphan.id())).expect("servers.pid");
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The reaper recognises a server by its command line (nats-server, in
+    // the harness folder): wait until the child has exec'd into it, rather
+    // than for a time.
+    let cmdline = format!("/proc/{}/cmdline", orphan.id());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let text = String::from_utf8_lossy(&std::fs::read(&cmdline).unwrap_or_default()).into_owned();
+        if text.contains("nats-server") && text.contains(root.to_string_lossy().as_ref()) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the orphan's command line is still {text:?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     assert!(orphan.try_wait().expect("its status").is_none(), "the orphan runs before the reaping");
 
     let reaped = commands::testing::reap_orphans();

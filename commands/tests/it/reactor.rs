@@ -89,15 +89,47 @@ async fn a_reactor_crashing_between_append_and_ack_never_credits_twice() {
     reactor.shutdown().await;
 }
 
+/// Reactors killed one after another under load.
+const KILLS: u64 = 5;
+/// How long each killed reactor lives, at most.
+const LIFETIME_MS_MAX: u64 = 500;
+/// The largest batch a killed reactor takes.
+const KILLED_BATCH_SIZE_MAX: usize = 20;
+
+/// The seed of a randomised test: `HALOBUZZ_TEST_SEED` when set (to
+/// replay a failure), else a random one; printed either way, so that a
+/// failing run's output names the seed that replays it.
+fn test_seed(test: &str) -> u64 {
+    let seed = match std::env::var("HALOBUZZ_TEST_SEED") {
+        Ok(text) => text.trim().parse().unwrap_or_else(|_| panic!("HALOBUZZ_TEST_SEED={text:?} is not a u64")),
+        Err(_) => rand::random(),
+    };
+    println!("{test}: seed {seed} (replay: HALOBUZZ_TEST_SEED={seed} cargo test -p commands --test it {test})");
+    seed
+}
+
+/// Each reactor lives a random time (and takes random batches) before it
+/// is killed, while viewers send gifts. The seed fixes the schedule of
+/// kills; where in the log each kill lands also depends on the machine's
+/// speed, so a replay repeats the schedule, not necessarily the exact
+/// positions.
 #[tokio::test]
 async fn a_reactor_killed_at_random_points_under_load_credits_exactly_once() {
+    use rand::{Rng, SeedableRng};
+    let seed = test_seed("a_reactor_killed_at_random_points_under_load_credits_exactly_once");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let schedule: Vec<(u64, usize)> = (0..KILLS)
+        .map(|_| (rng.random_range(20..=LIFETIME_MS_MAX), rng.random_range(1..=KILLED_BATCH_SIZE_MAX)))
+        .collect();
+    println!("kills (lifetime ms, batch size): {schedule:?}");
     let world = World::start().await;
     let hosts = hosts(&world, 3).await;
     let sender = gifts(&world, 20, 25, &hosts);
     let killer = async {
-        for i in 0..5u64 {
-            let reactor = world.reactor(quick(ReactorConfig { batch_size_max: 11, ..Default::default() })).await;
-            tokio::time::sleep(Duration::from_millis(150 + 70 * i)).await;
+        for (lifetime_ms, batch_size_max) in &schedule {
+            let reactor =
+                world.reactor(quick(ReactorConfig { batch_size_max: *batch_size_max, ..Default::default() })).await;
+            tokio::time::sleep(Duration::from_millis(*lifetime_ms)).await;
             reactor.kill();
         }
     };

@@ -79,6 +79,7 @@ async fn a_retried_append_without_a_message_id_is_found_by_its_bytes() {
         async move { log.append(record).await }
     });
     wait_until_stored(&direct, 1).await;
+    // Time is the condition: the first try's (1 s) request timeout.
     tokio::time::sleep(Duration::from_millis(1_200)).await;
     proxy.restore();
 
@@ -121,6 +122,7 @@ async fn a_retried_atomic_batch_whose_ack_was_lost_returns_the_original_position
         }
     });
     wait_until_stored(&direct, 4).await;
+    // Time is the condition: the first try's (1 s) request timeout.
     tokio::time::sleep(Duration::from_millis(1_200)).await;
     proxy.restore();
 
@@ -146,6 +148,7 @@ async fn an_ordered_read_whose_consumer_reply_was_lost_is_retried() {
         let log = log.clone();
         async move { log.read_stream(1).try_collect::<Vec<_>>().await }
     });
+    // Time is the condition: the first try's (1 s) request timeout.
     tokio::time::sleep(Duration::from_millis(1_200)).await;
     proxy.restore();
 
