@@ -154,7 +154,7 @@ where
         if let Some(limiter) = &app.limiter
             && let Err(refused) = limiter.check(&format!("user:{id}"))
         {
-            app.metrics.rate_limited.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            app.metrics.rate_limited.inc();
             return Err(AppError::RateLimited { retry_after_s: refused.retry_after.as_secs().max(1) });
         }
         Ok(AuthUser { id })
