@@ -77,8 +77,10 @@ where
 }
 
 /// `?minPosition=N`, accepted by every query.
-#[derive(Debug, Clone, Copy, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct Consistency {
+    /// Answer once the read models reached this log position (≤ 5 s)
     #[serde(rename = "minPosition")]
     pub min_position: Option<u64>,
 }

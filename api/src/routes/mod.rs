@@ -10,6 +10,7 @@ pub mod account;
 pub mod admin;
 pub mod auth;
 pub mod coins;
+pub mod doc;
 pub mod ledger;
 pub mod ops;
 pub mod payouts;
