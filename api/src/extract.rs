@@ -77,8 +77,10 @@ where
 }
 
 /// `?minPosition=N`, accepted by every query.
-#[derive(Debug, Clone, Copy, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct Consistency {
+    /// Answer once the read models reached this log position (≤ 5 s)
     #[serde(rename = "minPosition")]
     pub min_position: Option<u64>,
 }
@@ -154,7 +156,7 @@ where
         if let Some(limiter) = &app.limiter
             && let Err(refused) = limiter.check(&format!("user:{id}"))
         {
-            app.metrics.rate_limited.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            app.metrics.rate_limited.inc();
             return Err(AppError::RateLimited { retry_after_s: refused.retry_after.as_secs().max(1) });
         }
         Ok(AuthUser { id })

@@ -10,7 +10,7 @@ use projections::{
     UserDoc,
 };
 use serde::{Deserialize, Serialize, Serializer};
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use crate::auth::role_name;
@@ -121,32 +121,47 @@ pub struct RolesRequest {
 // ---------------------------------------------------------------------------
 // Query strings
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct PageQuery {
+    /// 1 to 200, default 50
     pub limit: Option<u32>,
+    /// `nextCursor` of the previous page
     pub cursor: Option<String>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct TransactionsQuery {
+    /// purchase, refund, gift_sent, gift_received, payout_requested, payout_paid, payout_rejected, adjustment
     #[serde(rename = "type")]
     pub kind: Option<String>,
+    /// completed, pending, paid, rejected
     pub status: Option<String>,
+    /// 1 to 200, default 50
     pub limit: Option<u32>,
+    /// `nextCursor` of the previous page
     pub cursor: Option<String>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct LiveStreamsQuery {
     pub category: Option<String>,
+    /// 1 to 200, default 50
     pub limit: Option<u32>,
+    /// `nextCursor` of the previous page
     pub cursor: Option<String>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct PayoutsQuery {
+    /// pending, paid or rejected
     pub status: Option<String>,
+    /// 1 to 200, default 50
     pub limit: Option<u32>,
+    /// `nextCursor` of the previous page
     pub cursor: Option<String>,
 }
 

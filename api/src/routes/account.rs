@@ -5,20 +5,20 @@ use axum::Json;
 use axum::extract::State;
 use projections::{PageRequest, Projection, TransactionFilter, TxStatus, TxType};
 
-use crate::error::{ApiResult, AppError, Problem};
+use crate::error::{ApiResult, AppError};
 use crate::extract::{ApiQuery, AuthUser, Consistency};
+use crate::routes::doc::{Invalid, ProjectionLagging, Unauthorized};
 use crate::state::AppState;
 use crate::views::{CoinPackageView, MoneyView, TransactionPage, TransactionsQuery, UserView, WalletView};
 
 /// The caller's profile.
 #[utoipa::path(
     get, path = "/api/v1/users/me", tag = "account",
-    params(("minPosition" = Option<u64>, Query, description = "Answer once the read models reached this log position (≤ 5 s)")),
+    params(Consistency),
     security(("bearerAuth" = [])),
     responses(
         (status = 200, body = UserView),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "`projection_lagging`", body = Problem, content_type = "application/problem+json"),
+        Unauthorized, ProjectionLagging,
     )
 )]
 pub async fn me(State(app): State<AppState>, caller: AuthUser, consistency: Consistency) -> ApiResult<Json<UserView>> {
@@ -37,12 +37,11 @@ pub async fn me(State(app): State<AppState>, caller: AuthUser, consistency: Cons
 /// The caller's balances.
 #[utoipa::path(
     get, path = "/api/v1/wallet", tag = "account",
-    params(("minPosition" = Option<u64>, Query, description = "Answer once the read models reached this log position (≤ 5 s)")),
+    params(Consistency),
     security(("bearerAuth" = [])),
     responses(
         (status = 200, body = WalletView),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "`projection_lagging`", body = Problem, content_type = "application/problem+json"),
+        Unauthorized, ProjectionLagging,
     )
 )]
 pub async fn wallet(
@@ -61,18 +60,11 @@ pub async fn wallet(
 /// The caller's transactions, newest first.
 #[utoipa::path(
     get, path = "/api/v1/transactions", tag = "account",
-    params(
-        ("type" = Option<String>, Query, description = "purchase, refund, gift_sent, gift_received, payout_requested, payout_paid, payout_rejected, adjustment"),
-        ("status" = Option<String>, Query, description = "completed, pending, paid, rejected"),
-        ("limit" = Option<u32>, Query, description = "1 to 200, default 50"),
-        ("cursor" = Option<String>, Query, description = "`nextCursor` of the previous page"),
-        ("minPosition" = Option<u64>, Query, description = "Answer once the read models reached this log position (≤ 5 s)"),
-    ),
+    params(TransactionsQuery, Consistency),
     security(("bearerAuth" = [])),
     responses(
         (status = 200, body = TransactionPage),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 422, body = Problem, content_type = "application/problem+json"),
+        Unauthorized, Invalid,
     )
 )]
 pub async fn transactions(

@@ -15,6 +15,9 @@ use uuid::Uuid;
 use crate::auth::parse_role;
 use crate::error::{ApiResult, AppError, Problem};
 use crate::extract::{AdminOnly, ApiJson, ApiPath, ApiQuery, CommandMeta, Consistency, FinanceOrAdmin, Privileged};
+use crate::routes::doc::{
+    IdempotencyKey, Invalid, NeedsAdmin, NeedsFinanceOrAdmin, NotFound, PayoutNotPending, Unauthorized, UnknownUser,
+};
 use crate::routes::{find_event, guarded, replayed};
 use crate::state::{AppState, command_context, fingerprint};
 use crate::views::{
@@ -38,18 +41,11 @@ fn admin_ctx(admin: Uuid, meta: &CommandMeta, body: &impl serde::Serialize) -> C
 /// Every payout, newest first, optionally of one status.
 #[utoipa::path(
     get, path = "/api/v1/admin/payouts", tag = "admin",
-    params(
-        ("status" = Option<String>, Query, description = "pending, paid or rejected"),
-        ("limit" = Option<u32>, Query, description = "1 to 200, default 50"),
-        ("cursor" = Option<String>, Query),
-        ("minPosition" = Option<u64>, Query),
-    ),
+    params(PayoutsQuery, Consistency),
     security(("bearerAuth" = [])),
     responses(
         (status = 200, body = PayoutPage),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Needs admin or finance", body = Problem, content_type = "application/problem+json"),
-        (status = 422, body = Problem, content_type = "application/problem+json"),
+        Unauthorized, NeedsFinanceOrAdmin, Invalid,
     )
 )]
 pub async fn list_payouts(
@@ -115,14 +111,11 @@ async fn settle(
 #[utoipa::path(
     post, path = "/api/v1/admin/payouts/{id}/approve", tag = "admin",
     request_body = ApprovePayoutRequest,
-    params(("id" = Uuid, Path), ("Idempotency-Key" = Option<String>, Header), ("minPosition" = Option<u64>, Query, description = "Look the payout up once the read models reached this position")),
+    params(("id" = Uuid, Path), IdempotencyKey, ("minPosition" = Option<u64>, Query, description = "Look the payout up once the read models reached this position")),
     security(("bearerAuth" = [])),
     responses(
         (status = 200, body = PayoutSettled),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Needs admin", body = Problem, content_type = "application/problem+json"),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "`payout_not_pending`", body = Problem, content_type = "application/problem+json"),
+        Unauthorized, NeedsAdmin, NotFound, PayoutNotPending,
     )
 )]
 pub async fn approve_payout(
@@ -149,14 +142,11 @@ pub async fn approve_payout(
 #[utoipa::path(
     post, path = "/api/v1/admin/payouts/{id}/reject", tag = "admin",
     request_body = RejectPayoutRequest,
-    params(("id" = Uuid, Path), ("Idempotency-Key" = Option<String>, Header), ("minPosition" = Option<u64>, Query)),
+    params(("id" = Uuid, Path), IdempotencyKey, Consistency),
     security(("bearerAuth" = [])),
     responses(
         (status = 200, body = PayoutSettled),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Needs admin", body = Problem, content_type = "application/problem+json"),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "`payout_not_pending`", body = Problem, content_type = "application/problem+json"),
+        Unauthorized, NeedsAdmin, NotFound, PayoutNotPending,
     )
 )]
 pub async fn reject_payout(
@@ -176,15 +166,13 @@ pub async fn reject_payout(
 #[utoipa::path(
     post, path = "/api/v1/admin/adjustments", tag = "admin",
     request_body = AdjustmentRequest,
-    params(("Idempotency-Key" = Option<String>, Header)),
+    params(IdempotencyKey),
     security(("bearerAuth" = [])),
     responses(
         (status = 201, body = AdjustmentView),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
+        Unauthorized,
         (status = 402, description = "A debit larger than the wallet", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Needs admin", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "Unknown user", body = Problem, content_type = "application/problem+json"),
-        (status = 422, body = Problem, content_type = "application/problem+json"),
+        NeedsAdmin, UnknownUser, Invalid,
     )
 )]
 pub async fn adjust(
@@ -221,14 +209,11 @@ pub async fn adjust(
 #[utoipa::path(
     post, path = "/api/v1/admin/users/{id}/roles", tag = "admin",
     request_body = RolesRequest,
-    params(("id" = Uuid, Path), ("Idempotency-Key" = Option<String>, Header)),
+    params(("id" = Uuid, Path), IdempotencyKey),
     security(("bearerAuth" = [])),
     responses(
         (status = 200, body = RolesView),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Needs admin", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "Unknown user", body = Problem, content_type = "application/problem+json"),
-        (status = 422, body = Problem, content_type = "application/problem+json"),
+        Unauthorized, NeedsAdmin, UnknownUser, Invalid,
     )
 )]
 pub async fn change_roles(

@@ -11,6 +11,7 @@ use uuid::Uuid;
 use crate::auth::check_password;
 use crate::error::{ApiResult, AppError, Problem};
 use crate::extract::{ApiJson, CommandMeta};
+use crate::routes::doc::IdempotencyKey;
 use crate::routes::{find_event, guarded, replayed};
 use crate::state::{AppState, command_context, fingerprint};
 use crate::views::{AuthResponse, LoginRequest, RefreshRequest, RegisterRequest, TokensResponse, UserView};
@@ -22,7 +23,7 @@ const WRONG_CREDENTIALS: AppError = AppError::Unauthorized("the email or the pas
 #[utoipa::path(
     post, path = "/api/v1/auth/register", tag = "auth",
     request_body = RegisterRequest,
-    params(("Idempotency-Key" = Option<String>, Header, description = "Up to 255 characters; a repeat returns the first answer")),
+    params(IdempotencyKey),
     responses(
         (status = 201, description = "Registered", body = AuthResponse),
         (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::CoinPackage;
 use crate::error::{ApiResult, AppError, Problem};
 use crate::extract::{ApiJson, AuthUser, CommandMeta};
+use crate::routes::doc::{KeyReused, NotAPackage, ProviderFailed, PurchasesPaused, Unauthorized};
 use crate::routes::replayed;
 use crate::state::{AppState, fingerprint};
 use crate::stripe::{SignatureError, read_event, verify_signature};
@@ -36,11 +37,7 @@ fn package<'a>(app: &'a AppState, package_id: &str) -> ApiResult<&'a CoinPackage
     security(("bearerAuth" = [])),
     responses(
         (status = 201, body = CheckoutCreated),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "`idempotency_key_reused`", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "`validation_failed`: not a package on sale", body = Problem, content_type = "application/problem+json"),
-        (status = 502, description = "`payment_provider_error`: Stripe refused or failed", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "`maintenance`: purchases pause with the commands", body = Problem, content_type = "application/problem+json"),
+        Unauthorized, KeyReused, NotAPackage, ProviderFailed, PurchasesPaused,
     )
 )]
 pub async fn checkout(
@@ -131,11 +128,7 @@ async fn remembered_purchase<T>(
     security(("bearerAuth" = [])),
     responses(
         (status = 201, body = PaymentIntentCreated),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "`idempotency_key_reused`", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "`validation_failed`: not a package on sale", body = Problem, content_type = "application/problem+json"),
-        (status = 502, description = "`payment_provider_error`: Stripe refused or failed", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "`maintenance`: purchases pause with the commands", body = Problem, content_type = "application/problem+json"),
+        Unauthorized, KeyReused, NotAPackage, ProviderFailed, PurchasesPaused,
     )
 )]
 pub async fn payment_intent(

@@ -8,6 +8,7 @@ use projections::{PageRequest, Projection};
 
 use crate::error::{ApiResult, AppError, Problem};
 use crate::extract::{ApiPath, ApiQuery, AuthUser, Consistency, FinanceOrAdmin, Privileged};
+use crate::routes::doc::{NeedsFinanceOrAdmin, Unauthorized};
 use crate::state::AppState;
 use crate::views::{LedgerEntryPage, PageQuery, ReconciliationItem, ReconciliationView, TrialBalanceView};
 
@@ -18,14 +19,12 @@ use crate::views::{LedgerEntryPage, PageQuery, ReconciliationItem, Reconciliatio
     get, path = "/api/v1/ledger/accounts/{account}/entries", tag = "ledger",
     params(
         ("account" = String, Path, description = "wallet:<user>, earnings:<user>, payout_hold:<user>, transit:gifts, platform:revenue, platform:adjustments, external:stripe, external:payouts"),
-        ("limit" = Option<u32>, Query, description = "1 to 200, default 50"),
-        ("cursor" = Option<String>, Query),
-        ("minPosition" = Option<u64>, Query),
+        PageQuery, Consistency,
     ),
     security(("bearerAuth" = [])),
     responses(
         (status = 200, body = LedgerEntryPage),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
+        Unauthorized,
         (status = 403, description = "Another user's or the platform's account, without finance or admin", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "Not an account", body = Problem, content_type = "application/problem+json"),
     )
@@ -52,16 +51,11 @@ pub async fn entries(
 /// Every account's balance and their total, which is always 0.
 #[utoipa::path(
     get, path = "/api/v1/ledger/trial-balance", tag = "ledger",
-    params(
-        ("limit" = Option<u32>, Query, description = "1 to 200, default 50"),
-        ("cursor" = Option<String>, Query),
-        ("minPosition" = Option<u64>, Query),
-    ),
+    params(PageQuery, Consistency),
     security(("bearerAuth" = [])),
     responses(
         (status = 200, body = TrialBalanceView),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Needs finance or admin", body = Problem, content_type = "application/problem+json"),
+        Unauthorized, NeedsFinanceOrAdmin,
     )
 )]
 pub async fn trial_balance(
@@ -89,16 +83,11 @@ pub async fn trial_balance(
 /// `mismatches` lists this page's.
 #[utoipa::path(
     get, path = "/api/v1/ledger/reconciliation", tag = "ledger",
-    params(
-        ("limit" = Option<u32>, Query, description = "1 to 200, default 50"),
-        ("cursor" = Option<String>, Query),
-        ("minPosition" = Option<u64>, Query),
-    ),
+    params(PageQuery, Consistency),
     security(("bearerAuth" = [])),
     responses(
         (status = 200, body = ReconciliationView),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Needs finance or admin", body = Problem, content_type = "application/problem+json"),
+        Unauthorized, NeedsFinanceOrAdmin,
     )
 )]
 pub async fn reconciliation(

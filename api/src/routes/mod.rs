@@ -10,13 +10,13 @@ pub mod account;
 pub mod admin;
 pub mod auth;
 pub mod coins;
+pub mod doc;
 pub mod ledger;
 pub mod ops;
 pub mod payouts;
 pub mod streams;
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use axum::Router;
@@ -124,9 +124,10 @@ fn cors(state: &AppState) -> CorsLayer {
 }
 
 /// Counts and times every request by matched route (never the raw path, so
-/// that ids do not explode the label space).
+/// that ids do not explode the label space), and counts those in flight.
 async fn track_request(State(app): State<AppState>, request: Request, next: Next) -> Response {
     let started = Instant::now();
+    let _in_flight = app.metrics.request_in_flight();
     let method = request.method().clone();
     let route = request.extensions().get::<MatchedPath>().map(|p| p.as_str().to_string());
     let response = next.run(request).await;
@@ -142,7 +143,7 @@ async fn ip_rate_limit(State(app): State<AppState>, request: Request, next: Next
         && let client = client_ip(peer.ip(), request.headers(), app.config.trust_proxy_hops)
         && let Err(refused) = limiter.check(&format!("ip:{client}"))
     {
-        app.metrics.rate_limited.fetch_add(1, Ordering::Relaxed);
+        app.metrics.rate_limited.inc();
         return AppError::RateLimited { retry_after_s: refused.retry_after.as_secs().max(1) }.into_response();
     }
     next.run(request).await

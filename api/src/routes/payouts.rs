@@ -10,6 +10,7 @@ use uuid::Uuid;
 
 use crate::error::{ApiResult, AppError, Problem};
 use crate::extract::{ApiJson, ApiQuery, AuthUser, CommandMeta, Consistency};
+use crate::routes::doc::{IdempotencyKey, Unauthorized};
 use crate::routes::{find_event, guarded, replayed};
 use crate::state::{AppState, command_context, fingerprint};
 use crate::views::{MoneyView, PageQuery, PayoutCreated, PayoutPage, PayoutRequestBody};
@@ -19,11 +20,11 @@ use crate::views::{MoneyView, PageQuery, PayoutCreated, PayoutPage, PayoutReques
 #[utoipa::path(
     post, path = "/api/v1/payouts", tag = "payouts",
     request_body = PayoutRequestBody,
-    params(("Idempotency-Key" = Option<String>, Header, description = "Up to 255 characters; a repeat returns the first answer")),
+    params(IdempotencyKey),
     security(("bearerAuth" = [])),
     responses(
         (status = 201, body = PayoutCreated),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
+        Unauthorized,
         (status = 402, description = "`insufficient_earnings`", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "`too_many_pending_payouts`, `idempotency_key_reused`", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "`below_minimum` (under `PAYOUT_MIN_COINS`), `validation_failed`", body = Problem, content_type = "application/problem+json"),
@@ -66,13 +67,9 @@ pub async fn request(
 /// The caller's payouts, newest first.
 #[utoipa::path(
     get, path = "/api/v1/payouts", tag = "payouts",
-    params(
-        ("limit" = Option<u32>, Query, description = "1 to 200, default 50"),
-        ("cursor" = Option<String>, Query),
-        ("minPosition" = Option<u64>, Query),
-    ),
+    params(PageQuery, Consistency),
     security(("bearerAuth" = [])),
-    responses((status = 200, body = PayoutPage), (status = 401, body = Problem, content_type = "application/problem+json"))
+    responses((status = 200, body = PayoutPage), Unauthorized)
 )]
 pub async fn list_own(
     State(app): State<AppState>,

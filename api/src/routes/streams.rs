@@ -13,6 +13,7 @@ use uuid::Uuid;
 
 use crate::error::{ApiResult, AppError, Problem};
 use crate::extract::{ApiJson, ApiPath, ApiQuery, AuthUser, CommandMeta, Consistency};
+use crate::routes::doc::{IdempotencyKey, Invalid, NotFound, StreamNotLive, Unauthorized};
 use crate::routes::{find_event, guarded, replayed};
 use crate::state::{AppState, command_context, fingerprint};
 use crate::views::{
@@ -46,13 +47,13 @@ fn user_ctx(caller: &AuthUser, meta: &CommandMeta, body: &impl serde::Serialize)
 #[utoipa::path(
     post, path = "/api/v1/streams", tag = "streams",
     request_body = StartStreamRequest,
-    params(("Idempotency-Key" = Option<String>, Header, description = "Up to 255 characters; a repeat returns the first answer")),
+    params(IdempotencyKey),
     security(("bearerAuth" = [])),
     responses(
         (status = 201, body = StreamCreated),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
+        Unauthorized,
         (status = 409, description = "`stream_already_live`", body = Problem, content_type = "application/problem+json"),
-        (status = 422, body = Problem, content_type = "application/problem+json"),
+        Invalid,
     )
 )]
 pub async fn start(
@@ -96,14 +97,13 @@ async fn stream_command(
 /// Ends a live stream: its host, or an admin.
 #[utoipa::path(
     post, path = "/api/v1/streams/{id}/end", tag = "streams",
-    params(("id" = Uuid, Path), ("Idempotency-Key" = Option<String>, Header)),
+    params(("id" = Uuid, Path), IdempotencyKey),
     security(("bearerAuth" = [])),
     responses(
         (status = 200, body = PositionView),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
+        Unauthorized,
         (status = 403, description = "Neither the host nor an admin", body = Problem, content_type = "application/problem+json"),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "`stream_not_live`", body = Problem, content_type = "application/problem+json"),
+        NotFound, StreamNotLive,
     )
 )]
 pub async fn end(
@@ -119,13 +119,11 @@ pub async fn end(
 /// Joins a live stream as a viewer.
 #[utoipa::path(
     post, path = "/api/v1/streams/{id}/join", tag = "streams",
-    params(("id" = Uuid, Path), ("Idempotency-Key" = Option<String>, Header)),
+    params(("id" = Uuid, Path), IdempotencyKey),
     security(("bearerAuth" = [])),
     responses(
         (status = 200, body = PositionView),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "`stream_not_live`", body = Problem, content_type = "application/problem+json"),
+        Unauthorized, NotFound, StreamNotLive,
     )
 )]
 pub async fn join(
@@ -140,12 +138,11 @@ pub async fn join(
 /// Leaves a stream (leaving an ended stream changes nothing).
 #[utoipa::path(
     post, path = "/api/v1/streams/{id}/leave", tag = "streams",
-    params(("id" = Uuid, Path), ("Idempotency-Key" = Option<String>, Header)),
+    params(("id" = Uuid, Path), IdempotencyKey),
     security(("bearerAuth" = [])),
     responses(
         (status = 200, body = PositionView),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
+        Unauthorized, NotFound,
     )
 )]
 pub async fn leave(
@@ -160,13 +157,8 @@ pub async fn leave(
 /// Live streams, most viewers first.
 #[utoipa::path(
     get, path = "/api/v1/streams/live", tag = "streams",
-    params(
-        ("category" = Option<String>, Query),
-        ("limit" = Option<u32>, Query, description = "1 to 200, default 50"),
-        ("cursor" = Option<String>, Query),
-        ("minPosition" = Option<u64>, Query),
-    ),
-    responses((status = 200, body = StreamPage), (status = 422, body = Problem, content_type = "application/problem+json"))
+    params(LiveStreamsQuery, Consistency),
+    responses((status = 200, body = StreamPage), Invalid)
 )]
 pub async fn live(
     State(app): State<AppState>,
@@ -182,8 +174,8 @@ pub async fn live(
 /// One stream.
 #[utoipa::path(
     get, path = "/api/v1/streams/{id}", tag = "streams",
-    params(("id" = Uuid, Path), ("minPosition" = Option<u64>, Query)),
-    responses((status = 200, body = StreamView), (status = 404, body = Problem, content_type = "application/problem+json"))
+    params(("id" = Uuid, Path), Consistency),
+    responses((status = 200, body = StreamView), NotFound)
 )]
 pub async fn get_stream(
     State(app): State<AppState>,
@@ -200,11 +192,9 @@ pub async fn get_stream(
     get, path = "/api/v1/streams/{id}/leaderboard", tag = "streams",
     params(
         ("id" = Uuid, Path),
-        ("limit" = Option<u32>, Query, description = "1 to 200, default 50"),
-        ("cursor" = Option<String>, Query),
-        ("minPosition" = Option<u64>, Query),
+        PageQuery, Consistency,
     ),
-    responses((status = 200, body = LeaderboardPage), (status = 404, body = Problem, content_type = "application/problem+json"))
+    responses((status = 200, body = LeaderboardPage), NotFound)
 )]
 pub async fn leaderboard(
     State(app): State<AppState>,
@@ -224,14 +214,14 @@ pub async fn leaderboard(
 #[utoipa::path(
     post, path = "/api/v1/streams/{id}/gifts", tag = "gifts",
     request_body = SendGiftRequest,
-    params(("id" = Uuid, Path), ("Idempotency-Key" = Option<String>, Header, description = "Up to 255 characters; a repeat returns the first answer")),
+    params(("id" = Uuid, Path), IdempotencyKey),
     security(("bearerAuth" = [])),
     responses(
         (status = 201, body = GiftSentView),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
+        Unauthorized,
         (status = 402, description = "`insufficient_funds`", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "`self_gift_forbidden`: to one's own stream", body = Problem, content_type = "application/problem+json"),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
+        NotFound,
         (status = 409, description = "`stream_not_live`, `idempotency_key_reused`", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "`validation_failed` (unknown gift, quantity out of 1..=10000), `amount_out_of_range`", body = Problem, content_type = "application/problem+json"),
     )

@@ -10,5 +10,6 @@ mod managed;
 mod reactor;
 mod retries;
 mod stripe;
+mod stripe_interleavings;
 mod support;
 mod world;

@@ -7,7 +7,6 @@ use domain::payment::{
 };
 use events_schema::{Event, PaymentFlag, PaymentSnapshot};
 use proptest::prelude::*;
-use uuid::Uuid;
 
 use crate::spec::user;
 
@@ -279,35 +278,124 @@ fn coins_due_back_rounds_up_and_never_overflows() {
     assert_eq!(coins_due_back(i64::MAX, 3, 1), Ok(i64::MAX / 3 + 1));
 }
 
-fn buyer_ledger_total(w: &World) -> i64 {
-    w.ledger.snapshot.wallet_coins
+/// The independent model of a refund's coins: the least whole number of
+/// coins `k` with `k / coins >= refunded / amount` (that is
+/// `k * amount >= coins * refunded`), found by bisection in u128 (no
+/// overflow for any i64 operands), capped at all the coins. Not the code's
+/// formula: no ceiling division appears here.
+fn model_coins_due_back(coins: i64, amount_cents: i64, refunded_cents: i64) -> i64 {
+    if coins <= 0 || amount_cents <= 0 || refunded_cents <= 0 {
+        return 0;
+    }
+    let (coins_wide, amount, refunded) =
+        (coins.unsigned_abs() as u128, amount_cents.unsigned_abs() as u128, refunded_cents.unsigned_abs() as u128);
+    let owed = coins_wide * refunded;
+    // Smallest k in [0, coins] with k * amount >= owed; coins itself when
+    // the refund is the whole amount or more.
+    let (mut low, mut high) = (0u128, coins_wide);
+    while low < high {
+        let middle = low + (high - low) / 2;
+        if middle * amount >= owed {
+            high = middle;
+        } else {
+            low = middle + 1;
+        }
+    }
+    i64::try_from(low).expect("at most the coins, an i64")
+}
+
+#[test]
+fn the_model_of_a_refunds_coins_agrees_with_worked_examples() {
+    // 100 of 499 cents of 500 coins: 100.2 coins, so 101.
+    assert_eq!(model_coins_due_back(500, 499, 100), 101);
+    // Exact shares are not rounded up.
+    assert_eq!(model_coins_due_back(500, 500, 100), 100);
+    assert_eq!(model_coins_due_back(500, 499, 499), 500);
+    assert_eq!(model_coins_due_back(500, 499, 1_000), 500);
+    assert_eq!(model_coins_due_back(7, 3, 1), 3);
+    assert_eq!(model_coins_due_back(i64::MAX, 3, 1), i64::MAX / 3 + 1);
+}
+
+/// A package of `coins` coins sold for `amount_cents`.
+fn confirm_package(event: &str, coins: i64, amount_cents: i64) -> PaymentCommand {
+    PaymentCommand::ConfirmPurchase {
+        stripe_event_id: event.into(),
+        buyer: Buyer::Known(user(1)),
+        package: PackageRef { id: format!("coins_{coins}"), coins: Some(coins) },
+        amount_cents,
+        currency: "usd".into(),
+    }
+}
+
+fn refund_of(event: &str, charge_amount_cents: i64, amount_refunded_cents: i64) -> PaymentCommand {
+    PaymentCommand::RecordRefund { stripe_event_id: event.into(), charge_amount_cents, amount_refunded_cents }
+}
+
+/// A package and its refunds: coins from 1 to ten million, a price from one
+/// cent to ten thousand dollars, refunds as parts of the price (0 to all of
+/// it, both ends likelier), in any order around the purchase.
+fn package_and_refunds() -> impl Strategy<Value = (i64, i64, Vec<i64>, usize, bool)> {
+    (1i64..=10_000_000, 1i64..=1_000_000).prop_flat_map(|(coins, amount)| {
+        let part = prop_oneof![Just(0i64), Just(amount), Just(1i64.min(amount)), 0i64..=amount];
+        (Just(coins), Just(amount), proptest::collection::vec(part, 0..6), 0usize..6, any::<bool>())
+    })
 }
 
 proptest! {
-    /// Whatever the order and repetition of the purchase and refund events,
-    /// the wallet ends at the coins bought less the ceiling of the highest
-    /// refund's share.
+    /// Whatever the package, the price, and the order and repetition of the
+    /// purchase and refund events, the wallet ends at the coins bought less
+    /// the model's coins for the highest refund; the coins reversed never
+    /// shrink and never pass the coins bought.
     #[test]
     fn coins_reversed_depend_only_on_the_highest_refund_whatever_the_order(
-        refunds in proptest::collection::vec(0i64..=499, 0..6),
-        purchase_at in 0usize..6,
-        settle_after_each in any::<bool>(),
+        (coins, amount, refunds, purchase_at, settle_after_each) in package_and_refunds(),
     ) {
         let mut w = world();
         let mut commands: Vec<PaymentCommand> =
-            refunds.iter().enumerate().map(|(i, r)| refund(&format!("evt_r{i}"), *r)).collect();
-        commands.insert(purchase_at.min(commands.len()), confirm("evt_p"));
+            refunds.iter().enumerate().map(|(i, r)| refund_of(&format!("evt_r{i}"), amount, *r)).collect();
+        commands.insert(purchase_at.min(commands.len()), confirm_package("evt_p", coins, amount));
+        let mut reversed_before = 0;
         for command in commands {
             w.run(command);
             if settle_after_each {
                 w.run(PaymentCommand::Settle);
             }
+            let reversed = w.payment.snapshot.coins_reversed;
+            prop_assert!(reversed >= reversed_before, "reversed coins shrank: {reversed_before} -> {reversed}");
+            prop_assert!((0..=coins).contains(&reversed), "reversed {reversed} of {coins}");
+            prop_assert!(w.wallet() >= 0, "wallet {}", w.wallet());
+            reversed_before = reversed;
         }
         w.run(PaymentCommand::Settle);
         let highest = refunds.iter().copied().max().unwrap_or(0);
-        let expected = 500 - coins_due_back(500, 499, highest).expect("in range");
-        prop_assert_eq!(buyer_ledger_total(&w), expected);
-        prop_assert_eq!(w.payment.snapshot.coins_reversed, 500 - expected);
+        let due_back = model_coins_due_back(coins, amount, highest);
+        prop_assert_eq!(w.wallet(), coins - due_back);
+        prop_assert_eq!(w.payment.snapshot.coins_reversed, due_back);
+        prop_assert_eq!(w.payment.snapshot.flags.clone(), Vec::<PaymentFlag>::new());
+    }
+
+    /// The code's rounding against the model, on operands of any size: the
+    /// ceiling of the share, and never more than all the coins.
+    #[test]
+    fn coins_due_back_matches_the_model(
+        coins in 1i64..=i64::MAX,
+        amount in 1i64..=i64::MAX,
+        refunded in 0i64..=i64::MAX,
+    ) {
+        let expected = model_coins_due_back(coins, amount, refunded);
+        prop_assert_eq!(coins_due_back(coins, amount, refunded), Ok(expected));
+        prop_assert!(expected <= coins);
+    }
+
+    /// Small operands, where most shares are not whole: the same check on
+    /// the values a coin shop sells.
+    #[test]
+    fn coins_due_back_matches_the_model_on_shop_sized_values(
+        coins in 1i64..=5_000,
+        amount in 1i64..=5_000,
+        refunded in 0i64..=5_100,
+    ) {
+        prop_assert_eq!(coins_due_back(coins, amount, refunded), Ok(model_coins_due_back(coins, amount, refunded)));
     }
 }
 
@@ -317,10 +405,20 @@ fn the_payment_subject_is_its_paymentintent_id() {
     let events = w.run(confirm("evt_p"));
     let payment_event = events.first().expect("a payment event");
     assert_eq!(payment_event.aggregate_id(), "pi_1");
-    assert_eq!(events_schema::payment_token("pi.1 *"), format!("sha256-{}", sha("pi.1 *")));
-    let _ = Uuid::nil();
-}
-
-fn sha(s: &str) -> String {
-    events_schema::canonical::sha256_hex(s.as_bytes())
+    // A PaymentIntent id is its own token.
+    assert_eq!(events_schema::payment_token("pi_3Abc-9"), "pi_3Abc-9");
+    // Any other id: its SHA-256, written down here as `sha256sum` printed it
+    // (`printf 'pi.1 *' | sha256sum`), not computed by the code under test.
+    assert_eq!(
+        events_schema::payment_token("pi.1 *"),
+        "sha256-4a95917ca39be0f6698ea5f5a3a751a2d7f60bcf77cb4a40da206ea0d3225965"
+    );
+    assert_eq!(
+        events_schema::payment_token("pi_3Abc>"),
+        "sha256-c4a49ed5943cf161c4cef8a6e8f754789c060f271e29dcc3304b83e414fe793e"
+    );
+    for id in ["pi.1 *", "pi_3Abc>", ""] {
+        let token = events_schema::payment_token(id);
+        assert!(token.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-'), "{token}");
+    }
 }

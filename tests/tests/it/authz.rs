@@ -1,7 +1,9 @@
 //! The authorization matrix: every route against anonymous, the user (the
 //! owner of what the route names: the stream's host, the payout's
-//! requester, the account's holder), another user, an admin and finance.
-//! One table, one expected status per role per route.
+//! requester, the account's holder), another user, an admin, finance and
+//! ops. One table, one expected status per role per route; the routes are
+//! the OpenAPI document's, so that a route added without a row fails here.
+//! And a revoked role stops working while its holder's token is valid.
 
 use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -18,12 +20,13 @@ enum Who {
     Other,
     Admin,
     Finance,
+    Ops,
 }
 
-const EVERYONE: [Who; 5] = [Who::Anonymous, Who::User, Who::Other, Who::Admin, Who::Finance];
+const EVERYONE: [Who; 6] = [Who::Anonymous, Who::User, Who::Other, Who::Admin, Who::Finance, Who::Ops];
 
 /// One row: a route, its body, and the expected status for
-/// [anonymous, user, other, admin, finance].
+/// [anonymous, user, other, admin, finance, ops].
 struct Case {
     method: Method,
     /// Placeholders: `{user}`, `{other}` (ids), `{live_stream}` (a live stream
@@ -33,7 +36,7 @@ struct Case {
     /// The same placeholders, plus `{new_email}`, `{new_name}`, `{user_email}`,
     /// `{user_refresh}`.
     body: Option<&'static str>,
-    expect: [u16; 5],
+    expect: [u16; 6],
 }
 
 struct World {
@@ -42,6 +45,7 @@ struct World {
     other: User,
     admin: User,
     finance: User,
+    ops: User,
     live_stream: Mutex<Option<Uuid>>,
     counter: AtomicU32,
 }
@@ -54,6 +58,7 @@ impl World {
             Who::Other => Some(&self.other.token),
             Who::Admin => Some(&self.admin.token),
             Who::Finance => Some(&self.finance.token),
+            Who::Ops => Some(&self.ops.token),
         }
     }
 
@@ -112,10 +117,10 @@ impl World {
 fn cases() -> Vec<Case> {
     let get = |path, expect| Case { method: Method::GET, path, body: None, expect };
     let post = |path, body, expect| Case { method: Method::POST, path, body: Some(body), expect };
-    const ALL_200: [u16; 5] = [200; 5];
-    const USERS_200: [u16; 5] = [401, 200, 200, 200, 200];
-    const FINANCE_READ: [u16; 5] = [401, 403, 403, 200, 200];
-    const ADMIN_ONLY: [u16; 5] = [401, 403, 403, 200, 403];
+    const ALL_200: [u16; 6] = [200; 6];
+    const USERS_200: [u16; 6] = [401, 200, 200, 200, 200, 200];
+    const FINANCE_READ: [u16; 6] = [401, 403, 403, 200, 200, 403];
+    const ADMIN_ONLY: [u16; 6] = [401, 403, 403, 200, 403, 403];
     vec![
         get("/health", ALL_200),
         get("/metrics", ALL_200),
@@ -124,7 +129,7 @@ fn cases() -> Vec<Case> {
         post(
             "/api/v1/auth/register",
             r#"{"email":"{new_email}","username":"{new_name}","password":"correct horse battery"}"#,
-            [201; 5],
+            [201; 6],
         ),
         post("/api/v1/auth/login", r#"{"email":"{user_email}","password":"correct horse battery"}"#, ALL_200),
         post("/api/v1/auth/refresh", r#"{"refreshToken":"{user_refresh}"}"#, ALL_200),
@@ -133,22 +138,26 @@ fn cases() -> Vec<Case> {
         get("/api/v1/transactions", USERS_200),
         get("/api/v1/coins/packages", ALL_200),
         // No STRIPE_SECRET_KEY in this service: the provider's problem.
-        post("/api/v1/coins/checkout", r#"{"packageId":"coins_100"}"#, [401, 502, 502, 502, 502]),
-        post("/api/v1/coins/payment-intent", r#"{"packageId":"coins_100"}"#, [401, 502, 502, 502, 502]),
+        post("/api/v1/coins/checkout", r#"{"packageId":"coins_100"}"#, [401, 502, 502, 502, 502, 502]),
+        post("/api/v1/coins/payment-intent", r#"{"packageId":"coins_100"}"#, [401, 502, 502, 502, 502, 502]),
         // Stripe's route: a token is no signature.
-        post("/api/v1/webhooks/stripe", r#"{"id":"evt_1","type":"x"}"#, [400; 5]),
+        post("/api/v1/webhooks/stripe", r#"{"id":"evt_1","type":"x"}"#, [400; 6]),
         get("/api/v1/gifts/catalog", ALL_200),
         // The user already hosts a live stream.
-        post("/api/v1/streams", r#"{"title":"t","category":"c"}"#, [401, 409, 201, 201, 201]),
+        post("/api/v1/streams", r#"{"title":"t","category":"c"}"#, [401, 409, 201, 201, 201, 201]),
         get("/api/v1/streams/live", ALL_200),
         get("/api/v1/streams/{live_stream}", ALL_200),
         get("/api/v1/streams/{live_stream}/leaderboard", ALL_200),
         post("/api/v1/streams/{live_stream}/join", "{}", USERS_200),
         post("/api/v1/streams/{live_stream}/leave", "{}", USERS_200),
         // The host cannot gift to their own stream.
-        post("/api/v1/streams/{live_stream}/gifts", r#"{"giftId":"rose","quantity":1}"#, [401, 403, 201, 201, 201]),
+        post(
+            "/api/v1/streams/{live_stream}/gifts",
+            r#"{"giftId":"rose","quantity":1}"#,
+            [401, 403, 201, 201, 201, 201],
+        ),
         // Only the user has earnings.
-        post("/api/v1/payouts", r#"{"coins":100,"destination":"x"}"#, [401, 201, 402, 402, 402]),
+        post("/api/v1/payouts", r#"{"coins":100,"destination":"x"}"#, [401, 201, 402, 402, 402, 402]),
         get("/api/v1/payouts", USERS_200),
         get("/api/v1/admin/payouts", FINANCE_READ),
         get("/api/v1/admin/payouts?status=pending", FINANCE_READ),
@@ -157,18 +166,54 @@ fn cases() -> Vec<Case> {
         post(
             "/api/v1/admin/adjustments",
             r#"{"userId":"{other}","coins":1,"reason":"matrix"}"#,
-            [401, 403, 403, 201, 403],
+            [401, 403, 403, 201, 403, 403],
         ),
         post("/api/v1/admin/users/{other}/roles", r#"{"grant":["ops"]}"#, ADMIN_ONLY),
-        get("/api/v1/ledger/accounts/wallet:{user}/entries", [401, 200, 403, 200, 200]),
-        get("/api/v1/ledger/accounts/earnings:{user}/entries", [401, 200, 403, 200, 200]),
-        get("/api/v1/ledger/accounts/payout_hold:{user}/entries", [401, 200, 403, 200, 200]),
+        get("/api/v1/ledger/accounts/wallet:{user}/entries", [401, 200, 403, 200, 200, 403]),
+        get("/api/v1/ledger/accounts/earnings:{user}/entries", [401, 200, 403, 200, 200, 403]),
+        get("/api/v1/ledger/accounts/payout_hold:{user}/entries", [401, 200, 403, 200, 200, 403]),
         get("/api/v1/ledger/accounts/platform:revenue/entries", FINANCE_READ),
         get("/api/v1/ledger/trial-balance", FINANCE_READ),
         get("/api/v1/ledger/reconciliation", FINANCE_READ),
         // Last: ends the user's stream (host and admin may).
-        post("/api/v1/streams/{live_stream}/end", "{}", [401, 200, 403, 200, 403]),
+        post("/api/v1/streams/{live_stream}/end", "{}", [401, 200, 403, 200, 403, 403]),
     ]
+}
+
+/// Whether a row's path (placeholders filled or not, query string aside)
+/// is an instance of the documented path template: same segments, a
+/// `{parameter}` of the template standing for any one segment.
+fn instance_of(path: &str, template: &str) -> bool {
+    let path = path.split('?').next().unwrap_or_default();
+    let (ours, theirs): (Vec<&str>, Vec<&str>) = (path.split('/').collect(), template.split('/').collect());
+    ours.len() == theirs.len()
+        && ours.iter().zip(&theirs).all(|(segment, documented)| {
+            (documented.starts_with('{') && documented.ends_with('}') && !segment.is_empty()) || segment == documented
+        })
+}
+
+/// Every (method, path template) of the OpenAPI document.
+fn documented_routes(document: &Value) -> Vec<(Method, String)> {
+    let paths = document["paths"].as_object().expect("the document has paths");
+    let mut routes = Vec::new();
+    for (template, operations) in paths {
+        for method in operations.as_object().expect("a path's operations").keys() {
+            let method = Method::from_bytes(method.to_uppercase().as_bytes()).expect("an HTTP method");
+            routes.push((method, template.clone()));
+        }
+    }
+    routes
+}
+
+#[test]
+fn a_path_is_matched_to_its_template_segment_by_segment() {
+    assert!(instance_of("/api/v1/streams/{live_stream}/join", "/api/v1/streams/{id}/join"));
+    assert!(instance_of("/api/v1/admin/payouts?status=pending", "/api/v1/admin/payouts"));
+    assert!(!instance_of("/api/v1/streams/live", "/api/v1/streams/{id}/join"));
+    assert!(!instance_of("/api/v1/streams/{live_stream}/join", "/api/v1/streams/{id}"));
+    // `live` is an instance of `{id}` as well: the method and the table's
+    // other rows tell them apart, and both must be documented anyway.
+    assert!(instance_of("/api/v1/streams/live", "/api/v1/streams/{id}"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -177,17 +222,26 @@ async fn every_route_answers_each_role_as_the_matrix_says() {
     let admin = app.admin().await;
     let user = app.register("matrix_user").await;
     let other = app.register("matrix_other").await;
-    let mut finance = app.register("matrix_finance").await;
-    let granted = app
-        .post(&format!("/api/v1/admin/users/{}/roles", finance.id), Some(&admin.token), json!({"grant": ["finance"]}))
-        .await;
-    assert_eq!(granted.status, 200, "{}", granted.text);
-    assert_eq!(granted.body["roles"], json!(["user", "finance"]));
-    // A new login carries the role in the token (privileged routes read the
-    // log anyway).
-    let login = app.post("/api/v1/auth/login", None, json!({"email": finance.email, "password": PASSWORD})).await;
-    finance.token = login.body["accessToken"].as_str().unwrap_or_default().to_string();
-    for funded in [&other, &admin, &finance] {
+    let finance = granted(&app, &admin, "matrix_finance", "finance").await;
+    let ops = granted(&app, &admin, "matrix_ops", "ops").await;
+    // The routes to check: the document's. Each needs a row; each row is
+    // one of them.
+    let document = app.get("/api/v1/openapi.json", None).await.body;
+    let documented = documented_routes(&document);
+    let table = cases();
+    let unchecked: Vec<String> = documented
+        .iter()
+        .filter(|(method, template)| !table.iter().any(|c| c.method == *method && instance_of(c.path, template)))
+        .map(|(method, template)| format!("{method} {template}"))
+        .collect();
+    assert!(unchecked.is_empty(), "documented routes with no row in the matrix: {unchecked:?}");
+    let undocumented: Vec<String> = table
+        .iter()
+        .filter(|c| !documented.iter().any(|(method, template)| c.method == *method && instance_of(c.path, template)))
+        .map(|c| format!("{} {}", c.method, c.path))
+        .collect();
+    assert!(undocumented.is_empty(), "rows of routes the document does not have: {undocumented:?}");
+    for funded in [&other, &admin, &finance, &ops] {
         app.fund(&admin, funded, 100_000).await;
     }
     // Earnings for the user: another viewer's gifts, credited by the reactor.
@@ -203,11 +257,19 @@ async fn every_route_answers_each_role_as_the_matrix_says() {
     let settled = app.settle_reactor().await;
     assert_eq!(app.wallet(&user, settled).await["earnings"], json!(7_000));
 
-    let world =
-        World { app, user, other, admin, finance, live_stream: Mutex::new(Some(stream)), counter: AtomicU32::new(0) };
+    let world = World {
+        app,
+        user,
+        other,
+        admin,
+        finance,
+        ops,
+        live_stream: Mutex::new(Some(stream)),
+        counter: AtomicU32::new(0),
+    };
     let mut failures = Vec::new();
     let mut checked = 0;
-    for case in cases() {
+    for case in table {
         for (index, who) in EVERYONE.into_iter().enumerate() {
             let path = world.resolve(case.path).await;
             let body = match case.body {
@@ -232,4 +294,73 @@ async fn every_route_answers_each_role_as_the_matrix_says() {
     }
     assert!(failures.is_empty(), "{} of {checked} checks failed:\n{}", failures.len(), failures.join("\n"));
     world.app.stop().await;
+}
+
+/// A new user granted `role` by `admin`, with a token from a login after
+/// the grant.
+async fn granted(app: &TestApp, admin: &User, name: &str, role: &str) -> User {
+    let mut user = app.register(name).await;
+    let granted =
+        app.post(&format!("/api/v1/admin/users/{}/roles", user.id), Some(&admin.token), json!({"grant": [role]})).await;
+    assert_eq!(granted.status, 200, "{}", granted.text);
+    assert_eq!(granted.body["roles"], json!(["user", role]));
+    user.token = login(app, &user).await;
+    user
+}
+
+async fn login(app: &TestApp, user: &User) -> String {
+    let login = app.post("/api/v1/auth/login", None, json!({"email": user.email, "password": PASSWORD})).await;
+    assert_eq!(login.status, 200, "{}", login.text);
+    login.body["accessToken"].as_str().expect("an access token").to_string()
+}
+
+/// The token says what the roles were at login; the privileged routes go
+/// by what they are now. A revoked role stops working at once for a token
+/// still valid, and the holder's other rights stay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_role_stops_working_while_the_token_is_still_valid() {
+    let app = TestApp::start().await;
+    let admin = app.admin().await;
+    let finance = granted(&app, &admin, "revoked_finance", "finance").await;
+    let deputy = granted(&app, &admin, "revoked_admin", "admin").await;
+    let target = app.register("revoked_target").await;
+    let adjust = json!({"userId": target.id, "coins": 5, "reason": "before"});
+    // Both roles work with the tokens issued after the grants.
+    assert_eq!(app.get("/api/v1/ledger/trial-balance", Some(&finance.token)).await.status, 200);
+    assert_eq!(app.get("/api/v1/admin/payouts", Some(&finance.token)).await.status, 200);
+    let r = app.post("/api/v1/admin/adjustments", Some(&deputy.token), adjust.clone()).await;
+    assert_eq!(r.status, 201, "{}", r.text);
+
+    for (holder, role) in [(&finance, "finance"), (&deputy, "admin")] {
+        let revoked = app
+            .post(&format!("/api/v1/admin/users/{}/roles", holder.id), Some(&admin.token), json!({"revoke": [role]}))
+            .await;
+        assert_eq!(revoked.status, 200, "{}", revoked.text);
+        assert_eq!(revoked.body["roles"], json!(["user"]));
+    }
+    // The same tokens, still valid: refused on every privileged route.
+    for (path, token) in [
+        ("/api/v1/ledger/trial-balance", &finance.token),
+        ("/api/v1/ledger/reconciliation", &finance.token),
+        ("/api/v1/admin/payouts", &finance.token),
+        (&format!("/api/v1/ledger/accounts/wallet:{}/entries", target.id), &finance.token),
+        ("/api/v1/admin/payouts", &deputy.token),
+    ] {
+        let r = app.get(path, Some(token)).await;
+        assert_eq!((r.status, r.problem_code()), (403, "forbidden"), "{path}: {}", r.text);
+    }
+    let adjust = json!({"userId": target.id, "coins": 5, "reason": "after"});
+    let r = app.post("/api/v1/admin/adjustments", Some(&deputy.token), adjust).await;
+    assert_eq!((r.status, r.problem_code()), (403, "forbidden"), "{}", r.text);
+    let r = app
+        .post(&format!("/api/v1/admin/users/{}/roles", target.id), Some(&deputy.token), json!({"grant": ["admin"]}))
+        .await;
+    assert_eq!((r.status, r.problem_code()), (403, "forbidden"), "a revoked admin grants nothing: {}", r.text);
+    // The tokens are valid: what any user may do still works.
+    assert_eq!(app.get("/api/v1/wallet", Some(&finance.token)).await.status, 200);
+    assert_eq!(app.get("/api/v1/users/me", Some(&deputy.token)).await.status, 200);
+    // Only the one adjustment made before the revocation moved coins.
+    let wallet = app.wallet(&target, app.last_position().await).await;
+    assert_eq!(wallet["coins"], json!(5), "{wallet}");
+    app.stop().await;
 }

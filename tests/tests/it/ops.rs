@@ -221,7 +221,9 @@ async fn shutdown_drains_requests_in_flight() {
     let client = app.client.clone();
     let url = format!("{}/api/v1/streams/live?minPosition={far}", app.base);
     let waiting = tokio::spawn(async move { client.get(url).send().await.map(|r| r.status().as_u16()) });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Shut down once the server has the query in hand: two requests in
+    // flight, the query and the scrape that counts itself.
+    app.eventually("/metrics", None, |r| in_flight(&r.text) >= 2).await;
     let base = app.base.clone();
     let started = Instant::now();
     app.stop().await;
@@ -229,4 +231,13 @@ async fn shutdown_drains_requests_in_flight() {
     assert_eq!(waiting.await.expect("the task").expect("an answer, not a reset"), 503);
     assert!(started.elapsed() >= Duration::from_secs(3), "shutdown waited for the request");
     assert!(reqwest::get(format!("{base}/health")).await.is_err(), "no longer listening");
+}
+
+/// `http_requests_in_flight` in a scrape (0 when absent).
+fn in_flight(metrics: &str) -> u64 {
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix("http_requests_in_flight "))
+        .and_then(|value| value.trim().parse().ok())
+        .unwrap_or(0)
 }
