@@ -27,7 +27,6 @@ use axum::response::{AppendHeaders, IntoResponse, Response};
 use axum::routing::{MethodRouter, get, post};
 use commands::handler::{CommandContext, CommandError, Outcome};
 use events_schema::{Envelope, Event};
-use tower::limit::GlobalConcurrencyLimitLayer;
 use tower_http::cors::{AllowOrigin, Any, CorsLayer};
 
 use crate::error::{ApiResult, AppError, Problem};
@@ -61,7 +60,6 @@ pub fn router(state: AppState) -> Router {
     app.fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(state.config.body_bytes_max))
-        .layer(GlobalConcurrencyLimitLayer::new(REQUESTS_IN_FLIGHT_MAX))
         .layer(cors(&state))
         .layer(middleware::from_fn_with_state(state.clone(), track_request))
         .with_state(state)
@@ -140,7 +138,7 @@ async fn ip_rate_limit(State(app): State<AppState>, request: Request, next: Next
     if let Some(limiter) = &app.limiter
         && let Some(ConnectInfo(peer)) = request.extensions().get::<ConnectInfo<SocketAddr>>()
         && let client = client_ip(peer.ip(), request.headers(), app.config.trust_proxy_hops)
-        && let Err(refused) = limiter.check(&format!("ip:{client}"))
+        && let Err(refused) = limiter.check(&crate::ratelimit::ip_key(client))
     {
         app.metrics.rate_limited.fetch_add(1, Ordering::Relaxed);
         return AppError::RateLimited { retry_after_s: refused.retry_after.as_secs().max(1) }.into_response();
