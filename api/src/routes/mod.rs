@@ -1,8 +1,8 @@
 //! The router: every route of the contract, the cross-cutting layers, and
 //! the helpers the handlers share.
 //!
-//! Layers, outermost first: request metrics; CORS; the bound on requests in
-//! flight; the body size limit; the per-IP rate limit (API routes only, not
+//! Layers, outermost first (inside `server`'s per-kind in-flight pools and
+//! timeouts): request metrics; CORS; the body size limit; the per-IP rate limit (API routes only, not
 //! health, metrics or docs; behind trusted proxies, see `client_ip`); on
 //! command routes, the maintenance switch.
 
@@ -32,9 +32,6 @@ use tower_http::cors::{AllowOrigin, Any, CorsLayer};
 use crate::error::{ApiResult, AppError, Problem};
 use crate::state::AppState;
 
-/// Requests handled at once; more wait for a slot (backpressure, not
-/// unbounded memory).
-pub const REQUESTS_IN_FLIGHT_MAX: usize = 2_048;
 /// The largest Stripe event accepted (Stripe's own are far smaller).
 pub const STRIPE_EVENT_BYTES_MAX: usize = 512 * 1024;
 
