@@ -54,6 +54,12 @@ const PASSWORD_LANES: u32 = 1;
 const PASSWORD_MEMORY_KIB_MAX: u32 = 64 * 1024;
 /// How long a request waits for a hashing slot before giving up.
 const HASH_WAIT_MS_MAX: u64 = 10_000;
+/// Hashes running or waiting, at most: beyond it a login or registration
+/// is answered `429` at once instead of queueing (a queue of seconds would
+/// hold every login behind a flood).
+const HASH_QUEUE_MAX: usize = 32;
+/// The `Retry-After` of a full hashing queue.
+const HASH_QUEUE_RETRY_AFTER_S: u64 = 1;
 
 const TYP_ACCESS: &str = "access";
 const TYP_REFRESH: &str = "refresh";
@@ -91,6 +97,8 @@ pub struct Auth {
     refresh_decoding: DecodingKey,
     validation: Validation,
     hash_slots: Arc<Semaphore>,
+    /// Places in the hashing queue (running and waiting).
+    hash_queue: Arc<Semaphore>,
     /// The slots' memory: at most `HASHES_IN_FLIGHT_MAX` buffers.
     hash_memory: Arc<Mutex<Vec<Vec<Block>>>>,
     /// A hash of a random password, verified against when an email is
@@ -104,6 +112,34 @@ impl std::fmt::Debug for Auth {
         f.debug_struct("Auth").finish_non_exhaustive()
     }
 }
+
+// Request types holding a password or a token: their Debug never shows it
+// (a request logged by mistake must not leak it). Defined here, beside the
+// rest of the secrets' handling, rather than derived in `views`.
+impl std::fmt::Debug for crate::views::RegisterRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegisterRequest")
+            .field("email", &self.email)
+            .field("username", &self.username)
+            .field("password", &REDACTED)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for crate::views::LoginRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoginRequest").field("email", &self.email).field("password", &REDACTED).finish()
+    }
+}
+
+impl std::fmt::Debug for crate::views::RefreshRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RefreshRequest").field("refresh_token", &REDACTED).finish()
+    }
+}
+
+/// What Debug shows instead of a secret.
+const REDACTED: &str = "<redacted>";
 
 /// The token's role strings.
 pub fn role_name(role: Role) -> &'static str {
@@ -135,6 +171,7 @@ impl Auth {
             refresh_decoding: DecodingKey::from_secret(refresh_secret.as_bytes()),
             validation,
             hash_slots: Arc::new(Semaphore::new(HASHES_IN_FLIGHT_MAX)),
+            hash_queue: Arc::new(Semaphore::new(HASH_QUEUE_MAX)),
             hash_memory: Arc::new(Mutex::new(vec![memory])),
             dummy_hash: Arc::new(dummy),
         })
@@ -207,6 +244,9 @@ impl Auth {
         &self,
         work: impl FnOnce(&mut Vec<Block>) -> T + Send + 'static,
     ) -> Result<T, AppError> {
+        let Ok(_place) = self.hash_queue.clone().try_acquire_owned() else {
+            return Err(AppError::RateLimited { retry_after_s: HASH_QUEUE_RETRY_AFTER_S });
+        };
         let _slot = match tokio::time::timeout(Duration::from_millis(HASH_WAIT_MS_MAX), self.hash_slots.acquire()).await
         {
             Ok(Ok(permit)) => permit,
@@ -390,6 +430,33 @@ mod tests {
         assert!(auth.verify_password("pw of another tool".into(), Some(other.clone())).await.unwrap());
         assert!(!auth.verify_password("not it".into(), Some(other)).await.unwrap());
         assert!(!auth.verify_password("x".into(), Some("not a phc string".into())).await.unwrap());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_full_hashing_queue_answers_429_at_once() {
+        let auth = auth();
+        // Every place taken (hashes running and waiting), as under a flood.
+        let taken = auth.hash_queue.clone().acquire_many_owned(HASH_QUEUE_MAX as u32).await.unwrap();
+        let started = std::time::Instant::now();
+        let refused = auth.hash_password("correct horse".into()).await.unwrap_err();
+        assert!(matches!(refused, AppError::RateLimited { retry_after_s: HASH_QUEUE_RETRY_AFTER_S }), "{refused:?}");
+        assert!(auth.verify_password("correct horse".into(), None).await.is_err(), "logins alike");
+        assert!(started.elapsed() < Duration::from_millis(100), "at once, not after a wait");
+        drop(taken);
+        assert!(auth.hash_password("correct horse".into()).await.is_ok(), "a place is free again");
+    }
+
+    #[test]
+    fn requests_holding_secrets_never_show_them_in_debug() {
+        use crate::views::{LoginRequest, RefreshRequest, RegisterRequest};
+        let secret = "hunter2-correct-horse";
+        let register = RegisterRequest { email: "a@x.io".into(), username: "abc".into(), password: secret.into() };
+        let login = LoginRequest { email: "a@x.io".into(), password: secret.into() };
+        let refresh = RefreshRequest { refresh_token: secret.into() };
+        for shown in [format!("{register:?}"), format!("{login:?}"), format!("{refresh:?}")] {
+            assert!(!shown.contains(secret) && shown.contains(REDACTED), "{shown}");
+        }
+        assert!(format!("{login:?}").contains("a@x.io"));
     }
 
     /// Unpadded URL-safe base64, enough to forge a token in a test.

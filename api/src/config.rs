@@ -68,6 +68,11 @@ pub struct Config {
     pub cors_origins: Option<Vec<String>>,
     /// `None`: no rate limit (`RATE_LIMIT_MAX_REQUESTS=0`).
     pub rate_limit: Option<RateLimit>,
+    /// Login and registration per email (`RATE_LIMIT_EMAIL_MAX_REQUESTS`
+    /// per `RATE_LIMIT_WINDOW_MS`, default 10; `0` disables, and so does
+    /// `RATE_LIMIT_MAX_REQUESTS=0`): guessing one account's password from
+    /// many addresses is limited too.
+    pub email_rate_limit: Option<RateLimit>,
     /// Proxies in front of the service whose `X-Forwarded-For` entries are
     /// believed for the per-IP limit (`TRUST_PROXY_HOPS`, default 0: the
     /// peer address is the client). See `routes::client_ip`.
@@ -89,6 +94,30 @@ pub struct Config {
     /// Events per projector batch (`PROJECTOR_BATCH_EVENTS`): two batches
     /// are in memory at once, so this bounds the projector's memory.
     pub projector_batch_events: u32,
+    /// The slow-client limits of the HTTP server.
+    pub http: HttpLimits,
+}
+
+/// What a slow or flooding client may hold (`../shared/spec/api.md`,
+/// "Limits that protect the service").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HttpLimits {
+    /// A request's headers must arrive within this, or the connection is
+    /// closed (`HTTP_HEADER_TIMEOUT_MS`, default 10000). Also the longest
+    /// an idle keep-alive connection is kept.
+    pub header_timeout: Duration,
+    /// A request's body must arrive within this once the request holds its
+    /// slot (`HTTP_BODY_TIMEOUT_MS`, default 30000): else `408` and the
+    /// connection is closed.
+    pub body_timeout: Duration,
+    /// Requests in flight, per kind: the Stripe webhook
+    /// (`HTTP_WEBHOOK_IN_FLIGHT_MAX`, default 256), commands (other POSTs,
+    /// `HTTP_COMMANDS_IN_FLIGHT_MAX`, default 1024) and queries
+    /// (`HTTP_QUERIES_IN_FLIGHT_MAX`, default 1024); more wait for a slot
+    /// of their own kind. Health, metrics and the docs take none.
+    pub webhook_in_flight_max: usize,
+    pub commands_in_flight_max: usize,
+    pub queries_in_flight_max: usize,
 }
 
 /// One gift of the catalog.
@@ -157,6 +186,16 @@ pub const TRUST_PROXY_HOPS_MAX: u32 = 8;
 
 const DEV_JWT_SECRET: &str = "halobuzz-development-access-secret-change-me";
 const DEV_JWT_REFRESH_SECRET: &str = "halobuzz-development-refresh-secret-change-me";
+/// Secrets published in the source (and the README's examples): refused
+/// outside development and test.
+const DEV_SECRETS: &[&str] = &[DEV_JWT_SECRET, DEV_JWT_REFRESH_SECRET];
+
+/// The environments that may run with development secrets and defaults:
+/// exactly `development` and `test`. Any other name, misspelt or not, gets
+/// production's checks.
+pub fn is_development(app_env: &str) -> bool {
+    matches!(app_env, "development" | "test")
+}
 
 /// The environment's name. The runbook sets `NODE_ENV` (its deployments
 /// predate this service); the contract names `APP_ENV`. Either is read, and
@@ -181,7 +220,7 @@ fn set(value: Option<String>) -> Option<String> {
 /// Whether the process environment names production (for the log format,
 /// chosen before the rest of the configuration is read and checked).
 pub fn production_from_env() -> bool {
-    environment(&|name: &str| set(std::env::var(name).ok())).is_ok_and(|env| env == "production")
+    environment(&|name: &str| set(std::env::var(name).ok())).is_ok_and(|env| !is_development(&env))
 }
 
 impl Config {
@@ -194,24 +233,44 @@ impl Config {
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
         let var = |name: &str| set(get(name));
         let app_env = environment(&var)?;
-        let production = app_env == "production";
+        // Fail closed: every environment but the two named ones is held to
+        // production's rules (`prod`, `staging`, `Production` alike).
+        let production = !is_development(&app_env);
         let secret = |name: &'static str, dev: &str| -> Result<String, ConfigError> {
             match var(name) {
+                Some(s) if production && DEV_SECRETS.contains(&s.as_str()) => Err(ConfigError {
+                    name,
+                    reason: format!("is a public development secret: refused with APP_ENV {app_env:?}"),
+                }),
                 Some(s) if s.len() >= 32 => Ok(s),
                 Some(_) => Err(ConfigError { name, reason: "must be at least 32 characters".into() }),
-                None if production => {
-                    Err(ConfigError { name, reason: "is required in production (APP_ENV or NODE_ENV)".into() })
-                }
+                None if production => Err(ConfigError {
+                    name,
+                    reason: format!(
+                        "is required with APP_ENV {app_env:?} (only development and test use development secrets)"
+                    ),
+                }),
                 None => {
                     tracing::warn!("{name} is not set: using a development secret");
                     Ok(dev.to_string())
                 }
             }
         };
+        let jwt_secret = secret("JWT_SECRET", DEV_JWT_SECRET)?;
+        let jwt_refresh_secret = secret("JWT_REFRESH_SECRET", DEV_JWT_REFRESH_SECRET)?;
+        if production && jwt_secret == jwt_refresh_secret {
+            return Err(ConfigError {
+                name: "JWT_REFRESH_SECRET",
+                reason: "must differ from JWT_SECRET (a refresh token must never pass for an access token)".into(),
+            });
+        }
         let rate_max: u32 = parse(&var, "RATE_LIMIT_MAX_REQUESTS", 100)?;
         let rate_window_ms: u64 = parse(&var, "RATE_LIMIT_WINDOW_MS", 900_000)?;
         let rate_limit = (rate_max > 0 && rate_window_ms > 0)
             .then(|| RateLimit { window: Duration::from_millis(rate_window_ms), requests_max: rate_max });
+        let email_max: u32 = parse(&var, "RATE_LIMIT_EMAIL_MAX_REQUESTS", 10)?;
+        let email_rate_limit =
+            rate_limit.filter(|_| email_max > 0).map(|limit| RateLimit { requests_max: email_max, ..limit });
         let trust_proxy_hops: u32 = parse(&var, "TRUST_PROXY_HOPS", 0)?;
         if trust_proxy_hops > TRUST_PROXY_HOPS_MAX {
             return Err(ConfigError {
@@ -260,10 +319,31 @@ impl Config {
                 .unwrap_or_default()
         };
         let cors_origins = match var("CORS_ORIGIN").as_deref() {
+            None | Some("*") if production => {
+                return Err(ConfigError {
+                    name: "CORS_ORIGIN",
+                    reason: format!("must list the allowed origins with APP_ENV {app_env:?} (no any-origin)"),
+                });
+            }
             None | Some("*") => None,
             Some(_) => Some(list("CORS_ORIGIN")),
         };
+        let metrics_token = var("METRICS_TOKEN");
+        if production && metrics_token.is_none() {
+            return Err(ConfigError {
+                name: "METRICS_TOKEN",
+                reason: format!("is required with APP_ENV {app_env:?} (/metrics is never open)"),
+            });
+        }
+        let http = HttpLimits {
+            header_timeout: Duration::from_millis(positive(&var, "HTTP_HEADER_TIMEOUT_MS", 10_000)?),
+            body_timeout: Duration::from_millis(positive(&var, "HTTP_BODY_TIMEOUT_MS", 30_000)?),
+            webhook_in_flight_max: positive(&var, "HTTP_WEBHOOK_IN_FLIGHT_MAX", 256)?,
+            commands_in_flight_max: positive(&var, "HTTP_COMMANDS_IN_FLIGHT_MAX", 1024)?,
+            queries_in_flight_max: positive(&var, "HTTP_QUERIES_IN_FLIGHT_MAX", 1024)?,
+        };
         Ok(Config {
+            http,
             port: parse(&var, "PORT", 5010)?,
             app_env,
             data_dir: var("DATA_DIR").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("./data")),
@@ -272,8 +352,8 @@ impl Config {
             nats_sync_always,
             mongodb_uri: var("MONGODB_URI"),
             mongodb_db: var("MONGODB_DB"),
-            jwt_secret: secret("JWT_SECRET", DEV_JWT_SECRET)?,
-            jwt_refresh_secret: secret("JWT_REFRESH_SECRET", DEV_JWT_REFRESH_SECRET)?,
+            jwt_secret,
+            jwt_refresh_secret,
             stripe_secret_key: var("STRIPE_SECRET_KEY"),
             stripe_webhook_secrets: list("STRIPE_WEBHOOK_SECRET"),
             stripe_api_base: var("STRIPE_API_BASE"),
@@ -288,10 +368,11 @@ impl Config {
             admin_emails: list("ADMIN_EMAILS").into_iter().map(|e| e.to_lowercase()).collect(),
             cors_origins,
             rate_limit,
+            email_rate_limit,
             trust_proxy_hops,
             maintenance_mode: parse_bool(&var, "MAINTENANCE_MODE")?,
             log_format,
-            metrics_token: var("METRICS_TOKEN"),
+            metrics_token,
             role,
             body_bytes_max: parse(&var, "BODY_BYTES_MAX", 64 * 1024)?,
             nats_port: parse(&var, "NATS_PORT", 4222)?,
@@ -310,13 +391,21 @@ impl Config {
         })
     }
 
-    /// What the deciders take from the configuration.
+    /// What the deciders take from the configuration. `ADMIN_EMAILS` grants
+    /// roles at registration only in development and test: elsewhere
+    /// registering an address proves nothing about owning it, and the first
+    /// admin is granted by the operator command (`halobuzz-api roles`).
     pub fn command_config(&self) -> CommandConfig {
         CommandConfig {
             host_share_bps: self.host_share_bps,
             payout_policy: self.payout_policy.clone(),
-            admin_emails: self.admin_emails.clone(),
+            admin_emails: if self.is_development() { self.admin_emails.clone() } else { Vec::new() },
         }
+    }
+
+    /// `APP_ENV` is `development` or `test` (see [`is_development`]).
+    pub fn is_development(&self) -> bool {
+        is_development(&self.app_env)
     }
 
     /// The catalog entry of a gift.
@@ -393,6 +482,20 @@ fn parse<T: std::str::FromStr>(
     }
 }
 
+/// A number that must be at least 1 (a zero timeout or pool would refuse
+/// everything).
+fn positive<T: std::str::FromStr + PartialOrd + From<u8>>(
+    var: &impl Fn(&str) -> Option<String>,
+    name: &'static str,
+    default: T,
+) -> Result<T, ConfigError> {
+    let value = parse(var, name, default)?;
+    if value < T::from(1) {
+        return Err(ConfigError { name, reason: "must be at least 1".into() });
+    }
+    Ok(value)
+}
+
 fn parse_bool(var: &impl Fn(&str) -> Option<String>, name: &'static str) -> Result<bool, ConfigError> {
     match var(name).as_deref() {
         None | Some("false") | Some("0") => Ok(false),
@@ -421,7 +524,12 @@ mod tests {
 
     #[test]
     fn the_runbooks_node_env_sets_the_environment_unless_app_env_disagrees() {
-        let secrets = [("JWT_SECRET", "a".repeat(32)), ("JWT_REFRESH_SECRET", "b".repeat(32))];
+        let secrets = [
+            ("JWT_SECRET", "a".repeat(32)),
+            ("JWT_REFRESH_SECRET", "b".repeat(32)),
+            ("CORS_ORIGIN", "https://halobuzz.com".into()),
+            ("METRICS_TOKEN", "scrape".into()),
+        ];
         let with = |pairs: &[(&str, &str)]| {
             let mut all: Vec<(&str, &str)> = secrets.iter().map(|(k, v)| (*k, v.as_str())).collect();
             all.extend_from_slice(pairs);
@@ -447,6 +555,55 @@ mod tests {
         assert_eq!(config(&[("NODE_ENV", "production")]).unwrap_err().name, "JWT_SECRET");
     }
 
+    /// A production-like environment with everything it requires, plus
+    /// `pairs` (which override).
+    fn production_like(env: &str, pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let access = "p".repeat(40);
+        let refresh = "q".repeat(40);
+        let mut all: Vec<(&str, &str)> = pairs.to_vec();
+        all.extend_from_slice(&[
+            ("APP_ENV", env),
+            ("JWT_SECRET", &access),
+            ("JWT_REFRESH_SECRET", &refresh),
+            ("CORS_ORIGIN", "https://halobuzz.com"),
+            ("METRICS_TOKEN", "scrape-token"),
+        ]);
+        // The first of a name wins (`config` finds the first).
+        config(&all)
+    }
+
+    #[test]
+    fn only_development_and_test_start_with_development_secrets() {
+        assert!(config(&[("APP_ENV", "development")]).is_ok());
+        assert!(config(&[("APP_ENV", "test")]).is_ok());
+        for env in ["production", "prod", "staging", "Production", "dev", "testing"] {
+            let missing = config(&[("APP_ENV", env)]).unwrap_err();
+            assert_eq!(missing.name, "JWT_SECRET", "{env}: {missing}");
+            assert!(production_like(env, &[]).is_ok(), "{env}: a complete configuration starts");
+            for (name, value) in [("JWT_SECRET", DEV_JWT_SECRET), ("JWT_REFRESH_SECRET", DEV_JWT_REFRESH_SECRET)] {
+                let public = production_like(env, &[(name, value)]).unwrap_err();
+                assert_eq!(public.name, name, "{env}: {public}");
+            }
+            let same = "s".repeat(40);
+            let equal = production_like(env, &[("JWT_SECRET", &same), ("JWT_REFRESH_SECRET", &same)]).unwrap_err();
+            assert_eq!(equal.name, "JWT_REFRESH_SECRET", "{env}: {equal}");
+            for origin in ["", "*"] {
+                assert_eq!(production_like(env, &[("CORS_ORIGIN", origin)]).unwrap_err().name, "CORS_ORIGIN");
+            }
+            assert_eq!(production_like(env, &[("METRICS_TOKEN", " ")]).unwrap_err().name, "METRICS_TOKEN");
+        }
+    }
+
+    #[test]
+    fn admin_emails_grant_nothing_outside_development_and_test() {
+        let test = config(&[("APP_ENV", "test"), ("ADMIN_EMAILS", "boss@x.io")]).unwrap();
+        assert_eq!(test.command_config().admin_emails, vec!["boss@x.io"]);
+        for env in ["production", "staging"] {
+            let c = production_like(env, &[("ADMIN_EMAILS", "boss@x.io")]).unwrap();
+            assert!(c.command_config().admin_emails.is_empty(), "{env}");
+        }
+    }
+
     #[test]
     fn zero_disables_the_rate_limit_and_lists_are_read() {
         let c = config(&[
@@ -458,6 +615,7 @@ mod tests {
         .unwrap();
         assert!(c.rate_limit.is_none());
         assert_eq!(c.admin_emails, vec!["a@x.io", "b@y.io"]);
+        assert_eq!(c.command_config().admin_emails, vec!["a@x.io", "b@y.io"], "development grants");
         assert_eq!(c.gift_catalog, vec![GiftItem { id: "kiss".into(), name: "A kiss".into(), coins: 3 }]);
         assert_eq!(c.coin_packages[0].price.currency, "eur");
     }

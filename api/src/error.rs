@@ -79,6 +79,8 @@ pub enum AppError {
     UnsupportedMediaType,
     #[error("the body is larger than this service accepts (BODY_BYTES_MAX)")]
     PayloadTooLarge,
+    #[error("the request's body did not arrive in time (HTTP_BODY_TIMEOUT_MS)")]
+    RequestTimeout,
     #[error("{0}")]
     Unauthorized(&'static str),
     #[error("{0}")]
@@ -129,6 +131,7 @@ impl AppError {
             AppError::PaymentProvider(_) => (StatusCode::BAD_GATEWAY, "payment_provider_error"),
             AppError::UnsupportedMediaType => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
             AppError::PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+            AppError::RequestTimeout => (StatusCode::REQUEST_TIMEOUT, "request_timeout"),
             AppError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
             AppError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
             AppError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),

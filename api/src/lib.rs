@@ -21,12 +21,14 @@
 //! # Modules
 //!
 //! - [`config`]: the environment, checked at start.
-//! - [`service`]: start-up, serving, graceful shutdown.
+//! - [`service`]: start-up, serving, graceful shutdown; [`server`]: the
+//!   HTTP/1 server with the slow-client limits and the per-kind pools.
 //! - [`routes`]: the router and the handlers; [`extract`]: extractors that
 //!   answer bad input with problem+json; [`views`]: request/response types.
 //! - [`auth`]: passwords and tokens; [`ratelimit`]; [`metrics`] (with the
 //!   metered event log); [`source`]: the projectors' log source over the
 //!   event log; [`openapi`]; [`state`].
+//! - [`operator`]: the operator command (`halobuzz-api roles ...`).
 //! - [`stripe`]: the Stripe client (async-stripe), the webhook signature
 //!   verifier and the reading of webhook events by the fields they need.
 
@@ -36,8 +38,10 @@ pub mod error;
 pub mod extract;
 pub mod metrics;
 pub mod openapi;
+pub mod operator;
 pub mod ratelimit;
 pub mod routes;
+pub mod server;
 pub mod service;
 pub mod source;
 pub mod state;

@@ -1,6 +1,9 @@
 //! `halobuzz-api`: the HaloBuzz ledger service. Configuration comes from the
 //! environment (see `api::config`); a bad value stops start-up with one line
 //! naming the variable.
+//!
+//! `halobuzz-api roles grant|revoke --email <email> --role <role>` is the
+//! operator command that grants and revokes roles (see `api::operator`).
 
 use std::process::ExitCode;
 
@@ -26,7 +29,13 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(api::service::run_from_env()) {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        None => runtime.block_on(api::service::run_from_env()),
+        Some("roles") => runtime.block_on(api::operator::run_roles(&args[1..])).map(|done| println!("{done}")),
+        Some(_) => Err(anyhow::anyhow!("unknown arguments; run without any to serve, or {}", api::operator::USAGE)),
+    };
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("halobuzz-api: {e:#}");

@@ -8,15 +8,20 @@
 //! losing them on a restart only forgives some requests.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use crate::config::RateLimit;
 
-/// Most keys tracked at once. When full, expired windows are dropped; if
-/// every key is still active, new keys are refused (a flood of distinct
-/// clients is exactly what a limit is for).
+/// Most keys tracked at once. When a shard is full, expired windows are
+/// dropped; if every key is still active, the oldest windows are dropped
+/// (forgiving their counts) rather than refusing new clients: a flood of
+/// distinct addresses must not lock everyone else out.
 const KEYS_MAX: usize = 200_000;
+/// When a shard is full of active windows, this share of it (the oldest)
+/// is dropped at once, so that the scan that finds them is paid rarely.
+const EVICT_SHARE_DIVISOR: usize = 16;
 /// Independent maps, so that concurrent requests rarely share a lock.
 const SHARDS: usize = 16;
 
@@ -26,10 +31,12 @@ struct Window {
     count: u32,
 }
 
-/// A rate limiter over string keys (`ip:1.2.3.4`, `user:<id>`).
+/// A rate limiter over string keys (`ip:1.2.3.4`, `ip6:2001:db8:0:1::/64`,
+/// `user:<id>`, `email:<address>`).
 #[derive(Debug)]
 pub struct RateLimiter {
     limit: RateLimit,
+    keys_per_shard: usize,
     shards: Vec<Mutex<HashMap<String, Window>>>,
 }
 
@@ -41,7 +48,16 @@ pub struct Refused {
 
 impl RateLimiter {
     pub fn new(limit: RateLimit) -> RateLimiter {
-        RateLimiter { limit, shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect() }
+        RateLimiter::with_capacity(limit, KEYS_MAX)
+    }
+
+    /// A limiter tracking at most about `keys_max` keys.
+    fn with_capacity(limit: RateLimit, keys_max: usize) -> RateLimiter {
+        RateLimiter {
+            limit,
+            keys_per_shard: (keys_max / SHARDS).max(1),
+            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+        }
     }
 
     /// Counts one request for `key`.
@@ -64,14 +80,52 @@ impl RateLimiter {
             w.count += 1;
             return Ok(());
         }
-        if map.len() >= KEYS_MAX / SHARDS {
+        let keys_max = self.keys_per_shard;
+        if map.len() >= keys_max {
             map.retain(|_, w| now.duration_since(w.started) < window);
-            if map.len() >= KEYS_MAX / SHARDS {
-                return Err(Refused { retry_after: window });
+            if map.len() >= keys_max {
+                evict_oldest(&mut map, (keys_max / EVICT_SHARE_DIVISOR).max(1));
             }
         }
         map.insert(key.to_string(), Window { started: now, count: 1 });
         Ok(())
+    }
+}
+
+/// Drops the `count` windows that started first.
+fn evict_oldest(map: &mut HashMap<String, Window>, count: usize) {
+    let mut starts: Vec<Instant> = map.values().map(|w| w.started).collect();
+    if count >= starts.len() {
+        map.clear();
+        return;
+    }
+    let (_, threshold, _) = starts.select_nth_unstable(count - 1);
+    let threshold = *threshold;
+    let mut dropped = 0;
+    map.retain(|_, w| {
+        // Ties at the threshold: drop only as many as needed.
+        let drop = w.started < threshold || (w.started == threshold && dropped < count);
+        if drop {
+            dropped += 1;
+        }
+        !drop
+    });
+}
+
+/// The key of a client address: IPv4 as is; IPv6 by its /64, the block one
+/// subscriber gets (one host can use any address of it, so the full
+/// address would give it unlimited buckets). An IPv4-mapped IPv6 address
+/// is its IPv4 address.
+pub fn ip_key(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v4) => format!("ip:{v4}"),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => format!("ip:{v4}"),
+            None => {
+                let s = v6.segments();
+                format!("ip6:{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+            }
+        },
     }
 }
 
@@ -100,5 +154,39 @@ mod tests {
         assert_eq!(refused.retry_after, Duration::from_secs(6));
         assert!(limiter.check_at("ip:2", t0).is_ok(), "keys are independent");
         assert!(limiter.check_at("ip:1", t0 + Duration::from_secs(10)).is_ok(), "a new window starts");
+    }
+
+    #[test]
+    fn ipv6_clients_share_the_limit_of_their_64() {
+        let ip = |text: &str| text.parse::<IpAddr>().expect("an address");
+        assert_eq!(ip_key(ip("2001:db8:1:2:aaaa::1")), ip_key(ip("2001:db8:1:2:ffff:1:2:3")));
+        assert_ne!(ip_key(ip("2001:db8:1:2::1")), ip_key(ip("2001:db8:1:3::1")));
+        assert_eq!(ip_key(ip("::ffff:203.0.113.7")), ip_key(ip("203.0.113.7")));
+        assert_ne!(ip_key(ip("203.0.113.7")), ip_key(ip("203.0.113.8")));
+        let limiter = RateLimiter::new(RateLimit { window: Duration::from_secs(60), requests_max: 2 });
+        let t0 = Instant::now();
+        for host in 1..=2 {
+            assert!(limiter.check_at(&ip_key(ip(&format!("2001:db8:1:2::{host}"))), t0).is_ok());
+        }
+        assert!(limiter.check_at(&ip_key(ip("2001:db8:1:2:dead:beef:0:1")), t0).is_err(), "same /64");
+        assert!(limiter.check_at(&ip_key(ip("2001:db8:1:3::1")), t0).is_ok(), "another /64");
+    }
+
+    #[test]
+    fn a_full_table_forgets_the_oldest_clients_instead_of_refusing_new_ones() {
+        let limiter =
+            RateLimiter::with_capacity(RateLimit { window: Duration::from_secs(600), requests_max: 1 }, SHARDS * 32);
+        let t0 = Instant::now();
+        // Far more distinct clients than the table holds, all in one window.
+        for i in 0..5_000u64 {
+            let at = t0 + Duration::from_millis(i);
+            assert!(limiter.check_at(&format!("ip:{i}"), at).is_ok(), "client {i} was refused");
+        }
+        let kept: usize = limiter.shards.iter().map(|s| s.lock().unwrap().len()).sum();
+        assert!(kept <= SHARDS * 32, "{kept} keys");
+        // The newest are still limited; the oldest were forgotten.
+        let late = t0 + Duration::from_millis(5_000);
+        assert!(limiter.check_at("ip:4999", late).is_err());
+        assert!(limiter.check_at("ip:0", late).is_ok());
     }
 }

@@ -9,7 +9,6 @@
 //! above still needs it).
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -63,6 +62,12 @@ impl std::fmt::Debug for Service {
 impl Service {
     /// Connects everything `config` names and starts the workers.
     pub async fn start(config: Config) -> anyhow::Result<Service> {
+        if !config.is_development() && !config.admin_emails.is_empty() {
+            tracing::warn!(
+                app_env = config.app_env,
+                "ADMIN_EMAILS grants nothing outside development and test: grant roles with `halobuzz-api roles grant`"
+            );
+        }
         let metrics = Arc::new(Metrics::default());
         let managed = match &config.nats_url {
             Some(_) => None,
@@ -155,6 +160,7 @@ impl Service {
         let state = AppState::new(Inner {
             stripe,
             limiter: config.rate_limit.map(RateLimiter::new),
+            email_limiter: config.email_rate_limit.map(RateLimiter::new),
             config,
             commands,
             log,
@@ -182,15 +188,10 @@ impl Service {
     /// requests in flight (bounded), then stops the workers and the managed
     /// server.
     pub async fn serve(self, listener: TcpListener, shutdown: impl Future<Output = ()> + Send) -> anyhow::Result<()> {
-        let app = self.router().into_make_service_with_connect_info::<SocketAddr>();
+        let app = self.router();
+        let limits = self.state.config.http;
         let (drain, draining) = oneshot::channel::<()>();
-        let mut server = tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async move {
-                    let _ = draining.await;
-                })
-                .await
-        });
+        let mut server = tokio::spawn(crate::server::serve(listener, app, limits, draining));
         let served = tokio::select! {
             ended = &mut server => Some(ended),
             () = shutdown => None,

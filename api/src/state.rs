@@ -22,7 +22,7 @@ use uuid::Uuid;
 
 use crate::auth::Auth;
 use crate::config::Config;
-use crate::error::ApiResult;
+use crate::error::{ApiResult, AppError};
 use crate::metrics::Metrics;
 use crate::ratelimit::RateLimiter;
 
@@ -63,6 +63,8 @@ pub struct Inner {
     pub auth: Auth,
     pub metrics: Arc<Metrics>,
     pub limiter: Option<RateLimiter>,
+    /// Login and registration per email.
+    pub email_limiter: Option<RateLimiter>,
     pub workers: WorkerView,
     /// The managed nats-server, when this process supervises one (taken out
     /// at shutdown).
@@ -81,9 +83,44 @@ impl AppState {
 impl Inner {
     /// Waits until the read models of `projections` have reached
     /// `min_position` (at most 5 s, then `projection_lagging`).
+    ///
+    /// A position beyond the log's last one is `validation_failed` at once:
+    /// without a write it would never be reached. The whole wait, the
+    /// look-up of the log's end included, is bounded by the contract's 5 s.
     pub async fn wait_for(&self, min_position: Option<u64>, projections: &[Projection]) -> ApiResult<()> {
         let Some(position) = min_position.filter(|p| *p > 0) else { return Ok(()) };
+        let started = Instant::now();
         let timeout = Duration::from_millis(MIN_POSITION_WAIT_MS_MAX);
+        match tokio::time::timeout(timeout, self.wait_within(position, projections, timeout, started)).await {
+            Ok(result) => result,
+            // A dependency that did not answer in time: what this process knows.
+            Err(_) => {
+                let reached = self.workers.projector.as_ref().map_or(0, |s| s.borrow().checkpoint);
+                Err(AppError::ProjectionLagging { wanted: position, reached })
+            }
+        }
+    }
+
+    async fn wait_within(
+        &self,
+        position: u64,
+        projections: &[Projection],
+        timeout: Duration,
+        started: Instant,
+    ) -> ApiResult<()> {
+        let local_checkpoint = self.workers.projector.as_ref().map(|s| s.borrow().checkpoint);
+        if local_checkpoint.is_some_and(|c| c >= position) {
+            return Ok(());
+        }
+        // Only a position not yet reached costs a look-up of the log's end.
+        let last = self.log.last_position().await?;
+        if position > last {
+            return Err(AppError::validation(
+                "minPosition",
+                format!("is beyond the log's last position ({last}): it would never be reached"),
+            ));
+        }
+        let timeout = timeout.saturating_sub(started.elapsed());
         if let Some(status) = &self.workers.projector {
             let mut status = status.clone();
             let (role, checkpoint) = {
@@ -104,6 +141,18 @@ impl Inner {
         Ok(())
     }
 
+    /// Counts a login or a registration against its email's limit.
+    pub fn limit_email(&self, email: &str) -> ApiResult<()> {
+        let Some(limiter) = &self.email_limiter else { return Ok(()) };
+        match limiter.check(&format!("email:{}", user::normalize_email(email))) {
+            Ok(()) => Ok(()),
+            Err(refused) => {
+                self.metrics.rate_limited.fetch_add(1, Ordering::Relaxed);
+                Err(AppError::RateLimited { retry_after_s: refused.retry_after.as_secs().max(1) })
+            }
+        }
+    }
+
     /// A user's current state, from the log (authoritative, never lagging).
     pub async fn user_from_log(&self, user_id: Uuid) -> ApiResult<Option<UserSnapshot>> {
         let s = user_subject(user_id);
@@ -121,18 +170,7 @@ impl Inner {
     /// caught up. The registration is appended in one atomic batch with the
     /// email's reservation, so it sits just before it.
     pub async fn registration_from_log(&self, email: &str) -> ApiResult<Option<(UserRegistered, Envelope)>> {
-        let s = commands::handler::reservation_subject(ReservationKind::Email, &user::normalize_email(email));
-        let Some(claim) = self.log.last_on_subject(&s).await? else { return Ok(None) };
-        let first = claim.position.saturating_sub(u64::from(REGISTRATION_SCAN_MESSAGES_MAX / 2)).max(1);
-        for message in self.log.read_from(first, REGISTRATION_SCAN_MESSAGES_MAX).await? {
-            let Ok(envelope) = Envelope::decode(&message.payload) else { continue };
-            if let Event::UserRegistered(registered) = &envelope.event
-                && registered.email == user::normalize_email(email)
-            {
-                return Ok(Some((registered.clone(), envelope)));
-            }
-        }
-        Ok(None)
+        Ok(registration_in_log(self.log.as_ref(), email).await?)
     }
 
     /// Whether the projector of this process stopped on an error.
@@ -144,6 +182,29 @@ impl Inner {
     pub fn managed_failed(&self) -> Option<bool> {
         self.managed.lock().unwrap_or_else(PoisonError::into_inner).as_ref().map(ManagedNats::has_failed)
     }
+}
+
+/// The registration of the user holding `email`, read from the log (the
+/// API's login fallback and the operator command's look-up). The email's
+/// reservation (`hb.reservation.email.<email>`) is claimed in one atomic
+/// batch with the registration, so the registration sits just before it.
+pub async fn registration_in_log(
+    log: &dyn EventLog,
+    email: &str,
+) -> Result<Option<(UserRegistered, Envelope)>, commands::log::LogError> {
+    let email = user::normalize_email(email);
+    let s = commands::handler::reservation_subject(ReservationKind::Email, &email);
+    let Some(claim) = log.last_on_subject(&s).await? else { return Ok(None) };
+    let first = claim.position.saturating_sub(u64::from(REGISTRATION_SCAN_MESSAGES_MAX / 2)).max(1);
+    for message in log.read_from(first, REGISTRATION_SCAN_MESSAGES_MAX).await? {
+        let Ok(envelope) = Envelope::decode(&message.payload) else { continue };
+        if let Event::UserRegistered(registered) = &envelope.event
+            && registered.email == email
+        {
+            return Ok(Some((registered.clone(), envelope)));
+        }
+    }
+    Ok(None)
 }
 
 /// SHA-256 (hex) of a request's canonical form: method, path and the typed

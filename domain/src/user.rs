@@ -6,6 +6,7 @@
 //! registrations cannot both win.
 
 use events_schema::{Event, ReservationClaimed, ReservationKind, Role, UserRegistered, UserRolesChanged, UserSnapshot};
+use unicode_normalization::UnicodeNormalization;
 use uuid::Uuid;
 
 use crate::error::DomainError;
@@ -46,9 +47,43 @@ pub struct ChangeRoles {
     pub revoke: Vec<Role>,
 }
 
-/// Trimmed and lower case: the form that is stored and kept unique.
+/// NFKC, trimmed and lower case: the form that is stored and kept unique
+/// (NFKC first, so that look-alike compositions and full-width letters
+/// cannot claim a second account for the same address).
 pub fn normalize_email(email: &str) -> String {
-    email.trim().to_lowercase()
+    email.nfkc().collect::<String>().trim().to_lowercase()
+}
+
+/// Unicode's format characters (general category Cf, Unicode 15.1): the
+/// invisible and bidirectional controls that make one address look like
+/// another. Listed here because the standard library knows only Cc.
+const FORMAT_CHARS: &[(char, char)] = &[
+    ('\u{00AD}', '\u{00AD}'),
+    ('\u{0600}', '\u{0605}'),
+    ('\u{061C}', '\u{061C}'),
+    ('\u{06DD}', '\u{06DD}'),
+    ('\u{070F}', '\u{070F}'),
+    ('\u{0890}', '\u{0891}'),
+    ('\u{08E2}', '\u{08E2}'),
+    ('\u{180E}', '\u{180E}'),
+    ('\u{200B}', '\u{200F}'),
+    ('\u{202A}', '\u{202E}'),
+    ('\u{2060}', '\u{2064}'),
+    ('\u{2066}', '\u{206F}'),
+    ('\u{FEFF}', '\u{FEFF}'),
+    ('\u{FFF9}', '\u{FFFB}'),
+    ('\u{110BD}', '\u{110BD}'),
+    ('\u{110CD}', '\u{110CD}'),
+    ('\u{13430}', '\u{1343F}'),
+    ('\u{1BCA0}', '\u{1BCA3}'),
+    ('\u{1D173}', '\u{1D17A}'),
+    ('\u{E0001}', '\u{E0001}'),
+    ('\u{E0020}', '\u{E007F}'),
+];
+
+/// A control (Cc) or format (Cf) character.
+fn is_control_or_format(c: char) -> bool {
+    c.is_control() || FORMAT_CHARS.iter().any(|(first, last)| (*first..=*last).contains(&c))
 }
 
 /// Lower case: usernames are unique regardless of case.
@@ -64,7 +99,7 @@ fn valid_email(email: &str) -> bool {
         && !domain.starts_with('.')
         && !domain.ends_with('.')
         && email.chars().count() <= EMAIL_CHARS_MAX
-        && !email.chars().any(char::is_whitespace)
+        && !email.chars().any(|c| c.is_whitespace() || is_control_or_format(c))
 }
 
 fn valid_username(username: &str) -> bool {
@@ -73,18 +108,25 @@ fn valid_username(username: &str) -> bool {
         && username.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.')
 }
 
-pub fn decide_register(state: RegistrationState<'_>, command: &Register) -> Result<Vec<Event>, DomainError> {
-    let email = normalize_email(&command.email);
-    let username = command.username.trim().to_string();
-    if !valid_email(&email) {
+/// The checks of a registration's email and username that need no state:
+/// the API runs them before it spends a password hash on the request.
+pub fn check_registration(email: &str, username: &str) -> Result<(), DomainError> {
+    if !valid_email(&normalize_email(email)) {
         return Err(DomainError::invalid("email", "is not an email address"));
     }
-    if !valid_username(&username) {
+    if !valid_username(username.trim()) {
         return Err(DomainError::invalid(
             "username",
             format!("{USERNAME_CHARS_MIN} to {USERNAME_CHARS_MAX} letters, digits, '_' or '.'"),
         ));
     }
+    Ok(())
+}
+
+pub fn decide_register(state: RegistrationState<'_>, command: &Register) -> Result<Vec<Event>, DomainError> {
+    check_registration(&command.email, &command.username)?;
+    let email = normalize_email(&command.email);
+    let username = command.username.trim().to_string();
     if command.password_hash.is_empty() {
         return Err(DomainError::invalid("password", "is required"));
     }
@@ -165,5 +207,23 @@ pub fn evolve_reservation(state: ReservationState, event: &Event) -> Reservation
     match event {
         Event::ReservationClaimed(e) => Some(e.user_id),
         _ => state,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn emails_are_nfkc_normalised_and_refuse_control_and_format_characters() {
+        // Full-width letters and a ligature fold to the plain address.
+        assert_eq!(normalize_email(" ＢＯＳＳ@ﬁrm.io "), "boss@firm.io");
+        assert!(check_registration("ＢＯＳＳ@ﬁrm.io", "boss").is_ok());
+        for bad in
+            ["bo\u{202E}ss@x.io", "bo\u{200B}ss@x.io", "boss@x\u{0007}.io", "\u{FEFF}boss@x.io", "bo\u{2066}ss@x.io"]
+        {
+            assert!(check_registration(bad, "boss").is_err(), "{bad:?}");
+        }
+        assert!(check_registration("ünïcödé@exämple.io", "boss").is_ok(), "letters stay allowed");
     }
 }

@@ -136,7 +136,8 @@ impl Server {
             .env("NATS_SYNC", sync)
             .env_remove("NATS_URL")
             .env_remove("MONGODB_URI")
-            .env("APP_ENV", "bench")
+            // Only development and test let ADMIN_EMAILS grant the bench its admin.
+            .env("APP_ENV", "test")
             .env("RATE_LIMIT_MAX_REQUESTS", "0")
             .env("ADMIN_EMAILS", "admin@bench.halobuzz.com")
             .env("JWT_SECRET", "bench-access-secret-0123456789-0123456789")

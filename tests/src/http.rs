@@ -22,6 +22,8 @@ pub const TEST_JWT_REFRESH_SECRET: &str = "test-refresh-secret-0123456789-012345
 pub const ADMIN_EMAIL: &str = "admin@test.halobuzz.com";
 /// Every test user's password.
 pub const PASSWORD: &str = "correct horse battery";
+/// Retries of a registration answered 429 (see `register_email`).
+const REGISTER_RETRIES_MAX: u32 = 10;
 /// How long tests poll for asynchronous effects (the reactor) at most.
 pub const EVENTUALLY_MS_MAX: u64 = 20_000;
 
@@ -252,9 +254,18 @@ impl TestApp {
     }
 
     pub async fn register_email(&self, name: &str, email: &str) -> User {
-        let r = self
-            .post("/api/v1/auth/register", None, json!({"email": email, "username": name, "password": PASSWORD}))
-            .await;
+        let body = json!({"email": email, "username": name, "password": PASSWORD});
+        let mut r = self.post("/api/v1/auth/register", None, body.clone()).await;
+        // A full password-hashing queue answers 429 with Retry-After (a
+        // burst of registrations): retried as a client would, a few times.
+        for _ in 0..REGISTER_RETRIES_MAX {
+            if r.status != 429 {
+                break;
+            }
+            let retry_after_s = r.headers.get("retry-after").and_then(|v| v.to_str().ok()?.parse().ok()).unwrap_or(1);
+            tokio::time::sleep(Duration::from_secs(retry_after_s)).await;
+            r = self.post("/api/v1/auth/register", None, body.clone()).await;
+        }
         assert_eq!(r.status, 201, "register {name}: {}", r.text);
         User {
             id: r.body["user"]["id"].as_str().and_then(|s| s.parse().ok()).expect("a user id"),

@@ -38,6 +38,8 @@ pub async fn register(
     ApiJson(body): ApiJson<RegisterRequest>,
 ) -> ApiResult<impl IntoResponse> {
     check_password(&body.password)?;
+    user::check_registration(&body.email, &body.username)?;
+    app.limit_email(&body.email)?;
     let email = user::normalize_email(&body.email);
     // The fingerprint leaves the password out: a fast hash of a password
     // must never be stored. A repeat is checked against the argon2 hash.
@@ -90,6 +92,7 @@ pub async fn register(
     )
 )]
 pub async fn login(State(app): State<AppState>, ApiJson(body): ApiJson<LoginRequest>) -> ApiResult<Json<AuthResponse>> {
+    app.limit_email(&body.email)?;
     if body.password.chars().count() > crate::auth::PASSWORD_CHARS_MAX {
         return Err(WRONG_CREDENTIALS);
     }

@@ -1,8 +1,8 @@
 //! The router: every route of the contract, the cross-cutting layers, and
 //! the helpers the handlers share.
 //!
-//! Layers, outermost first: request metrics; CORS; the bound on requests in
-//! flight; the body size limit; the per-IP rate limit (API routes only, not
+//! Layers, outermost first (inside `server`'s per-kind in-flight pools and
+//! timeouts): request metrics; CORS; the body size limit; the per-IP rate limit (API routes only, not
 //! health, metrics or docs; behind trusted proxies, see `client_ip`); on
 //! command routes, the maintenance switch.
 
@@ -27,15 +27,11 @@ use axum::response::{AppendHeaders, IntoResponse, Response};
 use axum::routing::{MethodRouter, get, post};
 use commands::handler::{CommandContext, CommandError, Outcome};
 use events_schema::{Envelope, Event};
-use tower::limit::GlobalConcurrencyLimitLayer;
 use tower_http::cors::{AllowOrigin, Any, CorsLayer};
 
 use crate::error::{ApiResult, AppError, Problem};
 use crate::state::AppState;
 
-/// Requests handled at once; more wait for a slot (backpressure, not
-/// unbounded memory).
-pub const REQUESTS_IN_FLIGHT_MAX: usize = 2_048;
 /// The largest Stripe event accepted (Stripe's own are far smaller).
 pub const STRIPE_EVENT_BYTES_MAX: usize = 512 * 1024;
 
@@ -61,7 +57,6 @@ pub fn router(state: AppState) -> Router {
     app.fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(state.config.body_bytes_max))
-        .layer(GlobalConcurrencyLimitLayer::new(REQUESTS_IN_FLIGHT_MAX))
         .layer(cors(&state))
         .layer(middleware::from_fn_with_state(state.clone(), track_request))
         .with_state(state)
@@ -141,7 +136,7 @@ async fn ip_rate_limit(State(app): State<AppState>, request: Request, next: Next
     if let Some(limiter) = &app.limiter
         && let Some(ConnectInfo(peer)) = request.extensions().get::<ConnectInfo<SocketAddr>>()
         && let client = client_ip(peer.ip(), request.headers(), app.config.trust_proxy_hops)
-        && let Err(refused) = limiter.check(&format!("ip:{client}"))
+        && let Err(refused) = limiter.check(&crate::ratelimit::ip_key(client))
     {
         app.metrics.rate_limited.inc();
         return AppError::RateLimited { retry_after_s: refused.retry_after.as_secs().max(1) }.into_response();

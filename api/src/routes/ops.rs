@@ -92,8 +92,9 @@ pub struct ReactorCheck {
 async fn probe<T, E: std::fmt::Display>(f: impl Future<Output = Result<T, E>>) -> Result<T, String> {
     match tokio::time::timeout(Duration::from_millis(PROBE_TIMEOUT_MS), f).await {
         Ok(Ok(v)) => Ok(v),
-        Ok(Err(e)) => Err(e.to_string()),
-        Err(_) => Err(format!("no answer within {PROBE_TIMEOUT_MS} ms")),
+        // The state, not the error's text (addresses, versions): that goes to the log.
+        Ok(Err(e)) => Err(crate::server::probe_failed(&e)),
+        Err(_) => Err("timeout".into()),
     }
 }
 
@@ -113,7 +114,7 @@ pub async fn health(State(app): State<AppState>) -> Response {
         status: if nats_up { "up" } else { "down" }.into(),
         detail: match (&last_position, managed_failed) {
             (Err(e), _) => Some(e.clone()),
-            (Ok(_), Some(true)) => Some("the managed nats-server keeps dying; its supervisor gave up".into()),
+            (Ok(_), Some(true)) => Some("supervisor_gave_up".into()),
             _ => None,
         },
         last_position: last_position.as_ref().ok().copied(),

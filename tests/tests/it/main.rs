@@ -9,4 +9,5 @@ mod drill;
 mod journey;
 mod openapi;
 mod ops;
+mod security;
 mod stripe;

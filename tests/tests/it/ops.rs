@@ -215,9 +215,10 @@ async fn an_api_replica_and_a_workers_replica_split_the_work() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_drains_requests_in_flight() {
-    let app = TestApp::start().await;
-    let far = app.last_position().await + 1_000;
-    // A query waiting for a position nobody writes: in flight for 5 s.
+    // No projector: a written position the read models never reach.
+    let app = TestApp::start_with(&[("HALOBUZZ_ROLE", "api")]).await;
+    let far = app.register("unprojected").await.position;
+    // A query waiting for a position no projector applies: in flight for 5 s.
     let client = app.client.clone();
     let url = format!("{}/api/v1/streams/live?minPosition={far}", app.base);
     let waiting = tokio::spawn(async move { client.get(url).send().await.map(|r| r.status().as_u16()) });
