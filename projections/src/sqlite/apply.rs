@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use chrono::{DateTime, Utc};
-use events_schema::Account;
+use events_schema::{Account, Role};
 use rusqlite::{Connection, OptionalExtension, params};
 use uuid::Uuid;
 
@@ -13,8 +13,11 @@ use super::keys::{AccountKey, account_key, opt_id};
 use super::schema::{ENTRY_ROWS_PER_INSERT, WriteSql};
 use super::{Inner, active_version, checkpoint_of, db_err};
 use crate::ProjectionError;
-use crate::change::{ApplyOutcome, Change, PositionedChange, ProjectedBatch};
-use crate::model::{pos_i64, role_str, stream_status_str, to_micros};
+use crate::change::{ApplyOutcome, Change, PositionedChange, Posting, ProjectedBatch};
+use crate::model::{
+    PayoutDoc, PayoutStatus, StreamDoc, StripeSide, TransactionDoc, TxStatus, UserDoc, WalletDoc, pos_i64, role_str,
+    stream_status_str, to_micros,
+};
 use crate::store::StoreResult;
 
 struct TargetState {
@@ -69,7 +72,7 @@ pub(super) fn apply_in_transaction(
             outcome.skipped += 1;
             continue;
         }
-        apply_change(tx, &target.sql, pc, &mut acc, &mut counter)?;
+        apply_change(&Statements { tx, sql: &target.sql }, pc, &mut acc, &mut counter)?;
         outcome.applied += 1;
     }
     write_accumulated(tx, &targets, acc, &mut counter)?;
@@ -103,9 +106,30 @@ struct Accumulated {
     /// (target, stream, viewer) -> (coins to add, last position).
     leaderboard: HashMap<(u8, Uuid, Uuid), (i64, u64)>,
     /// (target, user) -> the last wallet.
-    wallets: HashMap<(u8, Uuid), crate::model::WalletDoc>,
+    wallets: HashMap<(u8, Uuid), WalletDoc>,
     /// Ledger entries to insert, in order, per target (written in bulk).
     entries: Vec<(u8, EntryRow)>,
+}
+
+impl Accumulated {
+    fn set_wallet(&mut self, target: u8, wallet: &WalletDoc) {
+        self.wallets.insert((target, wallet.user_id), wallet.clone());
+    }
+
+    fn add_stream_gifts(&mut self, target: u8, stream_id: Uuid, coins: i64, position: u64) -> StoreResult<()> {
+        add_coins(self.stream_gifts.entry((target, stream_id)).or_default(), coins, position)
+    }
+
+    fn add_leaderboard_gift(
+        &mut self,
+        target: u8,
+        stream_id: Uuid,
+        user_id: Uuid,
+        coins: i64,
+        position: u64,
+    ) -> StoreResult<()> {
+        add_coins(self.leaderboard.entry((target, stream_id, user_id)).or_default(), coins, position)
+    }
 }
 
 /// One `ledger_entries` row, ready to bind.
@@ -200,203 +224,326 @@ fn write_accumulated(
     Ok(())
 }
 
+/// The writer's connection with the statements of one target version.
+struct Statements<'a> {
+    tx: &'a Connection,
+    sql: &'a WriteSql,
+}
+
+impl Statements<'_> {
+    /// Runs a cached statement; returns the rows it changed.
+    fn execute(&self, text: &str, values: &[&dyn rusqlite::ToSql]) -> StoreResult<usize> {
+        self.tx.prepare_cached(text).and_then(|mut statement| statement.execute(values)).map_err(db_err)
+    }
+}
+
+/// Applies one change: written now (one statement, two for the changes
+/// that touch two rows), or gathered into `acc` for the batch's end.
 fn apply_change(
-    tx: &Connection,
-    sql: &WriteSql,
+    db: &Statements<'_>,
     pc: &PositionedChange,
     acc: &mut Accumulated,
     counter: &mut WriteCounter<'_>,
 ) -> StoreResult<()> {
-    let pos = pos_i64(pc.position)?;
-    let exec = |text: &str, p: &[&dyn rusqlite::ToSql]| -> StoreResult<usize> {
-        tx.prepare_cached(text).and_then(|mut s| s.execute(p)).map_err(db_err)
-    };
+    let position = pos_i64(pc.position)?;
     match &pc.change {
-        Change::UserRegistered(u) => {
-            let roles = roles_text(&u.roles);
-            exec(
-                &sql.user_upsert,
-                params![u.id.as_bytes(), u.email, u.username, roles, u.password_hash, to_micros(u.created_at), pos],
-            )?;
-        }
+        Change::UserRegistered(user) => put_user(db, user, position)?,
         Change::UserUpdated { user_id, email, username, roles } => {
-            exec(&sql.user_update, params![user_id.as_bytes(), email, username, roles_text(roles), pos])?;
+            update_user(db, *user_id, email, username, roles, position)?
         }
-        Change::Wallet(w) => {
-            acc.wallets.insert((pc.target, w.user_id), w.clone());
+        Change::Wallet(wallet) => {
+            acc.set_wallet(pc.target, wallet);
             return Ok(());
         }
-        Change::Transaction(t) => {
-            let m = &t.metadata;
-            exec(
-                &sql.tx_insert,
-                params![
-                    t.id.as_bytes(),
-                    t.user_id.as_bytes(),
-                    t.kind.as_str(),
-                    t.status.as_str(),
-                    t.coins,
-                    t.wallet_after,
-                    t.earnings_after,
-                    t.held_after,
-                    to_micros(t.created_at),
-                    pos,
-                    m.payment_id,
-                    opt_id(m.stream_id),
-                    opt_id(m.host_id),
-                    m.gift_id,
-                    m.quantity,
-                    m.gifts_count,
-                    opt_id(m.payout_id),
-                    m.external_ref,
-                    m.reason,
-                    opt_id(m.admin_id),
-                ],
-            )?;
-        }
+        Change::Transaction(transaction) => insert_transaction(db, transaction, position)?,
         Change::PayoutTransactionStatus { user_id, payout_id, status } => {
-            exec(&sql.tx_payout_status, params![user_id.as_bytes(), payout_id.as_bytes(), status.as_str()])?;
+            set_payout_transaction_status(db, *user_id, *payout_id, *status)?
         }
         Change::TransactionStripeSession { payment_id, session_id } => {
-            exec(&sql.tx_session_remember, params![payment_id, session_id, pos])?;
-            counter.tick()?;
-            exec(&sql.tx_session_link, params![payment_id, session_id])?;
+            link_transactions_to_session(db, counter, payment_id, session_id, position)?
         }
-        Change::StreamStarted(s) => {
-            exec(
-                &sql.stream_insert,
-                params![
-                    s.id.as_bytes(),
-                    s.host_id.as_bytes(),
-                    s.title,
-                    s.category,
-                    stream_status_str(s.status),
-                    i64::from(s.is_live),
-                    to_micros(s.start_time),
-                    s.end_time.map(to_micros),
-                    s.viewers,
-                    s.peak_viewers,
-                    s.gifts_coins,
-                    pos
-                ],
-            )?;
-        }
-        Change::ViewerJoined { stream_id, viewer_id } => {
-            let stream = stream_id.as_bytes();
-            if exec(&sql.viewer_add, params![stream, viewer_id.as_bytes()])? == 1 {
-                counter.tick()?;
-                exec(&sql.viewer_count_up, params![stream, pos])?;
-            }
-        }
-        Change::ViewerLeft { stream_id, viewer_id } => {
-            let stream = stream_id.as_bytes();
-            if exec(&sql.viewer_remove, params![stream, viewer_id.as_bytes()])? == 1 {
-                counter.tick()?;
-                exec(&sql.viewer_count_down, params![stream, pos])?;
-            }
-        }
-        Change::StreamEnded { stream_id, end_time } => {
-            let stream = stream_id.as_bytes();
-            exec(&sql.stream_end, params![stream, to_micros(*end_time), pos])?;
-            counter.tick()?;
-            exec(&sql.stream_viewers_clear, params![stream])?;
-        }
+        Change::StreamStarted(stream) => insert_stream(db, stream, position)?,
+        Change::ViewerJoined { stream_id, viewer_id } => add_viewer(db, counter, *stream_id, *viewer_id, position)?,
+        Change::ViewerLeft { stream_id, viewer_id } => remove_viewer(db, counter, *stream_id, *viewer_id, position)?,
+        Change::StreamEnded { stream_id, end_time } => end_stream(db, counter, *stream_id, *end_time, position)?,
         Change::StreamGifts { stream_id, coins } => {
-            return add_coins(acc.stream_gifts.entry((pc.target, *stream_id)).or_default(), *coins, pc.position);
+            return acc.add_stream_gifts(pc.target, *stream_id, *coins, pc.position);
         }
-        Change::PayoutRequested(p) => {
-            exec(
-                &sql.payout_insert,
-                params![
-                    p.id.as_bytes(),
-                    p.user_id.as_bytes(),
-                    p.coins,
-                    p.fiat.amount.to_string(),
-                    p.fiat.currency,
-                    p.destination,
-                    p.status.as_str(),
-                    p.external_ref,
-                    p.reason,
-                    to_micros(p.requested_at),
-                    p.settled_at.map(to_micros),
-                    pos
-                ],
-            )?;
-        }
+        Change::PayoutRequested(payout) => insert_payout(db, payout, position)?,
         Change::PayoutSettled { payout_id, status, external_ref, reason, settled_at } => {
-            exec(
-                &sql.payout_settle,
-                params![payout_id.as_bytes(), status.as_str(), external_ref, reason, to_micros(*settled_at), pos],
-            )?;
+            settle_payout(db, *payout_id, *status, external_ref, reason, *settled_at, position)?
         }
-        Change::Posting(p) => {
-            let key = (pc.target, p.account);
-            let balance_after = match p.balance_after {
-                Some(b) => b,
-                None => {
-                    let before = match acc.balances.get(&key) {
-                        Some((b, _)) => *b,
-                        None => tx
-                            .prepare_cached(&sql.account_balance)
-                            .and_then(|mut s| s.query_row([account_key(&p.account)], |r| r.get(0)).optional())
-                            .map_err(db_err)?
-                            .unwrap_or(0),
-                    };
-                    before
-                        .checked_add(p.coins)
-                        .ok_or_else(|| ProjectionError::Store(format!("balance of {} overflows i64", p.account)))?
-                }
-            };
-            acc.balances.insert(key, (balance_after, pc.position));
-            acc.entries.push((
-                pc.target,
-                EntryRow {
-                    account: account_key(&p.account),
-                    position: pos,
-                    seq: p.seq,
-                    event_type: p.event_type,
-                    counterparty: account_key(&p.counterparty),
-                    coins: p.coins,
-                    balance_after,
-                    created_at: to_micros(p.created_at),
-                },
-            ));
-            return Ok(());
-        }
+        Change::Posting(posting) => return post_entry(db, acc, pc.target, posting, pc.position),
         Change::LeaderboardGift { stream_id, user_id, coins } => {
-            let slot = acc.leaderboard.entry((pc.target, *stream_id, *user_id)).or_default();
-            return add_coins(slot, *coins, pc.position);
+            return acc.add_leaderboard_gift(pc.target, *stream_id, *user_id, *coins, pc.position);
         }
         Change::StripeIssued { payment_id, user_id, coins } => {
-            exec(&sql.stripe_issued, params![payment_id, user_id.as_bytes(), coins, pos])?;
+            db.execute(&db.sql.stripe_issued, params![payment_id, user_id.as_bytes(), coins, position])?;
         }
         Change::StripeReversed { payment_id, user_id, coins } => {
-            exec(&sql.stripe_reversed, params![payment_id, user_id.as_bytes(), coins, pos])?;
+            db.execute(&db.sql.stripe_reversed, params![payment_id, user_id.as_bytes(), coins, position])?;
         }
         Change::StripeSession { payment_id, session_id } => {
-            exec(&sql.stripe_session, params![payment_id, session_id, pos])?;
+            db.execute(&db.sql.stripe_session, params![payment_id, session_id, position])?;
         }
         Change::StripeState { payment_id, user_id, state } => {
-            exec(
-                &sql.stripe_state,
-                params![
-                    payment_id,
-                    user_id.as_ref().map(|u| u.as_bytes().to_vec()),
-                    pos,
-                    state.package_id,
-                    state.coins_expected,
-                    state.amount_cents,
-                    state.currency,
-                    state.charge_amount_cents,
-                    state.amount_refunded_cents,
-                    state.flags.join(","),
-                ],
-            )?;
+            set_stripe_state(db, payment_id, user_id.as_ref(), state, position)?
         }
     }
     counter.tick()
 }
 
-fn roles_text(roles: &[events_schema::Role]) -> String {
+fn put_user(db: &Statements<'_>, user: &UserDoc, position: i64) -> StoreResult<()> {
+    let roles = roles_text(&user.roles);
+    let created_at = to_micros(user.created_at);
+    db.execute(
+        &db.sql.user_upsert,
+        params![user.id.as_bytes(), user.email, user.username, roles, user.password_hash, created_at, position],
+    )?;
+    Ok(())
+}
+
+fn update_user(
+    db: &Statements<'_>,
+    user_id: Uuid,
+    email: &str,
+    username: &str,
+    roles: &[Role],
+    position: i64,
+) -> StoreResult<()> {
+    db.execute(&db.sql.user_update, params![user_id.as_bytes(), email, username, roles_text(roles), position])?;
+    Ok(())
+}
+
+fn insert_transaction(db: &Statements<'_>, transaction: &TransactionDoc, position: i64) -> StoreResult<()> {
+    let metadata = &transaction.metadata;
+    db.execute(
+        &db.sql.tx_insert,
+        params![
+            transaction.id.as_bytes(),
+            transaction.user_id.as_bytes(),
+            transaction.kind.as_str(),
+            transaction.status.as_str(),
+            transaction.coins,
+            transaction.wallet_after,
+            transaction.earnings_after,
+            transaction.held_after,
+            to_micros(transaction.created_at),
+            position,
+            metadata.payment_id,
+            opt_id(metadata.stream_id),
+            opt_id(metadata.host_id),
+            metadata.gift_id,
+            metadata.quantity,
+            metadata.gifts_count,
+            opt_id(metadata.payout_id),
+            metadata.external_ref,
+            metadata.reason,
+            opt_id(metadata.admin_id),
+        ],
+    )?;
+    Ok(())
+}
+
+fn set_payout_transaction_status(
+    db: &Statements<'_>,
+    user_id: Uuid,
+    payout_id: Uuid,
+    status: TxStatus,
+) -> StoreResult<()> {
+    db.execute(&db.sql.tx_payout_status, params![user_id.as_bytes(), payout_id.as_bytes(), status.as_str()])?;
+    Ok(())
+}
+
+/// Remembers the payment's session (for purchases projected later) and
+/// names it on the payment's purchases projected already.
+fn link_transactions_to_session(
+    db: &Statements<'_>,
+    counter: &mut WriteCounter<'_>,
+    payment_id: &str,
+    session_id: &str,
+    position: i64,
+) -> StoreResult<()> {
+    db.execute(&db.sql.tx_session_remember, params![payment_id, session_id, position])?;
+    counter.tick()?;
+    db.execute(&db.sql.tx_session_link, params![payment_id, session_id])?;
+    Ok(())
+}
+
+fn insert_stream(db: &Statements<'_>, stream: &StreamDoc, position: i64) -> StoreResult<()> {
+    db.execute(
+        &db.sql.stream_insert,
+        params![
+            stream.id.as_bytes(),
+            stream.host_id.as_bytes(),
+            stream.title,
+            stream.category,
+            stream_status_str(stream.status),
+            i64::from(stream.is_live),
+            to_micros(stream.start_time),
+            stream.end_time.map(to_micros),
+            stream.viewers,
+            stream.peak_viewers,
+            stream.gifts_coins,
+            position
+        ],
+    )?;
+    Ok(())
+}
+
+/// Counts the viewer only when not present already (distinct viewers).
+fn add_viewer(
+    db: &Statements<'_>,
+    counter: &mut WriteCounter<'_>,
+    stream_id: Uuid,
+    viewer_id: Uuid,
+    position: i64,
+) -> StoreResult<()> {
+    let stream = stream_id.as_bytes();
+    if db.execute(&db.sql.viewer_add, params![stream, viewer_id.as_bytes()])? == 1 {
+        counter.tick()?;
+        db.execute(&db.sql.viewer_count_up, params![stream, position])?;
+    }
+    Ok(())
+}
+
+/// Counts the viewer out only when present.
+fn remove_viewer(
+    db: &Statements<'_>,
+    counter: &mut WriteCounter<'_>,
+    stream_id: Uuid,
+    viewer_id: Uuid,
+    position: i64,
+) -> StoreResult<()> {
+    let stream = stream_id.as_bytes();
+    if db.execute(&db.sql.viewer_remove, params![stream, viewer_id.as_bytes()])? == 1 {
+        counter.tick()?;
+        db.execute(&db.sql.viewer_count_down, params![stream, position])?;
+    }
+    Ok(())
+}
+
+fn end_stream(
+    db: &Statements<'_>,
+    counter: &mut WriteCounter<'_>,
+    stream_id: Uuid,
+    end_time: DateTime<Utc>,
+    position: i64,
+) -> StoreResult<()> {
+    let stream = stream_id.as_bytes();
+    db.execute(&db.sql.stream_end, params![stream, to_micros(end_time), position])?;
+    counter.tick()?;
+    db.execute(&db.sql.stream_viewers_clear, params![stream])?;
+    Ok(())
+}
+
+fn insert_payout(db: &Statements<'_>, payout: &PayoutDoc, position: i64) -> StoreResult<()> {
+    db.execute(
+        &db.sql.payout_insert,
+        params![
+            payout.id.as_bytes(),
+            payout.user_id.as_bytes(),
+            payout.coins,
+            payout.fiat.amount.to_string(),
+            payout.fiat.currency,
+            payout.destination,
+            payout.status.as_str(),
+            payout.external_ref,
+            payout.reason,
+            to_micros(payout.requested_at),
+            payout.settled_at.map(to_micros),
+            position
+        ],
+    )?;
+    Ok(())
+}
+
+fn settle_payout(
+    db: &Statements<'_>,
+    payout_id: Uuid,
+    status: PayoutStatus,
+    external_ref: &Option<String>,
+    reason: &Option<String>,
+    settled_at: DateTime<Utc>,
+    position: i64,
+) -> StoreResult<()> {
+    db.execute(
+        &db.sql.payout_settle,
+        params![payout_id.as_bytes(), status.as_str(), external_ref, reason, to_micros(settled_at), position],
+    )?;
+    Ok(())
+}
+
+/// Gathers a ledger entry with the account's balance after it: the
+/// commit's own for a user's account, else the running balance (gathered
+/// in this batch, or the stored one) plus the entry's coins.
+fn post_entry(
+    db: &Statements<'_>,
+    acc: &mut Accumulated,
+    target: u8,
+    posting: &Posting,
+    position: u64,
+) -> StoreResult<()> {
+    let key = (target, posting.account);
+    let balance_after = match posting.balance_after {
+        Some(balance) => balance,
+        None => {
+            let before = match acc.balances.get(&key) {
+                Some((balance, _)) => *balance,
+                None => db
+                    .tx
+                    .prepare_cached(&db.sql.account_balance)
+                    .and_then(|mut s| s.query_row([account_key(&posting.account)], |row| row.get(0)).optional())
+                    .map_err(db_err)?
+                    .unwrap_or(0),
+            };
+            before
+                .checked_add(posting.coins)
+                .ok_or_else(|| ProjectionError::Store(format!("balance of {} overflows i64", posting.account)))?
+        }
+    };
+    acc.balances.insert(key, (balance_after, position));
+    acc.entries.push((
+        target,
+        EntryRow {
+            account: account_key(&posting.account),
+            position: pos_i64(position)?,
+            seq: posting.seq,
+            event_type: posting.event_type,
+            counterparty: account_key(&posting.counterparty),
+            coins: posting.coins,
+            balance_after,
+            created_at: to_micros(posting.created_at),
+        },
+    ));
+    Ok(())
+}
+
+fn set_stripe_state(
+    db: &Statements<'_>,
+    payment_id: &str,
+    user_id: Option<&Uuid>,
+    state: &StripeSide,
+    position: i64,
+) -> StoreResult<()> {
+    db.execute(
+        &db.sql.stripe_state,
+        params![
+            payment_id,
+            user_id.map(|u| u.as_bytes().to_vec()),
+            position,
+            state.package_id,
+            state.coins_expected,
+            state.amount_cents,
+            state.currency,
+            state.charge_amount_cents,
+            state.amount_refunded_cents,
+            state.flags.join(","),
+        ],
+    )?;
+    Ok(())
+}
+
+fn roles_text(roles: &[Role]) -> String {
     roles.iter().map(|r| role_str(*r)).collect::<Vec<_>>().join(",")
 }

@@ -63,20 +63,20 @@ fn desc_cursor(page: &PageRequest) -> StoreResult<(i64, [u8; 16])> {
 }
 
 pub(super) fn user_by_id(tx: &Transaction<'_>, user_id: Uuid) -> StoreResult<Option<UserDoc>> {
-    let t = active_table(tx, Projection::Users, Collection::Users)?;
-    let sql = format!("SELECT {USER_COLS} FROM {t} WHERE id = ?1");
+    let table = active_table(tx, Projection::Users, Collection::Users)?;
+    let sql = format!("SELECT {USER_COLS} FROM {table} WHERE id = ?1");
     Ok(query_docs(tx, &sql, params![user_id.as_bytes()], rows::user)?.pop())
 }
 
 pub(super) fn user_by_email(tx: &Transaction<'_>, email: &str) -> StoreResult<Option<UserDoc>> {
-    let t = active_table(tx, Projection::Users, Collection::Users)?;
-    let sql = format!("SELECT {USER_COLS} FROM {t} WHERE email = ?1");
+    let table = active_table(tx, Projection::Users, Collection::Users)?;
+    let sql = format!("SELECT {USER_COLS} FROM {table} WHERE email = ?1");
     Ok(query_docs(tx, &sql, params![email], rows::user)?.pop())
 }
 
 pub(super) fn wallet(tx: &Transaction<'_>, user_id: Uuid) -> StoreResult<Option<WalletDoc>> {
-    let t = active_table(tx, Projection::Wallets, Collection::Wallets)?;
-    let sql = format!("SELECT {WALLET_COLS} FROM {t} WHERE user_id = ?1");
+    let table = active_table(tx, Projection::Wallets, Collection::Wallets)?;
+    let sql = format!("SELECT {WALLET_COLS} FROM {table} WHERE user_id = ?1");
     Ok(query_docs(tx, &sql, params![user_id.as_bytes()], rows::wallet)?.pop())
 }
 
@@ -86,11 +86,11 @@ pub(super) fn transactions(
     filter: TransactionFilter,
     page: &PageRequest,
 ) -> StoreResult<Page<TransactionDoc>> {
-    let t = active_table(tx, Projection::Transactions, Collection::Transactions)?;
+    let table = active_table(tx, Projection::Transactions, Collection::Transactions)?;
     let (c_time, c_id) = desc_cursor(page)?;
     let limit = page.limit();
     let sql = format!(
-        "SELECT {TX_COLS} FROM {t} WHERE user_id = ?1 AND (?2 IS NULL OR type = ?2)
+        "SELECT {TX_COLS} FROM {table} WHERE user_id = ?1 AND (?2 IS NULL OR type = ?2)
          AND (?3 IS NULL OR status = ?3) AND (created_at, id) < (?4, ?5)
          ORDER BY created_at DESC, id DESC LIMIT ?6"
     );
@@ -117,7 +117,7 @@ pub(super) fn live_streams(
     category: Option<&str>,
     page: &PageRequest,
 ) -> StoreResult<Page<StreamDoc>> {
-    let t = active_table(tx, Projection::Streams, Collection::Streams)?;
+    let table = active_table(tx, Projection::Streams, Collection::Streams)?;
     let (c_viewers, c_id) = desc_cursor(page)?;
     let limit = page.limit();
     // Two statements so that each uses its partial index.
@@ -125,7 +125,7 @@ pub(super) fn live_streams(
         Some(category) => query_docs(
             tx,
             &format!(
-                "SELECT {STREAM_COLS} FROM {t} WHERE is_live = 1 AND category = ?1
+                "SELECT {STREAM_COLS} FROM {table} WHERE is_live = 1 AND category = ?1
                  AND (viewers, id) < (?2, ?3) ORDER BY viewers DESC, id DESC LIMIT ?4"
             ),
             params![category, c_viewers, c_id, i64::from(limit) + 1],
@@ -134,7 +134,7 @@ pub(super) fn live_streams(
         None => query_docs(
             tx,
             &format!(
-                "SELECT {STREAM_COLS} FROM {t} WHERE is_live = 1
+                "SELECT {STREAM_COLS} FROM {table} WHERE is_live = 1
                  AND (viewers, id) < (?1, ?2) ORDER BY viewers DESC, id DESC LIMIT ?3"
             ),
             params![c_viewers, c_id, i64::from(limit) + 1],
@@ -145,8 +145,8 @@ pub(super) fn live_streams(
 }
 
 pub(super) fn stream(tx: &Transaction<'_>, stream_id: Uuid) -> StoreResult<Option<StreamDoc>> {
-    let t = active_table(tx, Projection::Streams, Collection::Streams)?;
-    let sql = format!("SELECT {STREAM_COLS} FROM {t} WHERE id = ?1");
+    let table = active_table(tx, Projection::Streams, Collection::Streams)?;
+    let sql = format!("SELECT {STREAM_COLS} FROM {table} WHERE id = ?1");
     Ok(query_docs(tx, &sql, params![stream_id.as_bytes()], rows::stream)?.pop())
 }
 
@@ -155,11 +155,11 @@ pub(super) fn leaderboard(
     stream_id: Uuid,
     page: &PageRequest,
 ) -> StoreResult<Page<LeaderboardEntry>> {
-    let t = active_table(tx, Projection::GiftLeaderboards, Collection::GiftLeaderboards)?;
+    let table = active_table(tx, Projection::GiftLeaderboards, Collection::GiftLeaderboards)?;
     let (c_coins, c_user) = desc_cursor(page)?;
     let limit = page.limit();
     let sql = format!(
-        "SELECT {LEADERBOARD_COLS} FROM {t} WHERE stream_id = ?1 AND (coins, user_id) < (?2, ?3)
+        "SELECT {LEADERBOARD_COLS} FROM {table} WHERE stream_id = ?1 AND (coins, user_id) < (?2, ?3)
          ORDER BY coins DESC, user_id DESC LIMIT ?4"
     );
     let items =
@@ -168,17 +168,17 @@ pub(super) fn leaderboard(
 }
 
 pub(super) fn payout(tx: &Transaction<'_>, payout_id: Uuid) -> StoreResult<Option<PayoutDoc>> {
-    let t = active_table(tx, Projection::Payouts, Collection::Payouts)?;
-    let sql = format!("SELECT {PAYOUT_COLS} FROM {t} WHERE id = ?1");
+    let table = active_table(tx, Projection::Payouts, Collection::Payouts)?;
+    let sql = format!("SELECT {PAYOUT_COLS} FROM {table} WHERE id = ?1");
     Ok(query_docs(tx, &sql, params![payout_id.as_bytes()], rows::payout)?.pop())
 }
 
 pub(super) fn user_payouts(tx: &Transaction<'_>, user_id: Uuid, page: &PageRequest) -> StoreResult<Page<PayoutDoc>> {
-    let t = active_table(tx, Projection::Payouts, Collection::Payouts)?;
+    let table = active_table(tx, Projection::Payouts, Collection::Payouts)?;
     let (c_time, c_id) = desc_cursor(page)?;
     let limit = page.limit();
     let sql = format!(
-        "SELECT {PAYOUT_COLS} FROM {t} WHERE user_id = ?1 AND (requested_at, id) < (?2, ?3)
+        "SELECT {PAYOUT_COLS} FROM {table} WHERE user_id = ?1 AND (requested_at, id) < (?2, ?3)
          ORDER BY requested_at DESC, id DESC LIMIT ?4"
     );
     let items = query_docs(tx, &sql, params![user_id.as_bytes(), c_time, c_id, i64::from(limit) + 1], rows::payout)?;
@@ -190,14 +190,14 @@ pub(super) fn payouts(
     status: Option<PayoutStatus>,
     page: &PageRequest,
 ) -> StoreResult<Page<PayoutDoc>> {
-    let t = active_table(tx, Projection::Payouts, Collection::Payouts)?;
+    let table = active_table(tx, Projection::Payouts, Collection::Payouts)?;
     let (c_time, c_id) = desc_cursor(page)?;
     let limit = page.limit();
     let items = match status {
         Some(status) => query_docs(
             tx,
             &format!(
-                "SELECT {PAYOUT_COLS} FROM {t} WHERE status = ?1 AND (requested_at, id) < (?2, ?3)
+                "SELECT {PAYOUT_COLS} FROM {table} WHERE status = ?1 AND (requested_at, id) < (?2, ?3)
                  ORDER BY requested_at DESC, id DESC LIMIT ?4"
             ),
             params![status.as_str(), c_time, c_id, i64::from(limit) + 1],
@@ -206,7 +206,7 @@ pub(super) fn payouts(
         None => query_docs(
             tx,
             &format!(
-                "SELECT {PAYOUT_COLS} FROM {t} WHERE (requested_at, id) < (?1, ?2)
+                "SELECT {PAYOUT_COLS} FROM {table} WHERE (requested_at, id) < (?1, ?2)
                  ORDER BY requested_at DESC, id DESC LIMIT ?3"
             ),
             params![c_time, c_id, i64::from(limit) + 1],
@@ -221,7 +221,7 @@ pub(super) fn ledger_entries(
     account: Account,
     page: &PageRequest,
 ) -> StoreResult<Page<LedgerEntryDoc>> {
-    let t = active_table(tx, Projection::Ledger, Collection::LedgerEntries)?;
+    let table = active_table(tx, Projection::Ledger, Collection::LedgerEntries)?;
     let (c_pos, c_seq) = match &page.cursor {
         None => (TOP_INT, TOP_INT),
         Some(c) => {
@@ -231,7 +231,7 @@ pub(super) fn ledger_entries(
     };
     let limit = page.limit();
     let sql = format!(
-        "SELECT {ENTRY_COLS} FROM {t} WHERE account = ?1 AND (position, seq) < (?2, ?3)
+        "SELECT {ENTRY_COLS} FROM {table} WHERE account = ?1 AND (position, seq) < (?2, ?3)
          ORDER BY position DESC, seq DESC LIMIT ?4"
     );
     let items = query_docs(tx, &sql, params![account_key(&account), c_pos, c_seq, i64::from(limit) + 1], rows::entry)?;
@@ -240,7 +240,7 @@ pub(super) fn ledger_entries(
 
 pub(super) fn trial_balance(tx: &Transaction<'_>, page: &PageRequest) -> StoreResult<TrialBalance> {
     let version = active_version(tx, Projection::Ledger)?;
-    let t = Collection::LedgerAccounts.physical_name(version);
+    let table = Collection::LedgerAccounts.physical_name(version);
     // Accounts sort by their key; an empty blob is below them all.
     let after: Vec<u8> = match &page.cursor {
         None => Vec::new(),
@@ -253,12 +253,14 @@ pub(super) fn trial_balance(tx: &Transaction<'_>, page: &PageRequest) -> StoreRe
     let limit = page.limit();
     let items = query_docs(
         tx,
-        &format!("SELECT account, balance, position FROM {t} WHERE account > ?1 ORDER BY account LIMIT ?2"),
+        &format!("SELECT account, balance, position FROM {table} WHERE account > ?1 ORDER BY account LIMIT ?2"),
         params![after, i64::from(limit) + 1],
         rows::account_balance,
     )?;
     let (total, count): (i64, i64) = tx
-        .query_row(&format!("SELECT COALESCE(SUM(balance), 0), COUNT(*) FROM {t}"), [], |r| Ok((r.get(0)?, r.get(1)?)))
+        .query_row(&format!("SELECT COALESCE(SUM(balance), 0), COUNT(*) FROM {table}"), [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
         .map_err(db_err)?;
     let position = checkpoint_of(tx, ProjectionVersion::new(Projection::Ledger, version))?;
     let page = into_page(items, limit, |d: &crate::model::AccountBalance| cursor::encode(&[&d.account.to_string()]));
@@ -272,19 +274,19 @@ pub(super) fn trial_balance(tx: &Transaction<'_>, page: &PageRequest) -> StoreRe
 }
 
 pub(super) fn stripe_payment(tx: &Transaction<'_>, payment_id: &str) -> StoreResult<Option<StripePaymentDoc>> {
-    let t = active_table(tx, Projection::StripePayments, Collection::StripePayments)?;
-    let sql = format!("SELECT {STRIPE_COLS} FROM {t} WHERE payment_id = ?1");
+    let table = active_table(tx, Projection::StripePayments, Collection::StripePayments)?;
+    let sql = format!("SELECT {STRIPE_COLS} FROM {table} WHERE payment_id = ?1");
     Ok(query_docs(tx, &sql, params![payment_id], rows::stripe_payment)?.pop())
 }
 
 pub(super) fn stripe_payments(tx: &Transaction<'_>, page: &PageRequest) -> StoreResult<Page<StripePaymentDoc>> {
-    let t = active_table(tx, Projection::StripePayments, Collection::StripePayments)?;
+    let table = active_table(tx, Projection::StripePayments, Collection::StripePayments)?;
     let after = match &page.cursor {
         None => String::new(),
         Some(c) => cursor::decode(c, 1)?.remove(0),
     };
     let limit = page.limit();
-    let sql = format!("SELECT {STRIPE_COLS} FROM {t} WHERE payment_id > ?1 ORDER BY payment_id LIMIT ?2");
+    let sql = format!("SELECT {STRIPE_COLS} FROM {table} WHERE payment_id > ?1 ORDER BY payment_id LIMIT ?2");
     let items = query_docs(tx, &sql, params![after, i64::from(limit) + 1], rows::stripe_payment)?;
     Ok(into_page(items, limit, |d: &StripePaymentDoc| cursor::encode(&[&d.payment_id])))
 }

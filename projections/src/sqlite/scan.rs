@@ -29,9 +29,9 @@ pub(super) fn scan_blocking(
         return Err(ProjectionError::InvalidInput(format!("{collection:?} is not a collection of {target}")));
     }
     let limit = limit.clamp(1, SCAN_LIMIT_MAX);
-    let t = collection.physical_name(target.version);
+    let table = collection.physical_name(target.version);
     let exists: Option<i64> = tx
-        .query_row("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?1", [&t], |r| r.get(0))
+        .query_row("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?1", [&table], |r| r.get(0))
         .optional()
         .map_err(db_err)?;
     if exists.is_none() {
@@ -64,7 +64,9 @@ pub(super) fn scan_blocking(
     };
     let fetch = i64::from(limit) + 1;
     let docs = match after {
-        None => query_docs(tx, &format!("SELECT {cols} FROM {t} ORDER BY {key_cols} LIMIT ?1"), params![fetch], map)?,
+        None => {
+            query_docs(tx, &format!("SELECT {cols} FROM {table} ORDER BY {key_cols} LIMIT ?1"), params![fetch], map)?
+        }
         Some(key) => {
             let parts: Vec<&str> = key.split('|').collect();
             if parts.len() != key_parts {
@@ -72,7 +74,7 @@ pub(super) fn scan_blocking(
             }
             let placeholders = (1..=key_parts).map(|i| format!("?{i}")).collect::<Vec<_>>().join(", ");
             let sql = format!(
-                "SELECT {cols} FROM {t} WHERE ({key_cols}) > ({placeholders}) ORDER BY {key_cols} LIMIT ?{}",
+                "SELECT {cols} FROM {table} WHERE ({key_cols}) > ({placeholders}) ORDER BY {key_cols} LIMIT ?{}",
                 key_parts + 1
             );
             let mut values = scan_key_values(collection, &parts)?;
