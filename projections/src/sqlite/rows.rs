@@ -11,198 +11,205 @@ use crate::model::{
     pos_u64,
 };
 
-type R<T> = Result<T, ProjectionError>;
+/// A document (or a field of one) read from a row.
+type RowResult<T> = Result<T, ProjectionError>;
 
-fn col<T: rusqlite::types::FromSql>(row: &Row<'_>, i: usize) -> R<T> {
-    row.get(i).map_err(ProjectionError::store)
+/// The value of the column at `index`.
+fn column<T: rusqlite::types::FromSql>(row: &Row<'_>, index: usize) -> RowResult<T> {
+    row.get(index).map_err(ProjectionError::store)
 }
 
-fn uuid(_table: &str, row: &Row<'_>, i: usize) -> R<Uuid> {
-    Ok(Uuid::from_bytes(col(row, i)?))
+fn uuid(_table: &str, row: &Row<'_>, index: usize) -> RowResult<Uuid> {
+    Ok(Uuid::from_bytes(column(row, index)?))
 }
 
-fn opt_uuid(_table: &str, row: &Row<'_>, i: usize) -> R<Option<Uuid>> {
-    Ok(col::<Option<[u8; 16]>>(row, i)?.map(Uuid::from_bytes))
+fn opt_uuid(_table: &str, row: &Row<'_>, index: usize) -> RowResult<Option<Uuid>> {
+    Ok(column::<Option<[u8; 16]>>(row, index)?.map(Uuid::from_bytes))
 }
 
-fn time(table: &str, row: &Row<'_>, i: usize) -> R<chrono::DateTime<chrono::Utc>> {
-    from_micros(table, col(row, i)?)
+fn time(table: &str, row: &Row<'_>, index: usize) -> RowResult<chrono::DateTime<chrono::Utc>> {
+    from_micros(table, column(row, index)?)
 }
 
-fn position(table: &str, row: &Row<'_>, i: usize) -> R<u64> {
-    pos_u64(table, col(row, i)?)
+fn position(table: &str, row: &Row<'_>, index: usize) -> RowResult<u64> {
+    pos_u64(table, column(row, index)?)
 }
 
-fn account(table: &str, row: &Row<'_>, i: usize) -> R<Account> {
-    super::keys::account_from_key(&col(row, i)?).ok_or_else(|| ProjectionError::corrupt(table, "account key"))
+fn account(table: &str, row: &Row<'_>, index: usize) -> RowResult<Account> {
+    super::keys::account_from_key(&column(row, index)?).ok_or_else(|| ProjectionError::corrupt(table, "account key"))
 }
 
-pub(super) fn user(row: &Row<'_>) -> R<UserDoc> {
-    const T: &str = "users";
-    let roles: String = col(row, 3)?;
+pub(super) fn user(row: &Row<'_>) -> RowResult<UserDoc> {
+    const TABLE: &str = "users";
+    let roles: String = column(row, 3)?;
     let roles = roles
         .split(',')
         .filter(|r| !r.is_empty())
-        .map(|r| parse_role(r).ok_or_else(|| ProjectionError::corrupt(T, format!("unknown role {r:?}"))))
-        .collect::<R<Vec<_>>>()?;
+        .map(|r| parse_role(r).ok_or_else(|| ProjectionError::corrupt(TABLE, format!("unknown role {r:?}"))))
+        .collect::<RowResult<Vec<_>>>()?;
     Ok(UserDoc {
-        id: uuid(T, row, 0)?,
-        email: col(row, 1)?,
-        username: col(row, 2)?,
+        id: uuid(TABLE, row, 0)?,
+        email: column(row, 1)?,
+        username: column(row, 2)?,
         roles,
-        password_hash: col(row, 4)?,
-        created_at: time(T, row, 5)?,
-        position: position(T, row, 6)?,
+        password_hash: column(row, 4)?,
+        created_at: time(TABLE, row, 5)?,
+        position: position(TABLE, row, 6)?,
     })
 }
 
-pub(super) fn wallet(row: &Row<'_>) -> R<WalletDoc> {
-    const T: &str = "wallets";
+pub(super) fn wallet(row: &Row<'_>) -> RowResult<WalletDoc> {
+    const TABLE: &str = "wallets";
     Ok(WalletDoc {
-        user_id: uuid(T, row, 0)?,
-        coins: col(row, 1)?,
-        earnings: col(row, 2)?,
-        held: col(row, 3)?,
-        updated_at: time(T, row, 4)?,
-        position: position(T, row, 5)?,
+        user_id: uuid(TABLE, row, 0)?,
+        coins: column(row, 1)?,
+        earnings: column(row, 2)?,
+        held: column(row, 3)?,
+        updated_at: time(TABLE, row, 4)?,
+        position: position(TABLE, row, 5)?,
     })
 }
 
-pub(super) fn transaction(row: &Row<'_>) -> R<TransactionDoc> {
-    const T: &str = "transactions";
-    let kind: String = col(row, 2)?;
-    let status: String = col(row, 3)?;
+pub(super) fn transaction(row: &Row<'_>) -> RowResult<TransactionDoc> {
+    const TABLE: &str = "transactions";
+    let kind: String = column(row, 2)?;
+    let status: String = column(row, 3)?;
     Ok(TransactionDoc {
-        id: uuid(T, row, 0)?,
-        user_id: uuid(T, row, 1)?,
-        kind: TxType::parse(&kind).ok_or_else(|| ProjectionError::corrupt(T, format!("type {kind:?}")))?,
-        status: TxStatus::parse(&status).ok_or_else(|| ProjectionError::corrupt(T, format!("status {status:?}")))?,
-        coins: col(row, 4)?,
-        wallet_after: col(row, 5)?,
-        earnings_after: col(row, 6)?,
-        held_after: col(row, 7)?,
-        created_at: time(T, row, 8)?,
-        position: position(T, row, 9)?,
+        id: uuid(TABLE, row, 0)?,
+        user_id: uuid(TABLE, row, 1)?,
+        kind: TxType::parse(&kind).ok_or_else(|| ProjectionError::corrupt(TABLE, format!("type {kind:?}")))?,
+        status: TxStatus::parse(&status)
+            .ok_or_else(|| ProjectionError::corrupt(TABLE, format!("status {status:?}")))?,
+        coins: column(row, 4)?,
+        wallet_after: column(row, 5)?,
+        earnings_after: column(row, 6)?,
+        held_after: column(row, 7)?,
+        created_at: time(TABLE, row, 8)?,
+        position: position(TABLE, row, 9)?,
         metadata: TxMetadata {
-            payment_id: col(row, 10)?,
-            stripe_session_id: col(row, 11)?,
-            stream_id: opt_uuid(T, row, 12)?,
-            host_id: opt_uuid(T, row, 13)?,
-            gift_id: col(row, 14)?,
-            quantity: col(row, 15)?,
-            gifts_count: col(row, 16)?,
-            payout_id: opt_uuid(T, row, 17)?,
-            external_ref: col(row, 18)?,
-            reason: col(row, 19)?,
-            admin_id: opt_uuid(T, row, 20)?,
+            payment_id: column(row, 10)?,
+            stripe_session_id: column(row, 11)?,
+            stream_id: opt_uuid(TABLE, row, 12)?,
+            host_id: opt_uuid(TABLE, row, 13)?,
+            gift_id: column(row, 14)?,
+            quantity: column(row, 15)?,
+            gifts_count: column(row, 16)?,
+            payout_id: opt_uuid(TABLE, row, 17)?,
+            external_ref: column(row, 18)?,
+            reason: column(row, 19)?,
+            admin_id: opt_uuid(TABLE, row, 20)?,
         },
     })
 }
 
-pub(super) fn stream(row: &Row<'_>) -> R<StreamDoc> {
-    const T: &str = "streams";
-    let status: String = col(row, 4)?;
-    let end_time: Option<i64> = col(row, 7)?;
+pub(super) fn stream(row: &Row<'_>) -> RowResult<StreamDoc> {
+    const TABLE: &str = "streams";
+    let status: String = column(row, 4)?;
+    let end_time: Option<i64> = column(row, 7)?;
     Ok(StreamDoc {
-        id: uuid(T, row, 0)?,
-        host_id: uuid(T, row, 1)?,
-        title: col(row, 2)?,
-        category: col(row, 3)?,
+        id: uuid(TABLE, row, 0)?,
+        host_id: uuid(TABLE, row, 1)?,
+        title: column(row, 2)?,
+        category: column(row, 3)?,
         status: parse_stream_status(&status)
-            .ok_or_else(|| ProjectionError::corrupt(T, format!("status {status:?}")))?,
-        is_live: col::<i64>(row, 5)? != 0,
-        start_time: time(T, row, 6)?,
-        end_time: end_time.map(|us| from_micros(T, us)).transpose()?,
-        viewers: col(row, 8)?,
-        peak_viewers: col(row, 9)?,
-        gifts_coins: col(row, 10)?,
-        position: position(T, row, 11)?,
+            .ok_or_else(|| ProjectionError::corrupt(TABLE, format!("status {status:?}")))?,
+        is_live: column::<i64>(row, 5)? != 0,
+        start_time: time(TABLE, row, 6)?,
+        end_time: end_time.map(|us| from_micros(TABLE, us)).transpose()?,
+        viewers: column(row, 8)?,
+        peak_viewers: column(row, 9)?,
+        gifts_coins: column(row, 10)?,
+        position: position(TABLE, row, 11)?,
     })
 }
 
-pub(super) fn payout(row: &Row<'_>) -> R<PayoutDoc> {
-    const T: &str = "payouts";
-    let amount: String = col(row, 3)?;
-    let status: String = col(row, 6)?;
-    let settled_at: Option<i64> = col(row, 10)?;
+pub(super) fn payout(row: &Row<'_>) -> RowResult<PayoutDoc> {
+    const TABLE: &str = "payouts";
+    let amount: String = column(row, 3)?;
+    let status: String = column(row, 6)?;
+    let settled_at: Option<i64> = column(row, 10)?;
     Ok(PayoutDoc {
-        id: uuid(T, row, 0)?,
-        user_id: uuid(T, row, 1)?,
-        coins: col(row, 2)?,
+        id: uuid(TABLE, row, 0)?,
+        user_id: uuid(TABLE, row, 1)?,
+        coins: column(row, 2)?,
         fiat: Money {
-            amount: amount.parse().map_err(|e| ProjectionError::corrupt(T, format!("fiat amount: {e}")))?,
-            currency: col(row, 4)?,
+            amount: amount.parse().map_err(|e| ProjectionError::corrupt(TABLE, format!("fiat amount: {e}")))?,
+            currency: column(row, 4)?,
         },
-        destination: col(row, 5)?,
+        destination: column(row, 5)?,
         status: PayoutStatus::parse(&status)
-            .ok_or_else(|| ProjectionError::corrupt(T, format!("status {status:?}")))?,
-        external_ref: col(row, 7)?,
-        reason: col(row, 8)?,
-        requested_at: time(T, row, 9)?,
-        settled_at: settled_at.map(|us| from_micros(T, us)).transpose()?,
-        position: position(T, row, 11)?,
+            .ok_or_else(|| ProjectionError::corrupt(TABLE, format!("status {status:?}")))?,
+        external_ref: column(row, 7)?,
+        reason: column(row, 8)?,
+        requested_at: time(TABLE, row, 9)?,
+        settled_at: settled_at.map(|us| from_micros(TABLE, us)).transpose()?,
+        position: position(TABLE, row, 11)?,
     })
 }
 
-pub(super) fn entry(row: &Row<'_>) -> R<LedgerEntryDoc> {
-    const T: &str = "ledger_entries";
-    let seq: i64 = col(row, 2)?;
+pub(super) fn entry(row: &Row<'_>) -> RowResult<LedgerEntryDoc> {
+    const TABLE: &str = "ledger_entries";
+    let seq: i64 = column(row, 2)?;
     Ok(LedgerEntryDoc {
-        account: account(T, row, 0)?,
-        position: position(T, row, 1)?,
-        seq: u32::try_from(seq).map_err(|e| ProjectionError::corrupt(T, e))?,
-        event_type: col(row, 3)?,
-        counterparty: account(T, row, 4)?,
-        coins: col(row, 5)?,
-        balance_after: col(row, 6)?,
-        created_at: time(T, row, 7)?,
+        account: account(TABLE, row, 0)?,
+        position: position(TABLE, row, 1)?,
+        seq: u32::try_from(seq).map_err(|e| ProjectionError::corrupt(TABLE, e))?,
+        event_type: column(row, 3)?,
+        counterparty: account(TABLE, row, 4)?,
+        coins: column(row, 5)?,
+        balance_after: column(row, 6)?,
+        created_at: time(TABLE, row, 7)?,
     })
 }
 
-pub(super) fn account_balance(row: &Row<'_>) -> R<AccountBalance> {
-    const T: &str = "ledger_accounts";
-    Ok(AccountBalance { account: account(T, row, 0)?, balance: col(row, 1)?, position: position(T, row, 2)? })
+pub(super) fn account_balance(row: &Row<'_>) -> RowResult<AccountBalance> {
+    const TABLE: &str = "ledger_accounts";
+    Ok(AccountBalance {
+        account: account(TABLE, row, 0)?,
+        balance: column(row, 1)?,
+        position: position(TABLE, row, 2)?,
+    })
 }
 
-pub(super) fn leaderboard(row: &Row<'_>) -> R<LeaderboardEntry> {
-    const T: &str = "gift_leaderboards";
+pub(super) fn leaderboard(row: &Row<'_>) -> RowResult<LeaderboardEntry> {
+    const TABLE: &str = "gift_leaderboards";
     Ok(LeaderboardEntry {
-        stream_id: uuid(T, row, 0)?,
-        user_id: uuid(T, row, 1)?,
-        coins: col(row, 2)?,
-        position: position(T, row, 3)?,
+        stream_id: uuid(TABLE, row, 0)?,
+        user_id: uuid(TABLE, row, 1)?,
+        coins: column(row, 2)?,
+        position: position(TABLE, row, 3)?,
     })
 }
 
-pub(super) fn stripe_payment(row: &Row<'_>) -> R<StripePaymentDoc> {
-    const T: &str = "stripe_payments";
+pub(super) fn stripe_payment(row: &Row<'_>) -> RowResult<StripePaymentDoc> {
+    const TABLE: &str = "stripe_payments";
     Ok(StripePaymentDoc {
-        payment_id: col(row, 0)?,
-        user_id: opt_uuid(T, row, 1)?,
-        coins_issued: col(row, 2)?,
-        coins_reversed: col(row, 3)?,
-        stripe_session_id: col(row, 4)?,
-        position: position(T, row, 5)?,
+        payment_id: column(row, 0)?,
+        user_id: opt_uuid(TABLE, row, 1)?,
+        coins_issued: column(row, 2)?,
+        coins_reversed: column(row, 3)?,
+        stripe_session_id: column(row, 4)?,
+        position: position(TABLE, row, 5)?,
         stripe: StripeSide {
-            package_id: col(row, 6)?,
-            coins_expected: col(row, 7)?,
-            amount_cents: col(row, 8)?,
-            currency: col(row, 9)?,
-            charge_amount_cents: col(row, 10)?,
-            amount_refunded_cents: col(row, 11)?,
+            package_id: column(row, 6)?,
+            coins_expected: column(row, 7)?,
+            amount_cents: column(row, 8)?,
+            currency: column(row, 9)?,
+            charge_amount_cents: column(row, 10)?,
+            amount_refunded_cents: column(row, 11)?,
             flags: {
-                let flags: String = col(row, 12)?;
+                let flags: String = column(row, 12)?;
                 flags.split(',').filter(|f| !f.is_empty()).map(str::to_string).collect()
             },
         },
     })
 }
 
-pub(super) fn viewer(row: &Row<'_>) -> R<(Uuid, Uuid)> {
-    const T: &str = "stream_viewers";
-    Ok((uuid(T, row, 0)?, uuid(T, row, 1)?))
+pub(super) fn viewer(row: &Row<'_>) -> RowResult<(Uuid, Uuid)> {
+    const TABLE: &str = "stream_viewers";
+    Ok((uuid(TABLE, row, 0)?, uuid(TABLE, row, 1)?))
 }
 
-pub(super) fn session(row: &Row<'_>) -> R<(String, String)> {
-    Ok((col(row, 0)?, col(row, 1)?))
+pub(super) fn session(row: &Row<'_>) -> RowResult<(String, String)> {
+    Ok((column(row, 0)?, column(row, 1)?))
 }

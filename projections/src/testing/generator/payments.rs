@@ -1,0 +1,158 @@
+//! Coin purchases (some through Checkout Sessions) and their refunds.
+
+use events_schema::{
+    Account, Actor, ActorKind, CoinsPurchased, Event, PaymentFlag, PaymentFlagged, PaymentPosted, PaymentPurchase,
+    PaymentPurchaseCredited, PaymentRefundRecorded, PaymentSnapshot, PurchaseRefunded, StripeEventRecorded,
+};
+
+use super::*;
+
+impl Generator {
+    pub(super) fn purchase(&mut self, with_session: bool) {
+        let user = self.random_user();
+        let id = self.users[user].id;
+        let coins = PACKAGES[self.rng.index(PACKAGES.len())];
+        self.counter += 1;
+        let payment_id = format!("pi_{}", self.counter);
+        let stripe_event_id = format!("evt_{}", self.counter);
+        if with_session {
+            // The Stripe event is recorded first, then the purchase: the
+            // order the webhook handler appends them in.
+            let session_id = format!("cs_{}", self.counter);
+            let body = serde_json::json!({
+                "id": stripe_event_id,
+                "type": "checkout.session.completed",
+                "data": {"object": {
+                    "id": session_id, "object": "checkout.session", "payment_intent": payment_id,
+                    "payment_status": "paid", "client_reference_id": id.to_string(),
+                    "metadata": {"userId": id.to_string(), "packageId": format!("coins-{coins}")}
+                }}
+            })
+            .to_string();
+            let meta = self.meta(Actor { kind: ActorKind::Stripe, id: Some(stripe_event_id.clone()) });
+            let event = Event::StripeEventRecorded(StripeEventRecorded {
+                stripe_event_id: stripe_event_id.clone(),
+                stripe_event_type: "checkout.session.completed".into(),
+                stripe_created: self.clock.timestamp(),
+                body,
+            });
+            self.emit(&meta, event, None);
+        }
+        let meta = self.meta(Actor { kind: ActorKind::Stripe, id: Some(stripe_event_id) });
+        // The webhook's single appends: the payment's decision, its posting
+        // on the buyer's ledger (naming the decision's position), the mark.
+        let purchase = PaymentPurchase {
+            user_id: id,
+            package_id: format!("coins-{coins}"),
+            coins,
+            amount_cents: coins,
+            currency: "usd".into(),
+        };
+        let state_after = PaymentSnapshot {
+            purchase: Some(purchase.clone()),
+            posted_position: Some(0),
+            ..PaymentSnapshot::default()
+        };
+        let credited = Event::PaymentPurchaseCredited(PaymentPurchaseCredited {
+            payment_id: payment_id.clone(),
+            stripe_event_id: format!("evt_{}", self.counter),
+            purchase,
+            state_after: state_after.clone(),
+        });
+        let mut chain = Chain::new();
+        let decision = self.emit(&meta, credited, Some(&mut chain));
+        let commit =
+            self.commit(user, vec![transfer(Account::ExternalStripe, Account::Wallet(id), coins)], PendingEdit::None);
+        let event = Event::CoinsPurchased(CoinsPurchased {
+            user_id: id,
+            payment_id: payment_id.clone(),
+            coins,
+            source_position: decision,
+            commit,
+        });
+        let ledger_position = self.ledger_event(user, &meta, event);
+        let posted = Event::PaymentPosted(PaymentPosted {
+            payment_id: payment_id.clone(),
+            posted_position: decision,
+            ledger_position,
+            state_after: PaymentSnapshot { posted_position: Some(decision), ..state_after },
+        });
+        self.emit(&meta, posted, Some(&mut chain));
+        self.payment_chains.insert(payment_id.clone(), chain);
+        // Now and then a flagged payment beside it.
+        if self.rng.percent(5) {
+            let flagged = Event::PaymentFlagged(PaymentFlagged {
+                payment_id: format!("pi_flagged_{}", self.counter),
+                stripe_event_id: format!("evt_f{}", self.counter),
+                flag: PaymentFlag::UnknownUser,
+                detail: "nobody".into(),
+                state_after: PaymentSnapshot {
+                    flags: vec![PaymentFlag::UnknownUser],
+                    posted_position: Some(0),
+                    ..PaymentSnapshot::default()
+                },
+            });
+            self.emit(&meta, flagged, None);
+        }
+        if self.purchases.len() >= PURCHASES_TRACKED_MAX
+            && let Some((_, dropped, _, _)) = self.purchases.pop_front()
+        {
+            self.payment_chains.remove(&dropped);
+        }
+        self.purchases.push_back((user, payment_id, coins, decision));
+    }
+
+    pub(super) fn refund(&mut self) {
+        let Some((user, payment_id, coins, posted)) = self.purchases.pop_front() else {
+            return self.purchase(false);
+        };
+        let id = self.users[user].id;
+        let bought = coins;
+        // Partial or full; may drive the wallet negative, as refunds may.
+        let coins = if self.rng.percent(50) { coins } else { (coins / 2).max(1) };
+        let meta = self.meta(Actor { kind: ActorKind::Stripe, id: Some(format!("evt_r{}", self.counter)) });
+        // A cent per coin: the refund's share of the amount is its coins.
+        let purchase = PaymentPurchase {
+            user_id: id,
+            package_id: format!("coins-{bought}"),
+            coins: bought,
+            amount_cents: bought,
+            currency: "usd".into(),
+        };
+        let state_after = PaymentSnapshot {
+            purchase: Some(purchase),
+            charge_amount_cents: bought,
+            amount_refunded_cents: coins,
+            coins_reversed: coins,
+            flags: vec![],
+            posted_position: Some(posted),
+        };
+        let mut chain = self.payment_chains.remove(&payment_id).unwrap_or_else(Chain::new);
+        let recorded = Event::PaymentRefundRecorded(PaymentRefundRecorded {
+            payment_id: payment_id.clone(),
+            stripe_event_id: Some(format!("evt_r{}", self.counter)),
+            charge_amount_cents: bought,
+            amount_refunded_cents: coins,
+            coins,
+            state_after: state_after.clone(),
+        });
+        let decision = self.emit(&meta, recorded, Some(&mut chain));
+        let commit =
+            self.commit(user, vec![transfer(Account::Wallet(id), Account::ExternalStripe, coins)], PendingEdit::None);
+        let event = Event::PurchaseRefunded(PurchaseRefunded {
+            user_id: id,
+            payment_id: payment_id.clone(),
+            coins,
+            source_position: decision,
+            commit,
+        });
+        let ledger_position = self.ledger_event(user, &meta, event);
+        let posted = Event::PaymentPosted(PaymentPosted {
+            payment_id,
+            posted_position: decision,
+            ledger_position,
+            state_after: PaymentSnapshot { posted_position: Some(decision), ..state_after },
+        });
+        self.emit(&meta, posted, Some(&mut chain));
+    }
+}
