@@ -1,8 +1,14 @@
 #!/usr/bin/env bash
 # Runs every test of the workspace. Installs what the tests need first (a
 # pinned nats-server when none of 2.12 or newer is on PATH; the pinned Stripe
-# stand-ins: localstripe from PyPI in a venv, Stripe's Node library from npm),
-# so that it works on a fresh machine.
+# stand-ins: localstripe from PyPI in a venv, Stripe's Node library from npm;
+# the pinned MongoDB surrogate, SecantusDB from PyPI in a venv), so that it
+# works on a fresh machine.
+#
+# Every MongoDB test runs against the surrogate, which the test harness
+# starts on free ports as a replica set and as a standalone server. With
+# MONGODB_URI set (`MONGODB_URI=mongodb://... ./scripts/test.sh`), the same
+# tests run against that server as well.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,11 +26,11 @@ STRIPE_SIGNER_DIR="$(printf '%s\n' "$stripe_tools" | sed -n 's/^STRIPE_SIGNER_DI
 export LOCALSTRIPE_BIN STRIPE_SIGNER_DIR
 echo "localstripe: $LOCALSTRIPE_BIN; stripe signer: $STRIPE_SIGNER_DIR"
 
-if [ -z "${MONGODB_URI:-}" ]; then
-  # The MongoDB adapter's conformance suite needs a server; its own logic is
-  # unit-tested either way.
-  echo "mongodb conformance: skipped (MONGODB_URI not set)"
-fi
+# SecantusDB, the MongoDB wire-protocol server the MongoDB tests run
+# against (they fail, never skip, without it).
+SECANTUSD_BIN="$(scripts/ensure-mongo-surrogate.sh)"
+export SECANTUSD_BIN
+echo "mongodb surrogate: $SECANTUSD_BIN${MONGODB_URI:+; and MONGODB_URI (a real server)}"
 
 # A one-shot test run gains nothing from incremental caches, which cost disk
 # (CI builds from a clean checkout).

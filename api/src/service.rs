@@ -131,6 +131,7 @@ impl Service {
                 lag_events: 0,
                 batches_applied: 0,
                 events_read: 0,
+                last_error: None,
             });
             workers.projector = Some(status);
             let failed = workers.projector_failed.clone();

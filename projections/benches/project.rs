@@ -2,6 +2,13 @@
 //! the same events, and peak memory, at 100,000 and 1,000,000 generated
 //! events.
 //!
+//! A MongoDB row follows: the same generated events projected into the
+//! MongoDB adapter on the SecantusDB surrogate (a Python server), as a
+//! replica set (transactions) and standalone, at `BENCH_MONGO_EVENTS`
+//! (default 20,000): events/s is the surrogate's figure, not MongoDB's;
+//! the commands sent per 1,000 events is the figure that carries over to a
+//! real server.
+//!
 //! `cargo bench -p projections --bench project` (sizes: `BENCH_EVENTS=100000,1000000`;
 //! `BENCH_BATCH` overrides the runner's batch size; `BENCH_KEEP_DIR=dir` keeps
 //! the generated logs there, to profile one child:
@@ -19,8 +26,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use events_schema::Envelope;
+use projections::mongo_server::{MongoSurrogate, Topology};
 use projections::testing::{FileLog, Generator, GeneratorConfig, MemoryLog, checksum};
-use projections::{LogSource, ProjectionVersion, ReadStore, Runner, RunnerConfig, SqliteStore};
+use projections::{LogSource, MongoStore, ProjectionVersion, ReadStore, Runner, RunnerConfig, SqliteStore};
 
 const READ_BATCH: u32 = 1_000;
 
@@ -63,6 +71,25 @@ fn main() {
         if keep.is_none() {
             let _ = std::fs::remove_file(&file);
         }
+    }
+    let mongo_events: u64 =
+        std::env::var("BENCH_MONGO_EVENTS").ok().and_then(|s| s.trim().parse().ok()).unwrap_or(20_000);
+    if mongo_events > 0 {
+        let file = dir.join(format!("log-mongo-{mongo_events}.bin"));
+        FileLog::write(&file, Generator::log(GeneratorConfig::default(), mongo_events)).expect("write log");
+        for mode in ["project-mongodb-replica-set", "project-mongodb-standalone"] {
+            let out = Command::new(std::env::current_exe().expect("current exe"))
+                .args(["--child", mode, file.to_str().unwrap_or_default(), &dir.to_string_lossy()])
+                .output()
+                .expect("child");
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            if !out.status.success() {
+                eprintln!("{mode} failed: {stdout}{}", String::from_utf8_lossy(&out.stderr));
+                continue;
+            }
+            print!("{stdout}");
+        }
+        let _ = std::fs::remove_file(&file);
     }
     if keep.is_none() {
         let _ = std::fs::remove_dir_all(&dir);
@@ -115,6 +142,8 @@ fn child(args: &[String]) {
                 report(events, "raw read (in-memory source)", count, started.elapsed(), vmhwm_kib());
             }
             "project-sqlite" => project(log, Path::new(dir)).await,
+            "project-mongodb-replica-set" => project_mongodb(log, Topology::ReplicaSet).await,
+            "project-mongodb-standalone" => project_mongodb(log, Topology::Standalone).await,
             other => {
                 eprintln!("unknown mode {other}");
                 std::process::exit(2);
@@ -171,6 +200,29 @@ async fn project(log: FileLog, dir: &Path) {
     if std::env::var_os("BENCH_KEEP_DIR").is_none() {
         let _ = std::fs::remove_dir_all(&store_dir);
     }
+}
+
+/// The MongoDB row: a surrogate of its own, the runner's default batches.
+async fn project_mongodb(log: FileLog, topology: Topology) {
+    let events = log.len();
+    let server = MongoSurrogate::start(topology).await;
+    let store = Arc::new(MongoStore::connect(&server.uri(), Some("halobuzz_bench")).await.expect("connect"));
+    let runner = Runner::new(store.clone(), Arc::new(log), RunnerConfig::new("bench")).expect("runner");
+    let before = store.commands_started();
+    let started = Instant::now();
+    let reached = runner.catch_up().await.expect("catch up");
+    let elapsed = started.elapsed();
+    assert_eq!(reached, events);
+    let commands = store.commands_started() - before;
+    let what = format!("MongoDB (surrogate, {})", topology.name());
+    report(events, &what, events, elapsed, vmhwm_kib());
+    let trial = store.trial_balance(&projections::PageRequest::first(1)).await.expect("trial balance");
+    assert_eq!(trial.total_coins, 0, "the ledger balances");
+    println!(
+        "{events:>10} {:<28} {commands} commands, {} per 1,000 events (the figure that carries over)",
+        "  (commands)",
+        commands.saturating_mul(1_000) / events.max(1)
+    );
 }
 
 /// The records of a `FileLog`, in order, as an iterator (to fill a

@@ -23,6 +23,14 @@ pub enum ProjectionError {
     /// The read store failed (unreachable, a constraint, a full disk).
     #[error("read store: {0}")]
     Store(String),
+    /// The read store refused an operation that would fail again if
+    /// retried (a write to a view, an index conflict, a document too
+    /// large, a duplicate on a unique field other than the key, a read
+    /// preference refused in a transaction, missing privileges). The
+    /// runner stops on it, with the error, rather than retry it forever;
+    /// `Store` errors are the transient ones.
+    #[error("read store refused: {0}")]
+    StoreRefused(String),
     /// A stored document could not be read back as its type: a bug or a
     /// hand-edited store, never bad client input.
     #[error("corrupt document in {collection}: {reason}")]

@@ -26,6 +26,9 @@ pub mod change;
 mod error;
 pub mod model;
 pub mod mongo;
+/// The MongoDB surrogate the tests start (SecantusDB); tests and benches only.
+#[cfg(any(test, feature = "testing"))]
+pub mod mongo_server;
 pub mod projection;
 pub mod runner;
 pub mod source;

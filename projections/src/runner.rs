@@ -39,9 +39,26 @@ pub const BATCH_SIZE_MAX: u32 = 10_000;
 /// commit, which writes every page the batch touched, is amortised over
 /// many events; small enough that it commits in well under a second.
 pub const BATCH_SIZE_DEFAULT: u32 = 5_000;
-/// Longest back-off after a transient failure.
-const RETRY_DELAY_MS_MAX: u64 = 5_000;
+/// The back-off after a transient failure (a store or log unreachable, an
+/// election, a transaction conflict): from 50 ms, doubling, jittered, to
+/// at most 5 s between tries, and at most `RETRY_CONSECUTIVE_MAX` tries in
+/// a row (about 40 minutes at 5 s) before the runner stops with the last
+/// error, which `/health` and `halobuzz-replay status` then show. Any
+/// success starts the schedule again.
 const RETRY_DELAY_MS_MIN: u64 = 50;
+const RETRY_DELAY_MS_MAX: u64 = 5_000;
+const RETRY_CONSECUTIVE_MAX: usize = 500;
+
+fn retry_schedule() -> backon::ExponentialBackoff {
+    use backon::BackoffBuilder;
+    backon::ExponentialBuilder::new()
+        .with_min_delay(Duration::from_millis(RETRY_DELAY_MS_MIN))
+        .with_max_delay(Duration::from_millis(RETRY_DELAY_MS_MAX))
+        .with_factor(2.0)
+        .with_jitter()
+        .with_max_times(RETRY_CONSECUTIVE_MAX)
+        .build()
+}
 
 /// How a runner behaves.
 #[derive(Debug, Clone)]
@@ -135,6 +152,9 @@ pub struct RunnerStatus {
     pub lag_events: u64,
     pub batches_applied: u64,
     pub events_read: u64,
+    /// The last failure, transient (being retried) or not (the runner
+    /// stopped on it); cleared by the next batch applied.
+    pub last_error: Option<String>,
 }
 
 /// Why `run` returned without an error.
@@ -213,6 +233,7 @@ impl Runner {
             lag_events: 0,
             batches_applied: 0,
             events_read: 0,
+            last_error: None,
         });
         Ok(Runner { store, source, config, status })
     }
@@ -235,7 +256,7 @@ impl Runner {
         let config = &self.config;
         let mut cursor: Option<Cursor> = None;
         let mut renew_at_ms = 0i64;
-        let mut retry_delay_ms = RETRY_DELAY_MS_MIN;
+        let mut retries = retry_schedule();
         let mut pending_activation: Vec<ProjectionVersion> = Vec::new();
         let exit = loop {
             if (&mut shutdown).now_or_never().is_some() {
@@ -258,17 +279,17 @@ impl Runner {
                         }
                         continue;
                     }
-                    Err(e) => {
+                    Err(e) if is_transient(&e) => {
                         tracing::warn!(error = %e, "projector lease check failed");
                         if let Some(mut c) = cursor.take() {
                             c.discard_ahead();
                         }
-                        if wait_or_shutdown(&mut shutdown, retry_delay_ms).await {
-                            break Ok(RunnerExit::Shutdown);
+                        match self.back_off(&mut retries, &mut shutdown, e).await {
+                            Ok(()) => continue,
+                            Err(exit) => break exit,
                         }
-                        retry_delay_ms = (retry_delay_ms * 2).min(RETRY_DELAY_MS_MAX);
-                        continue;
                     }
+                    Err(e) => break self.stop_on(e),
                 }
             }
             if cursor.is_none() {
@@ -287,20 +308,19 @@ impl Runner {
                     }
                     Err(e) if is_transient(&e) => {
                         tracing::warn!(error = %e, "projector start failed, retrying");
-                        if wait_or_shutdown(&mut shutdown, retry_delay_ms).await {
-                            break Ok(RunnerExit::Shutdown);
+                        match self.back_off(&mut retries, &mut shutdown, e).await {
+                            Ok(()) => continue,
+                            Err(exit) => break exit,
                         }
-                        retry_delay_ms = (retry_delay_ms * 2).min(RETRY_DELAY_MS_MAX);
-                        continue;
                     }
-                    Err(e) => break Err(e),
+                    Err(e) => break self.stop_on(e),
                 }
             }
             let Some(c) = cursor.as_mut() else { continue };
-            match self.step(c).await {
-                Ok(Step::Applied) => retry_delay_ms = RETRY_DELAY_MS_MIN,
+            match self.step(c, true).await {
+                Ok(Step::Applied) => retries = retry_schedule(),
                 Ok(Step::Idle) => {
-                    retry_delay_ms = RETRY_DELAY_MS_MIN;
+                    retries = retry_schedule();
                     if !pending_activation.is_empty()
                         && let Err(e) = self.activate_caught_up(&mut pending_activation).await
                     {
@@ -319,15 +339,11 @@ impl Runner {
                     if let Some(mut c) = cursor.take() {
                         c.discard_ahead();
                     }
-                    if wait_or_shutdown(&mut shutdown, retry_delay_ms).await {
-                        break Ok(RunnerExit::Shutdown);
+                    if let Err(exit) = self.back_off(&mut retries, &mut shutdown, e).await {
+                        break exit;
                     }
-                    retry_delay_ms = (retry_delay_ms * 2).min(RETRY_DELAY_MS_MAX);
                 }
-                Err(e) => {
-                    tracing::error!(error = %e, "projector stopped");
-                    break Err(e);
-                }
+                Err(e) => break self.stop_on(e),
             }
         };
         if let Some(mut c) = cursor.take() {
@@ -368,7 +384,7 @@ impl Runner {
                 }
                 break Ok(goal);
             }
-            match self.step(&mut cursor).await {
+            match self.step(&mut cursor, false).await {
                 Ok(Step::Applied) => {}
                 Ok(Step::Idle) => break Ok(cursor.checkpoints.iter().min().copied().unwrap_or(0)),
                 Err(e) => break Err(e),
@@ -450,9 +466,72 @@ impl Runner {
         Ok(())
     }
 
+    /// After a transient failure: waits the schedule's next delay (its
+    /// error recorded in the status), or stops with the error once the
+    /// schedule is spent. `Err` is the runner's exit.
+    async fn back_off(
+        &self,
+        retries: &mut backon::ExponentialBackoff,
+        shutdown: &mut std::pin::Pin<&mut (impl Future<Output = ()> + Send)>,
+        error: ProjectionError,
+    ) -> Result<(), Result<RunnerExit, ProjectionError>> {
+        let Some(delay) = retries.next() else {
+            tracing::error!(error = %error, tries = RETRY_CONSECUTIVE_MAX, "projector gives up after transient failures");
+            return Err(self.stop_on(error));
+        };
+        self.publish(|s| s.last_error = Some(error.to_string()));
+        let delay_ms = u64::try_from(delay.as_millis()).unwrap_or(RETRY_DELAY_MS_MAX);
+        if wait_or_shutdown(shutdown, delay_ms).await {
+            return Err(Ok(RunnerExit::Shutdown));
+        }
+        Ok(())
+    }
+
+    /// Stops on an error that retrying would not cure: logged, and kept in
+    /// the status for `/health`.
+    fn stop_on(&self, error: ProjectionError) -> Result<RunnerExit, ProjectionError> {
+        tracing::error!(error = %error, "projector stopped");
+        self.publish(|s| s.last_error = Some(error.to_string()));
+        Err(error)
+    }
+
+    /// Applies `batch`; with `hold_lease`, renews the lease every
+    /// `lease_renew_ms` while the store works, so that a long batch does
+    /// not outlive it (a standby would take over mid-batch). A lease lost
+    /// meanwhile abandons the batch (a transient error: the runner then
+    /// finds itself standby).
+    async fn apply_holding_lease(
+        &self,
+        batch: ProjectedBatch,
+        hold_lease: bool,
+    ) -> Result<crate::change::ApplyOutcome, ProjectionError> {
+        let apply = self.store.apply(batch);
+        if !hold_lease {
+            return apply.await;
+        }
+        let config = &self.config;
+        let renew = async {
+            loop {
+                tokio::time::sleep(Duration::from_millis(config.lease_renew_ms)).await;
+                match self.store.acquire_lease(&config.lease_key, &config.owner_id, config.lease_ttl_ms, now_ms()).await
+                {
+                    Ok(true) => {}
+                    Ok(false) => return ProjectionError::Store("projector lease lost during a batch".into()),
+                    // Tried again at the next renewal; the lease lasts
+                    // at least two renewals.
+                    Err(e) => tracing::warn!(error = %e, "projector lease renewal during a batch failed"),
+                }
+            }
+        };
+        tokio::select! {
+            outcome = apply => outcome,
+            lost = renew => Err(lost),
+        }
+    }
+
     /// Reads, projects and applies one batch; starts reading the next one
     /// before applying this one.
-    async fn step(&self, cursor: &mut Cursor) -> Result<Step, ProjectionError> {
+    async fn step(&self, cursor: &mut Cursor, hold_lease: bool) -> Result<Step, ProjectionError> {
         let from = cursor.checkpoints.iter().min().copied().unwrap_or(0).saturating_add(1);
         let prepared = match cursor.ahead.take() {
             Some(handle) => {
@@ -506,7 +585,7 @@ impl Runner {
                 self.config.batch_size_max,
             )));
         }
-        let outcome = match self.store.apply(prepared.batch).await {
+        let outcome = match self.apply_holding_lease(prepared.batch, hold_lease).await {
             Ok(outcome) => outcome,
             Err(e) => {
                 cursor.discard_ahead();
@@ -526,6 +605,7 @@ impl Runner {
             s.lag_events = s.last_position.saturating_sub(s.checkpoint);
             s.batches_applied += 1;
             s.events_read += u64::from(messages);
+            s.last_error = None;
         });
         Ok(Step::Applied)
     }
@@ -535,6 +615,9 @@ impl Runner {
     }
 }
 
+/// Worth retrying: the store or the log failed for now (unreachable, an
+/// election, a conflict). A refused operation (`StoreRefused`), a corrupt
+/// document or an unreadable event fails again, so it stops the runner.
 fn is_transient(e: &ProjectionError) -> bool {
     matches!(e, ProjectionError::Store(_) | ProjectionError::Source(_))
 }

@@ -77,7 +77,10 @@ pub trait ReadStore: Send + Sync + fmt::Debug {
 
     /// Takes or renews the lease `key` for `owner` until `now_ms + ttl_ms`:
     /// granted when free, expired, or already `owner`'s (compare and set).
-    /// Times are milliseconds since the epoch, from the caller's clock.
+    /// `now_ms` is the caller's clock (milliseconds since the epoch); a
+    /// store with a clock of its own uses that instead (MongoDB: the
+    /// server's, `$$NOW`, so that holders whose clocks disagree still see
+    /// one expiry).
     fn acquire_lease<'a>(
         &'a self,
         key: &'a str,

@@ -73,6 +73,10 @@ pub struct ProjectorCheck {
     pub checkpoint: Option<u64>,
     /// Events in the log not yet in the read models.
     pub lag_events: Option<u64>,
+    /// Why the projector stopped (`down`), or the transient failure it is
+    /// retrying.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -148,6 +152,7 @@ pub async fn health(State(app): State<AppState>) -> Response {
                 status: state.into(),
                 checkpoint: Some(checkpoint),
                 lag_events: last_position.as_ref().ok().map(|last| last.saturating_sub(checkpoint)),
+                error: s.last_error,
             }
         }
         None => ProjectorCheck {
@@ -157,6 +162,7 @@ pub async fn health(State(app): State<AppState>) -> Response {
                 (Ok(last), Some(c)) => Some(last.saturating_sub(c)),
                 _ => None,
             },
+            error: None,
         },
     };
     let reactor = app.workers.reactor.as_ref().map(|stats| {

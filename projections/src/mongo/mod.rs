@@ -1,40 +1,133 @@
 //! The production read store: MongoDB, with the runbook's collection names,
 //! fields and indexes, so that the existing admin panel reads them.
 //!
-//! A batch becomes ordered `update` commands (one per run of writes on one
-//! collection: the bulk write), then the checkpoints. Where the deployment
-//! runs transactions (a replica set or a sharded cluster), all of it is one
-//! transaction. Where it does not (a standalone server), the writes are
-//! idempotent and the checkpoint goes last: every update is guarded by the
-//! event's position (see `plan`), so a batch replayed after a crash changes
-//! nothing it already changed.
+//! A batch becomes a few ordered `update` commands per collection it
+//! touches (`writes::update_commands`), then the checkpoints. Where the
+//! deployment runs transactions (a replica set or a sharded cluster), all
+//! of it is one transaction (read preference primary, majority read and
+//! write concerns, whatever the URI says); a batch of more than
+//! `TRANSACTION_CHANGES_MAX` changes is cut, at event boundaries, into
+//! transactions of its own, each with its checkpoint, so that none nears
+//! MongoDB's 60 s transaction limit. Where the deployment runs no
+//! transactions (a standalone server), the writes are idempotent and the
+//! checkpoint goes last: every update is guarded by the event's position
+//! (see `writes`), so a batch replayed after a crash changes nothing it
+//! already changed.
 //!
-//! Every read and write is a database command built by the pure functions of
-//! `plan` (unit-tested without a server); this module only sends them.
+//! Reads go through the driver's typed API (retryable reads; every cursor
+//! drained, with a batch size, whatever MongoDB's default first batch of
+//! 101 documents). The batch's writes are raw `update` commands, because
+//! an ordered list of upserts, pipelines and multi-updates in one round
+//! trip has no typed form before MongoDB 8.0's `bulkWrite`; their replies
+//! are read for write errors and `writeConcernError`, and their retry is
+//! the runner's (the whole batch again, harmless under the guards).
+//! Errors are classified once (`classify`): transient ones (labels, network,
+//! server selection, elections) are retried by the runner, the others stop
+//! it (`ProjectionError::StoreRefused`).
+//!
+//! - `documents`: the documents, written and read back;
+//! - `writes`: the guarded writes a batch becomes, grouped into commands;
+//! - `queries`: the filters and sorts of the API's queries;
+//! - `registry`: indexes, checkpoints, leases, versions and views.
 
-pub mod plan;
+pub mod documents;
+pub mod queries;
+pub mod registry;
+pub mod writes;
 
 use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use events_schema::Account;
+use futures_util::TryStreamExt;
 use futures_util::future::BoxFuture;
 use mongodb::bson::{Bson, Document, doc};
+use mongodb::error::{ErrorKind, WriteFailure};
+use mongodb::event::EventHandler;
+use mongodb::event::command::CommandEvent;
+use mongodb::options::{ClientOptions, ReadConcern, ReadPreference, SelectionCriteria, WriteConcern};
+use mongodb::results::CollectionType;
 use mongodb::{Client, ClientSession, Database};
 use uuid::Uuid;
 
 use crate::ProjectionError;
-use crate::change::{ApplyOutcome, Change, ProjectedBatch};
+use crate::change::{ApplyOutcome, Change, PositionedChange, ProjectedBatch};
 use crate::model::{
     Checkpoint, Collection, LeaderboardEntry, LedgerEntryDoc, Page, PageRequest, PayoutDoc, PayoutStatus, Projection,
     ProjectionVersion, StreamDoc, StripePaymentDoc, TransactionDoc, TransactionFilter, TrialBalance, UserDoc,
     WalletDoc, cursor,
 };
 use crate::store::{AnyDoc, ReadStore, SCAN_LIMIT_MAX, ScanPage, StoreResult, normalise_email};
-use plan::{CHECKPOINTS, LEASES, VERSIONS};
+use registry::{CHECKPOINTS, LEASES, NameHolder, VERSIONS, ViewStep};
+use writes::PlanInputs;
 
-/// MongoDB's "namespace exists" and "namespace not found" error codes.
+/// MongoDB's "namespace exists", "namespace not found" and "unauthorized"
+/// error codes.
 const NAMESPACE_EXISTS: i32 = 48;
 const NAMESPACE_NOT_FOUND: i32 = 26;
+const UNAUTHORIZED: i32 = 13;
+
+/// Changes in one transaction, at most: a 5,000-event catch-up batch of
+/// gifts is about 25,000 changes; cut in two, each transaction is a dozen
+/// commands and a few MB, far from the 60 s `transactionLifetimeLimitSeconds`
+/// and the 16 MiB of a command.
+pub const TRANSACTION_CHANGES_MAX: usize = 15_000;
+
+/// Documents asked for in one batch of a cursor, at most (a scan page is at
+/// most `SCAN_LIMIT_MAX` + 1).
+const CURSOR_BATCH_SIZE_MAX: u32 = SCAN_LIMIT_MAX + 1;
+
+/// Server error codes that say "try again" (elections, shutdowns, a
+/// write conflict, an expired time limit, a transaction the server
+/// forgot): the retryable codes of MongoDB's retryable reads and writes
+/// specifications, which our raw commands get no label for.
+const TRANSIENT_CODES: [i32; 18] =
+    [6, 7, 50, 64, 89, 91, 112, 134, 189, 251, 262, 9001, 10107, 11600, 11602, 13435, 13436, 10058];
+
+/// The labels MongoDB and the driver put on errors worth retrying.
+const TRANSIENT_LABELS: [&str; 3] =
+    ["TransientTransactionError", "RetryableWriteError", "UnknownTransactionCommitResult"];
+
+/// Whether a driver error is worth retrying: a transient label, a network
+/// error, no server selected, or a transient server code. Everything else
+/// (a write to a view, an index conflict, a document too large, a read
+/// preference refused, unauthorized) fails again if retried.
+pub fn is_transient(error: &mongodb::error::Error) -> bool {
+    if TRANSIENT_LABELS.iter().any(|label| error.contains_label(label)) {
+        return true;
+    }
+    match error.kind.as_ref() {
+        ErrorKind::Io(_)
+        | ErrorKind::ConnectionPoolCleared { .. }
+        | ErrorKind::ServerSelection { .. }
+        | ErrorKind::DnsResolve { .. } => true,
+        ErrorKind::Command(c) => TRANSIENT_CODES.contains(&c.code),
+        ErrorKind::Write(WriteFailure::WriteConcernError(c)) => TRANSIENT_CODES.contains(&c.code),
+        _ => false,
+    }
+}
+
+/// A driver error as the runner needs it: `Store` (retried) or
+/// `StoreRefused` (stops the runner).
+pub fn classify(error: mongodb::error::Error) -> ProjectionError {
+    if is_transient(&error) {
+        ProjectionError::Store(error.to_string())
+    } else {
+        ProjectionError::StoreRefused(error.to_string())
+    }
+}
+
+fn server_code(e: &mongodb::error::Error) -> Option<i32> {
+    match e.kind.as_ref() {
+        ErrorKind::Command(c) => Some(c.code),
+        _ => None,
+    }
+}
+
+fn primary() -> SelectionCriteria {
+    SelectionCriteria::ReadPreference(ReadPreference::Primary)
+}
 
 /// The MongoDB read store. Cheap to clone (the client is shared).
 #[derive(Debug, Clone)]
@@ -42,10 +135,9 @@ pub struct MongoStore {
     client: Client,
     db: Database,
     transactions: bool,
-}
-
-fn store_err(e: mongodb::error::Error) -> ProjectionError {
-    ProjectionError::store(e)
+    /// Commands this store's client has sent (the bench's and tests'
+    /// "commands per 1,000 events").
+    commands_started: Arc<AtomicU64>,
 }
 
 /// The database when neither `MONGODB_DB` nor the URI names one.
@@ -67,11 +159,29 @@ fn database_of(client: &Client, explicit: Option<&str>) -> Database {
     }
 }
 
-fn server_code(e: &mongodb::error::Error) -> Option<i32> {
-    match e.kind.as_ref() {
-        mongodb::error::ErrorKind::Command(c) => Some(c.code),
-        _ => None,
+/// The changes of `batch` cut at event boundaries into parts of at most
+/// `max` changes (an event with more changes than `max` stays whole), each
+/// part with the position of its last event; the last part ends at the
+/// batch's `to_position`.
+pub fn split_batch(batch: &ProjectedBatch, max: usize) -> Vec<(u64, &[PositionedChange])> {
+    let changes = batch.changes.as_slice();
+    let mut parts = Vec::new();
+    let mut start = 0;
+    while changes.len() - start > max {
+        // The end of the event that holds change `start + max`.
+        let mut end = start + max;
+        let position = changes[end - 1].position;
+        while end < changes.len() && changes[end].position == position {
+            end += 1;
+        }
+        if end == changes.len() {
+            break;
+        }
+        parts.push((position, &changes[start..end]));
+        start = end;
     }
+    parts.push((batch.to_position, &changes[start..]));
+    parts
 }
 
 impl MongoStore {
@@ -80,12 +190,21 @@ impl MongoStore {
     /// `mongodb+srv://.../halobuzz`), else [`DEFAULT_DATABASE`]; finds out
     /// whether the deployment runs transactions.
     pub async fn connect(uri: &str, database: Option<&str>) -> StoreResult<MongoStore> {
-        let client = Client::with_uri_str(uri).await.map_err(store_err)?;
+        let mut options = ClientOptions::parse(uri).await.map_err(classify)?;
+        let commands_started = Arc::new(AtomicU64::new(0));
+        let counter = commands_started.clone();
+        options.command_event_handler = Some(EventHandler::callback(move |event| {
+            if matches!(event, CommandEvent::Started(_)) {
+                counter.fetch_add(1, Ordering::Relaxed);
+            }
+        }));
+        let client = Client::with_options(options).map_err(classify)?;
         let db = database_of(&client, database);
-        let hello = db.run_command(doc! {"hello": 1}).await.map_err(store_err)?;
-        let transactions = plan::supports_transactions(&hello);
+        // `hello` has no typed form; it is a read of the server's state.
+        let hello = db.run_command(doc! {"hello": 1}).selection_criteria(primary()).await.map_err(classify)?;
+        let transactions = registry::supports_transactions(&hello);
         tracing::info!(database = db.name(), transactions, "mongodb read store connected");
-        Ok(MongoStore { client, db, transactions })
+        Ok(MongoStore { client, db, transactions, commands_started })
     }
 
     /// Whether batches are applied in transactions (otherwise idempotently).
@@ -93,21 +212,37 @@ impl MongoStore {
         self.transactions
     }
 
-    /// Drops the whole database (tests).
-    pub async fn drop_database(&self) -> StoreResult<()> {
-        self.db.drop().await.map_err(store_err)
+    /// How many commands this store has sent so far.
+    pub fn commands_started(&self) -> u64 {
+        self.commands_started.load(Ordering::Relaxed)
     }
 
-    async fn command(&self, command: Document, session: Option<&mut ClientSession>) -> StoreResult<Document> {
-        let action = self.db.run_command(command);
-        match session {
+    /// The database the read models are in.
+    pub fn database(&self) -> &Database {
+        &self.db
+    }
+
+    /// Drops the whole database (tests).
+    pub async fn drop_database(&self) -> StoreResult<()> {
+        self.db.drop().await.map_err(classify)
+    }
+
+    /// A raw write command (`update`) on the primary, in `session` when
+    /// given; its reply's `writeConcernError` is an error.
+    async fn write_command(&self, command: Document, session: Option<&mut ClientSession>) -> StoreResult<Document> {
+        let action = self.db.run_command(command).selection_criteria(primary());
+        let reply = match session {
             Some(s) => action.session(s).await,
             None => action.await,
         }
-        .map_err(store_err)
+        .map_err(classify)?;
+        writes::check_write_concern(&reply)?;
+        Ok(reply)
     }
 
-    /// A `find` of at most `limit` documents, in one batch.
+    /// Every document `filter` matches, at most `limit`, through a cursor
+    /// with a batch size, drained. A cursor that yields more than asked is
+    /// an error, not a silent truncation.
     async fn find(
         &self,
         collection: &str,
@@ -116,35 +251,82 @@ impl MongoStore {
         limit: u32,
         session: Option<&mut ClientSession>,
     ) -> StoreResult<Vec<Document>> {
-        let reply = self
-            .command(
-                doc! {"find": collection, "filter": filter, "sort": sort, "limit": i64::from(limit), "singleBatch": true},
-                session,
-            )
-            .await?;
-        first_batch(&reply)
+        let limit = limit.max(1);
+        let handle = self.db.collection::<Document>(collection);
+        let find = handle.find(filter).sort(sort).limit(i64::from(limit)).batch_size(limit.min(CURSOR_BATCH_SIZE_MAX));
+        let mut found = Vec::new();
+        let bound = usize::try_from(limit).unwrap_or(usize::MAX);
+        match session {
+            Some(session) => {
+                let mut cursor = find.session(&mut *session).await.map_err(classify)?;
+                while let Some(document) = cursor.next(session).await {
+                    found.push(document.map_err(classify)?);
+                    if found.len() > bound {
+                        return Err(overflowing_cursor(collection, limit));
+                    }
+                }
+            }
+            None => {
+                let mut cursor = find.await.map_err(classify)?;
+                while let Some(document) = cursor.try_next().await.map_err(classify)? {
+                    found.push(document);
+                    if found.len() > bound {
+                        return Err(overflowing_cursor(collection, limit));
+                    }
+                }
+            }
+        }
+        Ok(found)
+    }
+
+    /// One document by filter (`find` with a limit of 1).
+    async fn find_first(
+        &self,
+        collection: &str,
+        filter: Document,
+        session: Option<&mut ClientSession>,
+    ) -> StoreResult<Option<Document>> {
+        Ok(self.find(collection, filter, doc! {}, 1, session).await?.into_iter().next())
+    }
+
+    /// Every document of an aggregation, at most `limit`, drained.
+    async fn aggregate(&self, collection: &str, pipeline: Vec<Document>, limit: u32) -> StoreResult<Vec<Document>> {
+        let handle = self.db.collection::<Document>(collection);
+        let mut cursor =
+            handle.aggregate(pipeline).batch_size(limit.clamp(1, CURSOR_BATCH_SIZE_MAX)).await.map_err(classify)?;
+        let mut found = Vec::new();
+        while let Some(document) = cursor.try_next().await.map_err(classify)? {
+            found.push(document);
+            if found.len() > usize::try_from(limit).unwrap_or(usize::MAX) {
+                return Err(overflowing_cursor(collection, limit));
+            }
+        }
+        Ok(found)
     }
 
     /// Runs an ordered `update` command; an upsert that hits a duplicate key
-    /// (already applied) is passed over and the rest sent again. In a
-    /// transaction the server aborts on any write error, so the batch fails
-    /// and is retried whole.
+    /// on `_id` (already applied) is passed over and the rest sent again. In
+    /// a transaction the server aborts on any write error, so the batch
+    /// fails and is retried whole.
     async fn run_update(&self, command: Document, mut session: Option<&mut ClientSession>) -> StoreResult<u64> {
         let in_transaction = session.is_some();
         let mut command = command;
         let mut matched = 0u64;
         // Bounded: each round starts after a statement that failed.
-        for _ in 0..=plan::COMMAND_WRITES_MAX {
-            let reply = self.command(command.clone(), session.as_deref_mut()).await?;
-            matched += reply.get_i32("n").ok().and_then(|n| u64::try_from(n).ok()).unwrap_or(0);
-            match plan::resume_after(&reply)? {
+        for _ in 0..=writes::COMMAND_STATEMENTS_MAX {
+            let reply = self.write_command(command.clone(), session.as_deref_mut()).await?;
+            matched +=
+                documents::whole_number(reply.get("n")).ok().flatten().and_then(|n| u64::try_from(n).ok()).unwrap_or(0);
+            match writes::resume_after(&reply)? {
                 None => return Ok(matched),
                 Some(_) if in_transaction => {
+                    // A transaction's write error aborts it: a concurrent
+                    // writer got there first. The batch is retried whole.
                     return Err(ProjectionError::Store(
                         "duplicate key inside a transaction (a concurrent writer?)".into(),
                     ));
                 }
-                Some(index) => match plan::command_from(&command, index + 1) {
+                Some(index) => match writes::command_from(&command, index + 1) {
                     Some(rest) => command = rest,
                     None => return Ok(matched),
                 },
@@ -154,14 +336,14 @@ impl MongoStore {
     }
 
     /// Points the runbook names of `projection`'s collections at its active
-    /// version, as read-only views (`plan::runbook_view_commands`). It
+    /// version, as read-only views (`registry::runbook_view_step`). It
     /// runs after the switch or drop that calls it has taken effect, so a
     /// failure is a warning naming the collection, not an error.
     async fn point_runbook_names(&self, projection: Projection) {
         let first = ProjectionVersion::new(projection, 1);
         let state = async {
             let active = self.active_version_with(projection, None).await?;
-            let kept = !self.find(CHECKPOINTS, doc! {"_id": first.key()}, doc! {}, 1, None).await?.is_empty();
+            let kept = self.find_first(CHECKPOINTS, doc! {"_id": first.key()}, None).await?.is_some();
             Ok::<_, ProjectionError>((active, kept))
         };
         let (active, kept) = match state.await {
@@ -171,30 +353,14 @@ impl MongoStore {
                 return;
             }
         };
-        // Viewers live in their stream's document here: no collection.
-        for collection in projection.collections().iter().filter(|c| **c != Collection::StreamViewers) {
+        for collection in projection.collections() {
             let (base, target) = (collection.base_name(), collection.physical_name(active));
-            let pointed = async {
-                let listed = self
-                    .command(doc! {"listCollections": 1, "filter": {"name": base}, "nameOnly": false}, None)
-                    .await?;
-                let commands = plan::runbook_view_commands(base, &target, plan::name_holder(&listed), kept);
-                let changed = !commands.is_empty();
-                for command in commands {
-                    match self.db.run_command(command).await {
-                        Ok(_) => {}
-                        Err(e) if server_code(&e) == Some(NAMESPACE_NOT_FOUND) => {}
-                        Err(e) => return Err(store_err(e)),
-                    }
-                }
-                Ok::<_, ProjectionError>(changed)
-            };
-            match pointed.await {
-                Ok(true) => tracing::info!(base, target, "the runbook name reads the active version"),
-                Ok(false) if base != target => {
+            match self.point_runbook_name(base, &target, kept).await {
+                Ok(ViewStep::Keep) if base != target && kept => {
                     tracing::warn!(base, target, "kept version 1 holds the runbook name until it is dropped");
                 }
-                Ok(false) => {}
+                Ok(ViewStep::Keep) => {}
+                Ok(step) => tracing::info!(base, target, ?step, "the runbook name reads the active version"),
                 Err(error) => {
                     tracing::warn!(base, target, %error, "the runbook name could not be pointed at the active version")
                 }
@@ -202,22 +368,98 @@ impl MongoStore {
         }
     }
 
+    async fn name_holder(&self, name: &str) -> StoreResult<NameHolder> {
+        let mut cursor = self.db.list_collections().filter(doc! {"name": name}).await.map_err(classify)?;
+        let Some(spec) = cursor.try_next().await.map_err(classify)? else { return Ok(NameHolder::Nothing) };
+        Ok(match spec.collection_type {
+            CollectionType::View => NameHolder::View(spec.options.view_on.unwrap_or_default()),
+            _ => NameHolder::Collection,
+        })
+    }
+
+    async fn create_view(&self, base: &str, target: &str) -> StoreResult<()> {
+        match self.db.create_collection(base).view_on(target.to_string()).pipeline(Vec::new()).await {
+            Ok(()) => Ok(()),
+            Err(e) if server_code(&e) == Some(NAMESPACE_EXISTS) => Ok(()),
+            Err(e) => Err(classify(e)),
+        }
+    }
+
+    async fn drop_collection(&self, name: &str) -> StoreResult<()> {
+        match self.db.collection::<Document>(name).drop().await {
+            Ok(()) => Ok(()),
+            Err(e) if server_code(&e) == Some(NAMESPACE_NOT_FOUND) => Ok(()),
+            Err(e) => Err(classify(e)),
+        }
+    }
+
+    async fn point_runbook_name(&self, base: &str, target: &str, kept: bool) -> StoreResult<ViewStep> {
+        let holder = self.name_holder(base).await?;
+        let step = registry::runbook_view_step(base, target, &holder, kept);
+        match step {
+            ViewStep::Keep => {}
+            ViewStep::Create => self.create_view(base, target).await?,
+            ViewStep::Replace => {
+                self.drop_collection(base).await?;
+                self.create_view(base, target).await?;
+            }
+            ViewStep::Repoint => {
+                // `collMod` has no typed form. It re-points the view in
+                // place; checked after, since a server may accept it and
+                // keep the old definition.
+                let repointed = self.db.run_command(registry::repoint_view_command(base, target)).await;
+                let pointed = match repointed {
+                    Ok(_) => self.name_holder(base).await? == NameHolder::View(target.to_string()),
+                    Err(e) if server_code(&e) == Some(UNAUTHORIZED) => false,
+                    Err(e) => return Err(classify(e)),
+                };
+                if !pointed {
+                    // The runbook's `readWrite` user may not run `collMod`:
+                    // the view is dropped and made again, and the admin
+                    // panel misses the name for that one round trip.
+                    tracing::warn!(base, target, "collMod refused or ignored: the view is dropped and created again");
+                    self.drop_collection(base).await?;
+                    self.create_view(base, target).await?;
+                }
+            }
+        }
+        Ok(step)
+    }
+
+    /// The active version of `projection` (1 when the registry has none).
     async fn active_version_with(
         &self,
         projection: Projection,
         session: Option<&mut ClientSession>,
     ) -> StoreResult<u32> {
-        let docs = self.find(VERSIONS, doc! {"_id": projection.name()}, doc! {}, 1, session).await?;
-        Ok(docs.first().and_then(|d| d.get_i64("active").ok()).and_then(|v| u32::try_from(v).ok()).unwrap_or(1))
+        let found = self.find_first(VERSIONS, doc! {"_id": projection.name()}, session).await?;
+        match found {
+            None => Ok(1),
+            Some(d) => bookkeeping_u32(&d, VERSIONS, "active")?.map_or(Ok(1), Ok),
+        }
     }
 
     async fn active_collection(&self, projection: Projection, collection: Collection) -> StoreResult<String> {
         Ok(collection.physical_name(self.active_version_with(projection, None).await?))
     }
 
+    async fn checkpoint_of(&self, key: &str, session: Option<&mut ClientSession>) -> StoreResult<u64> {
+        match self.find_first(CHECKPOINTS, doc! {"_id": key}, session).await? {
+            None => Ok(0),
+            Some(d) => {
+                let position = bookkeeping_number(&d, CHECKPOINTS, "position")?.unwrap_or(0);
+                crate::model::pos_u64(CHECKPOINTS, position)
+            }
+        }
+    }
+
+    /// Applies the changes of one part of a batch, ending at `to_position`,
+    /// with the targets' checkpoints, in `session` when given.
     async fn apply_in(
         &self,
         batch: &ProjectedBatch,
+        changes: &[PositionedChange],
+        to_position: u64,
         mut session: Option<&mut ClientSession>,
     ) -> StoreResult<ApplyOutcome> {
         let mut checkpoints = Vec::with_capacity(batch.targets.len());
@@ -230,15 +472,46 @@ impl MongoStore {
                     active,
                 });
             }
-            let docs = self.find(CHECKPOINTS, doc! {"_id": target.key()}, doc! {}, 1, session.as_deref_mut()).await?;
-            let position = docs.first().and_then(|d| d.get_i64("position").ok()).unwrap_or(0);
-            checkpoints.push(crate::model::pos_u64(CHECKPOINTS, position)?);
+            checkpoints.push(self.checkpoint_of(&target.key(), session.as_deref_mut()).await?);
         }
-        // What the plan needs to know: the platform accounts' balances as of
-        // the checkpoint (the last entry at or before it), and the Checkout
-        // Sessions of the purchases.
-        let mut balances: HashMap<(u8, Account), i64> = HashMap::new();
+        let part = ProjectedBatch {
+            targets: batch.targets.clone(),
+            to_position,
+            changes: changes.to_vec(),
+            ..Default::default()
+        };
+        let mut inputs = self.plan_inputs(&part, &checkpoints, session.as_deref_mut()).await?;
+        let planned = writes::plan_batch(&part, &checkpoints, &mut inputs)?;
+        for command in writes::update_commands(&planned.writes)? {
+            self.run_update(command, session.as_deref_mut()).await?;
+        }
+        // Checkpoints last: without a transaction, a crash before them means
+        // the batch is replayed, which the guards make harmless.
+        let now = chrono::DateTime::<chrono::Utc>::from(std::time::SystemTime::now());
+        let mut checkpoint_writes = Vec::with_capacity(batch.targets.len());
+        for target in &batch.targets {
+            checkpoint_writes.push(registry::checkpoint_write(target.projection, target.version, to_position, now)?);
+        }
+        for command in writes::update_commands(&checkpoint_writes)? {
+            self.run_update(command, session.as_deref_mut()).await?;
+        }
+        Ok(ApplyOutcome { applied: planned.applied, skipped: planned.skipped, committed: true })
+    }
+
+    /// What the plan needs to know, as of the checkpoints: the platform
+    /// accounts' balances (the last entry at or before the checkpoint), the
+    /// Checkout Sessions of the purchases, and the viewers and streams that
+    /// joins and leaves name.
+    async fn plan_inputs(
+        &self,
+        batch: &ProjectedBatch,
+        checkpoints: &[u64],
+        mut session: Option<&mut ClientSession>,
+    ) -> StoreResult<PlanInputs> {
+        let mut inputs = PlanInputs::default();
         let mut payments: BTreeSet<String> = BTreeSet::new();
+        // (target) -> viewer keys and stream ids.
+        let mut viewer_keys: HashMap<u8, BTreeSet<(Uuid, Uuid)>> = HashMap::new();
         for pc in &batch.changes {
             let index = usize::from(pc.target);
             let (Some(target), Some(checkpoint)) = (batch.targets.get(index), checkpoints.get(index)) else {
@@ -248,68 +521,94 @@ impl MongoStore {
                 continue;
             }
             match &pc.change {
-                Change::Posting(p) if p.balance_after.is_none() && !balances.contains_key(&(pc.target, p.account)) => {
-                    let (filter, sort) = plan::balance_at_query(p.account, *checkpoint)?;
+                Change::Posting(p)
+                    if p.balance_after.is_none() && !inputs.balances.contains_key(&(pc.target, p.account)) =>
+                {
+                    let (filter, sort) = queries::balance_at_query(p.account, *checkpoint)?;
                     let entries = Collection::LedgerEntries.physical_name(target.version);
                     let last = self.find(&entries, filter, sort, 1, session.as_deref_mut()).await?;
-                    let balance = last.first().map(plan::read_entry).transpose()?.map_or(0, |e| e.balance_after);
-                    balances.insert((pc.target, p.account), balance);
+                    let balance = last.first().map(documents::read_entry).transpose()?.map_or(0, |e| e.balance_after);
+                    inputs.balances.insert((pc.target, p.account), balance);
                 }
                 Change::Transaction(t) => {
                     if let Some(payment) = &t.metadata.payment_id {
                         payments.insert(payment.clone());
                     }
                 }
+                Change::ViewerJoined { stream_id, viewer_id } | Change::ViewerLeft { stream_id, viewer_id } => {
+                    viewer_keys.entry(pc.target).or_default().insert((*stream_id, *viewer_id));
+                }
                 _ => {}
             }
         }
-        let mut sessions = HashMap::new();
         if let Some(target) = batch.targets.iter().find(|t| t.projection == Projection::Transactions)
             && !payments.is_empty()
         {
+            let limit = u32::try_from(payments.len()).unwrap_or(u32::MAX);
             let ids: Vec<Bson> = payments.into_iter().map(Bson::String).collect();
-            let limit = u32::try_from(ids.len()).unwrap_or(u32::MAX);
-            let found = self
-                .find(
-                    &Collection::StripeSessions.physical_name(target.version),
-                    doc! {"_id": {"$in": ids}},
-                    doc! {},
-                    limit,
-                    session.as_deref_mut(),
-                )
-                .await?;
+            let name = Collection::StripeSessions.physical_name(target.version);
+            let found = self.find(&name, doc! {"_id": {"$in": ids}}, doc! {}, limit, session.as_deref_mut()).await?;
             for d in found {
                 if let (Ok(payment), Ok(s)) = (d.get_str("_id"), d.get_str("sessionId")) {
-                    sessions.insert(payment.to_string(), s.to_string());
+                    inputs.sessions.insert(payment.to_string(), s.to_string());
                 }
             }
         }
-        let planned = plan::plan_batch(batch, &checkpoints, &mut sessions, &mut balances)?;
-        for command in plan::update_commands(&planned.writes) {
-            self.run_update(command, session.as_deref_mut()).await?;
+        for (target_index, keys) in viewer_keys {
+            let Some(target) = batch.targets.get(usize::from(target_index)) else { continue };
+            let ids: Vec<Bson> = keys.iter().map(|(s, v)| Bson::String(writes::viewer_id_key(*s, *v))).collect();
+            let limit = u32::try_from(ids.len()).unwrap_or(u32::MAX);
+            let name = Collection::StreamViewers.physical_name(target.version);
+            for d in self.find(&name, doc! {"_id": {"$in": ids}}, doc! {}, limit, session.as_deref_mut()).await? {
+                let viewer = documents::read_viewer(&d)?;
+                inputs.viewers.insert((target_index, viewer.0, viewer.1), viewer.2);
+            }
+            let streams: BTreeSet<Uuid> = keys.iter().map(|(s, _)| *s).collect();
+            let limit = u32::try_from(streams.len()).unwrap_or(u32::MAX);
+            let ids: Vec<Bson> = streams.iter().map(|s| Bson::String(s.to_string())).collect();
+            let name = Collection::Streams.physical_name(target.version);
+            for d in self.find(&name, doc! {"_id": {"$in": ids}}, doc! {}, limit, session.as_deref_mut()).await? {
+                let stream = documents::read_stream(&d)?;
+                inputs.live.insert((target_index, stream.id), stream.is_live);
+            }
         }
-        // Checkpoints last: without a transaction, a crash before them means
-        // the batch is replayed, which the guards make harmless.
-        let now = chrono::DateTime::<chrono::Utc>::from(std::time::SystemTime::now());
-        let mut writes = Vec::with_capacity(batch.targets.len());
-        for target in &batch.targets {
-            writes.push(plan::checkpoint_write(target.projection, target.version, batch.to_position, now)?);
-        }
-        for command in plan::update_commands(&writes) {
-            self.run_update(command, session.as_deref_mut()).await?;
-        }
-        Ok(ApplyOutcome { applied: planned.applied, skipped: planned.skipped, committed: true })
+        Ok(inputs)
     }
 
     async fn apply_batch(&self, batch: ProjectedBatch) -> StoreResult<ApplyOutcome> {
-        if !self.transactions {
-            return self.apply_in(&batch, None).await;
+        let mut total = ApplyOutcome { applied: 0, skipped: 0, committed: true };
+        for (to_position, changes) in split_batch(&batch, TRANSACTION_CHANGES_MAX) {
+            let outcome = if self.transactions {
+                self.apply_in_transaction(&batch, changes, to_position).await?
+            } else {
+                self.apply_in(&batch, changes, to_position, None).await?
+            };
+            total.applied += outcome.applied;
+            total.skipped += outcome.skipped;
         }
-        let mut session = self.client.start_session().await.map_err(store_err)?;
-        session.start_transaction().await.map_err(store_err)?;
-        match self.apply_in(&batch, Some(&mut session)).await {
+        Ok(total)
+    }
+
+    /// One part of a batch in one transaction: on the primary, majority
+    /// read and write concerns (the URI's read preference, perhaps
+    /// `secondaryPreferred`, is not allowed in a transaction).
+    async fn apply_in_transaction(
+        &self,
+        batch: &ProjectedBatch,
+        changes: &[PositionedChange],
+        to_position: u64,
+    ) -> StoreResult<ApplyOutcome> {
+        let mut session = self.client.start_session().await.map_err(classify)?;
+        session
+            .start_transaction()
+            .selection_criteria(primary())
+            .read_concern(ReadConcern::majority())
+            .write_concern(WriteConcern::majority())
+            .await
+            .map_err(classify)?;
+        match self.apply_in(batch, changes, to_position, Some(&mut session)).await {
             Ok(outcome) => {
-                session.commit_transaction().await.map_err(store_err)?;
+                session.commit_transaction().await.map_err(classify)?;
                 Ok(outcome)
             }
             Err(e) => {
@@ -322,24 +621,52 @@ impl MongoStore {
     }
 
     async fn create_collection(&self, name: &str) -> StoreResult<()> {
-        match self.db.run_command(doc! {"create": name}).await {
-            Ok(_) => Ok(()),
+        match self.db.create_collection(name).await {
+            Ok(()) => Ok(()),
             Err(e) if server_code(&e) == Some(NAMESPACE_EXISTS) => Ok(()),
-            Err(e) => Err(store_err(e)),
+            Err(e) => Err(classify(e)),
+        }
+    }
+
+    async fn index_names(&self, name: &str) -> StoreResult<Vec<String>> {
+        match self.db.collection::<Document>(name).list_index_names().await {
+            Ok(names) => Ok(names),
+            Err(e) if server_code(&e) == Some(NAMESPACE_NOT_FOUND) => Ok(Vec::new()),
+            Err(e) => Err(classify(e)),
         }
     }
 
     async fn prepare_all(&self, targets: Vec<ProjectionVersion>) -> StoreResult<()> {
+        let existing = self.db.list_collection_names().await.map_err(classify)?;
         for meta in [CHECKPOINTS, LEASES, VERSIONS] {
-            self.create_collection(meta).await?;
+            if !existing.iter().any(|e| e == meta) {
+                self.create_collection(meta).await?;
+            }
         }
         for target in targets {
-            // Viewers live in their stream's document here.
-            for collection in target.projection.collections().iter().filter(|c| **c != Collection::StreamViewers) {
-                self.create_collection(&collection.physical_name(target.version)).await?;
-                if let Some(command) = plan::create_indexes_command(*collection, target.version) {
-                    self.command(command, None).await?;
+            for collection in target.projection.collections() {
+                let name = collection.physical_name(target.version);
+                if !existing.contains(&name) {
+                    self.create_collection(&name).await?;
                 }
+                // Only what is missing, and within a time limit: at a later
+                // start nothing is sent but `listIndexes`.
+                let missing = registry::missing_indexes(*collection, &self.index_names(&name).await?);
+                if missing.is_empty() {
+                    continue;
+                }
+                let models: Vec<_> = registry::index_models(*collection)
+                    .into_iter()
+                    .filter(|m| {
+                        m.options.as_ref().and_then(|o| o.name.as_deref()).is_some_and(|n| missing.contains(&n))
+                    })
+                    .collect();
+                self.db
+                    .collection::<Document>(&name)
+                    .create_indexes(models)
+                    .max_time(registry::CREATE_INDEXES_TIME_MAX)
+                    .await
+                    .map_err(classify)?;
             }
         }
         Ok(())
@@ -373,8 +700,7 @@ impl MongoStore {
         read: fn(&Document) -> StoreResult<T>,
     ) -> StoreResult<Option<T>> {
         let name = self.active_collection(projection, collection).await?;
-        let docs = self.find(&name, filter, doc! {}, 1, None).await?;
-        docs.first().map(read).transpose()
+        self.find_first(&name, filter, None).await?.as_ref().map(read).transpose()
     }
 
     async fn scan_collection(
@@ -389,27 +715,13 @@ impl MongoStore {
         }
         let limit = limit.clamp(1, SCAN_LIMIT_MAX);
         let name = collection.physical_name(target.version);
-        let after_filter = after.as_ref().map_or_else(Document::new, |a| doc! {"_id": {"$gt": a}});
-        let docs = if collection == Collection::StreamViewers {
-            // Viewers live in their stream's document here.
-            let streams = Collection::Streams.physical_name(target.version);
-            let reply = self
-                .command(
-                    doc! {"aggregate": streams, "pipeline": [
-                        {"$match": {"viewerIds.0": {"$exists": true}}},
-                        {"$unwind": "$viewerIds"},
-                        {"$project": {"_id": {"$concat": ["$_id", "|", "$viewerIds"]}, "s": "$_id", "v": "$viewerIds"}},
-                        {"$match": after_filter},
-                        {"$sort": {"_id": 1}},
-                        {"$limit": i64::from(limit) + 1},
-                    ], "cursor": {}},
-                    None,
-                )
-                .await?;
-            first_batch(&reply)?
-        } else {
-            self.find(&name, after_filter, doc! {"_id": 1}, limit + 1, None).await?
-        };
+        let mut filter = after.as_ref().map_or_else(Document::new, |a| doc! {"_id": {"$gt": a}});
+        if collection == Collection::StreamViewers {
+            // A viewer who left keeps a document (its position guards a
+            // replay): only the present ones are viewers.
+            filter.insert("present", true);
+        }
+        let docs = self.find(&name, filter, doc! {"_id": 1}, limit + 1, None).await?;
         let mut out = Vec::with_capacity(docs.len());
         let mut keys = Vec::with_capacity(docs.len());
         for d in &docs {
@@ -427,31 +739,45 @@ impl MongoStore {
     }
 }
 
-fn first_batch(reply: &Document) -> StoreResult<Vec<Document>> {
-    let batch = reply
-        .get_document("cursor")
-        .and_then(|c| c.get_array("firstBatch"))
-        .map_err(|e| ProjectionError::Store(format!("unexpected reply: {e}")))?;
-    Ok(batch.iter().filter_map(|b| b.as_document().cloned()).collect())
+fn overflowing_cursor(collection: &str, limit: u32) -> ProjectionError {
+    ProjectionError::Store(format!("a cursor on {collection} returned more than the {limit} documents asked"))
+}
+
+/// A bookkeeping number (a checkpoint, a version) as MongoDB may hold it:
+/// any whole number; anything else is an error, never a default.
+fn bookkeeping_number(d: &Document, collection: &str, field: &str) -> StoreResult<Option<i64>> {
+    documents::whole_number(d.get(field))
+        .map_err(|reason| ProjectionError::corrupt(collection, format!("field {field}: {reason}")))
+}
+
+fn bookkeeping_u32(d: &Document, collection: &str, field: &str) -> StoreResult<Option<u32>> {
+    bookkeeping_number(d, collection, field)?
+        .map(|v| {
+            u32::try_from(v)
+                .map_err(|_| ProjectionError::corrupt(collection, format!("field {field}: {v} is not a version")))
+        })
+        .transpose()
 }
 
 fn read_any(collection: Collection, d: &Document) -> StoreResult<AnyDoc> {
     let c = collection.base_name();
     let text =
         |f: &str| d.get_str(f).map(str::to_string).map_err(|_| ProjectionError::corrupt(c, format!("field {f}")));
-    let id = |f: &str| Uuid::parse_str(&text(f)?).map_err(|_| ProjectionError::corrupt(c, format!("field {f}")));
     Ok(match collection {
-        Collection::Users => AnyDoc::User(plan::read_user(d)?),
-        Collection::Wallets => AnyDoc::Wallet(plan::read_wallet(d)?),
-        Collection::Transactions => AnyDoc::Transaction(plan::read_transaction(d)?),
+        Collection::Users => AnyDoc::User(documents::read_user(d)?),
+        Collection::Wallets => AnyDoc::Wallet(documents::read_wallet(d)?),
+        Collection::Transactions => AnyDoc::Transaction(documents::read_transaction(d)?),
         Collection::StripeSessions => AnyDoc::StripeSession(text("_id")?, text("sessionId")?),
-        Collection::Streams => AnyDoc::Stream(plan::read_stream(d)?),
-        Collection::StreamViewers => AnyDoc::StreamViewer(id("s")?, id("v")?),
-        Collection::Payouts => AnyDoc::Payout(plan::read_payout(d)?),
-        Collection::LedgerEntries => AnyDoc::LedgerEntry(plan::read_entry(d)?),
-        Collection::LedgerAccounts => AnyDoc::LedgerAccount(plan::read_account(d)?),
-        Collection::GiftLeaderboards => AnyDoc::Leaderboard(plan::read_leaderboard(d)?),
-        Collection::StripePayments => AnyDoc::StripePayment(plan::read_stripe_payment(d)?),
+        Collection::Streams => AnyDoc::Stream(documents::read_stream(d)?),
+        Collection::StreamViewers => {
+            let (stream, viewer, _) = documents::read_viewer(d)?;
+            AnyDoc::StreamViewer(stream, viewer)
+        }
+        Collection::Payouts => AnyDoc::Payout(documents::read_payout(d)?),
+        Collection::LedgerEntries => AnyDoc::LedgerEntry(documents::read_entry(d)?),
+        Collection::LedgerAccounts => AnyDoc::LedgerAccount(documents::read_account(d)?),
+        Collection::GiftLeaderboards => AnyDoc::Leaderboard(documents::read_leaderboard(d)?),
+        Collection::StripePayments => AnyDoc::StripePayment(documents::read_stripe_payment(d)?),
     })
 }
 
@@ -486,14 +812,13 @@ impl ReadStore for MongoStore {
             let mut out = Vec::with_capacity(docs.len());
             for d in docs {
                 let Some(projection) = d.get_str("projection").ok().and_then(Projection::parse) else { continue };
-                let version = d.get_i64("version").ok().and_then(|v| u32::try_from(v).ok()).unwrap_or(1);
-                let active = versions
-                    .iter()
-                    .find(|v| v.get_str("_id").is_ok_and(|n| n == projection.name()))
-                    .and_then(|v| v.get_i64("active").ok())
-                    .and_then(|v| u32::try_from(v).ok())
-                    .unwrap_or(1);
-                let position = crate::model::pos_u64(CHECKPOINTS, d.get_i64("position").unwrap_or(0))?;
+                let version = bookkeeping_u32(&d, CHECKPOINTS, "version")?.unwrap_or(1);
+                let mut active = 1;
+                if let Some(v) = versions.iter().find(|v| v.get_str("_id").is_ok_and(|n| n == projection.name())) {
+                    active = bookkeeping_u32(v, VERSIONS, "active")?.unwrap_or(1);
+                }
+                let position =
+                    crate::model::pos_u64(CHECKPOINTS, bookkeeping_number(&d, CHECKPOINTS, "position")?.unwrap_or(0))?;
                 let updated_at = d
                     .get_datetime("updatedAt")
                     .ok()
@@ -506,31 +831,40 @@ impl ReadStore for MongoStore {
         })
     }
 
+    /// On the server's clock (`$$NOW`): `now_ms`, the caller's, is not
+    /// used, so that holders whose clocks disagree still see one expiry.
     fn acquire_lease<'a>(
         &'a self,
         key: &'a str,
         owner: &'a str,
         ttl_ms: u64,
-        now_ms: i64,
+        _now_ms: i64,
     ) -> BoxFuture<'a, StoreResult<bool>> {
         Box::pin(async move {
-            let expires = now_ms.saturating_add(i64::try_from(ttl_ms).unwrap_or(i64::MAX));
-            let command = doc! {"update": LEASES, "updates": [{
-                "q": plan::lease_filter(key, owner, now_ms), "u": plan::lease_update(owner, expires), "upsert": true,
-            }], "ordered": true};
-            let reply = self.command(command, None).await?;
-            // Held by another: the filter matched nothing and the upsert hit
-            // the existing `_id`.
-            Ok(plan::resume_after(&reply)?.is_none() && reply.get_i32("n").unwrap_or(0) >= 1)
+            let result = self
+                .db
+                .collection::<Document>(LEASES)
+                .update_one(registry::lease_filter(key, owner), registry::lease_update(owner, ttl_ms))
+                .upsert(true)
+                .await;
+            match result {
+                Ok(r) => Ok(r.matched_count >= 1 || r.upserted_id.is_some()),
+                // Held by another: the filter matched nothing and the
+                // upsert hit the existing `_id`.
+                Err(e) if duplicate_key(&e) => Ok(false),
+                Err(e) => Err(classify(e)),
+            }
         })
     }
 
     fn release_lease<'a>(&'a self, key: &'a str, owner: &'a str) -> BoxFuture<'a, StoreResult<()>> {
         Box::pin(async move {
-            let command = doc! {"update": LEASES, "updates": [{
-                "q": {"_id": key, "owner": owner}, "u": {"$set": {"expiresAt": 0i64}}, "upsert": false,
-            }]};
-            self.run_update(command, None).await.map(|_| ())
+            self.db
+                .collection::<Document>(LEASES)
+                .update_one(doc! {"_id": key, "owner": owner}, registry::lease_release())
+                .await
+                .map(|_| ())
+                .map_err(classify)
         })
     }
 
@@ -543,13 +877,21 @@ impl ReadStore for MongoStore {
             // Forward only: a registry at a newer version matches nothing,
             // and the upsert then hits its `_id`.
             let version = i64::from(target.version);
-            let command = doc! {"update": VERSIONS, "updates": [{
-                "q": {"_id": target.projection.name(), "active": {"$lte": version}},
-                "u": {"$set": {"active": version}}, "upsert": true,
-            }]};
-            let reply = self.command(command, None).await?;
-            if plan::resume_after(&reply)?.is_some() {
-                return Err(ProjectionError::InvalidInput(format!("{target} is older than the active version")));
+            let result = self
+                .db
+                .collection::<Document>(VERSIONS)
+                .update_one(
+                    doc! {"_id": target.projection.name(), "active": {"$lte": version}},
+                    doc! {"$set": {"active": version}},
+                )
+                .upsert(true)
+                .await;
+            match result {
+                Ok(_) => {}
+                Err(e) if duplicate_key(&e) => {
+                    return Err(ProjectionError::InvalidInput(format!("{target} is older than the active version")));
+                }
+                Err(e) => return Err(classify(e)),
             }
             self.point_runbook_names(target.projection).await;
             Ok(())
@@ -562,15 +904,13 @@ impl ReadStore for MongoStore {
                 return Err(ProjectionError::InvalidInput(format!("{target} is the active version")));
             }
             for collection in target.projection.collections() {
-                let name = collection.physical_name(target.version);
-                match self.db.run_command(doc! {"drop": &name}).await {
-                    Ok(_) => {}
-                    Err(e) if server_code(&e) == Some(NAMESPACE_NOT_FOUND) => {}
-                    Err(e) => return Err(store_err(e)),
-                }
+                self.drop_collection(&collection.physical_name(target.version)).await?;
             }
-            self.command(doc! {"delete": CHECKPOINTS, "deletes": [{"q": {"_id": target.key()}, "limit": 1}]}, None)
-                .await?;
+            self.db
+                .collection::<Document>(CHECKPOINTS)
+                .delete_one(doc! {"_id": target.key()})
+                .await
+                .map_err(classify)?;
             // Dropping version 1 frees the runbook names.
             self.point_runbook_names(target.projection).await;
             Ok(())
@@ -588,14 +928,19 @@ impl ReadStore for MongoStore {
     }
 
     fn user_by_id(&self, user_id: Uuid) -> BoxFuture<'_, StoreResult<Option<UserDoc>>> {
-        Box::pin(self.one(Projection::Users, Collection::Users, doc! {"_id": user_id.to_string()}, plan::read_user))
+        Box::pin(self.one(
+            Projection::Users,
+            Collection::Users,
+            doc! {"_id": user_id.to_string()},
+            documents::read_user,
+        ))
     }
 
     fn user_by_email<'a>(&'a self, email: &'a str) -> BoxFuture<'a, StoreResult<Option<UserDoc>>> {
         let email = normalise_email(email);
-        Box::pin(
-            async move { self.one(Projection::Users, Collection::Users, doc! {"email": email}, plan::read_user).await },
-        )
+        Box::pin(async move {
+            self.one(Projection::Users, Collection::Users, doc! {"email": email}, documents::read_user).await
+        })
     }
 
     fn wallet(&self, user_id: Uuid) -> BoxFuture<'_, StoreResult<Option<WalletDoc>>> {
@@ -603,7 +948,7 @@ impl ReadStore for MongoStore {
             Projection::Wallets,
             Collection::Wallets,
             doc! {"_id": user_id.to_string()},
-            plan::read_wallet,
+            documents::read_wallet,
         ))
     }
 
@@ -616,8 +961,8 @@ impl ReadStore for MongoStore {
         Box::pin(async move {
             let after = int_id_cursor(page)?;
             let name = self.active_collection(Projection::Transactions, Collection::Transactions).await?;
-            let query = plan::transactions_query(user_id, filter, after.as_ref().map(|(t, id)| (*t, id.as_str())));
-            self.page_of(&name, query, page.limit(), plan::read_transaction, |t: &TransactionDoc| {
+            let query = queries::transactions_query(user_id, filter, after.as_ref().map(|(t, id)| (*t, id.as_str())));
+            self.page_of(&name, query, page.limit(), documents::read_transaction, |t: &TransactionDoc| {
                 cursor::encode(&[&t.created_at.timestamp_millis().to_string(), &t.id.to_string()])
             })
             .await
@@ -633,8 +978,9 @@ impl ReadStore for MongoStore {
             let after = int_id_cursor(page)?;
             let category = category.map(|c| c.trim().to_lowercase());
             let name = self.active_collection(Projection::Streams, Collection::Streams).await?;
-            let query = plan::live_streams_query(category.as_deref(), after.as_ref().map(|(v, id)| (*v, id.as_str())));
-            self.page_of(&name, query, page.limit(), plan::read_stream, |s: &StreamDoc| {
+            let query =
+                queries::live_streams_query(category.as_deref(), after.as_ref().map(|(v, id)| (*v, id.as_str())));
+            self.page_of(&name, query, page.limit(), documents::read_stream, |s: &StreamDoc| {
                 cursor::encode(&[&s.viewers.to_string(), &s.id.to_string()])
             })
             .await
@@ -646,7 +992,7 @@ impl ReadStore for MongoStore {
             Projection::Streams,
             Collection::Streams,
             doc! {"_id": stream_id.to_string()},
-            plan::read_stream,
+            documents::read_stream,
         ))
     }
 
@@ -658,8 +1004,8 @@ impl ReadStore for MongoStore {
         Box::pin(async move {
             let after = int_id_cursor(page)?;
             let name = self.active_collection(Projection::GiftLeaderboards, Collection::GiftLeaderboards).await?;
-            let query = plan::leaderboard_query(stream_id, after.as_ref().map(|(c, u)| (*c, u.as_str())));
-            self.page_of(&name, query, page.limit(), plan::read_leaderboard, |e: &LeaderboardEntry| {
+            let query = queries::leaderboard_query(stream_id, after.as_ref().map(|(c, u)| (*c, u.as_str())));
+            self.page_of(&name, query, page.limit(), documents::read_leaderboard, |e: &LeaderboardEntry| {
                 cursor::encode(&[&e.coins.to_string(), &e.user_id.to_string()])
             })
             .await
@@ -671,7 +1017,7 @@ impl ReadStore for MongoStore {
             Projection::Payouts,
             Collection::Payouts,
             doc! {"_id": payout_id.to_string()},
-            plan::read_payout,
+            documents::read_payout,
         ))
     }
 
@@ -679,8 +1025,8 @@ impl ReadStore for MongoStore {
         Box::pin(async move {
             let after = int_id_cursor(page)?;
             let name = self.active_collection(Projection::Payouts, Collection::Payouts).await?;
-            let query = plan::payouts_query(Some(user_id), None, after.as_ref().map(|(t, id)| (*t, id.as_str())));
-            self.page_of(&name, query, page.limit(), plan::read_payout, payout_cursor).await
+            let query = queries::payouts_query(Some(user_id), None, after.as_ref().map(|(t, id)| (*t, id.as_str())));
+            self.page_of(&name, query, page.limit(), documents::read_payout, payout_cursor).await
         })
     }
 
@@ -692,8 +1038,8 @@ impl ReadStore for MongoStore {
         Box::pin(async move {
             let after = int_id_cursor(page)?;
             let name = self.active_collection(Projection::Payouts, Collection::Payouts).await?;
-            let query = plan::payouts_query(None, status, after.as_ref().map(|(t, id)| (*t, id.as_str())));
-            self.page_of(&name, query, page.limit(), plan::read_payout, payout_cursor).await
+            let query = queries::payouts_query(None, status, after.as_ref().map(|(t, id)| (*t, id.as_str())));
+            self.page_of(&name, query, page.limit(), documents::read_payout, payout_cursor).await
         })
     }
 
@@ -713,9 +1059,9 @@ impl ReadStore for MongoStore {
             let name = self.active_collection(Projection::Ledger, Collection::LedgerEntries).await?;
             self.page_of(
                 &name,
-                plan::entries_query(account, after),
+                queries::entries_query(account, after),
                 page.limit(),
-                plan::read_entry,
+                documents::read_entry,
                 |e: &LedgerEntryDoc| cursor::encode(&[&e.position.to_string(), &e.seq.to_string()]),
             )
             .await
@@ -732,34 +1078,32 @@ impl ReadStore for MongoStore {
             let name = Collection::LedgerAccounts.physical_name(version);
             let filter = after.map_or_else(Document::new, |a| doc! {"_id": {"$gt": a}});
             let page = self
-                .page_of(&name, (filter, doc! {"_id": 1}), page.limit(), plan::read_account, |a| {
+                .page_of(&name, (filter, doc! {"_id": 1}), page.limit(), documents::read_account, |a| {
                     cursor::encode(&[&a.account.to_string()])
                 })
                 .await?;
-            let reply = self
-                .command(
-                    doc! {"aggregate": &name, "pipeline": [
-                        {"$group": {"_id": Bson::Null, "total": {"$sum": "$balance"}, "count": {"$sum": 1}}}
-                    ], "cursor": {}},
-                    None,
+            let totals = self
+                .aggregate(
+                    &name,
+                    vec![doc! {"$group": {"_id": Bson::Null, "total": {"$sum": "$balance"}, "count": {"$sum": 1}}}],
+                    1,
                 )
                 .await?;
-            let totals = first_batch(&reply)?;
-            let number = |field: &str| match totals.first().and_then(|d| d.get(field)) {
-                Some(Bson::Int64(v)) => *v,
-                Some(Bson::Int32(v)) => i64::from(*v),
-                _ => 0,
+            let number = |field: &str| -> StoreResult<i64> {
+                Ok(match totals.first() {
+                    Some(d) => bookkeeping_number(d, &name, field)?.unwrap_or(0),
+                    None => 0,
+                })
             };
-            let (total, count) = (number("total"), number("count"));
+            let (total, count) = (number("total")?, number("count")?);
             let key = ProjectionVersion::new(Projection::Ledger, version).key();
-            let checkpoint = self.find(CHECKPOINTS, doc! {"_id": key}, doc! {}, 1, None).await?;
-            let position = checkpoint.first().and_then(|d| d.get_i64("position").ok()).unwrap_or(0);
+            let position = self.checkpoint_of(&key, None).await?;
             Ok(TrialBalance {
                 items: page.items,
                 next_cursor: page.next_cursor,
                 total_coins: total,
                 accounts_count: u64::try_from(count).unwrap_or(0),
-                position: crate::model::pos_u64(CHECKPOINTS, position)?,
+                position,
             })
         })
     }
@@ -769,7 +1113,7 @@ impl ReadStore for MongoStore {
             Projection::StripePayments,
             Collection::StripePayments,
             doc! {"_id": payment_id},
-            plan::read_stripe_payment,
+            documents::read_stripe_payment,
         ))
     }
 
@@ -782,9 +1126,9 @@ impl ReadStore for MongoStore {
             let name = self.active_collection(Projection::StripePayments, Collection::StripePayments).await?;
             self.page_of(
                 &name,
-                plan::stripe_payments_query(after.as_deref()),
+                queries::stripe_payments_query(after.as_deref()),
                 page.limit(),
-                plan::read_stripe_payment,
+                documents::read_stripe_payment,
                 |d: &StripePaymentDoc| cursor::encode(&[&d.payment_id]),
             )
             .await
@@ -794,6 +1138,10 @@ impl ReadStore for MongoStore {
 
 fn payout_cursor(p: &PayoutDoc) -> String {
     cursor::encode(&[&p.requested_at.timestamp_millis().to_string(), &p.id.to_string()])
+}
+
+fn duplicate_key(e: &mongodb::error::Error) -> bool {
+    matches!(e.kind.as_ref(), ErrorKind::Write(WriteFailure::WriteError(w)) if w.code == writes::DUPLICATE_KEY)
 }
 
 #[cfg(test)]
@@ -810,5 +1158,43 @@ mod tests {
         assert_eq!(database_of(&unnamed, None).name(), DEFAULT_DATABASE);
         let auth_only = Client::with_uri_str("mongodb://u:p@127.0.0.1:1/admin").await.expect("a client");
         assert_eq!(database_of(&auth_only, None).name(), DEFAULT_DATABASE, "admin is where to log in");
+    }
+
+    #[test]
+    fn a_large_batch_is_cut_at_event_boundaries() {
+        let change = |position| PositionedChange {
+            position,
+            target: 0,
+            change: Change::StreamGifts { stream_id: Uuid::from_u128(1), coins: 1 },
+        };
+        let batch = ProjectedBatch {
+            targets: vec![Projection::Streams.current()],
+            to_position: 9,
+            changes: vec![change(1), change(2), change(2), change(2), change(3), change(4)],
+            ..Default::default()
+        };
+        let parts: Vec<(u64, usize)> = split_batch(&batch, 2).iter().map(|(to, c)| (*to, c.len())).collect();
+        assert_eq!(parts, vec![(2, 4), (9, 2)], "an event's changes stay together; the last part ends the batch");
+        let whole: Vec<(u64, usize)> = split_batch(&batch, 6).iter().map(|(to, c)| (*to, c.len())).collect();
+        assert_eq!(whole, vec![(9, 6)]);
+    }
+
+    #[test]
+    fn only_transient_errors_are_retried() {
+        use mongodb::error::{CommandError, Error};
+        let command = |code: i32| {
+            let e: CommandError =
+                mongodb::bson::from_document(doc! {"code": code, "codeName": "", "errmsg": ""}).expect("an error");
+            Error::from(ErrorKind::Command(e))
+        };
+        assert!(is_transient(&command(10107)), "not writable primary: an election");
+        assert!(is_transient(&command(112)), "a write conflict");
+        assert!(!is_transient(&command(166)), "a write to a view");
+        assert!(!is_transient(&command(86)), "an index conflict");
+        assert!(!is_transient(&command(10334)), "a document too large");
+        // Labelled errors (the driver's and the server's) are retried too:
+        // `tests/it/mongo.rs` injects one with the `failCommand` fail point.
+        assert!(matches!(classify(command(166)), ProjectionError::StoreRefused(_)));
+        assert!(matches!(classify(command(91)), ProjectionError::Store(_)));
     }
 }

@@ -1,6 +1,7 @@
 //! One conformance suite over the read-store port: every case is a generic
-//! function of a store, run against the embedded store always and against
-//! MongoDB when `MONGODB_URI` is set.
+//! function of a store, run against the embedded store and against MongoDB
+//! in both topologies (the surrogate always, a real server too when
+//! `MONGODB_URI` is set: `stores::on_mongodb`).
 
 use std::sync::Arc;
 
@@ -158,20 +159,29 @@ pub async fn reapplying_a_batch_changes_nothing(store: Arc<dyn ReadStore>) {
     assert!(checkpoints.iter().all(|c| c.position == 3_000));
 }
 
-/// The lease is compare and set: free or expired or already ours.
+/// The lease is compare and set: free or expired or already ours. On the
+/// real clock, since MongoDB reads the server's (`$$NOW`) and the embedded
+/// store the caller's.
 pub async fn lease_is_compare_and_set(store: Arc<dyn ReadStore>) {
     let key = "projector-test";
-    assert!(store.acquire_lease(key, "a", 1_000, 10_000).await.unwrap());
-    assert!(!store.acquire_lease(key, "b", 1_000, 10_500).await.unwrap(), "held by a");
-    assert!(store.acquire_lease(key, "a", 1_000, 10_900).await.unwrap(), "a renews");
-    assert!(!store.acquire_lease(key, "b", 1_000, 11_800).await.unwrap(), "renewed until 11,900");
-    assert!(store.acquire_lease(key, "b", 1_000, 11_900).await.unwrap(), "expired: b takes over");
-    assert!(!store.acquire_lease(key, "a", 1_000, 12_000).await.unwrap(), "a lost it");
+    let now = || {
+        i64::try_from(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis()).unwrap()
+    };
+    let wait = |ms| tokio::time::sleep(std::time::Duration::from_millis(ms));
+    assert!(store.acquire_lease(key, "a", 1_500, now()).await.unwrap());
+    assert!(!store.acquire_lease(key, "b", 1_500, now()).await.unwrap(), "held by a");
+    wait(1_000).await;
+    assert!(store.acquire_lease(key, "a", 1_500, now()).await.unwrap(), "a renews");
+    wait(1_000).await;
+    assert!(!store.acquire_lease(key, "b", 1_500, now()).await.unwrap(), "renewed: still a's");
+    wait(800).await;
+    assert!(store.acquire_lease(key, "b", 60_000, now()).await.unwrap(), "expired: b takes over");
+    assert!(!store.acquire_lease(key, "a", 60_000, now()).await.unwrap(), "a lost it");
     store.release_lease(key, "a").await.unwrap();
-    assert!(!store.acquire_lease(key, "a", 1_000, 12_000).await.unwrap(), "a cannot release b's lease");
+    assert!(!store.acquire_lease(key, "a", 60_000, now()).await.unwrap(), "a cannot release b's lease");
     store.release_lease(key, "b").await.unwrap();
-    assert!(store.acquire_lease(key, "a", 1_000, 12_000).await.unwrap(), "released: a takes it at once");
-    assert!(store.acquire_lease("other", "b", 1_000, 12_000).await.unwrap(), "leases are per key");
+    assert!(store.acquire_lease(key, "a", 60_000, now()).await.unwrap(), "released: a takes it at once");
+    assert!(store.acquire_lease("other", "b", 60_000, now()).await.unwrap(), "leases are per key");
 }
 
 /// A new version builds beside the active one, which keeps serving; the
@@ -311,38 +321,7 @@ pub async fn live_streams_most_viewers_first(store: Arc<dyn ReadStore>) {
     assert!(store.stream(Uuid::from_u128(999)).await.unwrap().is_none());
 }
 
-macro_rules! embedded {
-    ($($case:ident),* $(,)?) => {
-        mod embedded {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $case() {
-                    let (store, _dir) = crate::support::sqlite().await;
-                    super::$case(store).await;
-                }
-            )*
-        }
-
-        /// Every case against MongoDB, each in a database of its own.
-        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        async fn mongodb() {
-            let Ok(uri) = std::env::var("MONGODB_URI") else {
-                println!("mongodb conformance: skipped (MONGODB_URI not set)");
-                return;
-            };
-            $(
-                let db = format!("halobuzz_conformance_{}_{}", stringify!($case), std::process::id());
-                let store = projections::MongoStore::connect(&uri, Some(&db)).await.expect("connect to MONGODB_URI");
-                store.drop_database().await.unwrap();
-                $case(Arc::new(store.clone())).await;
-                store.drop_database().await.unwrap();
-                println!("mongodb conformance: {} passed", stringify!($case));
-            )*
-        }
-    };
-}
-
-embedded!(
+every_store!(
     generated_log_projects_consistently,
     reapplying_a_batch_changes_nothing,
     lease_is_compare_and_set,

@@ -15,7 +15,9 @@ use projections::{
 };
 use uuid::Uuid;
 
-use crate::support::{Given, projected, purchase, sqlite, transfer};
+use std::sync::Arc;
+
+use crate::support::{Given, project_all, purchase, transfer};
 
 fn id(n: u128) -> Uuid {
     Uuid::from_u128(n)
@@ -61,11 +63,10 @@ fn gift(given: &mut Given, viewer: Uuid, stream: Uuid, host: Uuid, coins: i64) -
     }))
 }
 
-#[tokio::test]
-async fn registered_user_is_found_by_id_and_by_normalised_email() {
+pub async fn registered_user_is_found_by_id_and_by_normalised_email(store: Arc<dyn ReadStore>) {
     let mut given = Given::new();
     let p = register(&mut given, id(1), "ada");
-    let (store, _dir) = projected(&given).await;
+    project_all(store.clone(), given.log.clone()).await;
 
     let user = store.user_by_id(id(1)).await.unwrap().expect("user");
     assert_eq!(user.email, "ada@example.com");
@@ -78,8 +79,7 @@ async fn registered_user_is_found_by_id_and_by_normalised_email() {
     assert_eq!(store.user_by_email("bob@example.com").await.unwrap(), None);
 }
 
-#[tokio::test]
-async fn roles_change_replaces_the_roles() {
+pub async fn roles_change_replaces_the_roles(store: Arc<dyn ReadStore>) {
     let mut given = Given::new();
     register(&mut given, id(1), "ada");
     let p = given.event(Event::UserRolesChanged(UserRolesChanged {
@@ -92,19 +92,18 @@ async fn roles_change_replaces_the_roles() {
             roles: vec![Role::User, Role::Finance],
         },
     }));
-    let (store, _dir) = projected(&given).await;
+    project_all(store.clone(), given.log.clone()).await;
     let user = store.user_by_id(id(1)).await.unwrap().unwrap();
     assert_eq!(user.roles, vec![Role::User, Role::Finance]);
     assert_eq!(user.position, p);
 }
 
-#[tokio::test]
-async fn purchase_makes_wallet_transaction_stripe_payment_and_two_entries() {
+pub async fn purchase_makes_wallet_transaction_stripe_payment_and_two_entries(store: Arc<dyn ReadStore>) {
     let mut given = Given::new();
     let u = id(1);
     let p1 = purchase(&mut given, u, "pi_1", 500);
     let p2 = purchase(&mut given, u, "pi_2", 100);
-    let (store, _dir) = projected(&given).await;
+    project_all(store.clone(), given.log.clone()).await;
 
     let wallet = store.wallet(u).await.unwrap().unwrap();
     assert_eq!((wallet.coins, wallet.earnings, wallet.held, wallet.position), (600, 0, 0, p2));
@@ -130,8 +129,7 @@ async fn purchase_makes_wallet_transaction_stripe_payment_and_two_entries() {
     assert_eq!(wallet_entries.items[0].counterparty, Account::ExternalStripe);
 }
 
-#[tokio::test]
-async fn checkout_session_reaches_the_purchase_whichever_is_recorded_first() {
+pub async fn checkout_session_reaches_the_purchase_whichever_is_recorded_first(store: Arc<dyn ReadStore>) {
     let mut given = Given::new();
     let u = id(1);
     let session = |payment: &str, session: &str| {
@@ -149,7 +147,7 @@ async fn checkout_session_reaches_the_purchase_whichever_is_recorded_first() {
     purchase(&mut given, u, "pi_1", 500);
     purchase(&mut given, u, "pi_2", 100);
     given.event(session("pi_2", "cs_2"));
-    let (store, _dir) = projected(&given).await;
+    project_all(store.clone(), given.log.clone()).await;
 
     let txs = store.transactions(u, TransactionFilter::default(), &PageRequest::default()).await.unwrap();
     let sessions: Vec<Option<&str>> = txs.items.iter().map(|t| t.metadata.stripe_session_id.as_deref()).collect();
@@ -157,8 +155,7 @@ async fn checkout_session_reaches_the_purchase_whichever_is_recorded_first() {
     assert_eq!(store.stripe_payment("pi_2").await.unwrap().unwrap().stripe_session_id.as_deref(), Some("cs_2"));
 }
 
-#[tokio::test]
-async fn refund_reverses_coins_and_may_drive_the_wallet_negative() {
+pub async fn refund_reverses_coins_and_may_drive_the_wallet_negative(store: Arc<dyn ReadStore>) {
     let mut given = Given::new();
     let (u, host, stream) = (id(1), id(2), id(3));
     purchase(&mut given, u, "pi_1", 100);
@@ -172,7 +169,7 @@ async fn refund_reverses_coins_and_may_drive_the_wallet_negative() {
         source_position: 0,
         commit,
     }));
-    let (store, _dir) = projected(&given).await;
+    project_all(store.clone(), given.log.clone()).await;
     assert_eq!(store.wallet(u).await.unwrap().unwrap().coins, -80);
     let payment = store.stripe_payment("pi_1").await.unwrap().unwrap();
     assert_eq!((payment.coins_issued, payment.coins_reversed), (100, 100));
@@ -182,8 +179,7 @@ async fn refund_reverses_coins_and_may_drive_the_wallet_negative() {
     assert_eq!((refunds.items[0].coins, refunds.items[0].position), (-100, p));
 }
 
-#[tokio::test]
-async fn gifts_fill_the_stream_the_leaderboard_and_the_host_credit_empties_transit() {
+pub async fn gifts_fill_the_stream_the_leaderboard_and_the_host_credit_empties_transit(store: Arc<dyn ReadStore>) {
     let mut given = Given::new();
     let (a, b, host, stream) = (id(1), id(2), id(9), id(100));
     purchase(&mut given, a, "pi_a", 1_000);
@@ -207,7 +203,7 @@ async fn gifts_fill_the_stream_the_leaderboard_and_the_host_credit_empties_trans
         |s| s.last_credited_position = g3,
     );
     let credit = given.event(Event::GiftsReceived(GiftsReceived { user_id: host, gifts, commit }));
-    let (store, _dir) = projected(&given).await;
+    project_all(store.clone(), given.log.clone()).await;
 
     let s = store.stream(stream).await.unwrap().unwrap();
     assert_eq!(s.gifts_coins, 517);
@@ -247,8 +243,7 @@ async fn gifts_fill_the_stream_the_leaderboard_and_the_host_credit_empties_trans
     assert_eq!(transit.balance, 0);
 }
 
-#[tokio::test]
-async fn viewers_are_distinct_viewers_present_and_peak_is_their_maximum() {
+pub async fn viewers_are_distinct_viewers_present_and_peak_is_their_maximum(store: Arc<dyn ReadStore>) {
     let mut given = Given::new();
     let (host, stream) = (id(9), id(100));
     start(&mut given, stream, host, "gaming");
@@ -270,7 +265,7 @@ async fn viewers_are_distinct_viewers_present_and_peak_is_their_maximum() {
     leave(&mut given, 2);
     leave(&mut given, 2); // already gone
     leave(&mut given, 7); // never joined
-    let (store, _dir) = projected(&given).await;
+    project_all(store.clone(), given.log.clone()).await;
     let s = store.stream(stream).await.unwrap().unwrap();
     assert_eq!((s.viewers, s.peak_viewers, s.is_live, s.status), (2, 3, true, StreamStatus::Live));
     assert_eq!(s.start_time, crate::support::t0());
@@ -285,7 +280,7 @@ async fn viewers_are_distinct_viewers_present_and_peak_is_their_maximum() {
         state_after: StreamSnapshot { status: StreamStatus::Ended, ..snapshot(host) },
     }));
     join(&mut given, 4); // after the end: counts nobody
-    let (store, _dir) = projected(&given).await;
+    project_all(store.clone(), given.log.clone()).await;
     let s = store.stream(stream).await.unwrap().unwrap();
     assert_eq!((s.viewers, s.peak_viewers, s.is_live, s.status), (0, 3, false, StreamStatus::Ended));
     assert_eq!(s.end_time, Some(given.time(end)));
@@ -307,8 +302,7 @@ fn payout_events(given: &mut Given, host: Uuid, payout: Uuid, coins: i64) -> u64
     }))
 }
 
-#[tokio::test]
-async fn payouts_go_from_pending_to_paid_or_rejected_and_their_requests_follow() {
+pub async fn payouts_go_from_pending_to_paid_or_rejected_and_their_requests_follow(store: Arc<dyn ReadStore>) {
     let mut given = Given::new();
     let host = id(9);
     let commit = given.commit(host, vec![transfer(Account::PlatformAdjustments, Account::Earnings(host), 5_000)]);
@@ -335,7 +329,7 @@ async fn payouts_go_from_pending_to_paid_or_rejected_and_their_requests_follow()
         external_ref: "po_123".into(),
         commit,
     }));
-    let (store, _dir) = projected(&given).await;
+    project_all(store.clone(), given.log.clone()).await;
     let pending = store.payouts(Some(PayoutStatus::Pending), &PageRequest::default()).await.unwrap();
     assert_eq!(pending.items.iter().map(|p| p.id).collect::<Vec<_>>(), vec![rejected]);
     let p = store.user_payouts(host, &PageRequest::default()).await.unwrap().items;
@@ -360,7 +354,7 @@ async fn payouts_go_from_pending_to_paid_or_rejected_and_their_requests_follow()
         reason: "closed account".into(),
         commit,
     }));
-    let (store, _dir) = projected(&given).await;
+    project_all(store.clone(), given.log.clone()).await;
     assert!(store.payouts(Some(PayoutStatus::Pending), &PageRequest::default()).await.unwrap().items.is_empty());
     let rejected_doc = store.payouts(Some(PayoutStatus::Rejected), &PageRequest::default()).await.unwrap().items;
     assert_eq!(rejected_doc[0].reason.as_deref(), Some("closed account"));
@@ -382,8 +376,7 @@ async fn payouts_go_from_pending_to_paid_or_rejected_and_their_requests_follow()
     assert!(pending_txs.items.is_empty());
 }
 
-#[tokio::test]
-async fn events_a_projection_does_not_use_still_move_its_checkpoint() {
+pub async fn events_a_projection_does_not_use_still_move_its_checkpoint(store: Arc<dyn ReadStore>) {
     let mut given = Given::new();
     given.event(Event::ReservationClaimed(ReservationClaimed {
         kind: ReservationKind::Email,
@@ -398,7 +391,7 @@ async fn events_a_projection_does_not_use_still_move_its_checkpoint() {
         event_count: 1,
         event_positions: Vec::new(),
     }));
-    let (store, _dir) = projected(&given).await;
+    project_all(store.clone(), given.log.clone()).await;
     let checkpoints = store.checkpoints().await.unwrap();
     assert_eq!(checkpoints.len(), Projection::ALL.len());
     assert!(checkpoints.iter().all(|c| c.position == last && c.active), "{checkpoints:?}");
@@ -406,8 +399,7 @@ async fn events_a_projection_does_not_use_still_move_its_checkpoint() {
     assert!(sums.collections.values().all(|c| c.documents == 0), "{sums}");
 }
 
-#[tokio::test]
-async fn the_same_event_applied_twice_changes_nothing() {
+pub async fn the_same_event_applied_twice_changes_nothing(store: Arc<dyn ReadStore>) {
     let mut given = Given::new();
     let (u, host, stream) = (id(1), id(9), id(100));
     register(&mut given, u, "ada");
@@ -415,7 +407,6 @@ async fn the_same_event_applied_twice_changes_nothing() {
     start(&mut given, stream, host, "music");
     given.event(Event::ViewerJoined(ViewerJoined { stream_id: stream, viewer_id: u, state_after: snapshot(host) }));
     gift(&mut given, u, stream, host, 30);
-    let (store, _dir) = sqlite().await;
     let targets = ProjectionVersion::all_current();
     store.prepare(&targets).await.unwrap();
     let messages = futures_util::future::try_join_all((1..=given.log.len()).map(|p| {
@@ -480,3 +471,16 @@ fn postings_of_a_user_carry_balances_walked_back_from_the_state_after() {
         ]
     );
 }
+
+every_store!(
+    registered_user_is_found_by_id_and_by_normalised_email,
+    roles_change_replaces_the_roles,
+    purchase_makes_wallet_transaction_stripe_payment_and_two_entries,
+    checkout_session_reaches_the_purchase_whichever_is_recorded_first,
+    refund_reverses_coins_and_may_drive_the_wallet_negative,
+    gifts_fill_the_stream_the_leaderboard_and_the_host_credit_empties_transit,
+    viewers_are_distinct_viewers_present_and_peak_is_their_maximum,
+    payouts_go_from_pending_to_paid_or_rejected_and_their_requests_follow,
+    events_a_projection_does_not_use_still_move_its_checkpoint,
+    the_same_event_applied_twice_changes_nothing,
+);

@@ -1,0 +1,137 @@
+//! The filters and sorts of the queries the API serves: keyset pages on
+//! the sort key and `_id`, each backed by an index of `registry::indexes`.
+
+use events_schema::Account;
+use mongodb::bson::{Bson, DateTime as BsonDateTime, Document, doc};
+use uuid::Uuid;
+
+use super::documents::{R, position_value};
+use crate::model::{PayoutStatus, TransactionFilter};
+
+/// A descending keyset condition: `(k, _id) < (value, id)`.
+fn before(field: &str, value: Bson, id_field: &str, id: &str) -> Document {
+    doc! {"$or": [
+        {field: {"$lt": value.clone()}},
+        {field: value, id_field: {"$lt": id}},
+    ]}
+}
+
+/// A user's transactions after a cursor `(createdAt ms, _id)`, and the sort.
+pub fn transactions_query(
+    user_id: Uuid,
+    filter: TransactionFilter,
+    after: Option<(i64, &str)>,
+) -> (Document, Document) {
+    let mut q = doc! {"userId": user_id.to_string()};
+    if let Some(kind) = filter.kind {
+        q.insert("type", kind.as_str());
+    }
+    if let Some(status) = filter.status {
+        q.insert("status", status.as_str());
+    }
+    if let Some((ms, id)) = after {
+        q.extend(before("createdAt", Bson::DateTime(BsonDateTime::from_millis(ms)), "_id", id));
+    }
+    (q, doc! {"createdAt": -1, "_id": -1})
+}
+
+/// Live streams after a cursor `(viewers, _id)`, most viewers first.
+pub fn live_streams_query(category: Option<&str>, after: Option<(i64, &str)>) -> (Document, Document) {
+    let mut q = doc! {"isLive": true};
+    if let Some(category) = category {
+        q.insert("category", category);
+    }
+    if let Some((viewers, id)) = after {
+        q.extend(before("viewers", Bson::Int64(viewers), "_id", id));
+    }
+    (q, doc! {"viewers": -1, "_id": -1})
+}
+
+pub fn leaderboard_query(stream_id: Uuid, after: Option<(i64, &str)>) -> (Document, Document) {
+    let mut q = doc! {"streamId": stream_id.to_string()};
+    if let Some((coins, user)) = after {
+        q.extend(before("coins", Bson::Int64(coins), "userId", user));
+    }
+    (q, doc! {"coins": -1, "userId": -1})
+}
+
+/// Payouts (of a user, or of a status, or all) after `(requestedAt ms, _id)`.
+pub fn payouts_query(
+    user_id: Option<Uuid>,
+    status: Option<PayoutStatus>,
+    after: Option<(i64, &str)>,
+) -> (Document, Document) {
+    let mut q = Document::new();
+    if let Some(user) = user_id {
+        q.insert("userId", user.to_string());
+    }
+    if let Some(status) = status {
+        q.insert("status", status.as_str());
+    }
+    if let Some((ms, id)) = after {
+        q.extend(before("requestedAt", Bson::DateTime(BsonDateTime::from_millis(ms)), "_id", id));
+    }
+    (q, doc! {"requestedAt": -1, "_id": -1})
+}
+
+/// An account's entries after `(position, seq)`, newest first.
+pub fn entries_query(account: Account, after: Option<(i64, i64)>) -> (Document, Document) {
+    let mut q = doc! {"account": account.to_string()};
+    if let Some((position, seq)) = after {
+        q.extend(doc! {"$or": [
+            {"position": {"$lt": position}},
+            {"position": position, "seq": {"$lt": seq}},
+        ]});
+    }
+    (q, doc! {"position": -1, "seq": -1})
+}
+
+/// The last entry of an account at or before a position: its balance is
+/// the account's balance there.
+pub fn balance_at_query(account: Account, position: u64) -> R<(Document, Document)> {
+    Ok((
+        doc! {"account": account.to_string(), "position": {"$lte": position_value(position)?}},
+        doc! {"position": -1, "seq": -1},
+    ))
+}
+
+pub fn stripe_payments_query(after: Option<&str>) -> (Document, Document) {
+    let filter = match after {
+        Some(id) => doc! {"_id": {"$gt": id}},
+        None => doc! {},
+    };
+    (filter, doc! {"_id": 1})
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{TxStatus, TxType};
+
+    fn u(n: u128) -> Uuid {
+        Uuid::from_u128(n)
+    }
+
+    #[test]
+    fn query_filters_are_keyset_on_the_sort_key_and_id() {
+        let filter = TransactionFilter { kind: Some(TxType::GiftSent), status: Some(TxStatus::Completed) };
+        let (q, sort) = transactions_query(u(1), filter, Some((1_000, "abc")));
+        let t = Bson::DateTime(BsonDateTime::from_millis(1_000));
+        assert_eq!(
+            q,
+            doc! {"userId": u(1).to_string(), "type": "gift_sent", "status": "completed",
+            "$or": [{"createdAt": {"$lt": t.clone()}}, {"createdAt": t, "_id": {"$lt": "abc"}}]}
+        );
+        assert_eq!(sort, doc! {"createdAt": -1, "_id": -1});
+        let (q, sort) = live_streams_query(Some("music"), None);
+        assert_eq!((q, sort), (doc! {"isLive": true, "category": "music"}, doc! {"viewers": -1, "_id": -1}));
+        let (q, _) = entries_query(Account::TransitGifts, Some((5, 1)));
+        assert_eq!(
+            q,
+            doc! {"account": "transit:gifts", "$or": [{"position": {"$lt": 5i64}}, {"position": 5i64, "seq": {"$lt": 1i64}}]}
+        );
+        let (q, _) = payouts_query(None, Some(PayoutStatus::Pending), None);
+        assert_eq!(q, doc! {"status": "pending"});
+        assert_eq!(stripe_payments_query(Some("pi_1")), (doc! {"_id": {"$gt": "pi_1"}}, doc! {"_id": 1}));
+    }
+}
