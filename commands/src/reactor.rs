@@ -38,6 +38,9 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
+mod pending;
+
+use self::pending::{CommandKey, PendingRecords};
 use crate::handler::{CommandError, Commands, command_record_subject, repair_record_request};
 use crate::log::LogError;
 use crate::retry::RetrySchedule;
@@ -129,52 +132,6 @@ const ROUND_RETRIES: RetrySchedule =
 const STEP_RETRY_DELAY_MS_FIRST: u64 = 100;
 /// The cap of any pause after a failure.
 const RETRY_DELAY_MS_MAX: u64 = 2_000;
-
-/// A command's identity: its scope and id.
-type CommandKey = (String, String);
-
-/// Events whose command record has not been seen yet, in log order. The
-/// reactor reads the records' subjects too: a record normally follows its
-/// event within milliseconds and resolves it without a lookup. The
-/// checkpoint never moves past the first unresolved event.
-#[derive(Default)]
-struct PendingRecords {
-    /// (position, key, stored at in ms, envelope), in log order.
-    entries: std::collections::VecDeque<(u64, CommandKey, i64, Envelope)>,
-    open: std::collections::HashSet<CommandKey>,
-}
-
-impl PendingRecords {
-    fn push(&mut self, position: u64, envelope: Envelope, stored_at_ms: i64) {
-        let Some(scope) = crate::handler::scope_of(&envelope.header.actor) else { return };
-        let key = (scope, envelope.header.command_id.clone());
-        self.open.insert(key.clone());
-        self.entries.push_back((position, key, stored_at_ms, envelope));
-    }
-
-    fn resolve(&mut self, key: &CommandKey) {
-        self.open.remove(key);
-    }
-
-    /// Drops resolved entries from the front.
-    fn trim(&mut self) {
-        while let Some((_, key, _, _)) = self.entries.front() {
-            if self.open.contains(key) {
-                break;
-            }
-            self.entries.pop_front();
-        }
-    }
-
-    /// The checkpoint to save after crediting up to `position`.
-    fn checkpoint(&mut self, position: u64) -> u64 {
-        self.trim();
-        match self.entries.front() {
-            Some((first, _, _, _)) => first.saturating_sub(1).min(position),
-            None => position,
-        }
-    }
-}
 
 /// The lease entry's value.
 #[derive(Debug, Clone, Serialize, Deserialize)]
