@@ -236,7 +236,9 @@ impl Drop for InFlight {
     }
 }
 
-/// `(VmRSS, VmHWM)` in bytes, from `/proc/self/status` (Linux).
+/// `(VmRSS, VmHWM)` in bytes, from `/proc/self/status` (Linux). Kept by
+/// hand: prometheus-client has no process collector, and these 12 lines
+/// read the two fields the runbook watches without another dependency.
 pub fn resident_memory() -> (Option<u64>, Option<u64>) {
     let Ok(status) = std::fs::read_to_string("/proc/self/status") else { return (None, None) };
     let field = |name: &str| {

@@ -430,9 +430,13 @@ fn model_coins_due_back(coins: i64, amount_cents: i64, refunded_cents: i64) -> i
     k
 }
 
+/// A ledger commit posting a payment's decision: (position, source
+/// position, signed coins).
+type Posted = (u64, u64, i64);
+
 /// A payment's coin-moving decisions (position -> signed coins) and the
-/// ledger commits posting them (position, source position, signed coins).
-fn decisions_and_postings(events: &[(u64, Envelope)], payment_id: &str) -> (BTreeMap<u64, i64>, Vec<(u64, u64, i64)>) {
+/// ledger commits posting them.
+fn decisions_and_postings(events: &[(u64, Envelope)], payment_id: &str) -> (BTreeMap<u64, i64>, Vec<Posted>) {
     let mut decisions = BTreeMap::new();
     let mut postings = Vec::new();
     for (position, envelope) in events {
