@@ -4,6 +4,7 @@
 
 mod cli;
 mod copy;
+mod mongo;
 mod rebuild;
 mod stripe;
 mod support;

@@ -7,6 +7,7 @@ mod bad_input;
 mod concurrency;
 mod drill;
 mod journey;
+mod mongo_journey;
 mod openapi;
 mod ops;
 mod security;
