@@ -4,4 +4,5 @@ mod conformance;
 mod generator;
 mod runs;
 mod specs;
+mod stripe_sessions;
 mod support;
