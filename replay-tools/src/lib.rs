@@ -30,6 +30,7 @@ pub mod import;
 pub mod progress;
 pub mod rebuild;
 pub mod status;
+#[cfg(feature = "testing")]
 pub mod testing;
 pub mod verify;
 
