@@ -27,6 +27,8 @@
 //! - [`auth`]: passwords and tokens; [`ratelimit`]; [`metrics`] (with the
 //!   metered event log); [`source`]: the projectors' log source over the
 //!   event log; [`openapi`]; [`state`].
+//! - [`wiring`]: the event log and the read store a `Config` names, for
+//!   the service and the replay tools.
 //! - [`stripe`]: the Stripe client (async-stripe), the webhook signature
 //!   verifier and the reading of webhook events by the fields they need.
 
@@ -43,6 +45,7 @@ pub mod source;
 pub mod state;
 pub mod stripe;
 pub mod views;
+pub mod wiring;
 
 pub use config::Config;
 pub use error::AppError;
