@@ -29,6 +29,8 @@
 //!   metered event log); [`source`]: the projectors' log source over the
 //!   event log; [`openapi`]; [`state`].
 //! - [`operator`]: the operator command (`halobuzz-api roles ...`).
+//! - [`wiring`]: the event log and the read store a `Config` names, for
+//!   the service and the replay tools.
 //! - [`stripe`]: the Stripe client (async-stripe), the webhook signature
 //!   verifier and the reading of webhook events by the fields they need.
 
@@ -47,6 +49,7 @@ pub mod source;
 pub mod state;
 pub mod stripe;
 pub mod views;
+pub mod wiring;
 
 pub use config::Config;
 pub use error::AppError;

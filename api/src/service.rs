@@ -15,11 +15,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use commands::handler::Commands;
-use commands::log::{EventLog, JetStreamLog, LogConfig};
-use commands::managed::{ManagedConfig, ManagedNats, SyncMode};
+use commands::log::EventLog;
+use commands::managed::ManagedNats;
 use commands::reactor::{GiftReactor, ReactorConfig};
 use commands::rejections::Rejections;
-use projections::{MongoStore, ProjectionError, ReadStore, Runner, RunnerConfig, RunnerExit, SqliteStore};
+use projections::{ProjectionError, ReadStore, Runner, RunnerConfig, RunnerExit};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -31,6 +31,7 @@ use crate::metrics::{MeteredLog, Metrics};
 use crate::ratelimit::RateLimiter;
 use crate::source::EventLogSource;
 use crate::state::{AppState, Inner, WorkerView};
+use crate::wiring::{LogConnection, ManagedServer, open_log, open_store};
 
 /// How long in-flight requests get to finish after a shutdown signal.
 const DRAIN_MS_MAX: u64 = 10_000;
@@ -69,26 +70,7 @@ impl Service {
             );
         }
         let metrics = Arc::new(Metrics::default());
-        let managed = match &config.nats_url {
-            Some(_) => None,
-            None => {
-                let sync = if config.nats_sync_always { SyncMode::Always } else { SyncMode::Interval };
-                let managed_config =
-                    ManagedConfig { port: Some(config.nats_port), ..ManagedConfig::new(config.data_dir.clone(), sync) };
-                let server =
-                    ManagedNats::start_with(managed_config).await.context("starting the managed nats-server")?;
-                tracing::info!(url = server.url(), data_dir = %config.data_dir.display(), ?sync, "managed nats-server started");
-                Some(server)
-            }
-        };
-        let urls: Vec<String> = match (&config.nats_url, &managed) {
-            (Some(urls), _) => urls.split(',').map(|u| u.trim().to_string()).filter(|u| !u.is_empty()).collect(),
-            (None, Some(server)) => vec![server.url().to_string()],
-            (None, None) => anyhow::bail!("no NATS server to connect to"),
-        };
-        let mut log_config = LogConfig::new(urls);
-        log_config.replicas = config.nats_stream_replicas;
-        let jetstream = JetStreamLog::connect(log_config).await.context("connecting the event log (NATS_URL)")?;
+        let LogConnection { log: jetstream, managed } = open_log(&config, ManagedServer::Start).await?;
         let raw_log: Arc<dyn EventLog> = Arc::new(jetstream.clone());
         let log: Arc<dyn EventLog> = Arc::new(MeteredLog::new(raw_log.clone(), metrics.clone()));
         let commands = Commands::new(log.clone(), config.command_config());
@@ -96,18 +78,7 @@ impl Service {
             .await
             .context("opening the rejection memory (a JetStream key-value bucket)")?;
 
-        let store: Arc<dyn ReadStore> = match &config.mongodb_uri {
-            Some(uri) => Arc::new(
-                MongoStore::connect(uri, config.mongodb_db.as_deref())
-                    .await
-                    .context("connecting the read store (MONGODB_URI)")?,
-            ),
-            None => {
-                std::fs::create_dir_all(&config.data_dir)
-                    .with_context(|| format!("creating DATA_DIR {}", config.data_dir.display()))?;
-                Arc::new(SqliteStore::open(&config.data_dir).await.context("opening the embedded read store")?)
-            }
-        };
+        let store = open_store(&config).await?;
         // Queries need the tables even before a projector ran (HALOBUZZ_ROLE=api):
         // those of the serving versions, which a rebuild may have moved past
         // the code's (an older build's tables stay beside them, unprepared).

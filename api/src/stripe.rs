@@ -12,10 +12,10 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use domain::payment::{Buyer, PackageRef, PaymentCommand};
+use events_schema::stripe::{CHECKOUT_SESSION_COMPLETED, StripeEventBody, StripeObject};
 use events_schema::{Money, PaymentFlag, StripeEventRecorded, is_plain_stripe_id};
 use hmac::{Hmac, Mac};
 use rust_decimal::Decimal;
-use serde_json::Value;
 use sha2::Sha256;
 use stripe::StripeRequest;
 use uuid::Uuid;
@@ -121,51 +121,47 @@ pub struct ReadEvent {
     pub payment: Option<(String, PaymentCommand)>,
 }
 
-/// Reads a verified event by the fields the ledger needs.
+/// Reads a verified event by the fields the ledger needs (through
+/// `events_schema::stripe`, the reader the read models use too).
 pub fn read_event(body: &[u8], packages: &[CoinPackage]) -> Result<ReadEvent, EventError> {
     let text = std::str::from_utf8(body).map_err(|e| EventError::NotJson(e.to_string()))?;
-    let event: Value = serde_json::from_str(text).map_err(|e| EventError::NotJson(e.to_string()))?;
-    let id =
-        event.get("id").and_then(Value::as_str).filter(|id| is_plain_stripe_id(id)).ok_or(EventError::Missing("id"))?;
-    let kind = event.get("type").and_then(Value::as_str).filter(|t| !t.is_empty() && t.len() <= 255);
-    let kind = kind.ok_or(EventError::Missing("type"))?;
-    let created = event.get("created").and_then(Value::as_i64).unwrap_or(0);
-    let object = event.get("data").and_then(|d| d.get("object")).unwrap_or(&Value::Null);
+    let event = StripeEventBody::parse(text).map_err(|e| EventError::NotJson(e.to_string()))?;
+    let id = event.id().filter(|id| is_plain_stripe_id(id)).ok_or(EventError::Missing("id"))?;
+    let kind = event.kind().filter(|t| !t.is_empty() && t.len() <= 255).ok_or(EventError::Missing("type"))?;
+    let object = event.object();
     let record = StripeEventRecorded {
         stripe_event_id: id.to_string(),
         stripe_event_type: kind.to_string(),
-        stripe_created: created,
+        stripe_created: event.created_s().unwrap_or(0),
         body: text.to_string(),
     };
     let payment = match kind {
         "payment_intent.succeeded" => {
-            let payment_id = str_field(object, "id");
-            let amount =
-                int_field(object, "amount_received").filter(|a| *a > 0).or_else(|| int_field(object, "amount"));
-            payment_id.map(|pi| (pi, confirm(id, object, None, amount, packages)))
+            let amount = object.integer("amount_received").filter(|a| *a > 0).or_else(|| object.integer("amount"));
+            object.text("id").map(|pi| (pi.to_string(), confirm(id, object, None, amount, packages)))
         }
-        "checkout.session.completed" if str_field(object, "payment_status").as_deref() == Some("paid") => {
-            let client_reference = str_field(object, "client_reference_id");
-            let amount = int_field(object, "amount_total");
-            match id_or_expanded(object.get("payment_intent")) {
-                Some(pi) => Some((pi, confirm(id, object, client_reference, amount, packages))),
-                None => str_field(object, "id").map(|session| {
+        CHECKOUT_SESSION_COMPLETED if object.text("payment_status") == Some("paid") => {
+            let client_reference = object.text("client_reference_id");
+            let amount = object.integer("amount_total");
+            match object.id_of("payment_intent") {
+                Some(pi) => Some((pi.to_string(), confirm(id, object, client_reference, amount, packages))),
+                None => object.text("id").map(|session| {
                     let flag = PaymentCommand::Flag {
                         stripe_event_id: id.into(),
                         flag: PaymentFlag::NoPaymentIntent,
-                        detail: session.clone(),
+                        detail: session.to_string(),
                     };
-                    (session, flag)
+                    (session.to_string(), flag)
                 }),
             }
         }
-        "charge.refunded" => id_or_expanded(object.get("payment_intent")).map(|pi| {
+        "charge.refunded" => object.id_of("payment_intent").map(|pi| {
             let command = PaymentCommand::RecordRefund {
                 stripe_event_id: id.into(),
-                charge_amount_cents: int_field(object, "amount").unwrap_or(0),
-                amount_refunded_cents: int_field(object, "amount_refunded").unwrap_or(0),
+                charge_amount_cents: object.integer("amount").unwrap_or(0),
+                amount_refunded_cents: object.integer("amount_refunded").unwrap_or(0),
             };
-            (pi, command)
+            (pi.to_string(), command)
         }),
         _ => None,
     };
@@ -179,42 +175,26 @@ pub fn read_event(body: &[u8], packages: &[CoinPackage]) -> Result<ReadEvent, Ev
 /// session's `client_reference_id`), the package from `metadata.packageId`.
 fn confirm(
     event_id: &str,
-    object: &Value,
-    client_reference: Option<String>,
+    object: StripeObject<'_>,
+    client_reference: Option<&str>,
     amount_cents: Option<i64>,
     packages: &[CoinPackage],
 ) -> PaymentCommand {
-    let metadata = object.get("metadata");
-    let named_user = metadata.and_then(|m| str_field(m, "userId")).or(client_reference).unwrap_or_default();
+    let metadata = object.nested("metadata");
+    let named_user =
+        metadata.and_then(|m| m.text("userId")).or(client_reference).map(str::to_string).unwrap_or_default();
     let buyer = match Uuid::parse_str(&named_user) {
         Ok(user) => Buyer::Known(user),
         Err(_) => Buyer::Unknown(named_user),
     };
-    let package_id = metadata.and_then(|m| str_field(m, "packageId")).unwrap_or_default();
+    let package_id = metadata.and_then(|m| m.text("packageId")).map(str::to_string).unwrap_or_default();
     let coins = packages.iter().find(|p| p.id == package_id).map(|p| p.coins);
     PaymentCommand::ConfirmPurchase {
         stripe_event_id: event_id.into(),
         buyer,
         package: PackageRef { id: package_id, coins },
         amount_cents: amount_cents.unwrap_or(0).max(0),
-        currency: str_field(object, "currency").unwrap_or_else(|| "usd".into()),
-    }
-}
-
-fn str_field(object: &Value, name: &str) -> Option<String> {
-    object.get(name).and_then(Value::as_str).map(str::to_string)
-}
-
-fn int_field(object: &Value, name: &str) -> Option<i64> {
-    object.get(name).and_then(Value::as_i64)
-}
-
-/// An id, or the id of an expanded object.
-fn id_or_expanded(value: Option<&Value>) -> Option<String> {
-    match value? {
-        Value::String(id) => Some(id.clone()),
-        Value::Object(o) => o.get("id").and_then(Value::as_str).map(str::to_string),
-        _ => None,
+        currency: object.text("currency").unwrap_or("usd").to_string(),
     }
 }
 
@@ -500,8 +480,28 @@ mod tests {
         let read = read_event(body.as_bytes(), &packages()).expect("readable");
         let Some((pi, PaymentCommand::ConfirmPurchase { buyer, .. })) = read.payment else { panic!("a purchase") };
         assert_eq!((pi.as_str(), buyer), ("pi_9", Buyer::Unknown("x".into())));
+        let by_id = body.replace(r#"{"id":"pi_9"}"#, r#""pi_9""#);
+        let read_by_id = read_event(by_id.as_bytes(), &packages()).expect("readable");
+        assert!(matches!(read_by_id.payment, Some((pi, PaymentCommand::ConfirmPurchase { .. })) if pi == "pi_9"));
         let unpaid = body.replace("\"paid\"", "\"unpaid\"");
         assert!(read_event(unpaid.as_bytes(), &packages()).expect("readable").payment.is_none());
+    }
+
+    #[test]
+    fn a_refund_names_its_payment_intent_expanded_or_not() {
+        for payment_intent in [r#""pi_5""#, r#"{"id":"pi_5","object":"payment_intent"}"#] {
+            let body = format!(
+                r#"{{"id":"evt_3","type":"charge.refunded","created":5,"data":{{"object":{{"id":"ch_1",
+                   "payment_intent":{payment_intent},"amount":499,"amount_refunded":200}}}}}}"#
+            );
+            let read = read_event(body.as_bytes(), &packages()).expect("readable");
+            let Some((pi, PaymentCommand::RecordRefund { charge_amount_cents, amount_refunded_cents, .. })) =
+                read.payment
+            else {
+                panic!("a refund: {:?}", read.payment)
+            };
+            assert_eq!((pi.as_str(), charge_amount_cents, amount_refunded_cents), ("pi_5", 499, 200));
+        }
     }
 
     #[test]

@@ -219,6 +219,23 @@ impl ServerSpec {
     }
 }
 
+/// The managed server's configuration file in its data directory, written
+/// at every start; nothing else reads it but `running_port`.
+const CONFIG_FILE_NAME: &str = "nats-server.conf";
+
+/// The port the managed server of `data_dir` was last started on (from the
+/// configuration file it was started with), so that another process (the
+/// replay tools) can find a server that is still running; `None` when no
+/// server was started there. Whether it still runs is the caller's check.
+pub fn running_port(data_dir: &Path) -> Option<u16> {
+    let text = std::fs::read_to_string(data_dir.join(CONFIG_FILE_NAME)).ok()?;
+    // The first `listen:` is the client port (a cluster block follows it).
+    text.lines().find_map(|line| {
+        let address = line.trim().strip_prefix("listen:")?.trim().trim_matches('"');
+        address.rsplit(':').next()?.parse().ok()
+    })
+}
+
 /// A loopback port nobody listens on right now (the OS picks it).
 pub(crate) fn free_port() -> io::Result<u16> {
     let listener = TcpListener::bind(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0))?;
@@ -385,7 +402,7 @@ impl ManagedNats {
             sync: config.sync,
             cluster: None,
         };
-        let config_path = config.data_dir.join("nats-server.conf");
+        let config_path = config.data_dir.join(CONFIG_FILE_NAME);
         std::fs::write(&config_path, spec.render()?)
             .map_err(|err| ManagedError::Io(format!("write {}: {err}", config_path.display())))?;
         let launch =
@@ -624,6 +641,23 @@ mod tests {
         assert!(!text.contains("cluster"));
         let bad = ServerSpec { store_dir: PathBuf::from("/tmp/a\"b"), ..interval };
         assert!(bad.render().is_err());
+    }
+
+    #[test]
+    fn the_running_port_is_read_from_the_configuration_written() {
+        let dir = std::env::temp_dir().join(format!("halobuzz-running-port-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("a folder");
+        assert_eq!(running_port(&dir), None, "no server was started there");
+        let spec = ServerSpec {
+            server_name: "n1".into(),
+            port: 4333,
+            store_dir: dir.join("nats"),
+            sync: SyncMode::Interval,
+            cluster: Some(ClusterSpec { name: "c".into(), port: 6222, route_ports: vec![6222] }),
+        };
+        std::fs::write(dir.join(CONFIG_FILE_NAME), spec.render().expect("renders")).expect("written");
+        assert_eq!(running_port(&dir), Some(4333), "the client port, not the cluster's");
+        std::fs::remove_dir_all(&dir).expect("removed");
     }
 
     #[test]

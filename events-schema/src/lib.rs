@@ -12,6 +12,7 @@ pub mod canonical;
 pub mod envelope;
 pub mod events;
 pub mod schema;
+pub mod stripe;
 pub mod upcast;
 
 pub use account::{Account, AccountParseError};

@@ -34,6 +34,7 @@ pub mod runner;
 pub mod source;
 pub mod sqlite;
 pub mod store;
+#[cfg(feature = "testing")]
 pub mod testing;
 pub mod versions;
 

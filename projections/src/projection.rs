@@ -179,18 +179,12 @@ fn transactions(envelope: &Envelope, position: u64, out: &mut Vec<Change>) {
     }));
 }
 
-/// The Checkout Session and PaymentIntent of a recorded
-/// `checkout.session.completed`. The body is Stripe's JSON (not one of our
-/// events), read by the two fields needed so that any API version works.
+/// The PaymentIntent and Checkout Session of a recorded
+/// `checkout.session.completed`, read by the reader the webhook uses
+/// (`events_schema::stripe`): a PaymentIntent given as its id or expanded.
 fn checkout_session(e: &StripeEventRecorded) -> Option<(String, String)> {
-    if e.stripe_event_type != "checkout.session.completed" {
-        return None;
-    }
-    let body: serde_json::Value = serde_json::from_str(&e.body).ok()?;
-    let object = body.get("data")?.get("object")?;
-    let session_id = object.get("id")?.as_str()?.to_string();
-    let payment_id = object.get("payment_intent")?.as_str()?.to_string();
-    Some((payment_id, session_id))
+    let session = events_schema::stripe::checkout_session(e)?;
+    Some((session.payment_id, session.session_id))
 }
 
 fn streams(event: &Event, at: DateTime<Utc>, position: u64, out: &mut Vec<Change>) {

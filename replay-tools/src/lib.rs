@@ -8,7 +8,7 @@
 //! the choice of versions for a side-by-side rebuild (`rebuild`). It reads
 //! the log through `commands`' JetStream adapter and writes read models
 //! only through `projections`' runner and read-store port, with the same
-//! environment as `halobuzz-api` (`env`).
+//! environment and connections as `halobuzz-api` (`api::wiring`).
 //!
 //! Key decision: every operation is a library function with a serialisable
 //! summary, and the CLI (`main.rs`) only parses flags, prints and picks the
@@ -24,12 +24,12 @@
 pub mod archive;
 pub mod audit;
 pub mod chain;
-pub mod env;
 pub mod export;
 pub mod import;
 pub mod progress;
 pub mod rebuild;
 pub mod status;
+#[cfg(feature = "testing")]
 pub mod testing;
 pub mod verify;
 

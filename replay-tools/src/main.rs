@@ -18,10 +18,10 @@ use anyhow::Context;
 /// The same allocator as `halobuzz-api` (see the workspace's Cargo.toml).
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+use api::wiring::{LogConnection, ManagedServer, open_log, open_store};
 use chrono::{DateTime, Utc};
 use clap::{Args, Parser, Subcommand};
 use projections::Projection;
-use replay_tools::env::{LogConnection, open_store};
 use replay_tools::{ImportOptions, Progress, ProgressMode, RebuildOptions, Until};
 use serde::Serialize;
 
@@ -208,7 +208,7 @@ async fn run(cli: Cli) -> anyhow::Result<Outcome> {
         _ => {}
     }
     let config = api::Config::from_env().map_err(|e| anyhow::anyhow!("configuration: {e}"))?;
-    let connection = LogConnection::open(&config).await?;
+    let connection = open_log(&config, ManagedServer::UseRunning).await?;
     let result = run_connected(cli, mode, &config, &connection).await;
     connection.close().await;
     result

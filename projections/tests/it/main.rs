@@ -7,4 +7,5 @@ mod generator;
 mod mongo;
 mod runs;
 mod specs;
+mod stripe_sessions;
 mod support;

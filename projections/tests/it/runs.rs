@@ -147,8 +147,19 @@ async fn only_one_runner_applies_and_a_standby_takes_over_within_a_lease() {
     });
     wait_until("a has caught up", Duration::from_secs(20), || a_status.borrow().checkpoint == 5_000).await;
     wait_until("b stands by", Duration::from_secs(5), || b_status.borrow().role == RunnerRole::Standby).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(b_status.borrow().batches_applied, 0, "a standby applies nothing");
+    // Each of b's tries of the lease that a holds publishes its status
+    // again: after three refused tries, b has had three chances to apply.
+    let mut b_tries = b_status.clone();
+    b_tries.mark_unchanged();
+    for attempt in 1..=3 {
+        tokio::time::timeout(Duration::from_secs(5), b_tries.changed())
+            .await
+            .unwrap_or_else(|_| panic!("b's lease try {attempt} within 5 s"))
+            .unwrap();
+        let status = b_tries.borrow_and_update().clone();
+        assert_eq!(status.role, RunnerRole::Standby, "a holds the lease (try {attempt})");
+        assert_eq!((status.batches_applied, status.applied), (0, 0), "a standby applies nothing (try {attempt})");
+    }
 
     // The active one dies without giving the lease up: b takes over once
     // the lease expires, and applies what is appended meanwhile.
@@ -425,15 +436,38 @@ async fn a_table_made_by_an_older_build_is_refused_with_the_rebuild_to_run() {
 /// then its tables pass the column check.
 #[tokio::test]
 async fn a_store_this_build_made_prepares_again() {
+    let mut given = Given::new();
+    let user = Uuid::from_u128(7);
+    purchase(&mut given, user, "pi_7", 100);
     let dir = tempfile::tempdir().unwrap();
     let targets = ProjectionVersion::all_current();
-    SqliteStore::open(dir.path()).await.unwrap().prepare(&targets).await.unwrap();
+    let first = Arc::new(SqliteStore::open(dir.path()).await.unwrap());
+    first.prepare(&targets).await.unwrap();
+    project_all(first.clone(), given.log.clone()).await;
+    let tables_of = |path: &std::path::Path| -> Vec<String> {
+        let conn = rusqlite::Connection::open(path).unwrap();
+        let mut statement = conn.prepare("SELECT name FROM sqlite_schema WHERE type = 'table' ORDER BY name").unwrap();
+        statement.query_map([], |row| row.get(0)).unwrap().map(Result::unwrap).collect()
+    };
+    let made = tables_of(first.path());
+    drop(first);
+
+    // Reopened (a restart of the same build): the column check passes and
+    // the DDL changes nothing, the rows projected before are kept.
     let reopened = SqliteStore::open(dir.path()).await.unwrap();
-    reopened.prepare(&targets).await.unwrap();
+    reopened.prepare(&targets).await.expect("the same build's tables pass the column check");
+    assert_eq!(tables_of(reopened.path()), made, "preparing again makes no table");
+    assert_eq!(reopened.wallet(user).await.unwrap().map(|w| w.coins), Some(100), "rows are kept");
+
+    // Version 2 beside version 1, then version 1 again: both pass.
     let second_version: Vec<ProjectionVersion> =
         Projection::ALL.iter().map(|p| ProjectionVersion::new(*p, 2)).collect();
-    reopened.prepare(&second_version).await.unwrap();
-    reopened.prepare(&targets).await.unwrap();
+    reopened.prepare(&second_version).await.expect("version 2 is made beside version 1");
+    reopened.prepare(&targets).await.expect("version 1 still passes with version 2 beside it");
+    let with_second = tables_of(reopened.path());
+    assert!(with_second.contains(&"wallets__v2".to_string()), "{with_second:?}");
+    assert!(made.iter().all(|table| with_second.contains(table)), "version 1's tables are kept: {with_second:?}");
+    assert_eq!(reopened.wallet(user).await.unwrap().map(|w| w.coins), Some(100), "the active version is served");
 }
 
 /// Given wallets version 2 switched in and version 1 dropped, when a

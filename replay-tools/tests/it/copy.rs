@@ -88,6 +88,13 @@ async fn export_then_import_copies_the_log_verbatim_and_it_audits_clean() {
     let is_record = |m: &replay_tools::archive::ArchivedMessage| m.subject.starts_with("hb.command.");
     assert!(first.iter().any(is_record), "the log holds command records");
     assert!(first.iter().all(|m| m.msg_id().is_some() != is_record(m)), "ids kept, none added");
+    // The generated log holds atomic batches (registrations, streams with
+    // their channels), and the copy stored them with the same batch
+    // headers (compared above): import sent them again as batches.
+    let batch_header = |m: &ArchivedMessage, name: &str| m.headers.iter().any(|(n, _)| n.eq_ignore_ascii_case(name));
+    let commits = first.iter().filter(|m| batch_header(m, "Nats-Batch-Commit")).count();
+    let in_batches = first.iter().filter(|m| batch_header(m, "Nats-Batch-Id")).count();
+    assert!(commits > 10 && in_batches > 2 * commits, "{commits} batches, {in_batches} messages in them");
 
     let report = replay_tools::audit_log(&log_b, Vec::new(), None, &Progress::hidden()).await.expect("audit");
     assert!(report.passed, "{:#?}", report.findings);
@@ -132,8 +139,24 @@ async fn an_interrupted_import_resumes_where_it_stopped() {
     }
     task.abort();
     let _ = task.await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let partial = log_b.last_position().await.expect("last");
+    // The aborted import's publishes still land: a flush returns once the
+    // server has read every message sent on the connection before it, and
+    // the stream then stores them from its own queue, which nothing can be
+    // waited on. So the condition is a count that no longer moves: the
+    // same in 5 reads 20 ms apart (bounded: 10 s).
+    log_b.client().flush().await.expect("flush");
+    let mut partial = log_b.last_position().await.expect("last");
+    let mut unchanged = 0;
+    for _ in 0..500 {
+        if unchanged == 5 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let now = log_b.last_position().await.expect("last");
+        unchanged = if now == partial { unchanged + 1 } else { 0 };
+        partial = now;
+    }
+    assert_eq!(unchanged, 5, "the stream kept growing after the import was aborted");
     assert!(partial > 0 && partial < events, "interrupted at {partial}");
 
     match replay_tools::import(&log_b, &file, ImportOptions::default(), &Progress::hidden()).await {

@@ -19,11 +19,20 @@ impl Generator {
             // The Stripe event is recorded first, then the purchase: the
             // order the webhook handler appends them in.
             let session_id = format!("cs_{}", self.counter);
+            // Every other session carries its PaymentIntent expanded (an
+            // object), as Stripe sends it when asked to expand it; the
+            // others name it by id. Drawn from the counter, not the random
+            // sequence, so that the rest of the log stays the same.
+            let payment_intent = if self.counter.is_multiple_of(2) {
+                serde_json::json!({"id": payment_id, "object": "payment_intent"})
+            } else {
+                serde_json::json!(payment_id)
+            };
             let body = serde_json::json!({
                 "id": stripe_event_id,
                 "type": "checkout.session.completed",
                 "data": {"object": {
-                    "id": session_id, "object": "checkout.session", "payment_intent": payment_id,
+                    "id": session_id, "object": "checkout.session", "payment_intent": payment_intent,
                     "payment_status": "paid", "client_reference_id": id.to_string(),
                     "metadata": {"userId": id.to_string(), "packageId": format!("coins-{coins}")}
                 }}
