@@ -147,7 +147,7 @@ impl Inner {
         match limiter.check(&format!("email:{}", user::normalize_email(email))) {
             Ok(()) => Ok(()),
             Err(refused) => {
-                self.metrics.rate_limited.fetch_add(1, Ordering::Relaxed);
+                self.metrics.rate_limited.inc();
                 Err(AppError::RateLimited { retry_after_s: refused.retry_after.as_secs().max(1) })
             }
         }

@@ -127,3 +127,10 @@ pub async fn project_all(store: Arc<dyn ReadStore>, log: Arc<MemoryLog>) -> u64 
     let runner = Runner::new(store, log, RunnerConfig::new("test")).unwrap();
     runner.catch_up().await.unwrap()
 }
+
+/// The log projected into a fresh embedded store.
+pub async fn projected(given: &Given) -> (Arc<SqliteStore>, TempDir) {
+    let (store, dir) = sqlite().await;
+    project_all(store.clone(), given.log.clone()).await;
+    (store, dir)
+}
