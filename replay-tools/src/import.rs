@@ -246,7 +246,7 @@ pub async fn import(
                             settle(position, &subject, ack.await)?;
                             written += 1;
                         }
-                        written += publish_batch(log, &std::mem::take(&mut batch_open)).await?;
+                        written += publish_batch_again_if_stale(log, &std::mem::take(&mut batch_open)).await?;
                     }
                 } else {
                     if let Some(open) = batch_open.first() {
@@ -334,6 +334,30 @@ fn headers_of(message: &ArchivedMessage) -> HeaderMap {
         headers.append(name.as_str(), value.as_str());
     }
     headers
+}
+
+/// The server's answer to a batch whose id it still holds, incomplete,
+/// from an import that stopped in the middle of sending it.
+const ERR_ATOMIC_BATCH_INCOMPLETE: &str = "\"err_code\":10176";
+/// How long the server keeps an incomplete atomic batch before dropping it
+/// (nats-server's 10 s batch timeout), and a margin.
+const STALE_BATCH_WAIT_MS: u64 = 11_000;
+
+/// `publish_batch`, sent once more after the server dropped a stale batch:
+/// an interrupted import may have left the same batch id open on the
+/// server (its first messages sent, never committed, nothing stored), and
+/// a resume sending it again within the server's batch timeout is refused
+/// as incomplete. Nothing of a refused batch is stored, so sending it
+/// again once the stale one is dropped is safe. One retry, bounded.
+async fn publish_batch_again_if_stale(log: &JetStreamLog, batch: &[ArchivedMessage]) -> Result<u64, ImportError> {
+    match publish_batch(log, batch).await {
+        Err(ImportError::Refused(detail)) if detail.contains(ERR_ATOMIC_BATCH_INCOMPLETE) => {
+            tracing::warn!(%detail, "an atomic batch left open by an interrupted import: sending it again");
+            tokio::time::sleep(std::time::Duration::from_millis(STALE_BATCH_WAIT_MS)).await;
+            publish_batch(log, batch).await
+        }
+        other => other,
+    }
 }
 
 /// Sends the messages of one atomic batch again, as one atomic batch with
