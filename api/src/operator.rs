@@ -110,16 +110,9 @@ pub async fn connect(config: &Config) -> anyhow::Result<JetStreamLog> {
     let urls: Vec<String> = match &config.nats_url {
         Some(urls) => urls.split(',').map(|u| u.trim().to_string()).filter(|u| !u.is_empty()).collect(),
         None => {
-            let file = config.data_dir.join("nats-server.conf");
-            let text = std::fs::read_to_string(&file)
-                .with_context(|| format!("NATS_URL is not set and {} cannot be read", file.display()))?;
-            let port: u16 = text
-                .lines()
-                .find_map(|line| {
-                    let rest = line.trim().strip_prefix("listen:")?;
-                    rest.trim().trim_matches('"').rsplit(':').next()?.parse().ok()
-                })
-                .with_context(|| format!("{} names no port", file.display()))?;
+            let port = commands::managed::running_port(&config.data_dir).with_context(|| {
+                format!("NATS_URL is not set and no managed nats-server has run on {}", config.data_dir.display())
+            })?;
             vec![format!("nats://127.0.0.1:{port}")]
         }
     };
