@@ -21,24 +21,11 @@ SECANTUSDB_VERSION="0.7.0b3"
 
 log() { printf 'ensure-mongo-surrogate: %s\n' "$*" >&2; }
 
-if [ -n "${HALOBUZZ_TOOLS_DIR:-}" ]; then
-    tools_dir="$HALOBUZZ_TOOLS_DIR"
-else
-    tools_dir="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/.tools"
-fi
-mkdir -p "$tools_dir"
+# shellcheck source=scripts/lib-tools.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib-tools.sh"
+set_tools_dir
 
 venv="$tools_dir/secantusdb-$SECANTUSDB_VERSION"
-# A venv's scripts name their interpreter by absolute path, so it is built
-# in place; the marker file, written last, says the install is complete.
-if ! [ -f "$venv/.complete" ]; then
-    log "installing SecantusDB $SECANTUSDB_VERSION (PyPI) into $venv"
-    rm -rf "$venv"
-    python3 -m venv "$venv" >&2
-    PIP_ROOT_USER_ACTION=ignore "$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
-        "SecantusDB==$SECANTUSDB_VERSION" >&2
-    "$venv/bin/secantusd-py" --help >/dev/null
-    touch "$venv/.complete"
-fi
+ensure_venv "$venv" SecantusDB SecantusDB "$SECANTUSDB_VERSION" "$venv/bin/secantusd-py" --help
 
 echo "$venv/bin/secantusd-py"

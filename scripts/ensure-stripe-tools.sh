@@ -23,24 +23,12 @@ STRIPE_NPM_VERSION="23.1.0"
 
 log() { printf 'ensure-stripe-tools: %s\n' "$*" >&2; }
 
-if [ -n "${HALOBUZZ_TOOLS_DIR:-}" ]; then
-    tools_dir="$HALOBUZZ_TOOLS_DIR"
-else
-    tools_dir="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/.tools"
-fi
-mkdir -p "$tools_dir"
+# shellcheck source=scripts/lib-tools.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib-tools.sh"
+set_tools_dir
 
 venv="$tools_dir/localstripe-$LOCALSTRIPE_VERSION"
-# A venv's scripts name their interpreter by absolute path, so it is built
-# in place; the marker file, written last, says the install is complete.
-if ! [ -f "$venv/.complete" ]; then
-    log "installing localstripe $LOCALSTRIPE_VERSION (PyPI) into $venv"
-    rm -rf "$venv"
-    python3 -m venv "$venv" >&2
-    PIP_ROOT_USER_ACTION=ignore "$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
-        "localstripe==$LOCALSTRIPE_VERSION" >&2
-    touch "$venv/.complete"
-fi
+ensure_venv "$venv" localstripe localstripe "$LOCALSTRIPE_VERSION"
 
 signer="$tools_dir/stripe-node-$STRIPE_NPM_VERSION"
 if ! [ -f "$signer/node_modules/stripe/package.json" ]; then

@@ -56,18 +56,7 @@ fn main() {
         let started = Instant::now();
         let written = FileLog::write(&file, Generator::log(GeneratorConfig::default(), events)).expect("write log");
         report(events, "generate + seal (file)", written, started.elapsed(), None);
-        for mode in ["read-file", "read-decode", "read-memory", "project-sqlite"] {
-            let out = Command::new(std::env::current_exe().expect("current exe"))
-                .args(["--child", mode, file.to_str().unwrap_or_default(), &dir.to_string_lossy()])
-                .output()
-                .expect("child");
-            let stdout = String::from_utf8_lossy(&out.stdout);
-            if !out.status.success() {
-                eprintln!("{mode} failed: {stdout}{}", String::from_utf8_lossy(&out.stderr));
-                continue;
-            }
-            print!("{stdout}");
-        }
+        run_children(&["read-file", "read-decode", "read-memory", "project-sqlite"], &file, &dir);
         if keep.is_none() {
             let _ = std::fs::remove_file(&file);
         }
@@ -77,22 +66,28 @@ fn main() {
     if mongo_events > 0 {
         let file = dir.join(format!("log-mongo-{mongo_events}.bin"));
         FileLog::write(&file, Generator::log(GeneratorConfig::default(), mongo_events)).expect("write log");
-        for mode in ["project-mongodb-replica-set", "project-mongodb-standalone"] {
-            let out = Command::new(std::env::current_exe().expect("current exe"))
-                .args(["--child", mode, file.to_str().unwrap_or_default(), &dir.to_string_lossy()])
-                .output()
-                .expect("child");
-            let stdout = String::from_utf8_lossy(&out.stdout);
-            if !out.status.success() {
-                eprintln!("{mode} failed: {stdout}{}", String::from_utf8_lossy(&out.stderr));
-                continue;
-            }
-            print!("{stdout}");
-        }
+        run_children(&["project-mongodb-replica-set", "project-mongodb-standalone"], &file, &dir);
         let _ = std::fs::remove_file(&file);
     }
     if keep.is_none() {
         let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
+/// Runs each mode in a child process of this bench over the log `file`,
+/// printing its report (or, when it fails, its output on stderr).
+fn run_children(modes: &[&str], file: &Path, dir: &Path) {
+    for mode in modes {
+        let out = Command::new(std::env::current_exe().expect("current exe"))
+            .args(["--child", mode, file.to_str().unwrap_or_default(), &dir.to_string_lossy()])
+            .output()
+            .expect("child");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        if !out.status.success() {
+            eprintln!("{mode} failed: {stdout}{}", String::from_utf8_lossy(&out.stderr));
+            continue;
+        }
+        print!("{stdout}");
     }
 }
 

@@ -32,6 +32,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
+use halobuzz_tests::latency::{ms, percentile};
 use serde_json::{Value, json};
 
 const PASSWORD: &str = "correct horse battery";
@@ -289,14 +290,7 @@ async fn saturate(
                     }
                     None => client.get(format!("{base}/api/v1/gifts/catalog")),
                 };
-                let good = match request.send().await {
-                    Ok(r) => {
-                        let status = r.status();
-                        let _ = r.bytes().await;
-                        status.is_success()
-                    }
-                    Err(_) => false,
-                };
+                let good = succeeded(request).await;
                 if good { &ok } else { &failed }.fetch_add(1, Ordering::Relaxed);
             }
         }));
@@ -306,6 +300,18 @@ async fn saturate(
     }
     let elapsed = started.elapsed().as_secs_f64();
     (ok.load(Ordering::Relaxed) as f64 / elapsed, failed.load(Ordering::Relaxed))
+}
+
+/// Sends the request and reads its body: whether it answered a success.
+async fn succeeded(request: reqwest::RequestBuilder) -> bool {
+    match request.send().await {
+        Ok(r) => {
+            let status = r.status();
+            let _ = r.bytes().await;
+            status.is_success()
+        }
+        Err(_) => false,
+    }
 }
 
 fn rand_seed() -> u64 {
@@ -346,14 +352,7 @@ async fn open_loop(
         let request = gift_request(client, base, &setup.stream, token, keys + i);
         let (tx, in_flight, failed, stop) = (tx.clone(), in_flight.clone(), failed.clone(), stop.clone());
         tokio::spawn(async move {
-            let good = match request.send().await {
-                Ok(r) => {
-                    let status = r.status();
-                    let _ = r.bytes().await;
-                    status.is_success()
-                }
-                Err(_) => false,
-            };
+            let good = succeeded(request).await;
             if good && !stop.load(Ordering::Relaxed) {
                 let _ = tx.send(scheduled.elapsed());
             } else if !good {
@@ -369,17 +368,6 @@ async fn open_loop(
     }
     latencies.sort();
     (latencies, failed.load(Ordering::Relaxed), dropped.load(Ordering::Relaxed))
-}
-
-fn percentile(sorted: &[Duration], per_mille: usize) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    sorted[(sorted.len() * per_mille / 1000).min(sorted.len() - 1)]
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
 }
 
 async fn wait_ready(client: &reqwest::Client, base: &str) {

@@ -24,9 +24,10 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use halobuzz_tests::http::TestApp;
+use halobuzz_tests::latency::{ms, percentile};
 use serde_json::json;
 
 const SECRET: &str = "whsec_bench_0123456789";
@@ -134,17 +135,6 @@ async fn phase(app: &TestApp, name: &'static str, events: Arc<Signed>, concurren
         ms(percentile(&latencies, 990)),
         ms(latencies.last().copied().unwrap_or_default()),
     );
-}
-
-fn percentile(sorted: &[Duration], per_mille: usize) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    sorted[(sorted.len() * per_mille / 1000).min(sorted.len() - 1)]
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
 }
 
 fn main() {

@@ -397,3 +397,14 @@ pub fn base64url(bytes: &[u8]) -> String {
     }
     out
 }
+
+/// An account's balance in a trial balance (`GET /api/v1/ledger/trial-balance`),
+/// 0 when the account is not listed.
+pub fn balance_of(trial: &Value, account: &str) -> i64 {
+    trial["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|i| i["account"] == account)
+        .map_or(0, |i| i["balance"].as_i64().unwrap_or(0))
+}

@@ -5,7 +5,8 @@
 //! nats-server (`commands::testing::NatsServer`) and an SQLite read store in
 //! a temporary folder, and talks to it over HTTP. It never holds production
 //! code. [`stripe`] starts localstripe and signs webhooks with Stripe's own
-//! Node library.
+//! Node library. [`latency`] holds the benchmarks' percentiles.
 
 pub mod http;
+pub mod latency;
 pub mod stripe;

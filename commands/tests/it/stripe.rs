@@ -7,12 +7,11 @@ use commands::handler::{Commands, ledger_subject, payment_subject, stripe_event_
 use commands::log::{AppendRequest, EventLog};
 use domain::ledger::LedgerCommand;
 use domain::payment::{self, Buyer, PackageRef, PaymentCommand};
-use domain::user::Register;
 use events_schema::{Actor, Envelope, Event, StripeEventRecorded};
 use uuid::Uuid;
 
 use crate::support::SpyLog;
-use crate::world::{World, admin, config, ctx};
+use crate::world::{World, admin, config, ctx, register_user};
 
 fn record(event_id: &str, event_type: &str) -> StripeEventRecorded {
     StripeEventRecorded {
@@ -47,19 +46,6 @@ async fn deliver(c: &Commands, event_id: &str, payment_id: &str, command: Paymen
         .await
         .unwrap_or_else(|e| panic!("{event_id} handled: {e}"));
     (outcome.position, outcome.recorded, outcome.events.into_iter().map(|e| e.event).collect())
-}
-
-async fn buyer(world: &World, name: &str) -> Uuid {
-    let user_id = Uuid::now_v7();
-    let register = Register {
-        user_id,
-        email: format!("{name}@example.com"),
-        username: name.into(),
-        password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into(),
-        admin_emails: vec![],
-    };
-    world.commands.register(&ctx(user_id, "reg"), register).await.expect("registered");
-    user_id
 }
 
 /// Appends `event` on `subject` as a run of the handler would, then dies:
@@ -108,7 +94,7 @@ async fn wallet(world: &World, user: Uuid) -> i64 {
 async fn a_decision_appended_but_not_posted_is_posted_once_by_the_next_delivery() {
     let world = World::start().await;
     let c = &world.commands;
-    let ann = buyer(&world, "ann").await;
+    let ann = register_user(&world, "ann").await;
     // The first delivery recorded the event and decided, then died.
     append_alone(&world, &stripe_event_subject("evt_1"), Event::StripeEventRecorded(record("evt_1", "x"))).await;
     let decision = decide_alone(&world, "pi_1", confirm("evt_1", ann)).await;
@@ -141,7 +127,7 @@ async fn a_decision_appended_but_not_posted_is_posted_once_by_the_next_delivery(
 async fn a_pending_decision_is_completed_by_a_delivery_of_another_event_first() {
     let world = World::start().await;
     let c = &world.commands;
-    let bob = buyer(&world, "bob").await;
+    let bob = register_user(&world, "bob").await;
     // The purchase was decided, not posted; then a refund arrives.
     let decision = decide_alone(&world, "pi_2", confirm("evt_p", bob)).await;
     let (_, recorded, events) = deliver(c, "evt_r", "pi_2", refund("evt_r", 100)).await;
@@ -168,7 +154,7 @@ async fn a_pending_decision_is_completed_by_a_delivery_of_another_event_first() 
 async fn a_posting_not_marked_is_found_on_the_ledger_and_not_posted_again() {
     let world = World::start().await;
     let c = &world.commands;
-    let cara = buyer(&world, "cara").await;
+    let cara = register_user(&world, "cara").await;
     // The first delivery recorded, decided and posted, then died before
     // the mark; the buyer's ledger moved on since (two adjustments).
     append_alone(&world, &stripe_event_subject("evt_3"), Event::StripeEventRecorded(record("evt_3", "x"))).await;
@@ -202,7 +188,7 @@ async fn a_posting_not_marked_is_found_on_the_ledger_and_not_posted_again() {
 #[tokio::test]
 async fn concurrent_deliveries_of_both_purchase_events_credit_once() {
     let world = World::start().await;
-    let dan = buyer(&world, "dan").await;
+    let dan = register_user(&world, "dan").await;
     // A refund seen first, so that settling races too.
     deliver(&world.commands, "evt_4r", "pi_4", refund("evt_4r", 250)).await;
     let deliveries = (0..16).map(|i| {
@@ -261,7 +247,7 @@ async fn read_a(world: &World, from: u64, max: u32) -> Vec<u64> {
 #[tokio::test]
 async fn racing_completions_of_one_pending_decision_post_it_once() {
     let world = World::start().await;
-    let eve = buyer(&world, "eve").await;
+    let eve = register_user(&world, "eve").await;
     for round in 0..5 {
         let payment_id = format!("pi_5_{round}");
         let event_id = format!("evt_5_{round}");
@@ -293,7 +279,7 @@ async fn a_stripe_credit_keeps_the_handlers_view_of_the_ledger() {
     let world = World::start().await;
     let spy = std::sync::Arc::new(SpyLog::new(world.log.clone()));
     let c = Commands::new(spy.clone(), config());
-    let ann = buyer(&world, "ann").await;
+    let ann = register_user(&world, "ann").await;
     let stream = world.start_stream(Uuid::now_v7()).await;
     // The handler has the ledger in view: its own last append.
     c.ledger(

@@ -21,13 +21,12 @@ use commands::handler::{CommandError, Commands, ledger_subject, payment_subject,
 use commands::log::EventLog;
 use domain::ledger::{self, GiftToCredit, LedgerCommand};
 use domain::payment::{self, Buyer, PackageRef, PaymentCommand};
-use domain::user::Register;
 use events_schema::{Account, Actor, Envelope, Event, StripeEventRecorded};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
 use uuid::Uuid;
 
-use crate::world::{World, admin, balance, balances, config, ctx};
+use crate::world::{World, admin, balance, balances, config, ctx, register_user};
 
 /// Payments per run, each bought by one of the buyers.
 const PAYMENTS: usize = 2;
@@ -502,25 +501,12 @@ async fn payment_state(world: &World, payment_id: &str) -> payment::PaymentState
     }
 }
 
-async fn register(world: &World, name: &str) -> Uuid {
-    let user_id = Uuid::now_v7();
-    let register = Register {
-        user_id,
-        email: format!("{name}@example.com"),
-        username: name.into(),
-        password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into(),
-        admin_emails: vec![],
-    };
-    world.commands.register(&ctx(user_id, "reg"), register).await.expect("registered");
-    user_id
-}
-
 async fn run_case(world: &World, run_number: u64, sales: Vec<Sale>, ops: &[Op]) -> Result<(), TestCaseError> {
     let mut buyers = [Uuid::nil(); BUYERS];
     for (i, buyer) in buyers.iter_mut().enumerate() {
-        *buyer = register(world, &format!("buyer{i}_{run_number}")).await;
+        *buyer = register_user(world, &format!("buyer{i}_{run_number}")).await;
     }
-    let host = register(world, &format!("host_{run_number}")).await;
+    let host = register_user(world, &format!("host_{run_number}")).await;
     let stream = world.start_stream(host).await;
     let payment_ids = (0..PAYMENTS).map(|p| format!("pi_{run_number}_{p}")).collect();
     let mut run = Run { world, buyers, host, stream, sales, payment_ids, attempted: BTreeMap::new(), keys: 0 };

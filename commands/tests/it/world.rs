@@ -10,6 +10,7 @@ use commands::reactor::{GiftReactor, ReactorConfig};
 use commands::testing::NatsServer;
 use domain::ledger::PayoutPolicy;
 use domain::stream::StartStream;
+use domain::user::Register;
 use events_schema::{Account, Actor, Envelope, Event, Money};
 use futures_util::StreamExt;
 use rust_decimal::Decimal;
@@ -180,4 +181,18 @@ pub async fn wait_for_credits(world: &World, timeout: std::time::Duration) -> Ve
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
+}
+
+/// A new user registered under `name` (`<name>@example.com`); its id.
+pub async fn register_user(world: &World, name: &str) -> Uuid {
+    let user_id = Uuid::now_v7();
+    let register = Register {
+        user_id,
+        email: format!("{name}@example.com"),
+        username: name.into(),
+        password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into(),
+        admin_emails: vec![],
+    };
+    world.commands.register(&ctx(user_id, "reg"), register).await.expect("registered");
+    user_id
 }

@@ -263,8 +263,14 @@ fn apply_change(
             link_transactions_to_session(db, counter, payment_id, session_id, position)?
         }
         Change::StreamStarted(stream) => insert_stream(db, stream, position)?,
-        Change::ViewerJoined { stream_id, viewer_id } => add_viewer(db, counter, *stream_id, *viewer_id, position)?,
-        Change::ViewerLeft { stream_id, viewer_id } => remove_viewer(db, counter, *stream_id, *viewer_id, position)?,
+        Change::ViewerJoined { stream_id, viewer_id } => {
+            let sql = (db.sql.viewer_add.as_str(), db.sql.viewer_count_up.as_str());
+            count_viewer(db, counter, sql, *stream_id, *viewer_id, position)?;
+        }
+        Change::ViewerLeft { stream_id, viewer_id } => {
+            let sql = (db.sql.viewer_remove.as_str(), db.sql.viewer_count_down.as_str());
+            count_viewer(db, counter, sql, *stream_id, *viewer_id, position)?;
+        }
         Change::StreamEnded { stream_id, end_time } => end_stream(db, counter, *stream_id, *end_time, position)?,
         Change::StreamGifts { stream_id, coins } => {
             return acc.add_stream_gifts(pc.target, *stream_id, *coins, pc.position);
@@ -391,34 +397,21 @@ fn insert_stream(db: &Statements<'_>, stream: &StreamDoc, position: i64) -> Stor
     Ok(())
 }
 
-/// Counts the viewer only when not present already (distinct viewers).
-fn add_viewer(
+/// Counts a viewer in or out: `membership` adds (only when not present
+/// already: viewers are distinct) or removes (only when present) the
+/// viewer, and `count` moves the stream's count only when it did.
+fn count_viewer(
     db: &Statements<'_>,
     counter: &mut WriteCounter<'_>,
+    (membership, count): (&str, &str),
     stream_id: Uuid,
     viewer_id: Uuid,
     position: i64,
 ) -> StoreResult<()> {
     let stream = stream_id.as_bytes();
-    if db.execute(&db.sql.viewer_add, params![stream, viewer_id.as_bytes()])? == 1 {
+    if db.execute(membership, params![stream, viewer_id.as_bytes()])? == 1 {
         counter.tick()?;
-        db.execute(&db.sql.viewer_count_up, params![stream, position])?;
-    }
-    Ok(())
-}
-
-/// Counts the viewer out only when present.
-fn remove_viewer(
-    db: &Statements<'_>,
-    counter: &mut WriteCounter<'_>,
-    stream_id: Uuid,
-    viewer_id: Uuid,
-    position: i64,
-) -> StoreResult<()> {
-    let stream = stream_id.as_bytes();
-    if db.execute(&db.sql.viewer_remove, params![stream, viewer_id.as_bytes()])? == 1 {
-        counter.tick()?;
-        db.execute(&db.sql.viewer_count_down, params![stream, position])?;
+        db.execute(count, params![stream, position])?;
     }
     Ok(())
 }

@@ -15,7 +15,7 @@ use projections::{
 };
 use uuid::Uuid;
 
-use crate::support::{Given, project_all, purchase, sqlite};
+use crate::support::{Given, Rng, project_all, purchase, sqlite};
 
 /// A store in a fresh database of the shared surrogate of `topology`.
 async fn fresh(topology: Topology, label: &str) -> Arc<MongoStore> {
@@ -259,19 +259,6 @@ async fn transient_errors_are_retried_and_refused_ones_stop_the_runner() {
     }
     assert!(status.borrow().last_error.is_some());
     admin.run_command(doc! {"configureFailPoint": "failCommand", "mode": "off"}).await.unwrap();
-}
-
-/// splitmix64, for kill points that are random but reproducible.
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        (z ^ (z >> 31)) % n
-    }
 }
 
 const MONGO_KILLS: usize = 12;

@@ -12,20 +12,7 @@ use projections::{
 };
 use uuid::Uuid;
 
-use crate::support::{Given, project_all, purchase, sqlite};
-
-/// splitmix64, for kill points that are random but reproducible.
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        (z ^ (z >> 31)) % n
-    }
-}
+use crate::support::{Given, Rng, project_all, purchase, spawn_until_stopped, sqlite};
 
 const KILLS: usize = 50;
 const LOG_EVENTS: u64 = 100_000;
@@ -202,17 +189,7 @@ async fn read_your_writes_waits_for_the_position_within_a_timeout() {
     config.idle_poll_ms = 5;
     let runner = Arc::new(Runner::new(store.clone(), given.log.clone(), config).unwrap());
     let mut status = runner.status();
-    let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn({
-        let runner = runner.clone();
-        async move {
-            runner
-                .run(async {
-                    let _ = stop_rx.await;
-                })
-                .await
-        }
-    });
+    let (stop, task) = spawn_until_stopped(runner.clone());
     let u = Uuid::from_u128(5);
     for n in 1..=20 {
         let position = purchase(&mut given, u, &format!("pi_{n}"), 10);
@@ -281,17 +258,7 @@ async fn a_running_new_version_builds_beside_the_old_and_takes_over_once_caught_
     config.targets = vec![v2];
     config.idle_poll_ms = 5;
     let runner = Arc::new(Runner::new(store.clone(), log.clone(), config).unwrap());
-    let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn({
-        let runner = runner.clone();
-        async move {
-            runner
-                .run(async {
-                    let _ = stop_rx.await;
-                })
-                .await
-        }
-    });
+    let (stop, task) = spawn_until_stopped(runner.clone());
     let deadline = Instant::now() + Duration::from_secs(30);
     while store.active_version(Projection::Streams).await.unwrap() != 2 {
         assert!(Instant::now() < deadline, "streams@2 never took over");

@@ -9,7 +9,7 @@ use events_schema::{
     Account, Actor, CoinsPurchased, Envelope, Event, EventMeta, GENESIS_HASH, LedgerCommit, LedgerSnapshot, Transfer,
 };
 use projections::testing::MemoryLog;
-use projections::{ReadStore, Runner, RunnerConfig, SqliteStore};
+use projections::{ProjectionError, ReadStore, Runner, RunnerConfig, RunnerExit, SqliteStore};
 use tempfile::TempDir;
 use uuid::Uuid;
 
@@ -133,4 +133,32 @@ pub async fn projected(given: &Given) -> (Arc<SqliteStore>, TempDir) {
     let (store, dir) = sqlite().await;
     project_all(store.clone(), given.log.clone()).await;
     (store, dir)
+}
+
+/// splitmix64, for kill points that are random but reproducible.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        (z ^ (z >> 31)) % n
+    }
+}
+
+/// The runner run in a task until `stop` is sent (or dropped).
+pub fn spawn_until_stopped(
+    runner: Arc<Runner>,
+) -> (tokio::sync::oneshot::Sender<()>, tokio::task::JoinHandle<Result<RunnerExit, ProjectionError>>) {
+    let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        runner
+            .run(async {
+                let _ = stop_rx.await;
+            })
+            .await
+    });
+    (stop, task)
 }

