@@ -94,16 +94,7 @@ impl Service {
             // The projector's progress, relayed from each runner: a rebuild
             // (`halobuzz-replay rebuild`) that switches versions retires the
             // running one, and a new runner takes the new versions over.
-            let (status_sender, status) = tokio::sync::watch::channel(projections::RunnerStatus {
-                role: projections::RunnerRole::Starting,
-                checkpoint: 0,
-                applied: 0,
-                last_position: 0,
-                lag_events: 0,
-                batches_applied: 0,
-                events_read: 0,
-                last_error: None,
-            });
+            let (status_sender, status) = tokio::sync::watch::channel(projections::RunnerStatus::starting());
             workers.projector = Some(status);
             let failed = workers.projector_failed.clone();
             let (stop, stopped) = oneshot::channel::<()>();

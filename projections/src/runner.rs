@@ -157,6 +157,22 @@ pub struct RunnerStatus {
     pub last_error: Option<String>,
 }
 
+impl RunnerStatus {
+    /// A runner that has read nothing yet.
+    pub fn starting() -> RunnerStatus {
+        RunnerStatus {
+            role: RunnerRole::Starting,
+            checkpoint: 0,
+            applied: 0,
+            last_position: 0,
+            lag_events: 0,
+            batches_applied: 0,
+            events_read: 0,
+            last_error: None,
+        }
+    }
+}
+
 /// Why `run` returned without an error.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RunnerExit {
@@ -225,16 +241,7 @@ impl Runner {
             let targets: Vec<String> = config.targets.iter().map(|t| t.key()).collect();
             config.lease_key = format!("projector:{}", targets.join(","));
         }
-        let (status, _) = watch::channel(RunnerStatus {
-            role: RunnerRole::Starting,
-            checkpoint: 0,
-            applied: 0,
-            last_position: 0,
-            lag_events: 0,
-            batches_applied: 0,
-            events_read: 0,
-            last_error: None,
-        });
+        let (status, _) = watch::channel(RunnerStatus::starting());
         Ok(Runner { store, source, config, status })
     }
 

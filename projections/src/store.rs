@@ -178,6 +178,15 @@ pub trait ReadStore: Send + Sync + fmt::Debug {
 /// How many documents a scan page holds at most.
 pub const SCAN_LIMIT_MAX: u32 = 5_000;
 
+/// A scan's page size, clamped to `1..=SCAN_LIMIT_MAX`, once the collection
+/// is known to belong to the scanned projection (both adapters check alike).
+pub(crate) fn scan_limit(target: ProjectionVersion, collection: Collection, limit: u32) -> StoreResult<u32> {
+    if !target.projection.collections().contains(&collection) {
+        return Err(ProjectionError::InvalidInput(format!("{collection:?} is not a collection of {target}")));
+    }
+    Ok(limit.clamp(1, SCAN_LIMIT_MAX))
+}
+
 /// Email normalisation, as at registration: trimmed and lower case.
 pub(crate) fn normalise_email(email: &str) -> String {
     email.trim().to_lowercase()

@@ -712,10 +712,7 @@ impl MongoStore {
         after: Option<String>,
         limit: u32,
     ) -> StoreResult<ScanPage> {
-        if !target.projection.collections().contains(&collection) {
-            return Err(ProjectionError::InvalidInput(format!("{collection:?} is not a collection of {target}")));
-        }
-        let limit = limit.clamp(1, SCAN_LIMIT_MAX);
+        let limit = crate::store::scan_limit(target, collection, limit)?;
         let name = collection.physical_name(target.version);
         let mut filter = after.as_ref().map_or_else(Document::new, |a| doc! {"_id": {"$gt": a}});
         if collection == Collection::StreamViewers {

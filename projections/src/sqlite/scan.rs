@@ -12,7 +12,7 @@ use super::schema::{
 use super::{db_err, rows};
 use crate::ProjectionError;
 use crate::model::{Collection, ProjectionVersion, cursor};
-use crate::store::{AnyDoc, SCAN_LIMIT_MAX, ScanPage, StoreResult};
+use crate::store::{AnyDoc, ScanPage, StoreResult};
 
 type RowReader = fn(&rusqlite::Row<'_>) -> StoreResult<AnyDoc>;
 
@@ -25,10 +25,7 @@ pub(super) fn scan_blocking(
     after: Option<String>,
     limit: u32,
 ) -> StoreResult<ScanPage> {
-    if !target.projection.collections().contains(&collection) {
-        return Err(ProjectionError::InvalidInput(format!("{collection:?} is not a collection of {target}")));
-    }
-    let limit = limit.clamp(1, SCAN_LIMIT_MAX);
+    let limit = crate::store::scan_limit(target, collection, limit)?;
     let table = collection.physical_name(target.version);
     let exists: Option<i64> = tx
         .query_row("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?1", [&table], |r| r.get(0))
