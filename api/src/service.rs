@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use commands::handler::Commands;
-use commands::log::EventLog;
+use commands::log::{EventLog, JetStreamLog};
 use commands::managed::ManagedNats;
 use commands::reactor::{GiftReactor, ReactorConfig};
 use commands::rejections::Rejections;
@@ -100,8 +100,10 @@ impl Service {
             let (stop, stopped) = oneshot::channel::<()>();
             let store_for_runner = store.clone();
             let batch_size_max = config.projector_batch_events;
+            let errors = spawn_error_publisher(jetstream.clone(), config.nats_stream_replicas);
             let handle = tokio::spawn(async move {
-                run_projectors(store_for_runner, source, owner, batch_size_max, status_sender, stopped, failed).await
+                let relays = Relays { status: status_sender, errors };
+                run_projectors(store_for_runner, source, owner, batch_size_max, relays, stopped, failed).await
             });
             projector = Some(ProjectorTask { stop, handle });
             let reactor_config = ReactorConfig { replicas: config.nats_stream_replicas, ..ReactorConfig::default() };
@@ -217,7 +219,7 @@ async fn run_projectors(
     source: Arc<dyn projections::LogSource>,
     owner: String,
     batch_size_max: u32,
-    status_sender: tokio::sync::watch::Sender<projections::RunnerStatus>,
+    relays: Relays,
     mut stopped: oneshot::Receiver<()>,
     failed: Arc<std::sync::atomic::AtomicBool>,
 ) -> Result<RunnerExit, ProjectionError> {
@@ -230,7 +232,8 @@ async fn run_projectors(
                 break;
             }
         };
-        let runner_config = RunnerConfig { batch_size_max, targets, ..RunnerConfig::new(owner.clone()) };
+        let runner_config =
+            RunnerConfig { batch_size_max, targets: targets.clone(), ..RunnerConfig::new(owner.clone()) };
         let runner = match Runner::new(store.clone(), source.clone(), runner_config) {
             Ok(runner) => runner,
             Err(e) => {
@@ -242,7 +245,10 @@ async fn run_projectors(
         let relay = async {
             while status.changed().await.is_ok() {
                 let current = status.borrow().clone();
-                status_sender.send_replace(current);
+                if let Some(state) = reported_state(&current) {
+                    relays.report(&targets, state);
+                }
+                relays.status.send_replace(current);
             }
             std::future::pending::<()>().await;
         };
@@ -250,10 +256,14 @@ async fn run_projectors(
             exit = runner.run(async { let _ = (&mut stopped).await; }) => exit,
             () = relay => unreachable!("the relay never ends"),
         };
-        status_sender.send_replace(runner.status().borrow().clone());
+        relays.status.send_replace(runner.status().borrow().clone());
         match &exit {
             Ok(RunnerExit::Retired) => tracing::info!("projector retired: a newer version took over; following it"),
-            _ => break,
+            Ok(RunnerExit::Shutdown) => break,
+            Err(e) => {
+                relays.report(&targets, ErrorState::Failing { error: e.to_string(), stopped: true });
+                break;
+            }
         }
     }
     match &exit {
@@ -265,6 +275,123 @@ async fn run_projectors(
         }
     }
     exit
+}
+
+/// Where `run_projectors` relays to: the runner's status (for `/health`,
+/// metrics and read-your-writes) and its error state (for other processes).
+struct Relays {
+    status: tokio::sync::watch::Sender<projections::RunnerStatus>,
+    errors: tokio::sync::watch::Sender<ErrorReport>,
+}
+
+impl Relays {
+    fn report(&self, targets: &[projections::ProjectionVersion], state: ErrorState) {
+        let report = ErrorReport { targets: targets.to_vec(), state };
+        self.errors.send_if_modified(|current| {
+            let changed = *current != report;
+            if changed {
+                *current = report;
+            }
+            changed
+        });
+    }
+}
+
+/// A runner's error state, as published for other processes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum ErrorState {
+    /// Nothing known yet: nothing is written.
+    Unknown,
+    /// The runner applies batches: no error.
+    Healthy,
+    Failing {
+        error: String,
+        stopped: bool,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct ErrorReport {
+    targets: Vec<projections::ProjectionVersion>,
+    state: ErrorState,
+}
+
+/// What a status says about errors, if anything. Only the active runner
+/// speaks: a standby's (or a starting runner's) view would overwrite the
+/// active replica's. A stopped runner's error is reported on its exit.
+fn reported_state(status: &projections::RunnerStatus) -> Option<ErrorState> {
+    match (&status.last_error, status.role) {
+        (Some(error), projections::RunnerRole::Active) => {
+            Some(ErrorState::Failing { error: error.clone(), stopped: false })
+        }
+        (None, projections::RunnerRole::Active) if status.batches_applied > 0 => Some(ErrorState::Healthy),
+        _ => None,
+    }
+}
+
+/// Tries per error state written to the bucket before it gives up (logged);
+/// the next state change is written afresh.
+const ERROR_PUBLISH_TRIES_MAX: u32 = 3;
+/// The pause between those tries.
+const ERROR_PUBLISH_RETRY_MS: u64 = 1_000;
+
+/// Starts the task that writes the projectors' error states to the
+/// `HALOBUZZ_PROJECTORS` bucket (`commands::projector_errors`), where
+/// `halobuzz-replay status` reads them. The runner never waits for it: the
+/// states go through a watch channel (the latest wins), each write is
+/// bounded, and a failure is only logged. It ends once the sender is
+/// dropped and the last state is written.
+fn spawn_error_publisher(log: JetStreamLog, replicas: usize) -> tokio::sync::watch::Sender<ErrorReport> {
+    use commands::projector_errors::{self as errors, ProjectorError};
+    let (sender, mut receiver) =
+        tokio::sync::watch::channel(ErrorReport { targets: Vec::new(), state: ErrorState::Unknown });
+    tokio::spawn(async move {
+        let mut bucket = None;
+        // What this process last wrote, per projection name.
+        let mut written: std::collections::HashMap<String, (u32, ErrorState)> = std::collections::HashMap::new();
+        while receiver.changed().await.is_ok() {
+            let report = receiver.borrow_and_update().clone();
+            if report.state == ErrorState::Unknown {
+                continue;
+            }
+            for target in &report.targets {
+                let name = target.projection.name().to_string();
+                let wanted = (target.version, report.state.clone());
+                if written.get(&name) == Some(&wanted) {
+                    continue;
+                }
+                for attempt in 1..=ERROR_PUBLISH_TRIES_MAX {
+                    let result = async {
+                        if bucket.is_none() {
+                            bucket = Some(errors::bucket(&log, replicas).await?);
+                        }
+                        let Some(store) = bucket.as_ref() else { return Ok(()) };
+                        match &report.state {
+                            ErrorState::Failing { error, stopped } => {
+                                let value = ProjectorError::new(target.version, error, *stopped, chrono::Utc::now());
+                                errors::set(store, &name, &value).await
+                            }
+                            _ => errors::clear(store, &name).await,
+                        }
+                    }
+                    .await;
+                    match result {
+                        Ok(()) => {
+                            written.insert(name.clone(), wanted.clone());
+                            break;
+                        }
+                        Err(e) => {
+                            tracing::warn!(projection = %name, attempt, error = %e, "publishing the projector's error state failed");
+                            if attempt < ERROR_PUBLISH_TRIES_MAX {
+                                tokio::time::sleep(Duration::from_millis(ERROR_PUBLISH_RETRY_MS)).await;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    });
+    sender
 }
 
 /// Completes on SIGTERM or Ctrl-C.

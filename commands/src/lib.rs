@@ -28,6 +28,10 @@
 //!   its append is guarded by the cached position.
 //! - [`reactor`]: the gift reactor, crediting hosts in batches, exactly once,
 //!   one active instance (pinned JetStream consumer) and standbys.
+//! - [`projector_errors`]: the projectors' current errors, by projection,
+//!   in a key-value bucket the API's projector process writes and
+//!   `halobuzz-replay status` reads (not the read store, which may be what
+//!   refuses writes).
 //! - [`rejections`]: the first answers of rejected commands, by idempotency
 //!   key, in a key-value bucket apart from the log (24 h).
 //! - [`log`]: the event-log port ([`log::EventLog`]: append under optimistic
@@ -53,6 +57,7 @@ mod aggregate_cache;
 pub mod handler;
 pub mod log;
 pub mod managed;
+pub mod projector_errors;
 pub mod reactor;
 pub mod rejections;
 pub mod retry;

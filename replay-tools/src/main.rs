@@ -302,6 +302,14 @@ async fn run_connected(
                     p.lag_events,
                     p.updated_at.to_rfc3339()
                 ));
+                if let Some(e) = &p.error {
+                    text.push_str(&format!(
+                        "  error ({} since {}): {}\n",
+                        if e.stopped { "stopped" } else { "retrying" },
+                        e.at.to_rfc3339(),
+                        e.message
+                    ));
+                }
             }
             match &report.reactor {
                 Some(r) => text.push_str(&format!(

@@ -1,9 +1,12 @@
 //! `status`: where every projector and the gift reactor stand against the
-//! log: position and lag in events. Reads only.
+//! log: position and lag in events, and the error a projector stopped on
+//! (from the `HALOBUZZ_PROJECTORS` bucket the API's projector process
+//! writes). Reads only.
 
 use anyhow::Context;
 use async_nats::jetstream::kv;
 use commands::log::{EventLog, JetStreamLog};
+use commands::projector_errors;
 use commands::reactor::LEASE_BUCKET;
 use projections::ReadStore;
 use serde::{Deserialize, Serialize};
@@ -23,6 +26,19 @@ pub struct ProjectorStatus {
     pub position: u64,
     pub lag_events: u64,
     pub updated_at: chrono::DateTime<chrono::Utc>,
+    /// The error its runner stopped on (or is retrying), as the API process
+    /// that runs the projectors published it; absent when none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<ProjectorErrorView>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProjectorErrorView {
+    pub message: String,
+    /// Whether the runner stopped on it (else it retries).
+    pub stopped: bool,
+    pub at: chrono::DateTime<chrono::Utc>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -85,23 +101,62 @@ pub async fn status(log: &JetStreamLog, store: &dyn ReadStore) -> anyhow::Result
     let last_position = log.last_position().await.context("reading the log's last position")?;
     let mut checkpoints = store.checkpoints().await.context("reading the projectors' checkpoints")?;
     checkpoints.sort_by_key(|c| (c.projection, c.version));
-    let projectors = checkpoints
+    // Errors live beside the log, not in the store (which may be what
+    // refuses writes); a status without them is still worth printing.
+    let mut errors = match projector_errors::read_all(log).await {
+        Ok(errors) => errors,
+        Err(e) => {
+            tracing::warn!(error = %e, "the projectors' errors are unreadable: not shown");
+            Default::default()
+        }
+    };
+    let mut projectors: Vec<ProjectorStatus> = checkpoints
         .into_iter()
-        .map(|c| ProjectorStatus {
-            projection: c.projection.name().to_string(),
-            version: c.version,
-            active: c.active,
-            position: c.position,
-            lag_events: last_position.saturating_sub(c.position),
-            updated_at: c.updated_at,
+        .map(|c| {
+            let name = c.projection.name().to_string();
+            let error = errors.remove_entry(&name).and_then(|(name, e)| {
+                if e.version == c.version {
+                    Some(error_view(e))
+                } else {
+                    errors.insert(name, e);
+                    None
+                }
+            });
+            ProjectorStatus {
+                projection: name,
+                version: c.version,
+                active: c.active,
+                position: c.position,
+                lag_events: last_position.saturating_sub(c.position),
+                updated_at: c.updated_at,
+                error,
+            }
         })
         .collect();
+    // A version that failed before its first checkpoint has no row yet.
+    for projection in projections::Projection::ALL {
+        let Some(e) = errors.remove(projection.name()) else { continue };
+        let active = store.active_version(projection).await.is_ok_and(|v| v == e.version);
+        projectors.push(ProjectorStatus {
+            projection: projection.name().to_string(),
+            version: e.version,
+            active,
+            position: 0,
+            lag_events: last_position,
+            updated_at: e.at,
+            error: Some(error_view(e)),
+        });
+    }
     Ok(StatusReport {
         stream: log.stream_name().to_string(),
         last_position,
         projectors,
         reactor: reactor_status(log, last_position).await?,
     })
+}
+
+fn error_view(e: projector_errors::ProjectorError) -> ProjectorErrorView {
+    ProjectorErrorView { message: e.error, stopped: e.stopped, at: e.at }
 }
 
 /// The checkpoints the audit checks the zero sum at: the serving

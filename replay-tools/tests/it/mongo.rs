@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use mongodb::bson::doc;
-use projections::mongo_server::{Topology, database_name, surrogate_target};
+use projections::mongo_server::{MongoSurrogate, Topology, database_name, surrogate_target};
 use projections::testing::checksum;
 use projections::{MongoStore, Projection, ProjectionVersion, ReadStore, RunnerConfig};
 use replay_tools::{Progress, RebuildOptions};
@@ -66,4 +66,107 @@ async fn a_rebuild_verify_and_audit_on_mongodb_agree_with_the_log() {
         assert_eq!(report.differences, 1);
         mongo.drop_database().await.expect("drop");
     }
+}
+
+/// Runs the binary with the API's environment on `nats_url`, `data_dir`
+/// and the MongoDB `uri`/`database`; returns (exit code, stdout, stderr).
+async fn replay_on_mongo(
+    nats_url: &str,
+    data_dir: &std::path::Path,
+    uri: &str,
+    database: &str,
+    args: &[&str],
+) -> (i32, String, String) {
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_halobuzz-replay"))
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("APP_ENV", "test")
+        .env("NATS_URL", nats_url)
+        .env("DATA_DIR", data_dir)
+        .env("MONGODB_URI", uri)
+        .env("MONGODB_DB", database)
+        .output()
+        .await
+        .expect("the binary runs");
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// Issue 14, defect 3: the API's projector stops on a write the store
+/// refuses (the surrogate's `failCommand` fail point: "not supported on a
+/// view", 166), and `halobuzz-replay status`, another process, shows the
+/// error of every projection it ran, in JSON and in text.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_projector_stopped_by_a_refused_write_shows_its_error_in_status() {
+    use std::time::{Duration, Instant};
+
+    let events = 200;
+    let (nats, _log) = server_with_log(events).await;
+    // A surrogate of its own: the fail point is server-wide.
+    let mongo = MongoSurrogate::start(Topology::ReplicaSet).await;
+    let uri = mongo.uri();
+    let database = database_name("projector_error");
+    let data = tempfile::tempdir().expect("tempdir");
+    let env: std::collections::HashMap<&str, String> = [
+        ("APP_ENV", "test".to_string()),
+        ("NATS_URL", nats.url()),
+        ("DATA_DIR", data.path().to_string_lossy().into_owned()),
+        ("MONGODB_URI", uri.clone()),
+        ("MONGODB_DB", database.clone()),
+    ]
+    .into_iter()
+    .collect();
+    let config = api::Config::from_lookup(|name| env.get(name).cloned()).expect("a valid configuration");
+    let service = api::Service::start(config).await.expect("the service starts");
+    let status = service.state().workers.projector.clone().expect("the service runs the projector");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while status.borrow().checkpoint < events {
+        assert!(Instant::now() < deadline, "never caught up: {:?}", status.borrow());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // From now on every update is refused: the lease's next renewal (or
+    // the next batch) stops the projector.
+    let admin = mongodb::Client::with_uri_str(&uri).await.expect("client").database("admin");
+    admin
+        .run_command(doc! {"configureFailPoint": "failCommand", "mode": "alwaysOn", "data": {
+            "failCommands": ["update"], "errorCode": 166,
+        }})
+        .await
+        .expect("failCommand fail point");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !service.state().projector_failed() {
+        assert!(Instant::now() < deadline, "the projector did not stop: {:?}", status.borrow());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    admin.run_command(doc! {"configureFailPoint": "failCommand", "mode": "off"}).await.expect("fail point off");
+
+    // The error reaches the bucket beside the log shortly after.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let projectors = loop {
+        let (code, out, err) = replay_on_mongo(&nats.url(), data.path(), &uri, &database, &["status", "--json"]).await;
+        assert_eq!(code, 0, "{err}");
+        let report: serde_json::Value = serde_json::from_str(out.trim()).expect("JSON");
+        let projectors = report["projectors"].as_array().cloned().unwrap_or_default();
+        if projectors.iter().any(|p| p["error"]["stopped"] == true) {
+            break projectors;
+        }
+        assert!(Instant::now() < deadline, "no error in status: {report}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(projectors.len(), Projection::ALL.len(), "{projectors:?}");
+    for p in &projectors {
+        let message = p["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains("read store refused") && message.contains("166"), "{p}");
+        assert_eq!(p["error"]["stopped"], true, "{p}");
+    }
+    let (code, text, err) = replay_on_mongo(&nats.url(), data.path(), &uri, &database, &["status"]).await;
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(text.matches("  error (stopped since ").count(), Projection::ALL.len(), "{text}");
+
+    service.shutdown().await;
 }
