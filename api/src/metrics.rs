@@ -10,13 +10,12 @@
 //! paths (never raw URLs), commands and outcomes are static names; the
 //! request series are capped anyway (`SERIES_MAX`).
 
+use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use commands::log::{AppendRequest, Appended, EventLog, LogError, StoredMessage};
-use futures_util::future::BoxFuture;
-use futures_util::stream::BoxStream;
+use commands::log::{AppendRequest, AppendWatch, Appended, EventLog, LogError, Watched};
 use prometheus_client::encoding::{EncodeLabelSet, prometheus_text};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -252,88 +251,55 @@ pub fn resident_memory() -> (Option<u64>, Option<u64>) {
     (field("VmRSS:"), field("VmHWM:"))
 }
 
-/// The event-log port with its appends counted. Reads pass through.
+/// The event-log port with its appends counted (a [`Watched`] log; reads
+/// pass through).
+pub type MeteredLog = Watched<AppendCounts>;
+
+/// Counts each append's outcome into the metrics.
 #[derive(Debug)]
-pub struct MeteredLog {
-    inner: Arc<dyn EventLog>,
-    metrics: Arc<Metrics>,
-}
+pub struct AppendCounts(pub Arc<Metrics>);
 
-impl MeteredLog {
-    pub fn new(inner: Arc<dyn EventLog>, metrics: Arc<Metrics>) -> MeteredLog {
-        MeteredLog { inner, metrics }
-    }
-
+impl AppendCounts {
     fn count_error(&self, e: &LogError) {
         let counter = match e {
-            LogError::Conflict { .. } => &self.metrics.append_conflicts,
-            LogError::Duplicate { .. } => &self.metrics.append_duplicates,
-            LogError::Unavailable(_) => &self.metrics.append_unavailable,
-            _ => &self.metrics.append_errors,
+            LogError::Conflict { .. } => &self.0.append_conflicts,
+            LogError::Duplicate { .. } => &self.0.append_duplicates,
+            LogError::Unavailable(_) => &self.0.append_unavailable,
+            _ => &self.0.append_errors,
         };
         counter.inc();
     }
 }
 
-impl EventLog for MeteredLog {
-    fn append(&self, request: AppendRequest) -> BoxFuture<'_, Result<Appended, LogError>> {
-        Box::pin(async move {
-            let result = self.inner.append(request).await;
-            match &result {
-                Ok(_) => {
-                    self.metrics.appends_ok.inc();
-                    self.metrics.append_messages.inc();
-                }
-                Err(e) => self.count_error(e),
-            }
-            result
-        })
-    }
+impl AppendWatch for AppendCounts {
+    type Kept = ();
 
-    fn append_atomic(&self, requests: Vec<AppendRequest>) -> BoxFuture<'_, Result<Vec<u64>, LogError>> {
-        Box::pin(async move {
-            let result = self.inner.append_atomic(requests).await;
-            match &result {
-                Ok(positions) => {
-                    self.metrics.appends_ok.inc();
-                    self.metrics.append_messages.inc_by(positions.len() as u64);
-                }
-                Err(e) => self.count_error(e),
-            }
-            result
-        })
-    }
+    fn before_append(&self, _request: &AppendRequest) {}
 
-    fn last_on_subject<'a>(&'a self, subject: &'a str) -> BoxFuture<'a, Result<Option<StoredMessage>, LogError>> {
-        self.inner.last_on_subject(subject)
-    }
-
-    fn last_on_subjects<'a>(
+    fn after_append<'a>(
         &'a self,
-        subjects: &'a [String],
-    ) -> BoxFuture<'a, Result<Vec<Option<StoredMessage>>, LogError>> {
-        self.inner.last_on_subjects(subjects)
+        _inner: &'a dyn EventLog,
+        _kept: (),
+        result: &'a Result<Appended, LogError>,
+    ) -> impl Future<Output = ()> + Send + 'a {
+        match result {
+            Ok(_) => {
+                self.0.appends_ok.inc();
+                self.0.append_messages.inc();
+            }
+            Err(e) => self.count_error(e),
+        }
+        std::future::ready(())
     }
 
-    fn read_from(&self, position: u64, max_messages: u32) -> BoxFuture<'_, Result<Vec<StoredMessage>, LogError>> {
-        self.inner.read_from(position, max_messages)
-    }
-
-    fn read_subject_from<'a>(
-        &'a self,
-        subject: &'a str,
-        position: u64,
-        max_messages: u32,
-    ) -> BoxFuture<'a, Result<Vec<StoredMessage>, LogError>> {
-        self.inner.read_subject_from(subject, position, max_messages)
-    }
-
-    fn read_stream(&self, position: u64) -> BoxStream<'static, Result<StoredMessage, LogError>> {
-        self.inner.read_stream(position)
-    }
-
-    fn last_position(&self) -> BoxFuture<'_, Result<u64, LogError>> {
-        self.inner.last_position()
+    fn after_append_atomic(&self, messages: usize, result: &Result<Vec<u64>, LogError>) {
+        match result {
+            Ok(_) => {
+                self.0.appends_ok.inc();
+                self.0.append_messages.inc_by(messages as u64);
+            }
+            Err(e) => self.count_error(e),
+        }
     }
 }
 

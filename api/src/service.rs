@@ -27,7 +27,7 @@ use uuid::Uuid;
 
 use crate::auth::Auth;
 use crate::config::{Config, LogFormat};
-use crate::metrics::{MeteredLog, Metrics};
+use crate::metrics::{AppendCounts, MeteredLog, Metrics};
 use crate::ratelimit::RateLimiter;
 use crate::source::EventLogSource;
 use crate::state::{AppState, Inner, WorkerView};
@@ -72,7 +72,7 @@ impl Service {
         let metrics = Arc::new(Metrics::default());
         let LogConnection { log: jetstream, managed } = open_log(&config, ManagedServer::Start).await?;
         let raw_log: Arc<dyn EventLog> = Arc::new(jetstream.clone());
-        let log: Arc<dyn EventLog> = Arc::new(MeteredLog::new(raw_log.clone(), metrics.clone()));
+        let log: Arc<dyn EventLog> = Arc::new(MeteredLog::new(raw_log.clone(), AppendCounts(metrics.clone())));
         let commands = Commands::new(log.clone(), config.command_config());
         let rejections = Rejections::open(jetstream.client(), config.nats_stream_replicas)
             .await

@@ -20,6 +20,8 @@
 //! # }
 //! ```
 
+pub mod stripe;
+
 use std::fmt;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom};

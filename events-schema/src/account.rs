@@ -32,6 +32,27 @@ pub enum Account {
 }
 
 impl Account {
+    /// One account of every kind, `user`'s where the kind has an owner: for
+    /// the checks that must cover each kind.
+    pub fn every_kind(user: Uuid) -> [Account; 8] {
+        // A new kind fails this match until it joins the list.
+        match Account::TransitGifts {
+            Account::Wallet(_) | Account::Earnings(_) | Account::PayoutHold(_) => {}
+            Account::TransitGifts | Account::PlatformRevenue | Account::PlatformAdjustments => {}
+            Account::ExternalStripe | Account::ExternalPayouts => {}
+        }
+        [
+            Account::Wallet(user),
+            Account::Earnings(user),
+            Account::PayoutHold(user),
+            Account::TransitGifts,
+            Account::PlatformRevenue,
+            Account::PlatformAdjustments,
+            Account::ExternalStripe,
+            Account::ExternalPayouts,
+        ]
+    }
+
     /// The user whose aggregate owns this account, for per-user accounts.
     pub fn owner(&self) -> Option<Uuid> {
         match self {

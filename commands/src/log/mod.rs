@@ -43,6 +43,7 @@
 //! (see the design, "Idempotency").
 
 mod jetstream;
+mod watched;
 
 use std::fmt;
 
@@ -52,6 +53,7 @@ use futures_util::future::BoxFuture;
 use futures_util::stream::BoxStream;
 
 pub use jetstream::{JetStreamLog, LogConfig};
+pub use watched::{AppendWatch, Watched};
 
 /// Oldest nats-server release the ledger accepts: 2.12 brought atomic batch
 /// publish, which older servers silently ignore (the headers are stored as

@@ -10,7 +10,7 @@ use domain::user::{ChangeRoles, Register};
 use events_schema::{Account, Event, Role};
 use uuid::Uuid;
 
-use crate::support::SpyLog;
+use crate::support::{Spy, SpyLog};
 use crate::world::{World, admin, balance, balances, config, ctx, wait_for_credits};
 
 fn register(user_id: Uuid, email: &str, username: &str) -> Register {
@@ -227,14 +227,14 @@ async fn a_repeated_command_gets_the_first_answer_long_after_the_duplicate_windo
 #[tokio::test]
 async fn a_record_the_reactor_wrote_first_still_answers_a_first_run() {
     let world = World::start().await;
-    let spy = std::sync::Arc::new(SpyLog::new(world.log.clone()));
+    let spy = std::sync::Arc::new(SpyLog::new(world.log.clone(), Spy::default()));
     let c = commands::handler::Commands::new(spy.clone(), config());
     let (viewer, host) = (Uuid::now_v7(), Uuid::now_v7());
     world.fund(viewer, 100).await;
     let stream_id = world.start_stream(host).await;
     let key = ctx(viewer, "gift-1");
 
-    spy.record_next_commit_first();
+    spy.watch().record_next_commit_first();
     let first = c.send_gift(&key, viewer, stream_id, "rose".into(), 1, 30).await.expect("sent");
     assert!(!first.repeated, "a first run is not a replay");
     let again = c.send_gift(&key, viewer, stream_id, "rose".into(), 1, 30).await.expect("first answer");

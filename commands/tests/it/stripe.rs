@@ -5,32 +5,14 @@
 
 use commands::handler::{Commands, ledger_subject, payment_subject, stripe_event_subject};
 use commands::log::{AppendRequest, EventLog};
+use commands::testing::stripe::{confirm_500_coins as confirm, recorded as record};
 use domain::ledger::LedgerCommand;
-use domain::payment::{self, Buyer, PackageRef, PaymentCommand};
-use events_schema::{Actor, Envelope, Event, StripeEventRecorded};
+use domain::payment::{self, PaymentCommand};
+use events_schema::{Actor, Envelope, Event};
 use uuid::Uuid;
 
-use crate::support::SpyLog;
+use crate::support::{Spy, SpyLog};
 use crate::world::{World, admin, config, ctx, register_user};
-
-fn record(event_id: &str, event_type: &str) -> StripeEventRecorded {
-    StripeEventRecorded {
-        stripe_event_id: event_id.into(),
-        stripe_event_type: event_type.into(),
-        stripe_created: 1_750_000_000,
-        body: format!(r#"{{"id":"{event_id}","type":"{event_type}"}}"#),
-    }
-}
-
-fn confirm(event_id: &str, buyer: Uuid) -> PaymentCommand {
-    PaymentCommand::ConfirmPurchase {
-        stripe_event_id: event_id.into(),
-        buyer: Buyer::Known(buyer),
-        package: PackageRef { id: "coins_500".into(), coins: Some(500) },
-        amount_cents: 499,
-        currency: "usd".into(),
-    }
-}
 
 fn refund(event_id: &str, amount_refunded_cents: i64) -> PaymentCommand {
     PaymentCommand::RecordRefund { stripe_event_id: event_id.into(), charge_amount_cents: 499, amount_refunded_cents }
@@ -277,7 +259,7 @@ async fn racing_completions_of_one_pending_decision_post_it_once() {
 #[tokio::test]
 async fn a_stripe_credit_keeps_the_handlers_view_of_the_ledger() {
     let world = World::start().await;
-    let spy = std::sync::Arc::new(SpyLog::new(world.log.clone()));
+    let spy = std::sync::Arc::new(SpyLog::new(world.log.clone(), Spy::default()));
     let c = Commands::new(spy.clone(), config());
     let ann = register_user(&world, "ann").await;
     let stream = world.start_stream(Uuid::now_v7()).await;
@@ -298,6 +280,6 @@ async fn a_stripe_credit_keeps_the_handlers_view_of_the_ledger() {
     let gift = c.send_gift(&ctx(ann, "g1"), ann, stream, "rose".into(), 1, 5).await.expect("sent");
     assert!(!gift.repeated);
 
-    assert_eq!(spy.conflicts(), 0, "decided once, on the ledger as the purchase left it");
+    assert_eq!(spy.watch().conflicts(), 0, "decided once, on the ledger as the purchase left it");
     assert_eq!(wallet(&world, ann).await, 10 + 500 - 5);
 }

@@ -1,15 +1,11 @@
 //! Helpers shared by the integration tests.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use bytes::Bytes;
 use commands::handler::repair_record_request;
-use commands::log::{AppendRequest, Appended, EventLog, JetStreamLog, LogError, StoredMessage};
+use commands::log::{AppendRequest, AppendWatch, Appended, EventLog, LogError, Watched};
 use events_schema::Envelope;
-use futures_util::FutureExt as _;
-use futures_util::future::BoxFuture;
-use futures_util::stream::BoxStream;
 
 /// Logs of the code under test, shown for failing tests (`RUST_LOG` filters).
 pub fn init_tracing() {
@@ -145,18 +141,15 @@ impl Drop for LossyProxy {
 /// can play the gift reactor at the worst moment (once armed, it writes the
 /// command record of the next single gift commit right after that commit
 /// lands, before the handler writes its own).
-#[derive(Debug)]
-pub struct SpyLog {
-    inner: Arc<JetStreamLog>,
+pub type SpyLog = Watched<Spy>;
+
+#[derive(Debug, Default)]
+pub struct Spy {
     conflicts: AtomicU64,
     record_next_commit: AtomicBool,
 }
 
-impl SpyLog {
-    pub fn new(inner: Arc<JetStreamLog>) -> SpyLog {
-        SpyLog { inner, conflicts: Default::default(), record_next_commit: Default::default() }
-    }
-
+impl Spy {
     pub fn conflicts(&self) -> u64 {
         self.conflicts.load(Ordering::SeqCst)
     }
@@ -164,65 +157,35 @@ impl SpyLog {
     pub fn record_next_commit_first(&self) {
         self.record_next_commit.store(true, Ordering::SeqCst);
     }
+}
 
-    async fn append_watched(&self, request: AppendRequest) -> Result<Appended, LogError> {
-        let is_commit = request.subject.starts_with("hb.ledger.");
-        let payload = request.payload.clone();
-        let appended = self.inner.append(request).await;
-        match &appended {
-            Err(LogError::Conflict { .. }) => {
+impl AppendWatch for Spy {
+    /// A commit's payload (the commit decides the record).
+    type Kept = Option<Bytes>;
+
+    fn before_append(&self, request: &AppendRequest) -> Option<Bytes> {
+        request.subject.starts_with("hb.ledger.").then(|| request.payload.clone())
+    }
+
+    async fn after_append<'a>(
+        &'a self,
+        inner: &'a dyn EventLog,
+        commit: Option<Bytes>,
+        result: &'a Result<Appended, LogError>,
+    ) {
+        match (result, commit) {
+            (Err(LogError::Conflict { .. }), _) => {
                 self.conflicts.fetch_add(1, Ordering::SeqCst);
             }
-            Ok(appended) if is_commit && self.record_next_commit.swap(false, Ordering::SeqCst) => {
+            (Ok(appended), Some(payload)) if self.record_next_commit.swap(false, Ordering::SeqCst) => {
                 let envelope = Envelope::decode(&payload).expect("a commit decodes");
                 let record =
                     repair_record_request(&envelope, appended.position).expect("a commit of a command with an id");
-                self.inner.append(record).await.expect("the reactor's record");
+                inner.append(record).await.expect("the reactor's record");
             }
             _ => {}
         }
-        appended
-    }
-}
-
-impl EventLog for SpyLog {
-    fn append(&self, request: AppendRequest) -> BoxFuture<'_, Result<Appended, LogError>> {
-        self.append_watched(request).boxed()
     }
 
-    fn append_atomic(&self, requests: Vec<AppendRequest>) -> BoxFuture<'_, Result<Vec<u64>, LogError>> {
-        self.inner.append_atomic(requests)
-    }
-
-    fn last_on_subject<'a>(&'a self, subject: &'a str) -> BoxFuture<'a, Result<Option<StoredMessage>, LogError>> {
-        self.inner.last_on_subject(subject)
-    }
-
-    fn last_on_subjects<'a>(
-        &'a self,
-        subjects: &'a [String],
-    ) -> BoxFuture<'a, Result<Vec<Option<StoredMessage>>, LogError>> {
-        self.inner.last_on_subjects(subjects)
-    }
-
-    fn read_from(&self, position: u64, max_messages: u32) -> BoxFuture<'_, Result<Vec<StoredMessage>, LogError>> {
-        self.inner.read_from(position, max_messages)
-    }
-
-    fn read_subject_from<'a>(
-        &'a self,
-        subject: &'a str,
-        position: u64,
-        max_messages: u32,
-    ) -> BoxFuture<'a, Result<Vec<StoredMessage>, LogError>> {
-        self.inner.read_subject_from(subject, position, max_messages)
-    }
-
-    fn read_stream(&self, position: u64) -> BoxStream<'static, Result<StoredMessage, LogError>> {
-        self.inner.read_stream(position)
-    }
-
-    fn last_position(&self) -> BoxFuture<'_, Result<u64, LogError>> {
-        self.inner.last_position()
-    }
+    fn after_append_atomic(&self, _messages: usize, _result: &Result<Vec<u64>, LogError>) {}
 }

@@ -103,16 +103,7 @@ fn unknown_types_versions_and_mismatched_aggregates_are_refused() {
 fn accounts_read_back_from_their_strings() {
     use events_schema::Account;
     let u = crate::samples::id(1);
-    for account in [
-        Account::Wallet(u),
-        Account::Earnings(u),
-        Account::PayoutHold(u),
-        Account::TransitGifts,
-        Account::PlatformRevenue,
-        Account::PlatformAdjustments,
-        Account::ExternalStripe,
-        Account::ExternalPayouts,
-    ] {
+    for account in Account::every_kind(u) {
         assert_eq!(account.to_string().parse::<Account>(), Ok(account));
     }
     for bad in ["", "wallet", "wallet:", "wallet:not-a-uuid", "platform:cash", "transit:x"] {

@@ -56,16 +56,7 @@ mod tests {
     #[test]
     fn account_keys_round_trip() {
         let u = Uuid::from_u128(0x1234);
-        for a in [
-            Account::Wallet(u),
-            Account::Earnings(u),
-            Account::PayoutHold(u),
-            Account::TransitGifts,
-            Account::PlatformRevenue,
-            Account::PlatformAdjustments,
-            Account::ExternalStripe,
-            Account::ExternalPayouts,
-        ] {
+        for a in Account::every_kind(u) {
             assert_eq!(account_from_key(&account_key(&a)), Some(a));
         }
         assert_eq!(account_from_key(&[9; 17]), None);

@@ -11,21 +11,7 @@ use crate::support::server_with_log;
 /// Runs the binary with the API's environment pointing at `nats_url` and
 /// `data_dir`; returns (exit code, stdout, stderr).
 async fn replay(nats_url: &str, data_dir: &Path, args: &[&str]) -> (i32, String, String) {
-    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_halobuzz-replay"))
-        .args(args)
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("APP_ENV", "test")
-        .env("NATS_URL", nats_url)
-        .env("DATA_DIR", data_dir)
-        .output()
-        .await
-        .expect("the binary runs");
-    (
-        output.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
+    crate::support::run_replay(nats_url, data_dir, &[], args).await
 }
 
 fn json(stdout: &str) -> Value {

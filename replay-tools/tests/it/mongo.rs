@@ -77,23 +77,7 @@ async fn replay_on_mongo(
     database: &str,
     args: &[&str],
 ) -> (i32, String, String) {
-    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_halobuzz-replay"))
-        .args(args)
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("APP_ENV", "test")
-        .env("NATS_URL", nats_url)
-        .env("DATA_DIR", data_dir)
-        .env("MONGODB_URI", uri)
-        .env("MONGODB_DB", database)
-        .output()
-        .await
-        .expect("the binary runs");
-    (
-        output.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
+    crate::support::run_replay(nats_url, data_dir, &[("MONGODB_URI", uri), ("MONGODB_DB", database)], args).await
 }
 
 /// Issue 14, defect 3: the API's projector stops on a write the store

@@ -6,11 +6,12 @@ use std::sync::Arc;
 
 use commands::handler::{CommandConfig, Commands, ledger_subject, payment_subject};
 use commands::log::{EventLog, JetStreamLog};
+use commands::testing::stripe::{confirm_500_coins as confirm, recorded};
 use commands::testing::{NatsServer, SyncMode};
 use domain::ledger::PayoutPolicy;
-use domain::payment::{self, Buyer, PackageRef, PaymentCommand};
+use domain::payment::{self, PaymentCommand};
 use domain::user::Register;
-use events_schema::{Actor, Envelope, Event, Money, StripeEventRecorded};
+use events_schema::{Actor, Envelope, Event, Money};
 use replay_tools::Progress;
 use uuid::Uuid;
 
@@ -23,27 +24,10 @@ fn commands(log: &JetStreamLog) -> Commands {
     Commands::new(log, CommandConfig { host_share_bps: 7000, payout_policy, admin_emails: vec![] })
 }
 
-fn record(event_id: &str) -> StripeEventRecorded {
-    StripeEventRecorded {
-        stripe_event_id: event_id.into(),
-        stripe_event_type: "payment_intent.succeeded".into(),
-        stripe_created: 1_750_000_000,
-        body: "{}".into(),
-    }
-}
-
-fn confirm(event_id: &str, buyer: Uuid) -> PaymentCommand {
-    PaymentCommand::ConfirmPurchase {
-        stripe_event_id: event_id.into(),
-        buyer: Buyer::Known(buyer),
-        package: PackageRef { id: "coins_500".into(), coins: Some(500) },
-        amount_cents: 499,
-        currency: "usd".into(),
-    }
-}
-
 async fn deliver(c: &Commands, event_id: &str, payment_id: &str, command: PaymentCommand) {
-    c.stripe_event(record(event_id), Some((payment_id.to_string(), command))).await.expect("handled");
+    c.stripe_event(recorded(event_id, "payment_intent.succeeded"), Some((payment_id.to_string(), command)))
+        .await
+        .expect("handled");
 }
 
 /// Appends `event` next on `subject`, alone (a handler that died after it).

@@ -30,3 +30,29 @@ pub fn source(log: &JetStreamLog) -> Arc<dyn LogSource> {
 pub async fn sqlite(dir: &std::path::Path) -> Arc<dyn ReadStore> {
     Arc::new(SqliteStore::open(dir).await.expect("sqlite store"))
 }
+
+/// Runs `halobuzz-replay` with the API's environment pointing at `nats_url`
+/// and `data_dir`, plus `env`; returns (exit code, stdout, stderr).
+pub async fn run_replay(
+    nats_url: &str,
+    data_dir: &std::path::Path,
+    env: &[(&str, &str)],
+    args: &[&str],
+) -> (i32, String, String) {
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_halobuzz-replay"))
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("APP_ENV", "test")
+        .env("NATS_URL", nats_url)
+        .env("DATA_DIR", data_dir)
+        .envs(env.iter().copied())
+        .output()
+        .await
+        .expect("the binary runs");
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
