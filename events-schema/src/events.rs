@@ -11,6 +11,9 @@ use uuid::Uuid;
 
 use crate::Account;
 
+mod payment;
+pub use payment::*;
+
 /// A role a user holds. Everyone holds `user`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
@@ -316,130 +319,6 @@ pub struct ChannelWentOffline {
     pub stream_id: Uuid,
 }
 
-/// A verified Stripe webhook event, recorded once, whatever its type.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct StripeEventRecorded {
-    pub stripe_event_id: String,
-    pub stripe_event_type: String,
-    /// Stripe's `created`, in seconds since the epoch.
-    pub stripe_created: i64,
-    /// The body exactly as Stripe sent it.
-    pub body: String,
-}
-
-/// What a Stripe payment bought, once a purchase event named a known user
-/// and package.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct PaymentPurchase {
-    pub user_id: Uuid,
-    pub package_id: String,
-    /// The package's coins, credited once.
-    pub coins: i64,
-    /// What Stripe says was paid, in the currency's minor unit.
-    pub amount_cents: i64,
-    /// ISO 4217 code in lower case, as Stripe writes it.
-    pub currency: String,
-}
-
-/// Why a verified Stripe event was recorded but not credited: finance sees
-/// it in the reconciliation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum PaymentFlag {
-    /// `metadata.userId` is missing, not a user id, or names no user.
-    UnknownUser,
-    /// `metadata.packageId` is missing or names no coin package on sale.
-    UnknownPackage,
-    /// A paid Checkout Session without a PaymentIntent: nothing to key the
-    /// payment by (the session id stands for it).
-    NoPaymentIntent,
-    /// A refund event whose amounts are not a refund (`amount_refunded`
-    /// negative or above `amount`).
-    InvalidRefund,
-}
-
-/// A Stripe payment's state after an event of the payment aggregate
-/// (`hb.payment.<PaymentIntent id>`), carried in every such event.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct PaymentSnapshot {
-    /// `None` until a purchase event with a known user and package.
-    pub purchase: Option<PaymentPurchase>,
-    /// The charge's `amount` as the latest refund event gave it; 0 before.
-    pub charge_amount_cents: i64,
-    /// The highest running `amount_refunded` seen: refunds only grow, so a
-    /// lower one arrived out of order.
-    pub amount_refunded_cents: i64,
-    /// Coins taken back from the wallet so far, never more than
-    /// `ceil(coins * amount_refunded / amount)`.
-    pub coins_reversed: i64,
-    /// Every reason this payment was flagged, in order, without repeats.
-    pub flags: Vec<PaymentFlag>,
-    /// Log position of the payment's last decision whose ledger effect is
-    /// posted (its commit is on the buyer's ledger): a decision that moves
-    /// coins at a later position is pending. Absent in events written
-    /// before decisions were posted apart, whose effects were appended in
-    /// the same atomic batch: none of them is pending.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub posted_position: Option<u64>,
-}
-
-/// A purchase credited: the coins are due to the buyer. The decision is
-/// appended alone; its `ledger.coins_purchased` posting follows on the
-/// buyer's ledger, then `payment.posted` (older logs hold all three in one
-/// atomic batch).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct PaymentPurchaseCredited {
-    pub payment_id: String,
-    /// The Stripe event that confirmed the payment.
-    pub stripe_event_id: String,
-    pub purchase: PaymentPurchase,
-    pub state_after: PaymentSnapshot,
-}
-
-/// A refund seen (a `charge.refunded`), or a refund seen earlier applied
-/// now that the purchase is known (`stripeEventId` then absent). `coins`
-/// is what this event reverses (0 when nothing more is due).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct PaymentRefundRecorded {
-    pub payment_id: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub stripe_event_id: Option<String>,
-    pub charge_amount_cents: i64,
-    pub amount_refunded_cents: i64,
-    pub coins: i64,
-    pub state_after: PaymentSnapshot,
-}
-
-/// A decision's ledger effect is posted: the commit carrying
-/// `sourcePosition = postedPosition` is on the buyer's ledger.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct PaymentPosted {
-    pub payment_id: String,
-    /// The log position of the decision posted.
-    pub posted_position: u64,
-    /// Where its ledger commit is.
-    pub ledger_position: u64,
-    pub state_after: PaymentSnapshot,
-}
-
-/// A verified event about the payment that could not be credited.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct PaymentFlagged {
-    pub payment_id: String,
-    pub stripe_event_id: String,
-    pub flag: PaymentFlag,
-    /// What the event said (the user id or package id it named), for finance.
-    pub detail: String,
-    pub state_after: PaymentSnapshot,
-}
-
 /// The record of a completed command, appended in the same atomic batch as
 /// the command's events, on a subject of its own that must be empty: a
 /// repeated command finds it and gets the first answer, however late.
@@ -692,22 +571,6 @@ pub fn reservation_id(kind: ReservationKind, value: &str) -> String {
         ReservationKind::Username => "username",
     };
     format!("{prefix}-{}", crate::canonical::sha256_hex(value.as_bytes()))
-}
-
-/// Whether a Stripe id can stand in a subject as it is: Stripe's ids
-/// (`pi_3Q...`, `evt_1N...`) are letters, digits and underscores.
-pub fn is_plain_stripe_id(id: &str) -> bool {
-    !id.is_empty() && id.len() <= 255 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-}
-
-/// The subject token of a payment: its PaymentIntent id, or a SHA-256 of
-/// any id that could not stand in a subject (never expected from Stripe).
-pub fn payment_token(payment_id: &str) -> String {
-    if is_plain_stripe_id(payment_id) {
-        payment_id.to_string()
-    } else {
-        format!("sha256-{}", crate::canonical::sha256_hex(payment_id.as_bytes()))
-    }
 }
 
 /// The subject token of a command record: a SHA-256 of its scope and id, so

@@ -15,21 +15,25 @@
 //!   side and is activated once caught up; a retired target stops its runner.
 //! - **Shutdown**: stops between batches, never inside one.
 
+mod batch;
+mod wait;
+
 use std::future::Future;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use events_schema::Envelope;
 use futures_util::FutureExt;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::ProjectionError;
-use crate::change::{PositionedChange, ProjectedBatch};
+use crate::change::ProjectedBatch;
 use crate::model::{Projection, ProjectionVersion};
-use crate::projection::project;
-use crate::source::{LogMessage, LogSource};
+use crate::source::LogSource;
 use crate::store::ReadStore;
+pub use batch::project_messages;
+use batch::read_and_project;
+pub use wait::{wait_for_position, wait_for_store_position};
 
 /// The largest batch a runner may be configured with: a batch is one store
 /// transaction, and two are in memory at once.
@@ -634,135 +638,5 @@ async fn wait_or_shutdown(shutdown: &mut std::pin::Pin<&mut (impl Future<Output 
     tokio::select! {
         _ = shutdown.as_mut() => true,
         _ = tokio::time::sleep(Duration::from_millis(ms)) => false,
-    }
-}
-
-/// Reads up to `max` messages from `from` and projects them for every target
-/// past its checkpoint; decoding runs on the blocking pool so that it
-/// overlaps the store's work on the previous batch.
-async fn read_and_project(
-    source: Arc<dyn LogSource>,
-    from: u64,
-    checkpoints: Vec<u64>,
-    targets: Vec<ProjectionVersion>,
-    max: u32,
-) -> Result<Prepared, ProjectionError> {
-    let messages = source.read_from(from, max).await?;
-    let last_position = source.last_position().await?;
-    let count = u32::try_from(messages.len()).unwrap_or(u32::MAX);
-    tokio::task::spawn_blocking(move || {
-        let (batch, error) = project_prefix(&messages, from, &checkpoints, &targets);
-        Ok(Prepared { batch, messages: count, last_position, error })
-    })
-    .await
-    .map_err(|e| ProjectionError::Source(format!("decode task failed: {e}")))?
-}
-
-/// Decodes messages and projects each for every target past its checkpoint.
-/// Messages before `from` (a source that returned too much) are ignored.
-pub fn project_messages(
-    messages: &[LogMessage],
-    from: u64,
-    checkpoints: &[u64],
-    targets: &[ProjectionVersion],
-) -> Result<ProjectedBatch, ProjectionError> {
-    match project_prefix(messages, from, checkpoints, targets) {
-        (batch, None) => Ok(batch),
-        (_, Some(error)) => Err(error),
-    }
-}
-
-/// Like `project_messages`, but keeps the batch of the events before an
-/// unreadable one, with the error.
-fn project_prefix(
-    messages: &[LogMessage],
-    from: u64,
-    checkpoints: &[u64],
-    targets: &[ProjectionVersion],
-) -> (ProjectedBatch, Option<ProjectionError>) {
-    let mut changes = Vec::with_capacity(messages.len().saturating_mul(targets.len()));
-    let mut scratch = Vec::with_capacity(8);
-    let mut to_position = from.saturating_sub(1);
-    for message in messages {
-        if message.position < from || message.position <= to_position {
-            continue;
-        }
-        let envelope = match Envelope::decode(&message.payload) {
-            Ok(envelope) => envelope,
-            Err(source) => {
-                let error = ProjectionError::Decode { position: message.position, source };
-                return (
-                    ProjectedBatch {
-                        targets: targets.to_vec(),
-                        to_position,
-                        changes,
-                        hold_open: false,
-                        behind_events: 0,
-                    },
-                    Some(error),
-                );
-            }
-        };
-        to_position = message.position;
-        for (index, target) in targets.iter().enumerate() {
-            if checkpoints.get(index).is_some_and(|c| message.position <= *c) {
-                continue;
-            }
-            project(target.projection, &envelope, message.position, &mut scratch);
-            let target = u8::try_from(index).unwrap_or(u8::MAX);
-            changes.extend(scratch.drain(..).map(|change| PositionedChange {
-                position: message.position,
-                target,
-                change,
-            }));
-        }
-    }
-    (ProjectedBatch { targets: targets.to_vec(), to_position, changes, hold_open: false, behind_events: 0 }, None)
-}
-
-/// Waits until a runner's checkpoint reaches `position` (read your writes
-/// in the process that runs the projector).
-pub async fn wait_for_position(
-    status: &mut watch::Receiver<RunnerStatus>,
-    position: u64,
-    timeout: Duration,
-) -> Result<u64, ProjectionError> {
-    let reached = match tokio::time::timeout(timeout, status.wait_for(|s| s.checkpoint >= position)).await {
-        Ok(Ok(s)) => Some(s.checkpoint),
-        _ => None,
-    };
-    reached.ok_or_else(|| ProjectionError::Lagging { wanted: position, reached: status.borrow().checkpoint })
-}
-
-/// How often `wait_for_store_position` looks at the checkpoints, at most.
-const STORE_POLL_MS_MAX: u64 = 50;
-
-/// Waits until the active versions of `projections` have all reached
-/// `position`, polling the store's checkpoints (read your writes in an API
-/// replica that does not run the projector). Bounded by `timeout`.
-pub async fn wait_for_store_position(
-    store: &dyn ReadStore,
-    projections: &[Projection],
-    position: u64,
-    timeout: Duration,
-) -> Result<u64, ProjectionError> {
-    let deadline = Instant::now() + timeout;
-    let mut poll_ms = 2;
-    loop {
-        let checkpoints = store.checkpoints().await?;
-        let reached = projections
-            .iter()
-            .map(|p| checkpoints.iter().find(|c| c.projection == *p && c.active).map_or(0, |c| c.position))
-            .min()
-            .unwrap_or(u64::MAX);
-        if reached >= position {
-            return Ok(reached);
-        }
-        let now = Instant::now();
-        if now >= deadline {
-            return Err(ProjectionError::Lagging { wanted: position, reached });
-        }
-        tokio::time::sleep(Duration::from_millis(poll_ms).min(deadline - now)).await;
-        poll_ms = (poll_ms * 2).min(STORE_POLL_MS_MAX);
     }
 }
