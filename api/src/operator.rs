@@ -107,17 +107,18 @@ pub fn parse_roles_args(args: &[String], default_operator: Option<String>) -> an
 /// `DATA_DIR/nats-server.conf`). It never starts a server: roles belong in
 /// the log the service uses.
 pub async fn connect(config: &Config) -> anyhow::Result<JetStreamLog> {
-    let urls: Vec<String> = match &config.nats_url {
-        Some(urls) => urls.split(',').map(|u| u.trim().to_string()).filter(|u| !u.is_empty()).collect(),
+    let (urls, token) = match &config.nats_url {
+        Some(urls) => (urls.split(',').map(|u| u.trim().to_string()).filter(|u| !u.is_empty()).collect(), None),
         None => {
             let port = commands::managed::running_port(&config.data_dir).with_context(|| {
                 format!("NATS_URL is not set and no managed nats-server has run on {}", config.data_dir.display())
             })?;
-            vec![format!("nats://127.0.0.1:{port}")]
+            (vec![format!("nats://127.0.0.1:{port}")], commands::managed::running_token(&config.data_dir))
         }
     };
     let mut log_config = LogConfig::new(urls);
     log_config.replicas = config.nats_stream_replicas;
+    log_config.token = token;
     log_config.connect_timeout_ms = log_config.connect_timeout_ms.min(PROBE_TIMEOUT_MS * 4);
     tokio::time::timeout(Duration::from_millis(PROBE_TIMEOUT_MS * 8), JetStreamLog::connect(log_config))
         .await

@@ -65,24 +65,25 @@ impl LogConnection {
 /// Connects the event log `config` names: `NATS_URL` (comma-separated
 /// servers), else the managed nats-server on `DATA_DIR`.
 pub async fn open_log(config: &Config, managed: ManagedServer) -> anyhow::Result<LogConnection> {
-    let (urls, server) = match &config.nats_url {
-        Some(urls) => (urls.split(',').map(|u| u.trim().to_string()).filter(|u| !u.is_empty()).collect(), None),
+    let (urls, token, server) = match &config.nats_url {
+        Some(urls) => (urls.split(',').map(|u| u.trim().to_string()).filter(|u| !u.is_empty()).collect(), None, None),
         None => {
             let running = match managed {
                 ManagedServer::Start => None,
                 ManagedServer::UseRunning => running_managed_url(&config.data_dir).await,
             };
             match running {
-                Some(url) => (vec![url], None),
+                Some(url) => (vec![url], commands::managed::running_token(&config.data_dir), None),
                 None => {
                     let server = start_managed(config).await?;
-                    (vec![server.url().to_string()], Some(server))
+                    (vec![server.url().to_string()], Some(server.token().clone()), Some(server))
                 }
             }
         }
     };
     let mut log_config = LogConfig::new(urls);
     log_config.replicas = config.nats_stream_replicas;
+    log_config.token = token;
     match JetStreamLog::connect(log_config).await.context("connecting the event log (NATS_URL)") {
         Ok(log) => Ok(LogConnection { log, managed: server }),
         Err(e) => {

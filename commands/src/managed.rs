@@ -179,6 +179,9 @@ pub(crate) struct ServerSpec {
     pub store_dir: PathBuf,
     pub sync: SyncMode,
     pub cluster: Option<ClusterSpec>,
+    /// The token every client must present (`authorization`); `None`
+    /// for the test harness's servers.
+    pub client_token: Option<NatsToken>,
 }
 
 impl ServerSpec {
@@ -203,6 +206,9 @@ impl ServerSpec {
             text.push_str("  sync_interval: always\n");
         }
         text.push_str("}\n");
+        if let Some(token) = &self.client_token {
+            text.push_str(&format!("authorization {{\n  token: \"{}\"\n}}\n", token.0));
+        }
         if let Some(cluster) = &self.cluster {
             let routes = cluster
                 .route_ports
@@ -222,6 +228,48 @@ impl ServerSpec {
 /// The managed server's configuration file in its data directory, written
 /// at every start; nothing else reads it but `running_port`.
 const CONFIG_FILE_NAME: &str = "nats-server.conf";
+
+/// The file, in the data directory, that holds the managed server's client
+/// token (mode 0600), written at every start with a fresh token.
+const TOKEN_FILE_NAME: &str = "nats-token";
+
+/// The token a client presents to a managed nats-server. Its `Debug` never
+/// shows it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct NatsToken(pub String);
+
+impl fmt::Debug for NatsToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("NatsToken([redacted])")
+    }
+}
+
+impl NatsToken {
+    /// 244 random bits (two v4 UUIDs, from the OS's generator), as hex.
+    fn generate() -> NatsToken {
+        NatsToken(format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple()))
+    }
+}
+
+/// The client token of the managed server last started on `data_dir`, for
+/// another process of the service (the replay tools); `None` when there is
+/// none.
+pub fn running_token(data_dir: &Path) -> Option<NatsToken> {
+    let text = std::fs::read_to_string(data_dir.join(TOKEN_FILE_NAME)).ok()?;
+    Some(NatsToken(text.trim().to_owned())).filter(|t| !t.0.is_empty())
+}
+
+/// Writes `token` to the data directory, readable by its owner only (an
+/// older file is narrowed too: the mode of `open` applies to a new file).
+fn write_token(data_dir: &Path, token: &NatsToken) -> io::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let path = data_dir.join(TOKEN_FILE_NAME);
+    let mut file = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&path)?;
+    file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    file.write_all(token.0.as_bytes())?;
+    file.sync_all()
+}
 
 /// The port the managed server of `data_dir` was last started on (from the
 /// configuration file it was started with), so that another process (the
@@ -248,13 +296,17 @@ fn port_is_free(port: u16) -> bool {
 
 /// Waits until the server on `port` accepts clients and JetStream answers
 /// `$JS.API.INFO` (in a cluster: once a meta leader is elected).
-pub(crate) async fn wait_until_ready(port: u16, timeout: Duration) -> Result<(), ManagedError> {
+pub(crate) async fn wait_until_ready(
+    port: u16,
+    token: Option<&NatsToken>,
+    timeout: Duration,
+) -> Result<(), ManagedError> {
     let deadline = Instant::now() + timeout;
     let url = format!("nats://127.0.0.1:{port}");
     let mut last_problem = String::from("not tried");
     // Bounded by the deadline.
     while Instant::now() < deadline {
-        match probe_jetstream(&url).await {
+        match probe_jetstream(&url, token).await {
             Ok(()) => return Ok(()),
             Err(problem) => last_problem = problem,
         }
@@ -263,9 +315,13 @@ pub(crate) async fn wait_until_ready(port: u16, timeout: Duration) -> Result<(),
     Err(ManagedError::NotReady(format!("{url} not ready after {} ms: {last_problem}", timeout.as_millis())))
 }
 
-async fn probe_jetstream(url: &str) -> Result<(), String> {
+async fn probe_jetstream(url: &str, token: Option<&NatsToken>) -> Result<(), String> {
     let probe_timeout = Duration::from_millis(1_000);
-    let client = async_nats::ConnectOptions::new()
+    let options = match token {
+        Some(token) => async_nats::ConnectOptions::with_token(token.0.clone()),
+        None => async_nats::ConnectOptions::new(),
+    };
+    let client = options
         .connection_timeout(probe_timeout)
         .request_timeout(Some(probe_timeout))
         .max_reconnects(1)
@@ -344,6 +400,7 @@ struct Shared {
 pub struct ManagedNats {
     url: String,
     port: u16,
+    token: NatsToken,
     config: ManagedConfig,
     shared: Arc<Shared>,
     shutdown: Option<oneshot::Sender<()>>,
@@ -367,6 +424,7 @@ struct Launch {
     binary: PathBuf,
     config_path: PathBuf,
     port: u16,
+    token: NatsToken,
     startup_timeout: Duration,
 }
 
@@ -395,18 +453,29 @@ impl ManagedNats {
                 port
             }
         };
+        // A fresh token at every start: only processes that can read the
+        // data directory can be clients.
+        let token = NatsToken::generate();
         let spec = ServerSpec {
             server_name: "halobuzz-managed".to_owned(),
             port,
             store_dir,
             sync: config.sync,
             cluster: None,
+            client_token: Some(token.clone()),
         };
+        write_token(&config.data_dir, &token)
+            .map_err(|err| ManagedError::Io(format!("write the token in {}: {err}", config.data_dir.display())))?;
         let config_path = config.data_dir.join(CONFIG_FILE_NAME);
         std::fs::write(&config_path, spec.render()?)
             .map_err(|err| ManagedError::Io(format!("write {}: {err}", config_path.display())))?;
-        let launch =
-            Launch { binary, config_path, port, startup_timeout: Duration::from_millis(config.startup_timeout_ms) };
+        let launch = Launch {
+            binary,
+            config_path,
+            port,
+            token: token.clone(),
+            startup_timeout: Duration::from_millis(config.startup_timeout_ms),
+        };
         let child = launch.spawn_ready().await?;
         let shared = Arc::new(Shared::default());
         shared.pid.store(child.id().unwrap_or(0), Ordering::SeqCst);
@@ -421,12 +490,17 @@ impl ManagedNats {
         ));
         let url = format!("nats://127.0.0.1:{port}");
         tracing::info!(%url, data_dir = %config.data_dir.display(), sync = ?config.sync, "managed nats-server started");
-        Ok(ManagedNats { url, port, config, shared, shutdown: Some(shutdown_sender), supervisor: Some(supervisor) })
+        Ok(ManagedNats { url, port, token, config, shared, shutdown: Some(shutdown_sender), supervisor: Some(supervisor) })
     }
 
     /// `nats://127.0.0.1:<port>`; stable across restarts.
     pub fn url(&self) -> &str {
         &self.url
+    }
+
+    /// The token its clients present.
+    pub fn token(&self) -> &NatsToken {
+        &self.token
     }
 
     pub fn port(&self) -> u16 {
@@ -503,7 +577,7 @@ impl Launch {
     async fn spawn_ready(&self) -> Result<Child, ManagedError> {
         let mut child = self.spawn()?;
         let ready = tokio::select! {
-            ready = wait_until_ready(self.port, self.startup_timeout) => ready,
+            ready = wait_until_ready(self.port, Some(&self.token), self.startup_timeout) => ready,
             status = child.wait() => Err(ManagedError::NotReady(format!(
                 "nats-server exited during startup ({}); see its log lines above",
                 status.map_or_else(|err| err.to_string(), |status| status.to_string())
@@ -631,14 +705,19 @@ mod tests {
             store_dir: PathBuf::from("/tmp/x"),
             sync: SyncMode::Always,
             cluster: Some(ClusterSpec { name: "c".into(), port: 6222, route_ports: vec![6222, 6223] }),
+            client_token: None,
         };
         let text = spec.render().expect("renders");
         assert!(text.contains("sync_interval: always"));
+        assert!(!text.contains("authorization"), "the test harness's servers take any client");
         assert!(text.contains("\"nats-route://127.0.0.1:6223\""));
         let interval = ServerSpec { sync: SyncMode::Interval, cluster: None, ..spec };
         let text = interval.render().expect("renders");
         assert!(!text.contains("sync_interval"));
         assert!(!text.contains("cluster"));
+        let managed = ServerSpec { client_token: Some(NatsToken("ab12".into())), ..interval.clone() };
+        assert!(managed.render().expect("renders").contains("authorization {\n  token: \"ab12\"\n}"));
+        assert_eq!(format!("{:?}", managed.client_token), "Some(NatsToken([redacted]))");
         let bad = ServerSpec { store_dir: PathBuf::from("/tmp/a\"b"), ..interval };
         assert!(bad.render().is_err());
     }
@@ -654,6 +733,7 @@ mod tests {
             store_dir: dir.join("nats"),
             sync: SyncMode::Interval,
             cluster: Some(ClusterSpec { name: "c".into(), port: 6222, route_ports: vec![6222] }),
+            client_token: None,
         };
         std::fs::write(dir.join(CONFIG_FILE_NAME), spec.render().expect("renders")).expect("written");
         assert_eq!(running_port(&dir), Some(4333), "the client port, not the cluster's");

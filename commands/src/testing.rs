@@ -251,6 +251,7 @@ impl NatsServer {
                 store_dir: server.data_dir(),
                 sync,
                 cluster: None,
+                client_token: None,
             };
             write_config(&server.config_path(), &spec);
             match server.spawn_ready().await {
@@ -266,7 +267,7 @@ impl NatsServer {
 
     async fn spawn_ready(&mut self) -> Result<(), String> {
         self.child = Some(spawn(&self.binary, self.dir.path(), &self.config_path(), &self.log_path()));
-        wait_until_ready(self.port, Duration::from_millis(STARTUP_TIMEOUT_MS))
+        wait_until_ready(self.port, None, Duration::from_millis(STARTUP_TIMEOUT_MS))
             .await
             .map_err(|err| format!("{err}\n--- server log ---\n{}", log_tail(&self.log_path())))
     }
@@ -397,6 +398,7 @@ impl NatsCluster {
                         port: route_ports[index],
                         route_ports: route_ports.to_vec(),
                     }),
+                    client_token: None,
                 };
                 let config_path = node_dir.join("nats-server.conf");
                 write_config(&config_path, &spec);
@@ -421,7 +423,7 @@ impl NatsCluster {
 
     async fn wait_ready(&self, index: usize) {
         let node = &self.nodes[index];
-        if let Err(error) = wait_until_ready(node.port, Duration::from_millis(STARTUP_TIMEOUT_MS)).await {
+        if let Err(error) = wait_until_ready(node.port, None, Duration::from_millis(STARTUP_TIMEOUT_MS)).await {
             panic!(
                 "cluster node {index} ({}) not ready: {error}\n--- its log ---\n{}",
                 node.name,

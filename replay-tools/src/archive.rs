@@ -109,12 +109,23 @@ fn io_error(path: &Path) -> impl FnOnce(io::Error) -> ArchiveError + '_ {
     move |source| ArchiveError::Io { path: path.display().to_string(), source }
 }
 
+/// Creates (or truncates) `path`, readable and writable by its owner only:
+/// an export holds every user's email and password hash. A file left by an
+/// earlier run is narrowed too (the mode of `open` applies only to a new
+/// file).
+fn create_private(path: &Path) -> io::Result<File> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let file = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)?;
+    file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    Ok(file)
+}
+
 impl ArchiveWriter {
     pub fn create(out: &Path, header: &ArchiveHeader) -> Result<ArchiveWriter, ArchiveError> {
         let mut partial = out.as_os_str().to_owned();
         partial.push(".partial");
         let partial = PathBuf::from(partial);
-        let file = File::create(&partial).map_err(io_error(&partial))?;
+        let file = create_private(&partial).map_err(io_error(&partial))?;
         // Fast compression: the log is JSON and shrinks well even so, and
         // the drill's time goal counts the export.
         let mut encoder = GzEncoder::new(BufWriter::with_capacity(FILE_BUFFER_BYTES, file), Compression::fast());
@@ -394,6 +405,22 @@ mod tests {
             }
         }
         assert!(matches!(reader.next_item().unwrap(), Item::End(Trailer { count: 3, last_position: 3 })));
+    }
+
+    #[test]
+    fn an_export_is_readable_by_its_owner_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log.hblog.gz");
+        // A world-readable file left at the partial path by an earlier run.
+        std::fs::write(dir.path().join("log.hblog.gz.partial"), b"old").unwrap();
+        std::fs::set_permissions(dir.path().join("log.hblog.gz.partial"), std::fs::Permissions::from_mode(0o644))
+            .unwrap();
+        let mut writer = ArchiveWriter::create(&path, &header()).unwrap();
+        writer.write(&message(1)).unwrap();
+        writer.finish().unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{mode:o}");
     }
 
     #[test]

@@ -67,7 +67,11 @@ impl fmt::Debug for JetStreamLog {
 }
 
 async fn connect_client(config: &LogConfig, name: &str, addresses: Vec<ServerAddr>) -> Result<Client, LogError> {
-    ConnectOptions::new()
+    let options = match &config.token {
+        Some(token) => ConnectOptions::with_token(token.0.clone()),
+        None => ConnectOptions::new(),
+    };
+    options
         .name(name)
         .connection_timeout(Duration::from_millis(config.connect_timeout_ms))
         .request_timeout(Some(Duration::from_millis(config.request_timeout_ms)))

@@ -25,7 +25,21 @@ async fn the_managed_server_is_supervised_and_keeps_its_data() {
     let config_text = std::fs::read_to_string(data.path().join("nats-server.conf")).expect("conf");
     assert!(config_text.contains("sync_interval: always"));
 
+    // Clients need the token kept in the data directory, readable by its
+    // owner only; a client without it is refused.
+    let token_path = data.path().join("nats-token");
+    let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&token_path).expect("token").permissions());
+    assert_eq!(mode & 0o777, 0o600, "{mode:o}");
+    assert_eq!(commands::managed::running_token(data.path()).as_ref(), Some(managed.token()));
+    let anonymous = async_nats::ConnectOptions::new()
+        .connection_timeout(Duration::from_secs(2))
+        .connect(managed.url())
+        .await
+        .map(|_| ());
+    assert!(anonymous.is_err(), "a client without the token is refused");
+
     let mut config = LogConfig::new([managed.url().to_owned()]);
+    config.token = Some(managed.token().clone());
     config.request_timeout_ms = 2_000;
     config.append_retry_max = 8;
     let log = JetStreamLog::connect(config.clone()).await.expect("connect");
@@ -58,7 +72,8 @@ async fn the_managed_server_is_supervised_and_keeps_its_data() {
 
     // A second start on the same data reads what the first wrote.
     let again = ManagedNats::start(data.path().to_path_buf(), SyncMode::Interval).await.expect("start again");
-    let log = JetStreamLog::connect(LogConfig::new([again.url().to_owned()])).await.expect("connect again");
+    let config = LogConfig { token: Some(again.token().clone()), ..LogConfig::new([again.url().to_owned()]) };
+    let log = JetStreamLog::connect(config).await.expect("connect again");
     assert_eq!(log.last_position().await.expect("last"), 2);
     let last = log.last_on_subject("hb.user.1").await.expect("get").expect("some");
     assert_eq!(last.payload, bytes::Bytes::from("two"));

@@ -209,14 +209,18 @@ async fn a_rebuild_killed_with_sigkill_and_run_again_gives_the_same_result() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_nats_url_the_running_managed_server_of_data_dir_is_used() {
-    let (server, _log) = server_with_log(25).await;
+    // The API's managed server on DATA_DIR, which wants its token.
     let data = tempfile::tempdir().expect("tempdir");
-    // What the API's managed server leaves in DATA_DIR while it runs.
-    std::fs::write(
-        data.path().join("nats-server.conf"),
-        format!("server_name: \"halobuzz-managed\"\nlisten: \"127.0.0.1:{}\"\n", server.port()),
-    )
-    .expect("write the configuration");
+    let managed = commands::managed::ManagedNats::start(data.path().to_path_buf(), SyncMode::Interval)
+        .await
+        .expect("the managed server starts");
+    let config = commands::log::LogConfig {
+        token: Some(managed.token().clone()),
+        ..commands::log::LogConfig::new([managed.url().to_owned()])
+    };
+    let log = commands::log::JetStreamLog::connect(config).await.expect("connect with the token");
+    let published = replay_tools::testing::publish_events(&log, crate::support::generated(25)).await.expect("publish");
+    assert_eq!(published, 25);
     let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_halobuzz-replay"))
         .args(["status", "--json"])
         .env_clear()
@@ -228,6 +232,13 @@ async fn without_nats_url_the_running_managed_server_of_data_dir_is_used() {
         .expect("runs");
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert_eq!(output.status.code(), Some(0), "{}", String::from_utf8_lossy(&output.stderr));
-    assert_eq!(json(&stdout)["lastPosition"].as_u64(), Some(25), "the running server's log, not a new one");
-    assert!(!data.path().join("nats").exists(), "no second server was started on DATA_DIR");
+    assert_eq!(json(&stdout)["lastPosition"].as_u64(), Some(25), "the running server's log, with its token");
+    assert_eq!(managed.restarts(), 0);
+    // A second server would have written a fresh token.
+    assert_eq!(
+        commands::managed::running_token(data.path()).as_ref(),
+        Some(managed.token()),
+        "no second server was started on DATA_DIR"
+    );
+    managed.shutdown().await.expect("stops");
 }

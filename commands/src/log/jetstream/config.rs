@@ -5,6 +5,7 @@ use std::time::Duration;
 use async_nats::jetstream::stream::{Config as StreamConfig, DiscardPolicy, RetentionPolicy, StorageType};
 
 use crate::log::LogError;
+use crate::managed::NatsToken;
 use crate::retry::RetrySchedule;
 
 /// Cap of the first retry delay; each retry doubles it up to
@@ -41,6 +42,9 @@ pub struct LogConfig {
     /// Bytes of messages one batched read of last messages asks the server
     /// for at most (`max_bytes`); the rest comes in follow-up requests.
     pub multi_last_bytes_max: usize,
+    /// The token the server wants from its clients (the managed server's;
+    /// `NATS_URL` servers authenticate as their URL says).
+    pub token: Option<NatsToken>,
 }
 
 impl LogConfig {
@@ -68,6 +72,7 @@ impl LogConfig {
             retry_delay_ms_max: 2_000,
             deny_delete_and_purge: true,
             multi_last_bytes_max: 4 * 1024 * 1024,
+            token: None,
         }
     }
 
