@@ -2,8 +2,8 @@
 # Runs every test of the workspace. Installs what the tests need first (a
 # pinned nats-server when none of 2.12 or newer is on PATH; the pinned Stripe
 # stand-ins: localstripe from PyPI in a venv, Stripe's Node library from npm;
-# the pinned MongoDB surrogate, SecantusDB from PyPI in a venv), so that it
-# works on a fresh machine.
+# the pinned MongoDB surrogate, SecantusDB from PyPI in a venv; the pinned
+# schemathesis from PyPI in a venv), so that it works on a fresh machine.
 #
 # Every MongoDB test runs against the surrogate, which the test harness
 # starts on free ports as a replica set and as a standalone server. With
@@ -31,6 +31,12 @@ echo "localstripe: $LOCALSTRIPE_BIN; stripe signer: $STRIPE_SIGNER_DIR"
 SECANTUSD_BIN="$(scripts/ensure-mongo-surrogate.sh)"
 export SECANTUSD_BIN
 echo "mongodb surrogate: $SECANTUSD_BIN${MONGODB_URI:+; and MONGODB_URI (a real server)}"
+
+# schemathesis, the API fuzzer the fuzzing test runs against the service
+# (it fails, never skips, without it).
+SCHEMATHESIS_BIN="$(scripts/ensure-schemathesis.sh)"
+export SCHEMATHESIS_BIN
+echo "schemathesis: $SCHEMATHESIS_BIN ($("$SCHEMATHESIS_BIN" --version))"
 
 # A one-shot test run gains nothing from incremental caches, which cost disk
 # (CI builds from a clean checkout).

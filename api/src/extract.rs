@@ -231,6 +231,10 @@ impl<S: Send + Sync> FromRequestParts<S> for CommandMeta {
                     .to_str()
                     .map_err(|_| AppError::validation("Idempotency-Key", "must be visible ASCII"))?
                     .to_string();
+                // Printable ASCII only (HeaderValue::to_str lets a tab through).
+                if key.bytes().any(|b| !(b' '..=b'~').contains(&b)) {
+                    return Err(AppError::validation("Idempotency-Key", "must be printable ASCII"));
+                }
                 let chars = key.chars().count();
                 if chars == 0 || chars > IDEMPOTENCY_KEY_CHARS_MAX {
                     return Err(AppError::validation(

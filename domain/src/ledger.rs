@@ -19,6 +19,10 @@ pub const PENDING_PAYOUTS_MAX: usize = 20;
 pub const CREDIT_BATCH_GIFTS_MAX: usize = 10_000;
 /// Free-text fields (reasons, destinations, references) are at most this long.
 pub const TEXT_CHARS_MAX: usize = 500;
+/// The most coins one admin adjustment moves either way: a correction, not
+/// a way to the edge of `i64` (where the next one would overflow a
+/// balance and be refused for a reason no client can see).
+pub const ADJUSTMENT_COINS_MAX: i64 = 1_000_000_000_000;
 
 /// A user ledger: whose it is, and its balances.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -183,6 +187,9 @@ pub fn decide(state: &LedgerState, command: &LedgerCommand) -> Result<Vec<Event>
             require_text("reason", reason, TEXT_CHARS_MAX)?;
             if *coins == 0 {
                 return Err(DomainError::invalid("coins", "an adjustment is not zero"));
+            }
+            if coins.unsigned_abs() > ADJUSTMENT_COINS_MAX.unsigned_abs() {
+                return Err(DomainError::invalid("coins", format!("at most {ADJUSTMENT_COINS_MAX} either way")));
             }
             let transfers = if *coins > 0 {
                 vec![transfer(Account::PlatformAdjustments, Account::Wallet(user), *coins)]

@@ -7,7 +7,7 @@ use projections::{PageRequest, Projection, TransactionFilter, TxStatus, TxType};
 
 use crate::error::{ApiResult, AppError};
 use crate::extract::{ApiQuery, AuthUser, Consistency};
-use crate::routes::doc::{Invalid, ProjectionLagging, Unauthorized};
+use crate::routes::doc::{NotFound, QueryRefusals, Throttled, Unauthorized};
 use crate::state::AppState;
 use crate::views::{CoinPackageView, MoneyView, TransactionPage, TransactionsQuery, UserView, WalletView};
 
@@ -18,7 +18,7 @@ use crate::views::{CoinPackageView, MoneyView, TransactionPage, TransactionsQuer
     security(("bearerAuth" = [])),
     responses(
         (status = 200, body = UserView),
-        Unauthorized, ProjectionLagging,
+        QueryRefusals, Unauthorized, NotFound,
     )
 )]
 pub async fn me(State(app): State<AppState>, caller: AuthUser, consistency: Consistency) -> ApiResult<Json<UserView>> {
@@ -41,7 +41,7 @@ pub async fn me(State(app): State<AppState>, caller: AuthUser, consistency: Cons
     security(("bearerAuth" = [])),
     responses(
         (status = 200, body = WalletView),
-        Unauthorized, ProjectionLagging,
+        QueryRefusals, Unauthorized,
     )
 )]
 pub async fn wallet(
@@ -64,7 +64,7 @@ pub async fn wallet(
     security(("bearerAuth" = [])),
     responses(
         (status = 200, body = TransactionPage),
-        Unauthorized, Invalid,
+        QueryRefusals, Unauthorized,
     )
 )]
 pub async fn transactions(
@@ -92,7 +92,7 @@ pub async fn transactions(
 /// The coin packages on sale (`COIN_PACKAGES`).
 #[utoipa::path(
     get, path = "/api/v1/coins/packages", tag = "coins",
-    responses((status = 200, body = [CoinPackageView]))
+    responses((status = 200, body = [CoinPackageView]), Throttled)
 )]
 pub async fn coin_packages(State(app): State<AppState>) -> Json<Vec<CoinPackageView>> {
     Json(

@@ -16,7 +16,8 @@ use crate::auth::parse_role;
 use crate::error::{ApiResult, AppError, Problem};
 use crate::extract::{AdminOnly, ApiJson, ApiPath, ApiQuery, CommandMeta, Consistency, FinanceOrAdmin, Privileged};
 use crate::routes::doc::{
-    IdempotencyKey, Invalid, NeedsAdmin, NeedsFinanceOrAdmin, NotFound, PayoutNotPending, Unauthorized, UnknownUser,
+    BodyRefusals, CommandRefusals, IdempotencyKey, NeedsAdmin, NeedsFinanceOrAdmin, NotFound, PayoutNotPending,
+    QueryRefusals, SettleLagging, Unauthorized, UnknownUser,
 };
 use crate::routes::{find_event, guarded, replayed};
 use crate::state::{AppState, command_context, fingerprint};
@@ -45,7 +46,7 @@ fn admin_ctx(admin: Uuid, meta: &CommandMeta, body: &impl serde::Serialize) -> C
     security(("bearerAuth" = [])),
     responses(
         (status = 200, body = PayoutPage),
-        Unauthorized, NeedsFinanceOrAdmin, Invalid,
+        QueryRefusals, Unauthorized, NeedsFinanceOrAdmin,
     )
 )]
 pub async fn list_payouts(
@@ -111,11 +112,11 @@ async fn settle(
 #[utoipa::path(
     post, path = "/api/v1/admin/payouts/{id}/approve", tag = "admin",
     request_body = ApprovePayoutRequest,
-    params(("id" = Uuid, Path), IdempotencyKey, ("minPosition" = Option<u64>, Query, description = "Look the payout up once the read models reached this position")),
+    params(("id" = Uuid, Path), IdempotencyKey, Consistency),
     security(("bearerAuth" = [])),
     responses(
         (status = 200, body = PayoutSettled),
-        Unauthorized, NeedsAdmin, NotFound, PayoutNotPending,
+        BodyRefusals, CommandRefusals, Unauthorized, NeedsAdmin, NotFound, PayoutNotPending, SettleLagging,
     )
 )]
 pub async fn approve_payout(
@@ -146,7 +147,7 @@ pub async fn approve_payout(
     security(("bearerAuth" = [])),
     responses(
         (status = 200, body = PayoutSettled),
-        Unauthorized, NeedsAdmin, NotFound, PayoutNotPending,
+        BodyRefusals, CommandRefusals, Unauthorized, NeedsAdmin, NotFound, PayoutNotPending, SettleLagging,
     )
 )]
 pub async fn reject_payout(
@@ -170,9 +171,9 @@ pub async fn reject_payout(
     security(("bearerAuth" = [])),
     responses(
         (status = 201, body = AdjustmentView),
-        Unauthorized,
+        BodyRefusals, CommandRefusals, Unauthorized,
         (status = 402, description = "A debit larger than the wallet", body = Problem, content_type = "application/problem+json"),
-        NeedsAdmin, UnknownUser, Invalid,
+        NeedsAdmin, UnknownUser,
     )
 )]
 pub async fn adjust(
@@ -213,7 +214,7 @@ pub async fn adjust(
     security(("bearerAuth" = [])),
     responses(
         (status = 200, body = RolesView),
-        Unauthorized, NeedsAdmin, UnknownUser, Invalid,
+        BodyRefusals, CommandRefusals, Unauthorized, NeedsAdmin, UnknownUser,
     )
 )]
 pub async fn change_roles(
@@ -227,6 +228,10 @@ pub async fn change_roles(
         return Err(AppError::validation("grant", format!("at most {ROLES_PER_REQUEST_MAX} roles per request")));
     }
     let parse = |field: &'static str, names: &[String]| -> ApiResult<Vec<Role>> {
+        // Each list names a role once (the document says `uniqueItems`).
+        if names.iter().enumerate().any(|(i, n)| names[..i].contains(n)) {
+            return Err(AppError::validation(field, "names a role twice"));
+        }
         names
             .iter()
             .map(|n| parse_role(n).ok_or_else(|| AppError::validation(field, format!("unknown role {n:?}"))))

@@ -11,7 +11,7 @@ use uuid::Uuid;
 use crate::auth::check_password;
 use crate::error::{ApiResult, AppError, Problem};
 use crate::extract::{ApiJson, CommandMeta};
-use crate::routes::doc::IdempotencyKey;
+use crate::routes::doc::{BodyRefusals, CommandRefusals, IdempotencyKey, Throttled, Unavailable};
 use crate::routes::{find_event, guarded, replayed};
 use crate::state::{AppState, command_context, fingerprint};
 use crate::views::{AuthResponse, LoginRequest, RefreshRequest, RegisterRequest, TokensResponse, UserView};
@@ -26,10 +26,10 @@ const WRONG_CREDENTIALS: AppError = AppError::Unauthorized("the email or the pas
     params(IdempotencyKey),
     responses(
         (status = 201, description = "Registered", body = AuthResponse),
-        (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "`email_taken`, `username_taken`, `idempotency_key_reused`", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "`validation_failed`", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "`maintenance`", body = Problem, content_type = "application/problem+json"),
+        BodyRefusals, CommandRefusals,
+        (status = 409, description = "`email_taken`, `username_taken`, `idempotency_key_reused`, `contention`", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "`rate_limited`: per client address, per email, or a full password-hashing queue", body = Problem, content_type = "application/problem+json",
+            headers(("Retry-After" = u64, description = "Seconds to wait"))),
     )
 )]
 pub async fn register(
@@ -38,6 +38,7 @@ pub async fn register(
     ApiJson(body): ApiJson<RegisterRequest>,
 ) -> ApiResult<impl IntoResponse> {
     check_password(&body.password)?;
+    crate::views::check_email_shape(&body.email)?;
     user::check_registration(&body.email, &body.username)?;
     app.limit_email(&body.email)?;
     let email = user::normalize_email(&body.email);
@@ -87,8 +88,10 @@ pub async fn register(
     request_body = LoginRequest,
     responses(
         (status = 200, description = "Logged in", body = AuthResponse),
+        BodyRefusals, Unavailable,
         (status = 401, description = "Wrong email or password", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "`validation_failed`", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "`rate_limited`: per client address, per email, or a full password-hashing queue", body = Problem, content_type = "application/problem+json",
+            headers(("Retry-After" = u64, description = "Seconds to wait"))),
     )
 )]
 pub async fn login(State(app): State<AppState>, ApiJson(body): ApiJson<LoginRequest>) -> ApiResult<Json<AuthResponse>> {
@@ -127,6 +130,7 @@ pub async fn login(State(app): State<AppState>, ApiJson(body): ApiJson<LoginRequ
     request_body = RefreshRequest,
     responses(
         (status = 200, description = "New tokens", body = TokensResponse),
+        BodyRefusals, Throttled, Unavailable,
         (status = 401, description = "Invalid or expired refresh token", body = Problem, content_type = "application/problem+json"),
     )
 )]

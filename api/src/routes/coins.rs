@@ -13,7 +13,9 @@ use serde::{Deserialize, Serialize};
 use crate::config::CoinPackage;
 use crate::error::{ApiResult, AppError, Problem};
 use crate::extract::{ApiJson, AuthUser, CommandMeta};
-use crate::routes::doc::{KeyReused, NotAPackage, ProviderFailed, PurchasesPaused, Unauthorized};
+use crate::routes::doc::{
+    BodyRefusals, CommandRefusals, IdempotencyKey, NotAPackage, ProviderFailed, PurchasesPaused, Unauthorized,
+};
 use crate::routes::replayed;
 use crate::state::{AppState, fingerprint};
 use crate::stripe::{SignatureError, read_event, verify_signature};
@@ -33,11 +35,11 @@ fn package<'a>(app: &'a AppState, package_id: &str) -> ApiResult<&'a CoinPackage
 #[utoipa::path(
     post, path = "/api/v1/coins/checkout", tag = "coins",
     request_body = CoinPurchaseBody,
-    params(("Idempotency-Key" = Option<String>, Header, description = "Up to 255 characters, scoped to the caller: a repeat gets the first answer (`idempotency-replayed: true`); the key with another package or on the other purchase route is 409")),
+    params(IdempotencyKey),
     security(("bearerAuth" = [])),
     responses(
         (status = 201, body = CheckoutCreated),
-        Unauthorized, KeyReused, NotAPackage, ProviderFailed, PurchasesPaused,
+        BodyRefusals, CommandRefusals, Unauthorized, NotAPackage, ProviderFailed, PurchasesPaused,
     )
 )]
 pub async fn checkout(
@@ -124,11 +126,11 @@ async fn remembered_purchase<T>(
 #[utoipa::path(
     post, path = "/api/v1/coins/payment-intent", tag = "coins",
     request_body = CoinPurchaseBody,
-    params(("Idempotency-Key" = Option<String>, Header, description = "Up to 255 characters, scoped to the caller: a repeat gets the first answer (`idempotency-replayed: true`); the key with another package or on the other purchase route is 409")),
+    params(IdempotencyKey),
     security(("bearerAuth" = [])),
     responses(
         (status = 201, body = PaymentIntentCreated),
-        Unauthorized, KeyReused, NotAPackage, ProviderFailed, PurchasesPaused,
+        BodyRefusals, CommandRefusals, Unauthorized, NotAPackage, ProviderFailed, PurchasesPaused,
     )
 )]
 pub async fn payment_intent(
@@ -163,8 +165,11 @@ pub async fn payment_intent(
     params(("Stripe-Signature" = String, Header, description = "`t=<unix s>,v1=<hex HMAC-SHA256 of \"{t}.{body}\">[,v1=...]`")),
     responses(
         (status = 200, body = WebhookAck),
+        BodyRefusals,
         (status = 400, description = "`invalid_signature`, `malformed_json` (nothing recorded)", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "`unavailable`, `maintenance`: Stripe retries later", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`contention`: Stripe retries later", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`unavailable`, `maintenance`: Stripe retries later", body = Problem, content_type = "application/problem+json",
+            headers(("Retry-After" = u64, description = "Seconds to wait"))),
     )
 )]
 pub async fn stripe_webhook(

@@ -1,6 +1,13 @@
 //! The OpenAPI parts the routes share: error responses that many routes
 //! answer alike, and the `Idempotency-Key` header. A route's own responses
-//! (its success, its particular refusals) stay in its annotation.
+//! (its success, its particular refusals) stay in its annotation, listed
+//! after the shared ones (a status listed twice keeps the later
+//! description).
+//!
+//! The document must state every status a route can answer (the fuzzing
+//! test, `tests/it/fuzz.rs`, runs schemathesis with every check): the
+//! bundles below are what the layers in front of a handler answer
+//! (`routes::router`, `server`), whatever the handler does.
 
 use utoipa::{IntoParams, IntoResponses};
 
@@ -78,6 +85,129 @@ pub struct PurchasesPaused(pub Problem);
 #[derive(Debug, IntoParams)]
 #[into_params(names("Idempotency-Key"), parameter_in = Header)]
 pub struct IdempotencyKey(
-    /// Up to 255 characters; a repeat returns the first answer
+    /// 1 to 255 visible ASCII characters (spaces inside), scoped to the
+    /// caller: a repeat gets the first answer (`idempotency-replayed: true`);
+    /// the key with another request is 409
+    #[param(min_length = 1, max_length = 255, pattern = "^[!-~]([ -~]*[!-~])?$")]
     pub Option<String>,
 );
+
+/// What a route that reads a JSON body may answer before its own checks:
+/// the body cannot be read, is too slow, too large, not JSON, or not of
+/// the documented shape.
+#[derive(Debug, IntoResponses)]
+pub enum BodyRefusals {
+    #[response(status = 400, description = "`malformed_json`: not JSON", content_type = "application/problem+json")]
+    Malformed(Problem),
+    #[response(
+        status = 408,
+        description = "`request_timeout`: the body did not arrive within `HTTP_BODY_TIMEOUT_MS`",
+        content_type = "application/problem+json"
+    )]
+    TimedOut(Problem),
+    #[response(
+        status = 413,
+        description = "`payload_too_large`: over `BODY_BYTES_MAX`",
+        content_type = "application/problem+json"
+    )]
+    TooLarge(Problem),
+    #[response(
+        status = 415,
+        description = "`unsupported_media_type`: not `Content-Type: application/json`",
+        content_type = "application/problem+json"
+    )]
+    NotJson(Problem),
+    #[response(
+        status = 422,
+        description = "`validation_failed`: a field missing, of another type, or out of its documented range",
+        content_type = "application/problem+json"
+    )]
+    Invalid(Problem),
+}
+
+/// What every command may answer besides its own outcome.
+#[derive(Debug, IntoResponses)]
+pub enum CommandRefusals {
+    #[response(
+        status = 409,
+        description = "`idempotency_key_reused` (the key with another request), `contention` (retry)",
+        content_type = "application/problem+json"
+    )]
+    Conflict(Problem),
+    #[response(
+        status = 422,
+        description = "`validation_failed`: a malformed `Idempotency-Key`",
+        content_type = "application/problem+json"
+    )]
+    Invalid(Problem),
+    #[response(
+        status = 429,
+        description = "`rate_limited`: per client address or per user",
+        headers(("Retry-After" = u64, description = "Seconds to wait")),
+        content_type = "application/problem+json"
+    )]
+    Throttled(Problem),
+    #[response(
+        status = 503,
+        description = "`maintenance` (`MAINTENANCE_MODE`), `unavailable` (the event log); with `Retry-After`",
+        headers(("Retry-After" = u64, description = "Seconds to wait")),
+        content_type = "application/problem+json"
+    )]
+    Unavailable(Problem),
+}
+
+/// What every query of the read models may answer besides its page.
+#[derive(Debug, IntoResponses)]
+pub enum QueryRefusals {
+    #[response(
+        status = 422,
+        description = "`validation_failed`: a parameter out of its documented range, or `minPosition` beyond the log's last position",
+        content_type = "application/problem+json"
+    )]
+    Invalid(Problem),
+    #[response(
+        status = 429,
+        description = "`rate_limited`: per client address or per user",
+        headers(("Retry-After" = u64, description = "Seconds to wait")),
+        content_type = "application/problem+json"
+    )]
+    Throttled(Problem),
+    #[response(
+        status = 503,
+        description = "`projection_lagging` (`minPosition` not reached within 5 s), `unavailable`; with `Retry-After`",
+        headers(("Retry-After" = u64, description = "Seconds to wait")),
+        content_type = "application/problem+json"
+    )]
+    Unavailable(Problem),
+}
+
+/// What a route of the API answers that reads nothing but the
+/// configuration: the per-address limit.
+#[derive(Debug, IntoResponses)]
+#[response(
+    status = 429,
+    description = "`rate_limited`: per client address",
+    headers(("Retry-After" = u64, description = "Seconds to wait")),
+    content_type = "application/problem+json"
+)]
+pub struct Throttled(pub Problem);
+
+/// A dependency (the event log, the read store) cannot answer now.
+#[derive(Debug, IntoResponses)]
+#[response(
+    status = 503,
+    description = "`unavailable`: the event log or the read store; with `Retry-After`",
+    headers(("Retry-After" = u64, description = "Seconds to wait")),
+    content_type = "application/problem+json"
+)]
+pub struct Unavailable(pub Problem);
+
+/// A settlement waits for `minPosition` before it looks the payout up.
+#[derive(Debug, IntoResponses)]
+#[response(
+    status = 503,
+    description = "`projection_lagging` (`minPosition` not reached within 5 s), `maintenance`, `unavailable`; with `Retry-After`",
+    headers(("Retry-After" = u64, description = "Seconds to wait")),
+    content_type = "application/problem+json"
+)]
+pub struct SettleLagging(pub Problem);

@@ -8,7 +8,7 @@ use projections::{PageRequest, Projection};
 
 use crate::error::{ApiResult, AppError, Problem};
 use crate::extract::{ApiPath, ApiQuery, AuthUser, Consistency, FinanceOrAdmin, Privileged};
-use crate::routes::doc::{NeedsFinanceOrAdmin, Unauthorized};
+use crate::routes::doc::{NeedsFinanceOrAdmin, QueryRefusals, Unauthorized};
 use crate::state::AppState;
 use crate::views::{LedgerEntryPage, PageQuery, ReconciliationItem, ReconciliationView, TrialBalanceView};
 
@@ -24,7 +24,7 @@ use crate::views::{LedgerEntryPage, PageQuery, ReconciliationItem, Reconciliatio
     security(("bearerAuth" = [])),
     responses(
         (status = 200, body = LedgerEntryPage),
-        Unauthorized,
+        QueryRefusals, Unauthorized,
         (status = 403, description = "Another user's or the platform's account, without finance or admin", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "Not an account", body = Problem, content_type = "application/problem+json"),
     )
@@ -55,7 +55,7 @@ pub async fn entries(
     security(("bearerAuth" = [])),
     responses(
         (status = 200, body = TrialBalanceView),
-        Unauthorized, NeedsFinanceOrAdmin,
+        QueryRefusals, Unauthorized, NeedsFinanceOrAdmin,
     )
 )]
 pub async fn trial_balance(
@@ -87,7 +87,7 @@ pub async fn trial_balance(
     security(("bearerAuth" = [])),
     responses(
         (status = 200, body = ReconciliationView),
-        Unauthorized, NeedsFinanceOrAdmin,
+        QueryRefusals, Unauthorized, NeedsFinanceOrAdmin,
     )
 )]
 pub async fn reconciliation(

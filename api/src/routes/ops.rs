@@ -10,11 +10,10 @@ use axum::response::{Html, IntoResponse, Response};
 use chrono::Utc;
 use projections::RunnerRole;
 use serde::Serialize;
-use utoipa::{OpenApi, ToSchema};
+use utoipa::ToSchema;
 
 use crate::error::{AppError, Problem};
 use crate::metrics::{Gauges, resident_memory};
-use crate::openapi::ApiDoc;
 use crate::state::AppState;
 use crate::views::ts;
 
@@ -248,11 +247,11 @@ pub async fn metrics(State(app): State<AppState>, headers: HeaderMap) -> Respons
 
 /// The OpenAPI 3.1 document of every route, generated from the handlers.
 #[utoipa::path(get, path = "/api/v1/openapi.json", tag = "operations", responses((status = 200, description = "OpenAPI 3.1 JSON")))]
-pub async fn openapi_json() -> Response {
-    match ApiDoc::openapi().to_json() {
-        Ok(text) => ([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], text).into_response(),
-        Err(e) => AppError::Internal(format!("openapi: {e}")).into_response(),
-    }
+pub async fn openapi_json(State(app): State<AppState>) -> Response {
+    // The log's last position bounds `minPosition`; without it the bound
+    // is left out (the document still answers).
+    let last_position = probe(app.log.last_position()).await.ok();
+    Json(crate::openapi::document(&app.config, last_position)).into_response()
 }
 
 /// A self-contained page (no CDN) that fetches the OpenAPI document and

@@ -10,7 +10,7 @@ use uuid::Uuid;
 
 use crate::error::{ApiResult, AppError, Problem};
 use crate::extract::{ApiJson, ApiQuery, AuthUser, CommandMeta, Consistency};
-use crate::routes::doc::{IdempotencyKey, Unauthorized};
+use crate::routes::doc::{BodyRefusals, CommandRefusals, IdempotencyKey, QueryRefusals, Unauthorized};
 use crate::routes::{find_event, guarded, replayed};
 use crate::state::{AppState, command_context, fingerprint};
 use crate::views::{MoneyView, PageQuery, PayoutCreated, PayoutPage, PayoutRequestBody};
@@ -24,9 +24,9 @@ use crate::views::{MoneyView, PageQuery, PayoutCreated, PayoutPage, PayoutReques
     security(("bearerAuth" = [])),
     responses(
         (status = 201, body = PayoutCreated),
-        Unauthorized,
+        BodyRefusals, CommandRefusals, Unauthorized,
         (status = 402, description = "`insufficient_earnings`", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "`too_many_pending_payouts`, `idempotency_key_reused`", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`too_many_pending_payouts`, `idempotency_key_reused`, `contention`", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "`below_minimum` (under `PAYOUT_MIN_COINS`), `validation_failed`", body = Problem, content_type = "application/problem+json"),
     )
 )]
@@ -69,7 +69,7 @@ pub async fn request(
     get, path = "/api/v1/payouts", tag = "payouts",
     params(PageQuery, Consistency),
     security(("bearerAuth" = [])),
-    responses((status = 200, body = PayoutPage), Unauthorized)
+    responses((status = 200, body = PayoutPage), QueryRefusals, Unauthorized)
 )]
 pub async fn list_own(
     State(app): State<AppState>,

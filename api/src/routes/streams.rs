@@ -13,7 +13,9 @@ use uuid::Uuid;
 
 use crate::error::{ApiResult, AppError, Problem};
 use crate::extract::{ApiJson, ApiPath, ApiQuery, AuthUser, CommandMeta, Consistency};
-use crate::routes::doc::{IdempotencyKey, Invalid, NotFound, StreamNotLive, Unauthorized};
+use crate::routes::doc::{
+    BodyRefusals, CommandRefusals, IdempotencyKey, NotFound, QueryRefusals, StreamNotLive, Throttled, Unauthorized,
+};
 use crate::routes::{find_event, guarded, replayed};
 use crate::state::{AppState, command_context, fingerprint};
 use crate::views::{
@@ -22,7 +24,7 @@ use crate::views::{
 };
 
 /// The gifts viewers can send (`GIFT_CATALOG`).
-#[utoipa::path(get, path = "/api/v1/gifts/catalog", tag = "gifts", responses((status = 200, body = [GiftCatalogItem])))]
+#[utoipa::path(get, path = "/api/v1/gifts/catalog", tag = "gifts", responses((status = 200, body = [GiftCatalogItem]), Throttled))]
 pub async fn gift_catalog(State(app): State<AppState>) -> Json<Vec<GiftCatalogItem>> {
     Json(
         app.config
@@ -51,9 +53,8 @@ fn user_ctx(caller: &AuthUser, meta: &CommandMeta, body: &impl serde::Serialize)
     security(("bearerAuth" = [])),
     responses(
         (status = 201, body = StreamCreated),
-        Unauthorized,
-        (status = 409, description = "`stream_already_live`", body = Problem, content_type = "application/problem+json"),
-        Invalid,
+        BodyRefusals, CommandRefusals, Unauthorized,
+        (status = 409, description = "`stream_already_live`, `idempotency_key_reused`, `contention`", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn start(
@@ -101,7 +102,7 @@ async fn stream_command(
     security(("bearerAuth" = [])),
     responses(
         (status = 200, body = PositionView),
-        Unauthorized,
+        CommandRefusals, Unauthorized,
         (status = 403, description = "Neither the host nor an admin", body = Problem, content_type = "application/problem+json"),
         NotFound, StreamNotLive,
     )
@@ -123,7 +124,7 @@ pub async fn end(
     security(("bearerAuth" = [])),
     responses(
         (status = 200, body = PositionView),
-        Unauthorized, NotFound, StreamNotLive,
+        CommandRefusals, Unauthorized, NotFound, StreamNotLive,
     )
 )]
 pub async fn join(
@@ -142,7 +143,7 @@ pub async fn join(
     security(("bearerAuth" = [])),
     responses(
         (status = 200, body = PositionView),
-        Unauthorized, NotFound,
+        CommandRefusals, Unauthorized, NotFound,
     )
 )]
 pub async fn leave(
@@ -158,7 +159,7 @@ pub async fn leave(
 #[utoipa::path(
     get, path = "/api/v1/streams/live", tag = "streams",
     params(LiveStreamsQuery, Consistency),
-    responses((status = 200, body = StreamPage), Invalid)
+    responses((status = 200, body = StreamPage), QueryRefusals)
 )]
 pub async fn live(
     State(app): State<AppState>,
@@ -175,7 +176,7 @@ pub async fn live(
 #[utoipa::path(
     get, path = "/api/v1/streams/{id}", tag = "streams",
     params(("id" = Uuid, Path), Consistency),
-    responses((status = 200, body = StreamView), NotFound)
+    responses((status = 200, body = StreamView), QueryRefusals, NotFound)
 )]
 pub async fn get_stream(
     State(app): State<AppState>,
@@ -194,7 +195,7 @@ pub async fn get_stream(
         ("id" = Uuid, Path),
         PageQuery, Consistency,
     ),
-    responses((status = 200, body = LeaderboardPage), NotFound)
+    responses((status = 200, body = LeaderboardPage), QueryRefusals, NotFound)
 )]
 pub async fn leaderboard(
     State(app): State<AppState>,
@@ -218,11 +219,11 @@ pub async fn leaderboard(
     security(("bearerAuth" = [])),
     responses(
         (status = 201, body = GiftSentView),
-        Unauthorized,
+        BodyRefusals, CommandRefusals, Unauthorized,
         (status = 402, description = "`insufficient_funds`", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "`self_gift_forbidden`: to one's own stream", body = Problem, content_type = "application/problem+json"),
         NotFound,
-        (status = 409, description = "`stream_not_live`, `idempotency_key_reused`", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`stream_not_live`, `idempotency_key_reused`, `contention`", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "`validation_failed` (unknown gift, quantity out of 1..=10000), `amount_out_of_range`", body = Problem, content_type = "application/problem+json"),
     )
 )]

@@ -6,6 +6,7 @@ mod authz;
 mod bad_input;
 mod concurrency;
 mod drill;
+mod fuzz;
 mod journey;
 mod mongo_journey;
 mod openapi;
