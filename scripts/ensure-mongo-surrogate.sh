@@ -23,9 +23,4 @@ log() { printf 'ensure-mongo-surrogate: %s\n' "$*" >&2; }
 
 # shellcheck source=scripts/lib-tools.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib-tools.sh"
-set_tools_dir
-
-venv="$tools_dir/secantusdb-$SECANTUSDB_VERSION"
-ensure_venv "$venv" SecantusDB SecantusDB "$SECANTUSDB_VERSION" "$venv/bin/secantusd-py" --help
-
-echo "$venv/bin/secantusd-py"
+ensure_pypi_tool secantusdb SecantusDB "$SECANTUSDB_VERSION" secantusd-py --help

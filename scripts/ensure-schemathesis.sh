@@ -18,9 +18,4 @@ log() { printf 'ensure-schemathesis: %s\n' "$*" >&2; }
 
 # shellcheck source=scripts/lib-tools.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib-tools.sh"
-set_tools_dir
-
-venv="$tools_dir/schemathesis-$SCHEMATHESIS_VERSION"
-ensure_venv "$venv" schemathesis schemathesis "$SCHEMATHESIS_VERSION" "$venv/bin/st" --version
-
-echo "$venv/bin/st"
+ensure_pypi_tool schemathesis schemathesis "$SCHEMATHESIS_VERSION" st --version

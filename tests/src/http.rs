@@ -79,6 +79,15 @@ impl Resp {
     }
 }
 
+/// What most tests start from: see [`TestApp::stream_scene`].
+#[derive(Debug, Clone)]
+pub struct Scene {
+    pub admin: User,
+    pub host: User,
+    pub viewer: User,
+    pub stream: Uuid,
+}
+
 /// A registered user with tokens.
 #[derive(Debug, Clone)]
 pub struct User {
@@ -300,6 +309,23 @@ impl TestApp {
         let r = self.post("/api/v1/streams", Some(&host.token), json!({"title": title, "category": "music"})).await;
         assert_eq!(r.status, 201, "start stream: {}", r.text);
         r.body["streamId"].as_str().and_then(|s| s.parse().ok()).expect("a stream id")
+    }
+
+    /// `quantity` of `gift_id` sent by the holder of `token` in `stream`.
+    pub async fn gift(&self, token: &str, stream: Uuid, gift_id: &str, quantity: impl Into<Value>) -> Resp {
+        let body = json!({"giftId": gift_id, "quantity": quantity.into()});
+        self.post(&format!("/api/v1/streams/{stream}/gifts"), Some(token), body).await
+    }
+
+    /// The admin, a host `<name>_host` live on a stream titled `name`, and
+    /// a viewer `<name>_viewer` funded with `viewer_coins`.
+    pub async fn stream_scene(&self, name: &str, viewer_coins: i64) -> Scene {
+        let admin = self.admin().await;
+        let host = self.register(&format!("{name}_host")).await;
+        let viewer = self.register(&format!("{name}_viewer")).await;
+        self.fund(&admin, &viewer, viewer_coins).await;
+        let stream = self.start_stream(&host, name).await;
+        Scene { admin, host, viewer, stream }
     }
 
     /// The caller's wallet once the read models reached `min_position`.

@@ -492,15 +492,8 @@ impl MongoStore {
         cursor_of: impl Fn(&T) -> String,
     ) -> StoreResult<Page<T>> {
         let docs = self.find(collection, filter, sort, limit + 1, None).await?;
-        let mut items = docs.iter().map(read).collect::<StoreResult<Vec<T>>>()?;
-        let limit = usize::try_from(limit).unwrap_or(usize::MAX);
-        let next_cursor = if items.len() > limit {
-            items.truncate(limit);
-            items.last().map(cursor_of)
-        } else {
-            None
-        };
-        Ok(Page { items, next_cursor })
+        let items = docs.iter().map(read).collect::<StoreResult<Vec<T>>>()?;
+        Ok(crate::store::into_page(items, limit, cursor_of))
     }
 
     async fn one<T>(
@@ -530,20 +523,12 @@ impl MongoStore {
             filter.insert("present", true);
         }
         let docs = self.find(&name, filter, doc! {"_id": 1}, limit + 1, None).await?;
-        let mut out = Vec::with_capacity(docs.len());
-        let mut keys = Vec::with_capacity(docs.len());
-        for d in &docs {
-            keys.push(d.get_str("_id").map(str::to_string).unwrap_or_default());
-            out.push(read_any(collection, d)?);
-        }
-        let limit = usize::try_from(limit).unwrap_or(usize::MAX);
-        let next_key = if out.len() > limit {
-            out.truncate(limit);
-            keys.get(limit - 1).cloned()
-        } else {
-            None
-        };
-        Ok(ScanPage { docs: out, next_key })
+        let keyed = docs
+            .iter()
+            .map(|d| Ok((d.get_str("_id").map(str::to_string).unwrap_or_default(), read_any(collection, d)?)))
+            .collect::<StoreResult<Vec<(String, AnyDoc)>>>()?;
+        let page = crate::store::into_page(keyed, limit, |(key, _)| key.clone());
+        Ok(ScanPage { docs: page.items.into_iter().map(|(_, doc)| doc).collect(), next_key: page.next_cursor })
     }
 }
 

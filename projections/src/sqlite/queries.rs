@@ -15,7 +15,7 @@ use crate::model::{
     ProjectionVersion, StreamDoc, StripePaymentDoc, TransactionDoc, TransactionFilter, TrialBalance, UserDoc,
     WalletDoc, cursor, to_micros,
 };
-use crate::store::StoreResult;
+use crate::store::{StoreResult, into_page};
 
 /// Runs a query that returns documents, mapping each row.
 pub(super) fn query_docs<T>(
@@ -31,19 +31,6 @@ pub(super) fn query_docs<T>(
         out.push(map(row)?);
     }
     Ok(out)
-}
-
-/// Cuts the `limit + 1` rows fetched into a page, with the cursor of its last
-/// item when more follow.
-fn into_page<T>(mut items: Vec<T>, limit: u32, cursor_of: impl Fn(&T) -> String) -> Page<T> {
-    let limit = usize::try_from(limit).unwrap_or(usize::MAX);
-    if items.len() > limit {
-        items.truncate(limit);
-        let next_cursor = items.last().map(cursor_of);
-        Page { items, next_cursor }
-    } else {
-        Page { items, next_cursor: None }
-    }
 }
 
 /// Sort keys above every real one, for the first page of a descending list.

@@ -80,15 +80,8 @@ pub(super) fn scan_blocking(
             query_docs(tx, &sql, &refs, map)?
         }
     };
-    let mut docs = docs;
-    let limit = usize::try_from(limit).unwrap_or(usize::MAX);
-    let next_key = if docs.len() > limit {
-        docs.truncate(limit);
-        docs.last().map(scan_key)
-    } else {
-        None
-    };
-    Ok(ScanPage { docs, next_key })
+    let page = crate::store::into_page(docs, limit, scan_key);
+    Ok(ScanPage { docs: page.items, next_key: page.next_cursor })
 }
 
 /// The values of a scan key's parts, as stored: UUIDs and accounts as their

@@ -246,13 +246,7 @@ async fn every_route_answers_each_role_as_the_matrix_says() {
     }
     // Earnings for the user: another viewer's gifts, credited by the reactor.
     let stream = app.start_stream(&user, "matrix").await;
-    let gift = app
-        .post(
-            &format!("/api/v1/streams/{stream}/gifts"),
-            Some(&other.token),
-            json!({"giftId": "castle", "quantity": 10}),
-        )
-        .await;
+    let gift = app.gift(&other.token, stream, "castle", 10).await;
     assert_eq!(gift.status, 201, "{}", gift.text);
     let settled = app.settle_reactor().await;
     assert_eq!(app.wallet(&user, settled).await["earnings"], json!(7_000));

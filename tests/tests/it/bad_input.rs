@@ -4,7 +4,7 @@
 //! problem+json with the right code, never a 5xx, and nothing is appended
 //! to the log.
 
-use halobuzz_tests::http::{TEST_JWT_SECRET, TestApp, alg_none_token, forge_token};
+use halobuzz_tests::http::{Scene, TEST_JWT_SECRET, TestApp, alg_none_token, forge_token};
 use jsonwebtoken::Algorithm;
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -42,23 +42,13 @@ fn case(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_gets_a_problem_with_the_right_code_and_appends_nothing() {
     let app = TestApp::start().await;
-    let admin = app.admin().await;
-    let host = app.register("bad_host").await;
-    let viewer = app.register("bad_viewer").await;
+    let Scene { admin, host, viewer, stream } = app.stream_scene("bad", 20_000).await;
     let other_host = app.register("bad_host_2").await;
-    app.fund(&admin, &viewer, 20_000).await;
-    let stream = app.start_stream(&host, "bad input").await;
     let ended = app.start_stream(&other_host, "ended").await;
     let r = app.post(&format!("/api/v1/streams/{ended}/end"), Some(&other_host.token), json!({})).await;
     assert_eq!(r.status, 200, "{}", r.text);
     // The host earns 7,000 coins and asks for a payout.
-    let r = app
-        .post(
-            &format!("/api/v1/streams/{stream}/gifts"),
-            Some(&viewer.token),
-            json!({"giftId": "castle", "quantity": 10}),
-        )
-        .await;
+    let r = app.gift(&viewer.token, stream, "castle", 10).await;
     assert_eq!(r.status, 201, "{}", r.text);
     let settled = app.settle_reactor().await;
     assert_eq!(app.wallet(&host, settled).await["earnings"], json!(7_000));

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use halobuzz_tests::http::{TestApp, User};
+use halobuzz_tests::http::{Scene, TestApp, User};
 use halobuzz_tests::stripe::{LocalStripe, TEST_STRIPE_KEY};
 use serde_json::json;
 use tokio::process::Command;
@@ -74,13 +74,7 @@ async fn schemathesis_finds_no_failure_as_an_admin_and_as_a_user() {
     // their payouts can succeed and the stateful phase can settle them.
     for (host, viewer) in [(&admin, &user), (&user, &admin)] {
         let stream = app.start_stream(host, "fuzz").await;
-        let gift = app
-            .post(
-                &format!("/api/v1/streams/{stream}/gifts"),
-                Some(viewer.token.as_str()),
-                json!({"giftId": "castle", "quantity": 100}),
-            )
-            .await;
+        let gift = app.gift(viewer.token.as_str(), stream, "castle", 100).await;
         assert_eq!(gift.status, 201, "{}", gift.text);
         let end = app.post(&format!("/api/v1/streams/{stream}/end"), Some(&host.token), json!({})).await;
         assert_eq!(end.status, 200, "{}", end.text);
@@ -171,11 +165,7 @@ type Refused<'a> =
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_service_refuses_what_the_document_calls_invalid_and_accepts_what_it_calls_valid() {
     let app = TestApp::start().await;
-    let admin = app.admin().await;
-    let viewer = app.register("doc_viewer").await;
-    let host = app.register("doc_host").await;
-    app.fund(&admin, &viewer, 10_000).await;
-    let stream = app.start_stream(&host, "doc").await;
+    let Scene { admin, host, viewer, stream } = app.stream_scene("doc", 10_000).await;
     let refused: Vec<Refused<'_>> = vec![
         // `limit` was clamped into 1..=200 instead of refused.
         (
@@ -260,13 +250,7 @@ async fn the_service_refuses_what_the_document_calls_invalid_and_accepts_what_it
         assert_eq!(app.last_position().await, before, "{what} appended to the log");
     }
     // JSON Schema's `integer` admits `1.0`: a gift of 1.0 roses is one rose.
-    let r = app
-        .post(
-            &format!("/api/v1/streams/{stream}/gifts"),
-            Some(&viewer.token),
-            json!({"giftId": "rose", "quantity": 1.0}),
-        )
-        .await;
+    let r = app.gift(&viewer.token, stream, "rose", 1.0).await;
     assert_eq!((r.status, &r.body["quantity"]), (201, &json!(1)), "{}", r.text);
     app.stop().await;
 }

@@ -1,7 +1,7 @@
 //! The whole user journey through HTTP, with exact balances at every step
 //! and a trial balance of zero (transit back to zero) at the end.
 
-use halobuzz_tests::http::{PASSWORD, TestApp, balance_of};
+use halobuzz_tests::http::{PASSWORD, Scene, TestApp, balance_of};
 use serde_json::{Value, json};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -52,13 +52,7 @@ async fn register_gift_and_pay_out_keeps_every_balance_exact() {
         [(&viewer, "rose", 10, 10, 9_990), (&viewer, "crown", 5, 500, 9_490), (&fan, "castle", 2, 2_000, 3_000)]
     {
         let token = if user.id == viewer.id { viewer_token.as_str() } else { user.token.as_str() };
-        let r = app
-            .post(
-                &format!("/api/v1/streams/{stream}/gifts"),
-                Some(token),
-                json!({"giftId": gift, "quantity": quantity}),
-            )
-            .await;
+        let r = app.gift(token, stream, gift, quantity).await;
         assert_eq!(r.status, 201, "{}", r.text);
         assert_eq!(r.body["giftId"], json!(gift));
         assert_eq!(r.body["coins"], json!(coins));
@@ -198,11 +192,7 @@ async fn register_gift_and_pay_out_keeps_every_balance_exact() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_repeated_idempotency_key_returns_the_first_answer_and_a_changed_body_is_refused() {
     let app = TestApp::start().await;
-    let admin = app.admin().await;
-    let host = app.register("idem_host").await;
-    let viewer = app.register("idem_viewer").await;
-    app.fund(&admin, &viewer, 1_000).await;
-    let stream = app.start_stream(&host, "idempotent").await;
+    let Scene { admin, host, viewer, stream } = app.stream_scene("idem", 1_000).await;
     let path = format!("/api/v1/streams/{stream}/gifts");
     let gift = json!({"giftId": "star", "quantity": 3});
     let send = |body: Value| {

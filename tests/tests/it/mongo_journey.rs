@@ -30,13 +30,7 @@ async fn a_journey_with_mongodb_uri_keeps_every_balance_exact() {
         let stream = app.start_stream(&host, "Mongo night").await;
         let joined = app.post(&format!("/api/v1/streams/{stream}/join"), Some(&viewer.token), json!({})).await;
         assert_eq!(joined.status, 200, "{}", joined.text);
-        let gift = app
-            .post(
-                &format!("/api/v1/streams/{stream}/gifts"),
-                Some(&viewer.token),
-                json!({"giftId": "crown", "quantity": 3}),
-            )
-            .await;
+        let gift = app.gift(&viewer.token, stream, "crown", 3).await;
         assert_eq!(gift.status, 201, "{}", gift.text);
         let last = gift.position();
         let board = app.get(&format!("/api/v1/streams/{stream}/leaderboard?minPosition={last}"), None).await;

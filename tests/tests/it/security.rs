@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use commands::log::EventLog;
 use events_schema::{ActorKind, Envelope, Event, Role};
-use halobuzz_tests::http::{ADMIN_EMAIL, PASSWORD, TestApp, test_env};
+use halobuzz_tests::http::{ADMIN_EMAIL, PASSWORD, Scene, TestApp, test_env};
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -147,11 +147,7 @@ async fn slow_clients_are_closed_by_the_timeouts_and_never_starve_health_or_a_gi
         ("HTTP_WEBHOOK_IN_FLIGHT_MAX", &WEBHOOK_SLOTS.to_string()),
     ])
     .await;
-    let admin = app.admin().await;
-    let host = app.register("slowhost").await;
-    let viewer = app.register("slowviewer").await;
-    app.fund(&admin, &viewer, 1_000).await;
-    let stream = app.start_stream(&host, "patience").await;
+    let Scene { host, viewer, stream, .. } = app.stream_scene("slow", 1_000).await;
     let gift_path = format!("/api/v1/streams/{stream}/gifts");
     let patience = Duration::from_secs(30);
     let interval = Duration::from_millis(200);

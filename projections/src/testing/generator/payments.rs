@@ -70,23 +70,7 @@ impl Generator {
         });
         let mut chain = Chain::new();
         let decision = self.emit(&meta, credited, Some(&mut chain));
-        let commit =
-            self.commit(user, vec![transfer(Account::ExternalStripe, Account::Wallet(id), coins)], PendingEdit::None);
-        let event = Event::CoinsPurchased(CoinsPurchased {
-            user_id: id,
-            payment_id: payment_id.clone(),
-            coins,
-            source_position: decision,
-            commit,
-        });
-        let ledger_position = self.ledger_event(user, &meta, event);
-        let posted = Event::PaymentPosted(PaymentPosted {
-            payment_id: payment_id.clone(),
-            posted_position: decision,
-            ledger_position,
-            state_after: PaymentSnapshot { posted_position: Some(decision), ..state_after },
-        });
-        self.emit(&meta, posted, Some(&mut chain));
+        self.post_payment(user, &meta, (&payment_id, coins, Posting::Purchase), decision, state_after, &mut chain);
         self.payment_chains.insert(payment_id.clone(), chain);
         // Now and then a flagged payment beside it.
         if self.rng.percent(5) {
@@ -146,22 +130,58 @@ impl Generator {
             state_after: state_after.clone(),
         });
         let decision = self.emit(&meta, recorded, Some(&mut chain));
-        let commit =
-            self.commit(user, vec![transfer(Account::Wallet(id), Account::ExternalStripe, coins)], PendingEdit::None);
-        let event = Event::PurchaseRefunded(PurchaseRefunded {
-            user_id: id,
-            payment_id: payment_id.clone(),
-            coins,
-            source_position: decision,
-            commit,
-        });
-        let ledger_position = self.ledger_event(user, &meta, event);
+        self.post_payment(user, &meta, (&payment_id, coins, Posting::Refund), decision, state_after, &mut chain);
+    }
+
+    /// The webhook's posting of the payment decision at `decision`: the
+    /// coins moved on the buyer's ledger (naming the decision), then the
+    /// payment's mark.
+    fn post_payment(
+        &mut self,
+        user: usize,
+        meta: &EventMeta,
+        (payment_id, coins, posting): (&str, i64, Posting),
+        decision: u64,
+        state_after: PaymentSnapshot,
+        chain: &mut Chain,
+    ) {
+        let id = self.users[user].id;
+        let payment_id = payment_id.to_owned();
+        let (from, to) = match posting {
+            Posting::Purchase => (Account::ExternalStripe, Account::Wallet(id)),
+            Posting::Refund => (Account::Wallet(id), Account::ExternalStripe),
+        };
+        let commit = self.commit(user, vec![transfer(from, to, coins)], PendingEdit::None);
+        let event = match posting {
+            Posting::Purchase => Event::CoinsPurchased(CoinsPurchased {
+                user_id: id,
+                payment_id: payment_id.clone(),
+                coins,
+                source_position: decision,
+                commit,
+            }),
+            Posting::Refund => Event::PurchaseRefunded(PurchaseRefunded {
+                user_id: id,
+                payment_id: payment_id.clone(),
+                coins,
+                source_position: decision,
+                commit,
+            }),
+        };
+        let ledger_position = self.ledger_event(user, meta, event);
         let posted = Event::PaymentPosted(PaymentPosted {
             payment_id,
             posted_position: decision,
             ledger_position,
             state_after: PaymentSnapshot { posted_position: Some(decision), ..state_after },
         });
-        self.emit(&meta, posted, Some(&mut chain));
+        self.emit(meta, posted, Some(chain));
     }
+}
+
+/// Which way a payment's posting moves coins.
+#[derive(Debug, Clone, Copy)]
+enum Posting {
+    Purchase,
+    Refund,
 }
