@@ -7,7 +7,8 @@
 //! registrations cannot both win.
 
 use events_schema::{
-    Event, ReservationClaimed, ReservationKind, Role, UserRegistered, UserRolesChanged, UserSessionsRevoked, UserSnapshot,
+    Event, ReservationClaimed, ReservationKind, Role, UserRegistered, UserRolesChanged, UserSessionsRevoked,
+    UserSnapshot,
 };
 use unicode_normalization::UnicodeNormalization;
 use uuid::Uuid;

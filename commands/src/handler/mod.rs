@@ -183,7 +183,11 @@ impl Commands {
     }
 
     /// Revokes every session of a user (the sessions epoch goes up).
-    pub async fn revoke_sessions(&self, ctx: &CommandContext, command: RevokeSessions) -> Result<Outcome, CommandError> {
+    pub async fn revoke_sessions(
+        &self,
+        ctx: &CommandContext,
+        command: RevokeSessions,
+    ) -> Result<Outcome, CommandError> {
         let user_subject = user_subject(command.user_id);
         self.execute(Some(ctx), &ctx.actor, vec![user_subject.clone()], |lasts| {
             user::decide_revoke_sessions(&lasts.state(&user_subject, None, user::evolve), &command)

@@ -53,8 +53,9 @@ impl Given {
     }
 
     fn revoked(mut self) -> Given {
-        let events = user::decide_revoke_sessions(&self.user, &RevokeSessions { user_id: user(1), revoked_by: user(2) })
-            .expect("revoked");
+        let events =
+            user::decide_revoke_sessions(&self.user, &RevokeSessions { user_id: user(1), revoked_by: user(2) })
+                .expect("revoked");
         self.user = events.iter().fold(self.user, user::evolve);
         self
     }
