@@ -3,7 +3,7 @@
 //! admin revokes every session of a user (their old access tokens refused
 //! for moving coins and on privileged routes).
 
-use halobuzz_tests::http::{PASSWORD, Resp, TestApp, User};
+use halobuzz_tests::http::{PASSWORD, Resp, TEST_JWT_REFRESH_SECRET, TestApp, User, forge_token};
 use serde_json::json;
 
 fn refresh_body(token: &str) -> serde_json::Value {
@@ -55,6 +55,24 @@ async fn refresh_rotates_and_a_reused_token_ends_the_whole_login() {
     // Another login of the same user is another family: untouched.
     let (_, other_login) = login(&app, &user).await;
     assert_eq!(refresh(&app, &other_login).await.status, 200);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refresh_token_issued_before_sessions_rotates_once_into_a_family() {
+    let app = TestApp::start().await;
+    let user = app.register("veteran").await;
+    // As issued before: no family, generation or epoch; its jti a UUID.
+    let now = chrono::Utc::now().timestamp();
+    let claims = json!({
+        "sub": user.id.to_string(), "typ": "refresh", "roles": ["user"],
+        "iat": now - 60, "exp": now + 3600, "jti": uuid::Uuid::now_v7().to_string(),
+    });
+    let old = forge_token(&claims, jsonwebtoken::Algorithm::HS256, TEST_JWT_REFRESH_SECRET);
+    let (_, rotated) = tokens(&refresh(&app, &old).await);
+    assert_eq!(refresh(&app, &rotated).await.status, 200, "its successor rotates on");
+    let reused = refresh(&app, &old).await;
+    assert_eq!((reused.status, reused.problem_code()), (401, "refresh_token_reused"), "{}", reused.text);
     app.stop().await;
 }
 
