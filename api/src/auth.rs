@@ -6,10 +6,16 @@
 //! Verification accepts HS256 and nothing else: `alg: none` and every other
 //! algorithm are refused before the signature is looked at.
 //!
-//! Tokens are stateless (the API keeps no session): a refresh token stays
-//! valid until it expires. Roles are carried in the access token for the
-//! clients' convenience, but privileged routes re-read them from the log,
-//! so a revoked role stops working at once.
+//! Sessions live in the log, not in the API: a refresh token names its
+//! login (`fam`, the session family) and its place in it (`gen`), and both
+//! tokens carry the user's sessions epoch (`sep`). A refresh rotates the
+//! family (`commands::Commands::refresh_session`), and a token of an older
+//! generation or epoch is refused; commands that move coins and privileged
+//! routes refuse an access token of an older epoch. Tokens issued before
+//! these claims existed read as epoch 0 and generation 0, their `jti` as
+//! their family (decision 0013). Roles are carried in the access token for
+//! the clients' convenience, but privileged routes re-read them from the
+//! log, so a revoked role stops working at once.
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -79,6 +85,39 @@ pub struct Claims {
     pub exp: i64,
     /// Unique per token.
     pub jti: String,
+    /// The login (session family) the token belongs to; absent in tokens
+    /// issued before sessions were rotated (their `jti` stands for it).
+    #[serde(default, rename = "fam", skip_serializing_if = "Option::is_none")]
+    pub family_id: Option<Uuid>,
+    /// Refresh tokens: the family's generation the token was issued at.
+    #[serde(default, rename = "gen")]
+    pub generation: u64,
+    /// The user's sessions epoch when the token was issued.
+    #[serde(default, rename = "sep")]
+    pub sessions_epoch: u64,
+}
+
+impl Claims {
+    /// The token's session family: `fam`, or for a token issued before
+    /// families existed its `jti` (a UUID, unique per token).
+    pub fn family(&self) -> Option<Uuid> {
+        self.family_id.or_else(|| Uuid::parse_str(&self.jti).ok())
+    }
+}
+
+/// Where in its session a new pair of tokens stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionClaims {
+    pub family_id: Uuid,
+    pub generation: u64,
+    pub sessions_epoch: u64,
+}
+
+impl SessionClaims {
+    /// A new login: a new family at generation 0.
+    pub fn login(sessions_epoch: u64) -> SessionClaims {
+        SessionClaims { family_id: Uuid::now_v7(), generation: 0, sessions_epoch }
+    }
 }
 
 /// A pair of fresh tokens.
@@ -138,6 +177,12 @@ impl std::fmt::Debug for crate::views::RefreshRequest {
     }
 }
 
+impl std::fmt::Debug for crate::views::LogoutRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LogoutRequest").field("refresh_token", &REDACTED).finish()
+    }
+}
+
 /// What Debug shows instead of a secret.
 const REDACTED: &str = "<redacted>";
 
@@ -177,8 +222,8 @@ impl Auth {
         })
     }
 
-    /// Issues an access and a refresh token for `user_id`.
-    pub fn issue(&self, user_id: Uuid, roles: &[Role]) -> Result<TokenPair, AppError> {
+    /// Issues an access and a refresh token for `user_id`, in `session`.
+    pub fn issue(&self, user_id: Uuid, roles: &[Role], session: SessionClaims) -> Result<TokenPair, AppError> {
         let now = Utc::now().timestamp();
         let roles: Vec<String> = roles.iter().map(|r| role_name(*r).to_string()).collect();
         let claims = |typ: &str, ttl_s: i64| Claims {
@@ -188,6 +233,9 @@ impl Auth {
             iat: now,
             exp: now + ttl_s,
             jti: Uuid::now_v7().to_string(),
+            family_id: Some(session.family_id),
+            generation: session.generation,
+            sessions_epoch: session.sessions_epoch,
         };
         let header = Header::new(Algorithm::HS256);
         let sign = |claims: &Claims, key: &EncodingKey| {
@@ -354,13 +402,36 @@ mod tests {
     fn an_access_token_round_trips_and_is_not_a_refresh_token() {
         let auth = auth();
         let user = Uuid::now_v7();
-        let pair = auth.issue(user, &[Role::User, Role::Admin]).unwrap();
+        let session = SessionClaims { family_id: Uuid::now_v7(), generation: 3, sessions_epoch: 2 };
+        let pair = auth.issue(user, &[Role::User, Role::Admin], session).unwrap();
         let (id, claims) = auth.verify_access(&pair.access_token).unwrap();
         assert_eq!(id, user);
         assert_eq!(claims.roles, vec!["user", "admin"]);
+        assert_eq!((claims.family(), claims.sessions_epoch), (Some(session.family_id), 2));
+        let (_, refresh) = auth.verify_refresh(&pair.refresh_token).unwrap();
+        assert_eq!((refresh.family(), refresh.generation, refresh.sessions_epoch), (Some(session.family_id), 3, 2));
         assert!(auth.verify_refresh(&pair.access_token).is_err());
         assert!(auth.verify_access(&pair.refresh_token).is_err());
         assert_eq!(auth.verify_refresh(&pair.refresh_token).unwrap().0, user);
+    }
+
+    #[test]
+    fn a_token_issued_before_sessions_reads_as_epoch_0_generation_0_and_its_jti_as_family() {
+        let auth = auth();
+        let now = Utc::now().timestamp();
+        let jti = Uuid::now_v7();
+        let old = serde_json::json!({
+            "sub": Uuid::now_v7().to_string(), "typ": "refresh", "roles": ["user"],
+            "iat": now, "exp": now + 60, "jti": jti.to_string(),
+        });
+        let token = jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &old,
+            &EncodingKey::from_secret(b"a-test-refresh-secret-of-at-least-32-chars"),
+        )
+        .unwrap();
+        let (_, claims) = auth.verify_refresh(&token).unwrap();
+        assert_eq!((claims.family(), claims.generation, claims.sessions_epoch), (Some(jti), 0, 0));
     }
 
     #[test]
@@ -374,6 +445,9 @@ mod tests {
             iat: now,
             exp: now + 60,
             jti: "x".into(),
+            family_id: None,
+            generation: 0,
+            sessions_epoch: 0,
         };
         let b64 = |v: &serde_json::Value| {
             use base64_engine::encode;
@@ -405,6 +479,9 @@ mod tests {
             iat: now - 3600,
             exp: now - 600,
             jti: "x".into(),
+            family_id: None,
+            generation: 0,
+            sessions_epoch: 0,
         };
         let token = jsonwebtoken::encode(
             &Header::new(Algorithm::HS256),
@@ -448,12 +525,13 @@ mod tests {
 
     #[test]
     fn requests_holding_secrets_never_show_them_in_debug() {
-        use crate::views::{LoginRequest, RefreshRequest, RegisterRequest};
+        use crate::views::{LoginRequest, LogoutRequest, RefreshRequest, RegisterRequest};
         let secret = "hunter2-correct-horse";
         let register = RegisterRequest { email: "a@x.io".into(), username: "abc".into(), password: secret.into() };
         let login = LoginRequest { email: "a@x.io".into(), password: secret.into() };
         let refresh = RefreshRequest { refresh_token: secret.into() };
-        for shown in [format!("{register:?}"), format!("{login:?}"), format!("{refresh:?}")] {
+        let logout = LogoutRequest { refresh_token: secret.into() };
+        for shown in [format!("{register:?}"), format!("{login:?}"), format!("{refresh:?}"), format!("{logout:?}")] {
             assert!(!shown.contains(secret) && shown.contains(REDACTED), "{shown}");
         }
         assert!(format!("{login:?}").contains("a@x.io"));

@@ -11,7 +11,7 @@
 //! | `validation_failed`, `amount_out_of_range`, `below_minimum` (read, but not acceptable) | 422 |
 //! | `unsupported_media_type` (a body without `Content-Type: application/json`) | 415 |
 //! | `payload_too_large` (over `BODY_BYTES_MAX`) | 413 |
-//! | `unauthorized` (no, bad, expired token; wrong password) | 401 |
+//! | `unauthorized` (no, bad, expired token; wrong password), `session_revoked` (the token's login ended, or the user's sessions were revoked after it was issued), `refresh_token_reused` (a refresh token presented again: its login ends) | 401 |
 //! | `forbidden`, `self_gift_forbidden` | 403 |
 //! | `not_found` (unknown id, unknown route, unparseable id in a path) | 404 |
 //! | `method_not_allowed` | 405 |
@@ -158,7 +158,11 @@ impl AppError {
     /// answers of requests that started executing.
     pub fn is_decided_rejection(&self) -> bool {
         match self {
-            AppError::Domain(DomainError::Validation { .. }) => false,
+            // About the caller's credentials, not the command: a repeat
+            // with a new token is decided afresh.
+            AppError::Domain(
+                DomainError::Validation { .. } | DomainError::SessionRevoked | DomainError::RefreshTokenReused,
+            ) => false,
             AppError::Domain(_) | AppError::NotFound(_) => true,
             _ => false,
         }
@@ -212,7 +216,8 @@ fn domain_status(e: &DomainError) -> StatusCode {
             StatusCode::PAYMENT_REQUIRED
         }
         DomainError::StreamNotFound | DomainError::UserNotFound => StatusCode::NOT_FOUND,
-        DomainError::SelfGift | DomainError::NotStreamHost => StatusCode::FORBIDDEN,
+        DomainError::SelfGift | DomainError::NotStreamHost | DomainError::NotSessionOwner => StatusCode::FORBIDDEN,
+        DomainError::SessionRevoked | DomainError::RefreshTokenReused => StatusCode::UNAUTHORIZED,
         DomainError::TooManyPendingPayouts { .. }
         | DomainError::PayoutNotPending
         | DomainError::StreamNotLive
@@ -232,6 +237,8 @@ fn title(status: StatusCode, code: &str) -> String {
         "idempotency_key_reused" => "Idempotency key reused".into(),
         "projection_lagging" => "Read models lagging".into(),
         "validation_failed" => "Validation failed".into(),
+        "session_revoked" => "Session revoked".into(),
+        "refresh_token_reused" => "Refresh token reused".into(),
         _ => status.canonical_reason().unwrap_or("Error").to_string(),
     }
 }

@@ -131,6 +131,17 @@ where
 #[derive(Debug, Clone)]
 pub struct AuthUser {
     pub id: Uuid,
+    /// The sessions epoch the token carries: commands that move coins and
+    /// privileged routes refuse it once lower than the user's
+    /// (`AppState::roles_checked`, `commands::handler::Caller`).
+    pub sessions_epoch: u64,
+}
+
+impl AuthUser {
+    /// The caller as a command that moves coins checks it.
+    pub fn caller(&self) -> commands::handler::Caller {
+        commands::handler::Caller { user_id: self.id, sessions_epoch: self.sessions_epoch }
+    }
 }
 
 impl<S> FromRequestParts<S> for AuthUser
@@ -152,19 +163,20 @@ where
             .and_then(|h| h.strip_prefix("Bearer ").or_else(|| h.strip_prefix("bearer ")))
             .map(str::trim)
             .ok_or(AppError::Unauthorized("the Authorization header must be `Bearer <token>`"))?;
-        let (id, _claims) = app.auth.verify_access(token)?;
+        let (id, claims) = app.auth.verify_access(token)?;
         if let Some(limiter) = &app.limiter
             && let Err(refused) = limiter.check(&format!("user:{id}"))
         {
             app.metrics.rate_limited.inc();
             return Err(AppError::RateLimited { retry_after_s: refused.retry_after.as_secs().max(1) });
         }
-        Ok(AuthUser { id })
+        Ok(AuthUser { id, sessions_epoch: claims.sessions_epoch })
     }
 }
 
 /// A caller holding one of the roles `R` names, read from the log (so that
-/// a revoked role stops working at once, whatever the token says).
+/// a revoked role stops working at once, whatever the token says), with a
+/// token issued since the user's sessions were last revoked.
 #[derive(Debug, Clone)]
 pub struct Privileged<R: RoleSet> {
     pub user: AuthUser,
@@ -202,7 +214,7 @@ where
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         let user = AuthUser::from_request_parts(parts, state).await?;
         let app = AppState::from_ref(state);
-        let roles = app.roles_of(user.id).await?;
+        let roles = app.roles_checked(&user).await?;
         if !roles.iter().any(|r| R::ROLES.contains(r)) {
             return Err(AppError::Forbidden("this route needs a role the caller does not hold"));
         }

@@ -18,7 +18,7 @@ use utoipa::{Modify, OpenApi};
 use crate::config::Config;
 
 use crate::error::Problem;
-use crate::routes::{account, admin, auth, coins, ledger, ops, payouts, streams};
+use crate::routes::{account, admin, auth, coins, ledger, ops, payouts, sessions, streams};
 use crate::views;
 
 #[derive(Debug, OpenApi)]
@@ -39,6 +39,7 @@ Commands accept `Idempotency-Key` and answer a log `position`; queries accept `m
         payouts::request, payouts::list_own,
         admin::list_payouts, admin::approve_payout, admin::reject_payout, admin::adjust, admin::change_roles,
         ledger::entries, ledger::trial_balance, ledger::reconciliation,
+        sessions::logout, sessions::revoke_sessions,
     ),
     components(schemas(
         Problem,
@@ -53,6 +54,7 @@ Commands accept `Idempotency-Key` and answer a log `position`; queries accept `m
         views::TransactionPage, views::StreamPage, views::LeaderboardPage, views::PayoutPage, views::LedgerEntryPage,
         views::CoinPurchaseBody, views::CheckoutCreated, views::PaymentIntentCreated, views::WebhookAck,
         views::ReconciliationItem, views::ReconciliationView,
+        views::LogoutRequest, views::SessionsRevokedView,
         ops::HealthView, ops::HealthChecks, ops::DependencyCheck, ops::ProjectorCheck, ops::ReactorCheck,
     )),
     modifiers(&BearerAuth),

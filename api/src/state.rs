@@ -165,6 +165,16 @@ impl Inner {
         Ok(self.user_from_log(user_id).await?.map(|u| u.roles).unwrap_or_default())
     }
 
+    /// The caller's current roles, from the log, once their token is known
+    /// not to predate a revocation of the user's sessions (`session_revoked`
+    /// otherwise): every privileged decision goes through here, and it
+    /// costs no read more than the roles did.
+    pub async fn roles_checked(&self, caller: &crate::extract::AuthUser) -> ApiResult<Vec<Role>> {
+        let current = self.user_from_log(caller.id).await?;
+        user::check_session_of(&current, caller.sessions_epoch)?;
+        Ok(current.map(|u| u.roles).unwrap_or_default())
+    }
+
     /// The registration of the user holding `email`, read from the log: the
     /// fallback of login and `/users/me` while the users projection has not
     /// caught up. The registration is appended in one atomic batch with the

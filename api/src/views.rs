@@ -769,3 +769,22 @@ impl From<&projections::StripePaymentDoc> for ReconciliationItem {
         }
     }
 }
+
+/// `POST /api/v1/auth/logout`: the refresh token of the login to end.
+#[derive(Clone, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LogoutRequest {
+    /// A refresh token of the caller's (any generation of the login).
+    #[schema(min_length = 1, max_length = 4096)]
+    pub refresh_token: String,
+}
+
+/// Every session of a user revoked.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SessionsRevokedView {
+    pub user_id: Uuid,
+    /// The user's sessions epoch now: tokens carrying a lower one are refused.
+    pub sessions_epoch: u64,
+    pub position: u64,
+}

@@ -490,7 +490,15 @@ impl ManagedNats {
         ));
         let url = format!("nats://127.0.0.1:{port}");
         tracing::info!(%url, data_dir = %config.data_dir.display(), sync = ?config.sync, "managed nats-server started");
-        Ok(ManagedNats { url, port, token, config, shared, shutdown: Some(shutdown_sender), supervisor: Some(supervisor) })
+        Ok(ManagedNats {
+            url,
+            port,
+            token,
+            config,
+            shared,
+            shutdown: Some(shutdown_sender),
+            supervisor: Some(supervisor),
+        })
     }
 
     /// `nats://127.0.0.1:<port>`; stable across restarts.

@@ -25,6 +25,10 @@ pub fn channel_subject(host_id: Uuid) -> String {
 pub fn reservation_subject(kind: ReservationKind, value: &str) -> String {
     subject(AggregateKind::Reservation.as_str(), &reservation_id(kind, value))
 }
+/// The session aggregate of one login (a refresh-token family).
+pub fn session_subject(family_id: Uuid) -> String {
+    subject(AggregateKind::Session.as_str(), &family_id.to_string())
+}
 /// The payment aggregate of a PaymentIntent.
 pub fn payment_subject(payment_id: &str) -> String {
     subject(AggregateKind::Payment.as_str(), &payment_token(payment_id))

@@ -40,6 +40,15 @@ pub enum DomainError {
     EmailTaken,
     #[error("the username is already taken")]
     UsernameTaken,
+    /// The token's session was ended (logout, reuse) or revoked (every
+    /// session of the user, by an admin): log in again.
+    #[error("the session was ended or revoked; log in again")]
+    SessionRevoked,
+    /// A refresh token that was already exchanged: its whole family ends.
+    #[error("the refresh token was already used; every token of this login is revoked")]
+    RefreshTokenReused,
+    #[error("the session belongs to another user")]
+    NotSessionOwner,
 }
 
 impl DomainError {
@@ -63,6 +72,9 @@ impl DomainError {
             DomainError::UserAlreadyRegistered => "conflict",
             DomainError::EmailTaken => "email_taken",
             DomainError::UsernameTaken => "username_taken",
+            DomainError::SessionRevoked => "session_revoked",
+            DomainError::RefreshTokenReused => "refresh_token_reused",
+            DomainError::NotSessionOwner => "forbidden",
         }
     }
 

@@ -1,5 +1,5 @@
 //! The pure core: deciders for the user, the user ledger, the stream, the
-//! gift and the Stripe payment, in the shape `decide(&state, &command) ->
+//! gift, the Stripe payment and the login session, in the shape `decide(&state, &command) ->
 //! Result<Vec<Event>, DomainError>` and `evolve(state, &event) -> state`,
 //! with the chart of accounts and the coin economy.
 //!
@@ -15,6 +15,7 @@ pub mod gift;
 pub mod ledger;
 pub mod money;
 pub mod payment;
+pub mod session;
 pub mod stream;
 pub mod user;
 

@@ -1,11 +1,15 @@
-//! Users: registration with unique email and username, and roles.
+//! Users: registration with unique email and username, roles, and the
+//! sessions epoch (every session of a user revoked at once).
 //!
 //! Uniqueness is a decision on three aggregates at once: the user and one
 //! reservation for each unique value. The command layer appends all three
 //! atomically, each expecting its subject to be empty, so that two racing
 //! registrations cannot both win.
 
-use events_schema::{Event, ReservationClaimed, ReservationKind, Role, UserRegistered, UserRolesChanged, UserSnapshot};
+use events_schema::{
+    Event, ReservationClaimed, ReservationKind, Role, UserRegistered, UserRolesChanged, UserSessionsRevoked,
+    UserSnapshot,
+};
 use unicode_normalization::UnicodeNormalization;
 use uuid::Uuid;
 
@@ -45,6 +49,15 @@ pub struct ChangeRoles {
     pub user_id: Uuid,
     pub grant: Vec<Role>,
     pub revoke: Vec<Role>,
+}
+
+/// Revokes every session of a user: tokens issued before carry a lower
+/// sessions epoch than the one this records.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RevokeSessions {
+    pub user_id: Uuid,
+    /// The admin who revokes them.
+    pub revoked_by: Uuid,
 }
 
 /// NFKC, trimmed and lower case: the form that is stored and kept unique
@@ -186,6 +199,36 @@ pub fn decide_roles(state: &UserState, command: &ChangeRoles) -> Result<Vec<Even
     Ok(vec![Event::UserRolesChanged(UserRolesChanged { user_id: command.user_id, granted, revoked, state_after })])
 }
 
+/// Every session of the user ends: the sessions epoch goes up by one, and
+/// every token issued before (which carries the old epoch) is refused.
+pub fn decide_revoke_sessions(state: &UserState, command: &RevokeSessions) -> Result<Vec<Event>, DomainError> {
+    let user = state.as_ref().ok_or(DomainError::UserNotFound)?;
+    let sessions_epoch = user.sessions_epoch.checked_add(1).ok_or(DomainError::AmountOutOfRange)?;
+    let state_after = UserSnapshot { sessions_epoch, ..user.clone() };
+    Ok(vec![Event::UserSessionsRevoked(UserSessionsRevoked {
+        user_id: command.user_id,
+        revoked_by: command.revoked_by,
+        state_after,
+    })])
+}
+
+/// Whether a token carrying `token_epoch` is still good for `user`: one
+/// issued before the user's sessions were revoked is not. Checked by every
+/// command that moves coins from the user's side, every privileged route
+/// and every refresh.
+pub fn check_sessions_epoch(user: &UserSnapshot, token_epoch: u64) -> Result<(), DomainError> {
+    if token_epoch < user.sessions_epoch {
+        return Err(DomainError::SessionRevoked);
+    }
+    Ok(())
+}
+
+/// `check_sessions_epoch` on a user that may not exist (a token of an
+/// unknown user is refused alike).
+pub fn check_session_of(state: &UserState, token_epoch: u64) -> Result<(), DomainError> {
+    check_sessions_epoch(state.as_ref().ok_or(DomainError::SessionRevoked)?, token_epoch)
+}
+
 fn dedup(roles: impl Iterator<Item = Role>) -> Vec<Role> {
     let mut v: Vec<Role> = roles.collect();
     v.sort();
@@ -195,10 +238,14 @@ fn dedup(roles: impl Iterator<Item = Role>) -> Vec<Role> {
 
 pub fn evolve(state: UserState, event: &Event) -> UserState {
     match event {
-        Event::UserRegistered(e) => {
-            Some(UserSnapshot { email: e.email.clone(), username: e.username.clone(), roles: e.roles.clone() })
-        }
+        Event::UserRegistered(e) => Some(UserSnapshot {
+            email: e.email.clone(),
+            username: e.username.clone(),
+            roles: e.roles.clone(),
+            sessions_epoch: 0,
+        }),
         Event::UserRolesChanged(e) => Some(e.state_after.clone()),
+        Event::UserSessionsRevoked(e) => Some(e.state_after.clone()),
         _ => state,
     }
 }

@@ -82,6 +82,12 @@ pub struct UserSnapshot {
     pub email: String,
     pub username: String,
     pub roles: Vec<Role>,
+    /// How many times every session of the user was revoked: a token that
+    /// carries a lower epoch is refused. Absent (0) in events stored before
+    /// sessions could be revoked, and not written while 0, so that those
+    /// events keep their bytes and hashes.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub sessions_epoch: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -103,6 +109,52 @@ pub struct UserRolesChanged {
     pub granted: Vec<Role>,
     pub revoked: Vec<Role>,
     pub state_after: UserSnapshot,
+}
+
+/// Every session of a user revoked at once (an admin's decision): tokens
+/// issued before carry a lower `sessions_epoch` than `state_after`'s and
+/// are refused for refreshing, moving coins and privileged routes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct UserSessionsRevoked {
+    pub user_id: Uuid,
+    /// The admin who revoked them.
+    pub revoked_by: Uuid,
+    pub state_after: UserSnapshot,
+}
+
+/// A login's refresh token was exchanged: `generation` is the one the new
+/// refresh token carries, and only it is accepted from now on. The session
+/// aggregate (one per login, `hb.session.<family id>`) has no event before
+/// its first rotation: generation 0 with an empty subject is a live session.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SessionRotated {
+    pub family_id: Uuid,
+    pub user_id: Uuid,
+    pub generation: u64,
+}
+
+/// Why a session ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SessionEndReason {
+    /// The user logged out.
+    Logout,
+    /// A refresh token that was already exchanged came back: whoever holds
+    /// the family's tokens, it is no longer only its owner.
+    Reuse,
+}
+
+/// A login's refresh tokens stop working, all generations.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SessionEnded {
+    pub family_id: Uuid,
+    pub user_id: Uuid,
+    /// The generation current when it ended.
+    pub generation: u64,
+    pub reason: SessionEndReason,
 }
 
 /// What a reservation holds unique.
@@ -392,6 +444,12 @@ pub enum Event {
     PaymentFlagged(PaymentFlagged),
     #[serde(rename = "payment.posted")]
     PaymentPosted(PaymentPosted),
+    #[serde(rename = "user.sessions_revoked")]
+    UserSessionsRevoked(UserSessionsRevoked),
+    #[serde(rename = "session.rotated")]
+    SessionRotated(SessionRotated),
+    #[serde(rename = "session.ended")]
+    SessionEnded(SessionEnded),
 }
 
 /// The kind of aggregate an event belongs to: the second token of its subject.
@@ -406,6 +464,8 @@ pub enum AggregateKind {
     Command,
     /// A Stripe payment (PaymentIntent): what it bought, refunded, reversed.
     Payment,
+    /// One login's refresh-token family: its rotations and its end.
+    Session,
 }
 
 impl AggregateKind {
@@ -420,6 +480,7 @@ impl AggregateKind {
             AggregateKind::Stripe => "stripe",
             AggregateKind::Command => "command",
             AggregateKind::Payment => "payment",
+            AggregateKind::Session => "session",
         }
     }
 }
@@ -449,6 +510,9 @@ pub const EVENT_TYPES: &[(&str, u16)] = &[
     ("payment.refund_recorded", 1),
     ("payment.flagged", 1),
     ("payment.posted", 1),
+    ("user.sessions_revoked", 1),
+    ("session.rotated", 1),
+    ("session.ended", 1),
 ];
 
 impl Event {
@@ -478,6 +542,9 @@ impl Event {
             Event::PaymentRefundRecorded(_) => "payment.refund_recorded",
             Event::PaymentFlagged(_) => "payment.flagged",
             Event::PaymentPosted(_) => "payment.posted",
+            Event::UserSessionsRevoked(_) => "user.sessions_revoked",
+            Event::SessionRotated(_) => "session.rotated",
+            Event::SessionEnded(_) => "session.ended",
         }
     }
 
@@ -488,7 +555,9 @@ impl Event {
 
     pub fn aggregate_kind(&self) -> AggregateKind {
         match self {
-            Event::UserRegistered(_) | Event::UserRolesChanged(_) => AggregateKind::User,
+            Event::UserRegistered(_) | Event::UserRolesChanged(_) | Event::UserSessionsRevoked(_) => {
+                AggregateKind::User
+            }
             Event::ReservationClaimed(_) => AggregateKind::Reservation,
             Event::CoinsPurchased(_)
             | Event::PurchaseRefunded(_)
@@ -508,6 +577,7 @@ impl Event {
             | Event::PaymentRefundRecorded(_)
             | Event::PaymentFlagged(_)
             | Event::PaymentPosted(_) => AggregateKind::Payment,
+            Event::SessionRotated(_) | Event::SessionEnded(_) => AggregateKind::Session,
         }
     }
 
@@ -539,6 +609,9 @@ impl Event {
             Event::PaymentRefundRecorded(e) => payment_token(&e.payment_id),
             Event::PaymentFlagged(e) => payment_token(&e.payment_id),
             Event::PaymentPosted(e) => payment_token(&e.payment_id),
+            Event::UserSessionsRevoked(e) => e.user_id.to_string(),
+            Event::SessionRotated(e) => e.family_id.to_string(),
+            Event::SessionEnded(e) => e.family_id.to_string(),
         }
     }
 

@@ -94,6 +94,9 @@ pub fn event_schemas() -> Vec<(String, Value)> {
                 "payment.refund_recorded" => payload_schema::<PaymentRefundRecorded>(),
                 "payment.flagged" => payload_schema::<PaymentFlagged>(),
                 "payment.posted" => payload_schema::<PaymentPosted>(),
+                "user.sessions_revoked" => payload_schema::<UserSessionsRevoked>(),
+                "session.rotated" => payload_schema::<SessionRotated>(),
+                "session.ended" => payload_schema::<SessionEnded>(),
                 other => unreachable!("EVENT_TYPES lists {other} without a schema"),
             };
             let file = format!("{type_name}.v{version}.json");

@@ -89,6 +89,10 @@ pub enum ImportError {
 type Batch = Result<Vec<ArchivedMessage>, String>;
 
 /// Reads, verifies and hands over every message of `input` (blocking).
+/// The reading thread's error when the writing side stopped first (the
+/// writer's own error is then the one to report).
+const READER_STOPPED: &str = "the import stopped";
+
 fn read_verified(input: PathBuf, sender: tokio::sync::mpsc::Sender<Batch>) -> Result<(u64, u64, u64), String> {
     let mut reader = ArchiveReader::open(&input).map_err(|e| e.to_string())?;
     let mut verifier = ChainVerifier::new();
@@ -124,7 +128,7 @@ fn read_verified(input: PathBuf, sender: tokio::sync::mpsc::Sender<Batch>) -> Re
                 })?;
             }
             if sender.blocking_send(Ok(std::mem::take(&mut pending))).is_err() {
-                return Err("the import stopped".into());
+                return Err(READER_STOPPED.into());
             }
         }
         if let Some(trailer) = end {
@@ -296,6 +300,16 @@ pub async fn import(
     }
     drop(receiver);
     let read = reading.await.map_err(|e| anyhow::anyhow!("reading thread: {e}"))?;
+    // A file the reader refused (an altered or cut message) is the cause of
+    // whatever the writing side saw after the reader stopped (an atomic
+    // batch that never got its commit message): the reader's refusal names
+    // the culprit, so it is the one reported.
+    if result.is_err()
+        && let Err(refused) = &read
+        && refused != READER_STOPPED
+    {
+        return Err(ImportError::Refused(refused.clone()));
+    }
     result?;
     let (count, last, subjects) = read.map_err(ImportError::Refused)?;
     let now_last = log.last_position().await.context("reading the stream's last position")?;

@@ -1,14 +1,17 @@
-//! Registration, login, token refresh.
+//! Registration, login, token refresh (rotating the session).
 
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
+use commands::handler::{CommandError, SessionRefresh};
+use domain::DomainError;
+use domain::session::Rotate;
 use domain::user::{self, Register};
 use events_schema::{Actor, Event};
 use uuid::Uuid;
 
-use crate::auth::check_password;
+use crate::auth::{SessionClaims, check_password};
 use crate::error::{ApiResult, AppError, Problem};
 use crate::extract::{ApiJson, CommandMeta};
 use crate::routes::doc::{BodyRefusals, CommandRefusals, IdempotencyKey, Throttled, Unavailable};
@@ -65,7 +68,7 @@ pub async fn register(
     if outcome.repeated && !app.auth.verify_password(body.password, Some(registered.password_hash.clone())).await? {
         return Err(AppError::IdempotencyKeyReused);
     }
-    let tokens = app.auth.issue(registered.user_id, &registered.roles)?;
+    let tokens = app.auth.issue(registered.user_id, &registered.roles, SessionClaims::login(0))?;
     let user = UserView::new(
         registered.user_id,
         &registered.email,
@@ -113,9 +116,11 @@ pub async fn login(State(app): State<AppState>, ApiJson(body): ApiJson<LoginRequ
         return Err(WRONG_CREDENTIALS);
     }
     let Some((id, _, email, username, created_at)) = found else { return Err(WRONG_CREDENTIALS) };
-    // Roles from the log: the token carries the current ones.
-    let roles = app.roles_of(id).await?;
-    let tokens = app.auth.issue(id, &roles)?;
+    // Roles and sessions epoch from the log: the tokens carry the current
+    // ones (a login after a revocation works).
+    let current = app.user_from_log(id).await?;
+    let (roles, sessions_epoch) = current.map(|u| (u.roles, u.sessions_epoch)).unwrap_or_default();
+    let tokens = app.auth.issue(id, &roles, SessionClaims::login(sessions_epoch))?;
     Ok(Json(AuthResponse {
         user: UserView::new(id, &email, &username, &roles, created_at),
         access_token: tokens.access_token,
@@ -124,24 +129,39 @@ pub async fn login(State(app): State<AppState>, ApiJson(body): ApiJson<LoginRequ
     }))
 }
 
-/// Exchanges a refresh token for a new pair of tokens.
+/// Exchanges a refresh token for a new pair of tokens. Rotates: the
+/// presented refresh token stops working, and the client must keep the new
+/// one. A token that was already exchanged is `refresh_token_reused`, and
+/// every token of its login stops working.
 #[utoipa::path(
     post, path = "/api/v1/auth/refresh", tag = "auth",
     request_body = RefreshRequest,
     responses(
-        (status = 200, description = "New tokens", body = TokensResponse),
+        (status = 200, description = "New tokens; the presented refresh token no longer works", body = TokensResponse),
         BodyRefusals, Throttled, Unavailable,
-        (status = 401, description = "Invalid or expired refresh token", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "`unauthorized`: invalid or expired refresh token; `session_revoked`: its login was ended (logout, reuse) or every session of the user revoked; `refresh_token_reused`: already exchanged, and now every token of its login is revoked", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`contention`", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn refresh(
     State(app): State<AppState>,
     ApiJson(body): ApiJson<RefreshRequest>,
 ) -> ApiResult<Json<TokensResponse>> {
-    let (user_id, _) = app.auth.verify_refresh(&body.refresh_token)?;
-    let Some(user) = app.user_from_log(user_id).await? else {
-        return Err(AppError::Unauthorized("the token's user does not exist"));
+    let (user_id, claims) = app.auth.verify_refresh(&body.refresh_token)?;
+    let family_id = claims.family().ok_or(AppError::Unauthorized("the token is invalid or expired"))?;
+    let command = Rotate { family_id, user_id, generation: claims.generation, sessions_epoch: claims.sessions_epoch };
+    let refreshed = match app.commands.refresh_session(command).await {
+        Ok(refreshed) => refreshed,
+        Err(CommandError::Domain(DomainError::UserNotFound)) => {
+            return Err(AppError::Unauthorized("the token's user does not exist"));
+        }
+        Err(e) => return Err(e.into()),
     };
-    let tokens = app.auth.issue(user_id, &user.roles)?;
+    let (generation, user) = match refreshed {
+        SessionRefresh::Rotated { generation, user, .. } => (generation, user),
+        SessionRefresh::Reused { .. } => return Err(DomainError::RefreshTokenReused.into()),
+    };
+    let session = SessionClaims { family_id, generation, sessions_epoch: user.sessions_epoch };
+    let tokens = app.auth.issue(user_id, &user.roles, session)?;
     Ok(Json(TokensResponse { access_token: tokens.access_token, refresh_token: tokens.refresh_token }))
 }

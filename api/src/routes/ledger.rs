@@ -38,7 +38,7 @@ pub async fn entries(
 ) -> ApiResult<Json<LedgerEntryPage>> {
     let account: Account = account.parse().map_err(|_| AppError::not_found("no such account"))?;
     if account.owner() != Some(caller.id) {
-        let roles = app.roles_of(caller.id).await?;
+        let roles = app.roles_checked(&caller).await?;
         if !roles.iter().any(|r| matches!(r, Role::Admin | Role::Finance)) {
             return Err(AppError::Forbidden("only finance and admins read accounts other than one's own"));
         }

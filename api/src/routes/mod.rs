@@ -14,6 +14,7 @@ pub mod doc;
 pub mod ledger;
 pub mod ops;
 pub mod payouts;
+pub mod sessions;
 pub mod streams;
 
 use std::net::{IpAddr, SocketAddr};
@@ -70,7 +71,9 @@ fn api_routes(state: &AppState) -> Router<AppState> {
     Router::new()
         .route("/api/v1/auth/register", command(post(auth::register)))
         .route("/api/v1/auth/login", post(auth::login))
-        .route("/api/v1/auth/refresh", post(auth::refresh))
+        // Both append to the session's log: paused in maintenance.
+        .route("/api/v1/auth/refresh", command(post(auth::refresh)))
+        .route("/api/v1/auth/logout", command(post(sessions::logout)))
         .route("/api/v1/users/me", get(account::me))
         .route("/api/v1/wallet", get(account::wallet))
         .route("/api/v1/transactions", get(account::transactions))
@@ -94,6 +97,7 @@ fn api_routes(state: &AppState) -> Router<AppState> {
         .route("/api/v1/admin/payouts/{id}/reject", command(post(admin::reject_payout)))
         .route("/api/v1/admin/adjustments", command(post(admin::adjust)))
         .route("/api/v1/admin/users/{id}/roles", command(post(admin::change_roles)))
+        .route("/api/v1/admin/users/{id}/sessions/revoke", command(post(sessions::revoke_sessions)))
         .route("/api/v1/ledger/accounts/{account}/entries", get(ledger::entries))
         .route("/api/v1/ledger/trial-balance", get(ledger::trial_balance))
         .route("/api/v1/ledger/reconciliation", get(ledger::reconciliation))

@@ -45,7 +45,7 @@ pub async fn request(
     );
     let result = async {
         app.commands
-            .request_payout(&ctx, caller.id, Uuid::now_v7(), body.coins, body.destination)
+            .request_payout_by(&ctx, caller.caller(), Uuid::now_v7(), body.coins, body.destination)
             .await
             .map_err(AppError::from)
     };

@@ -113,7 +113,7 @@ pub async fn end(
     ApiPath(stream_id): ApiPath<Uuid>,
     meta: CommandMeta,
 ) -> ApiResult<impl IntoResponse> {
-    let by_admin = app.roles_of(caller.id).await?.contains(&Role::Admin);
+    let by_admin = app.roles_checked(&caller).await?.contains(&Role::Admin);
     stream_command(&app, &caller, &meta, stream_id, "end_stream", StreamCommand::End { by: caller.id, by_admin }).await
 }
 
@@ -243,7 +243,7 @@ pub async fn send_gift(
     let run = async {
         let gift_id = body.gift_id.clone();
         app.commands
-            .send_gift(&ctx, caller.id, stream_id, gift_id, body.quantity, unit_coins)
+            .send_gift_by(&ctx, caller.caller(), stream_id, gift_id, body.quantity, unit_coins)
             .await
             .map_err(AppError::from)
     };

@@ -36,9 +36,10 @@ use std::sync::Arc;
 use domain::DomainError;
 use domain::gift;
 use domain::ledger::{self, GiftToCredit, LedgerCommand, LedgerState, PayoutPolicy};
+use domain::session::{self, RotationState};
 use domain::stream::{self, StartStream, StreamCommand};
-use domain::user::{self, ChangeRoles, Register, RegistrationState};
-use events_schema::{Actor, Envelope, ReservationKind, SchemaError};
+use domain::user::{self, ChangeRoles, Register, RegistrationState, RevokeSessions};
+use events_schema::{Actor, Envelope, Event, ReservationKind, SchemaError, UserSnapshot};
 use uuid::Uuid;
 
 pub use self::engine::Lasts;
@@ -48,8 +49,8 @@ use crate::aggregate_cache::AggregateCache;
 use crate::log::{EventLog, LogError};
 use crate::retry::RetrySchedule;
 pub use crate::subjects::{
-    channel_subject, ledger_subject, payment_subject, reservation_subject, stream_subject, stripe_event_subject,
-    user_subject,
+    channel_subject, ledger_subject, payment_subject, reservation_subject, session_subject, stream_subject,
+    stripe_event_subject, user_subject,
 };
 
 /// How many times a command is decided again after losing a race.
@@ -98,6 +99,29 @@ pub enum CommandError {
     Corrupt { position: u64, reason: String },
     #[error("looked through {messages} messages of {subject} for a posting without reaching its end")]
     PostingScanTooLong { subject: String, messages: u32 },
+}
+
+/// The holder of an access token, as a command that moves coins from their
+/// side checks it: a token issued before the user's sessions were revoked
+/// (a lower epoch) is refused. The check reads the user aggregate in the
+/// same read as the command's other aggregates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Caller {
+    pub user_id: Uuid,
+    /// The sessions epoch the token carries.
+    pub sessions_epoch: u64,
+}
+
+/// What a refresh did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SessionRefresh {
+    /// The family moved to `generation`: the new refresh token carries it.
+    /// `user` is the user as the decision read it (roles, sessions epoch),
+    /// for the new tokens' claims.
+    Rotated { generation: u64, user: UserSnapshot, position: u64 },
+    /// The token was an older generation: the family is ended now, and the
+    /// caller refused (`refresh_token_reused`).
+    Reused { position: u64 },
 }
 
 /// The configuration the deciders take from outside.
@@ -158,6 +182,62 @@ impl Commands {
         .await
     }
 
+    /// Revokes every session of a user (the sessions epoch goes up).
+    pub async fn revoke_sessions(
+        &self,
+        ctx: &CommandContext,
+        command: RevokeSessions,
+    ) -> Result<Outcome, CommandError> {
+        let user_subject = user_subject(command.user_id);
+        self.execute(Some(ctx), &ctx.actor, vec![user_subject.clone()], |lasts| {
+            user::decide_revoke_sessions(&lasts.state(&user_subject, None, user::evolve), &command)
+        })
+        .await
+    }
+
+    /// Exchanges a refresh token: rotates its family, or ends it when the
+    /// token was already exchanged. No idempotency record: a refresh is
+    /// answered once, and a repeat of the same token is exactly the reuse
+    /// the family must end on. Two concurrent refreshes with one token both
+    /// expect the family's subject where they read it: one appends, the
+    /// other conflicts, reads again and finds a reuse.
+    pub async fn refresh_session(&self, command: session::Rotate) -> Result<SessionRefresh, CommandError> {
+        let session_subject = session_subject(command.family_id);
+        let user_subject = user_subject(command.user_id);
+        let subjects = vec![session_subject.clone(), user_subject.clone()];
+        // The user the accepted decision read, for the new tokens.
+        let read_user: std::sync::Mutex<Option<UserSnapshot>> = std::sync::Mutex::new(None);
+        let outcome = self
+            .execute(None, &Actor::user(command.user_id), subjects, |lasts| {
+                let session = lasts.state(&session_subject, None, session::evolve);
+                let user = lasts.state(&user_subject, None, user::evolve);
+                let decided = session::decide_rotate(RotationState { session: &session, user: &user }, &command);
+                *read_user.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = user;
+                decided
+            })
+            .await?;
+        let user = read_user.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner);
+        match (outcome.events.first().map(|e| &e.event), user) {
+            (Some(Event::SessionRotated(rotated)), Some(user)) => {
+                Ok(SessionRefresh::Rotated { generation: rotated.generation, user, position: outcome.position })
+            }
+            (Some(Event::SessionEnded(_)), _) => Ok(SessionRefresh::Reused { position: outcome.position }),
+            _ => Err(CommandError::Corrupt {
+                position: outcome.position,
+                reason: "a refresh decided neither a rotation nor an end".into(),
+            }),
+        }
+    }
+
+    /// Ends one of the caller's logins (logout).
+    pub async fn end_session(&self, command: session::End) -> Result<Outcome, CommandError> {
+        let session_subject = session_subject(command.family_id);
+        self.execute(None, &Actor::user(command.user_id), vec![session_subject.clone()], |lasts| {
+            session::decide_end(&lasts.state(&session_subject, None, session::evolve), &command)
+        })
+        .await
+    }
+
     /// Any command on one user's ledger.
     pub async fn ledger(
         &self,
@@ -185,7 +265,48 @@ impl Commands {
         self.ledger(ctx, user_id, LedgerCommand::RequestPayout { payout_id, coins, destination, policy }).await
     }
 
-    /// The viewer's side of a gift, at the configured host share.
+    /// A payout request by the holder of a token: refused when the token's
+    /// session was revoked (the user aggregate, read with the ledger).
+    pub async fn request_payout_by(
+        &self,
+        ctx: &CommandContext,
+        caller: Caller,
+        payout_id: Uuid,
+        coins: i64,
+        destination: String,
+    ) -> Result<Outcome, CommandError> {
+        let policy = self.config.payout_policy.clone();
+        let command = LedgerCommand::RequestPayout { payout_id, coins, destination, policy };
+        let ledger_subject = ledger_subject(caller.user_id);
+        let user_subject = user_subject(caller.user_id);
+        let subjects = vec![ledger_subject.clone(), user_subject.clone()];
+        self.execute_with(Some(ctx), &ctx.actor, subjects, Some(&ledger_subject), |lasts| {
+            user::check_session_of(&lasts.state(&user_subject, None, user::evolve), caller.sessions_epoch)?;
+            ledger::decide(
+                &lasts.state(&ledger_subject, ledger::initial_state(caller.user_id), ledger::evolve),
+                &command,
+            )
+        })
+        .await
+    }
+
+    /// A gift by the holder of a token: `send_gift`, refused when the
+    /// token's session was revoked. The user aggregate is one more subject
+    /// of the gift's one read (no extra round trip).
+    pub async fn send_gift_by(
+        &self,
+        ctx: &CommandContext,
+        caller: Caller,
+        stream_id: Uuid,
+        gift_id: String,
+        quantity: i64,
+        unit_coins: i64,
+    ) -> Result<Outcome, CommandError> {
+        self.gift(ctx, caller.user_id, Some(caller.sessions_epoch), stream_id, gift_id, quantity, unit_coins).await
+    }
+
+    /// The viewer's side of a gift, at the configured host share (no token
+    /// behind it: the API sends gifts with `send_gift_by`).
     pub async fn send_gift(
         &self,
         ctx: &CommandContext,
@@ -195,12 +316,34 @@ impl Commands {
         quantity: i64,
         unit_coins: i64,
     ) -> Result<Outcome, CommandError> {
+        self.gift(ctx, viewer_id, None, stream_id, gift_id, quantity, unit_coins).await
+    }
+
+    /// A gift, with the token's sessions epoch checked when there is one.
+    #[allow(clippy::too_many_arguments)]
+    async fn gift(
+        &self,
+        ctx: &CommandContext,
+        viewer_id: Uuid,
+        sessions_epoch: Option<u64>,
+        stream_id: Uuid,
+        gift_id: String,
+        quantity: i64,
+        unit_coins: i64,
+    ) -> Result<Outcome, CommandError> {
         let ledger_subject = ledger_subject(viewer_id);
         let stream_subject = stream_subject(stream_id);
+        let user_subject = user_subject(viewer_id);
         let command =
             gift::SendGift { stream_id, gift_id, quantity, unit_coins, host_share_bps: self.config.host_share_bps };
-        let subjects = vec![ledger_subject.clone(), stream_subject.clone()];
+        let mut subjects = vec![ledger_subject.clone(), stream_subject.clone()];
+        if sessions_epoch.is_some() {
+            subjects.push(user_subject.clone());
+        }
         self.execute_with(Some(ctx), &ctx.actor, subjects, Some(&ledger_subject), |lasts| {
+            if let Some(epoch) = sessions_epoch {
+                user::check_session_of(&lasts.state(&user_subject, None, user::evolve), epoch)?;
+            }
             let viewer = lasts.state(&ledger_subject, ledger::initial_state(viewer_id), ledger::evolve);
             let stream = lasts.state(&stream_subject, None, stream::evolve);
             gift::decide(gift::GiftState { viewer: &viewer, stream: &stream }, &command)

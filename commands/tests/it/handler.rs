@@ -381,3 +381,68 @@ async fn a_handler_with_a_stale_view_of_a_ledger_decides_on_the_log() {
     assert_eq!(gifts, 3, "three gifts stored, each once");
     assert_eq!(b.values().sum::<i64>(), 0, "zero sum");
 }
+
+#[tokio::test]
+async fn of_concurrent_refreshes_of_one_token_exactly_one_rotates_and_the_rest_end_the_family() {
+    use commands::handler::SessionRefresh;
+    use domain::session::Rotate;
+    const RACERS: usize = 8;
+    let world = World::start().await;
+    let user = crate::world::register_user(&world, "racer").await;
+    let family_id = Uuid::now_v7();
+    let rotate = Rotate { family_id, user_id: user, generation: 0, sessions_epoch: 0 };
+    let racers = (0..RACERS).map(|_| world.commands.refresh_session(rotate));
+    let answers = futures_util::future::join_all(racers).await;
+    let rotated: Vec<u64> = answers
+        .iter()
+        .filter_map(|a| match a {
+            Ok(SessionRefresh::Rotated { generation, .. }) => Some(*generation),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(rotated, vec![1], "{answers:?}");
+    for answer in &answers {
+        match answer {
+            Ok(SessionRefresh::Rotated { .. } | SessionRefresh::Reused { .. }) => {}
+            Err(CommandError::Domain(e)) => assert_eq!(e.code(), "refresh_token_reused"),
+            Err(other) => panic!("{other}"),
+        }
+    }
+    // In the log: one rotation, then one end for reuse, on the family's subject.
+    let family: Vec<String> = world
+        .read_all()
+        .await
+        .into_iter()
+        .filter(|(_, e)| e.subject() == commands::handler::session_subject(family_id))
+        .map(|(_, e)| e.type_name().to_string())
+        .collect();
+    assert_eq!(family, vec!["session.rotated", "session.ended"]);
+    // Even the winner's generation is refused now.
+    let next = Rotate { generation: 1, ..rotate };
+    let refused = world.commands.refresh_session(next).await;
+    assert!(matches!(refused, Err(CommandError::Domain(domain::DomainError::SessionRevoked))), "{refused:?}");
+}
+
+#[tokio::test]
+async fn a_revocation_refuses_gifts_and_payouts_of_older_tokens_in_the_same_read() {
+    use commands::handler::Caller;
+    use domain::user::RevokeSessions;
+    let world = World::start().await;
+    let viewer = crate::world::register_user(&world, "spender").await;
+    let host = crate::world::register_user(&world, "earner").await;
+    world.fund(viewer, 100).await;
+    let stream_id = world.start_stream(host).await;
+    let c = &world.commands;
+    let old = Caller { user_id: viewer, sessions_epoch: 0 };
+    c.send_gift_by(&ctx(viewer, "before"), old, stream_id, "rose".into(), 1, 1).await.expect("sent");
+    let revoke = RevokeSessions { user_id: viewer, revoked_by: admin() };
+    c.revoke_sessions(&ctx(admin(), "revoke"), revoke).await.expect("revoked");
+    let gift = c.send_gift_by(&ctx(viewer, "after"), old, stream_id, "rose".into(), 1, 1).await;
+    assert_eq!(code(gift), "session_revoked");
+    let payout = c.request_payout_by(&ctx(viewer, "payout"), old, Uuid::now_v7(), 10, "acct".into()).await;
+    assert_eq!(code(payout), "session_revoked");
+    let new = Caller { sessions_epoch: 1, ..old };
+    c.send_gift_by(&ctx(viewer, "new"), new, stream_id, "rose".into(), 1, 1).await.expect("a new token works");
+    let (ledger, _) = c.ledger_state(viewer).await.expect("the ledger");
+    assert_eq!(ledger.snapshot.wallet_coins, 98, "only the valid tokens' gifts moved coins");
+}

@@ -4,6 +4,7 @@ mod gift_spec;
 mod ledger_spec;
 mod payment_spec;
 mod properties;
+mod session_spec;
 mod spec;
 mod stream_spec;
 mod user_spec;

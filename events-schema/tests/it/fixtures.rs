@@ -113,3 +113,13 @@ fn purchases_and_payments_stored_before_single_appends_read_with_nothing_pending
     };
     assert_eq!(credited.state_after.posted_position, None);
 }
+
+#[test]
+fn users_stored_before_sessions_could_be_revoked_read_at_sessions_epoch_0() {
+    let bytes = read("user.roles_changed.v1.json");
+    assert!(!String::from_utf8_lossy(&bytes).contains("sessionsEpoch"));
+    let Event::UserRolesChanged(changed) = Envelope::verify(&bytes).expect("verifies").event else {
+        panic!("user.roles_changed")
+    };
+    assert_eq!(changed.state_after.sessions_epoch, 0);
+}

@@ -57,6 +57,7 @@ pub fn events() -> Vec<Event> {
                 email: "ann@example.com".into(),
                 username: "ann".into(),
                 roles: vec![Role::User, Role::Finance],
+                sessions_epoch: 0,
             },
         }),
         Event::ReservationClaimed(ReservationClaimed {
@@ -200,6 +201,23 @@ pub fn events() -> Vec<Event> {
                 posted_position: Some(41),
                 ..PaymentSnapshot::default()
             },
+        }),
+        Event::UserSessionsRevoked(UserSessionsRevoked {
+            user_id: u,
+            revoked_by: id(9),
+            state_after: UserSnapshot {
+                email: "ann@example.com".into(),
+                username: "ann".into(),
+                roles: vec![Role::User],
+                sessions_epoch: 1,
+            },
+        }),
+        Event::SessionRotated(SessionRotated { family_id: id(60), user_id: u, generation: 1 }),
+        Event::SessionEnded(SessionEnded {
+            family_id: id(60),
+            user_id: u,
+            generation: 1,
+            reason: SessionEndReason::Reuse,
         }),
     ]
 }

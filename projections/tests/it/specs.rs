@@ -90,6 +90,7 @@ pub async fn roles_change_replaces_the_roles(store: Arc<dyn ReadStore>) {
             email: "ada@example.com".into(),
             username: "ada".into(),
             roles: vec![Role::User, Role::Finance],
+            sessions_epoch: 0,
         },
     }));
     project_all(store.clone(), given.log.clone()).await;

@@ -34,7 +34,8 @@ struct Case {
     /// `{pending_payout}` (a fresh pending payout of the user).
     path: &'static str,
     /// The same placeholders, plus `{new_email}`, `{new_name}`, `{user_email}`,
-    /// `{user_refresh}`.
+    /// `{fresh_refresh}` (the refresh token of a new login of the user:
+    /// refresh tokens rotate, each works once).
     body: Option<&'static str>,
     expect: [u16; 6],
 }
@@ -97,7 +98,10 @@ impl World {
     async fn resolve(&self, template: &str) -> String {
         let mut text =
             template.replace("{user}", &self.user.id.to_string()).replace("{other}", &self.other.id.to_string());
-        text = text.replace("{user_email}", &self.user.email).replace("{user_refresh}", &self.user.refresh_token);
+        text = text.replace("{user_email}", &self.user.email);
+        if text.contains("{fresh_refresh}") {
+            text = text.replace("{fresh_refresh}", &fresh_refresh(&self.app, &self.user).await);
+        }
         if text.contains("{new_email}") || text.contains("{new_name}") {
             let n = self.counter.fetch_add(1, Ordering::Relaxed);
             text = text
@@ -132,7 +136,9 @@ fn cases() -> Vec<Case> {
             [201; 6],
         ),
         post("/api/v1/auth/login", r#"{"email":"{user_email}","password":"correct horse battery"}"#, ALL_200),
-        post("/api/v1/auth/refresh", r#"{"refreshToken":"{user_refresh}"}"#, ALL_200),
+        post("/api/v1/auth/refresh", r#"{"refreshToken":"{fresh_refresh}"}"#, ALL_200),
+        // The user's own login only: never someone else's session.
+        post("/api/v1/auth/logout", r#"{"refreshToken":"{fresh_refresh}"}"#, [401, 204, 403, 403, 403, 403]),
         get("/api/v1/users/me", USERS_200),
         get("/api/v1/wallet", USERS_200),
         get("/api/v1/transactions", USERS_200),
@@ -175,8 +181,10 @@ fn cases() -> Vec<Case> {
         get("/api/v1/ledger/accounts/platform:revenue/entries", FINANCE_READ),
         get("/api/v1/ledger/trial-balance", FINANCE_READ),
         get("/api/v1/ledger/reconciliation", FINANCE_READ),
-        // Last: ends the user's stream (host and admin may).
+        // Last but one: ends the user's stream (host and admin may).
         post("/api/v1/streams/{live_stream}/end", "{}", [401, 200, 403, 200, 403, 403]),
+        // Last: the other user's tokens stop working for coins from here on.
+        post("/api/v1/admin/users/{other}/sessions/revoke", "{}", ADMIN_ONLY),
     ]
 }
 
@@ -300,6 +308,13 @@ async fn granted(app: &TestApp, admin: &User, name: &str, role: &str) -> User {
     assert_eq!(granted.body["roles"], json!(["user", role]));
     user.token = login(app, &user).await;
     user
+}
+
+/// The refresh token of a new login of `user`.
+async fn fresh_refresh(app: &TestApp, user: &User) -> String {
+    let login = app.post("/api/v1/auth/login", None, json!({"email": user.email, "password": PASSWORD})).await;
+    assert_eq!(login.status, 200, "{}", login.text);
+    login.body["refreshToken"].as_str().expect("a refresh token").to_string()
 }
 
 async fn login(app: &TestApp, user: &User) -> String {

@@ -192,7 +192,7 @@ async fn register_gift_and_pay_out_keeps_every_balance_exact() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_repeated_idempotency_key_returns_the_first_answer_and_a_changed_body_is_refused() {
     let app = TestApp::start().await;
-    let Scene { admin, host, viewer, stream } = app.stream_scene("idem", 1_000).await;
+    let Scene { admin, viewer, stream, .. } = app.stream_scene("idem", 1_000).await;
     let path = format!("/api/v1/streams/{stream}/gifts");
     let gift = json!({"giftId": "star", "quantity": 3});
     let send = |body: Value| {

@@ -12,4 +12,5 @@ mod mongo_journey;
 mod openapi;
 mod ops;
 mod security;
+mod sessions;
 mod stripe;

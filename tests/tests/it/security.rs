@@ -147,7 +147,7 @@ async fn slow_clients_are_closed_by_the_timeouts_and_never_starve_health_or_a_gi
         ("HTTP_WEBHOOK_IN_FLIGHT_MAX", &WEBHOOK_SLOTS.to_string()),
     ])
     .await;
-    let Scene { host, viewer, stream, .. } = app.stream_scene("slow", 1_000).await;
+    let Scene { viewer, stream, .. } = app.stream_scene("slow", 1_000).await;
     let gift_path = format!("/api/v1/streams/{stream}/gifts");
     let patience = Duration::from_secs(30);
     let interval = Duration::from_millis(200);

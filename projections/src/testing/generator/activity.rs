@@ -3,8 +3,8 @@
 use events_schema::{
     Account, Actor, CommandRecorded, Event, GiftSent, GiftsReceived, LedgerAdjusted, LedgerSnapshot, Money,
     PayoutApproved, PayoutRejected, PayoutRequested, PendingPayout, ReceivedGift, ReservationClaimed, ReservationKind,
-    Role, StreamEnded, StreamSnapshot, StreamStarted, StreamStatus, UserRegistered, UserRolesChanged, UserSnapshot,
-    ViewerJoined, ViewerLeft,
+    Role, SessionEndReason, SessionEnded, SessionRotated, StreamEnded, StreamSnapshot, StreamStarted, StreamStatus,
+    UserRegistered, UserRolesChanged, UserSessionsRevoked, UserSnapshot, ViewerJoined, ViewerLeft,
 };
 
 use super::*;
@@ -51,6 +51,7 @@ impl Generator {
             email,
             username,
             roles,
+            sessions_epoch: 0,
             user_chain,
             ledger_chain: Chain::new(),
             ledger: LedgerSnapshot::default(),
@@ -367,7 +368,12 @@ impl Generator {
             u.roles.push(Role::Ops);
             (vec![Role::Ops], vec![])
         };
-        let state_after = UserSnapshot { email: u.email.clone(), username: u.username.clone(), roles: u.roles.clone() };
+        let state_after = UserSnapshot {
+            email: u.email.clone(),
+            username: u.username.clone(),
+            roles: u.roles.clone(),
+            sessions_epoch: u.sessions_epoch,
+        };
         let id = u.id;
         let admin = self.users[0].id;
         let meta = self.meta(Actor::admin(admin));
@@ -375,5 +381,40 @@ impl Generator {
         let mut chain = std::mem::replace(&mut self.users[user].user_chain, Chain::new());
         self.emit(&meta, event, Some(&mut chain));
         self.users[user].user_chain = chain;
+    }
+
+    /// A login's session: rotated once, then (every other time) ended; or,
+    /// one time in four, every session of a user revoked by the admin.
+    pub(super) fn session(&mut self) {
+        let user = self.random_user();
+        let id = self.users[user].id;
+        if self.rng.percent(25) {
+            let u = &mut self.users[user];
+            u.sessions_epoch += 1;
+            let state_after = UserSnapshot {
+                email: u.email.clone(),
+                username: u.username.clone(),
+                roles: u.roles.clone(),
+                sessions_epoch: u.sessions_epoch,
+            };
+            let admin = self.users[0].id;
+            let meta = self.meta(Actor::admin(admin));
+            let event = Event::UserSessionsRevoked(UserSessionsRevoked { user_id: id, revoked_by: admin, state_after });
+            let mut chain = std::mem::replace(&mut self.users[user].user_chain, Chain::new());
+            self.emit(&meta, event, Some(&mut chain));
+            self.users[user].user_chain = chain;
+            return;
+        }
+        let family_id = self.uuid();
+        let mut chain = Chain::new();
+        let meta = self.meta(Actor::user(id));
+        let rotated = Event::SessionRotated(SessionRotated { family_id, user_id: id, generation: 1 });
+        self.emit(&meta, rotated, Some(&mut chain));
+        if self.rng.percent(50) {
+            let meta = self.meta(Actor::user(id));
+            let reason = if self.rng.percent(50) { SessionEndReason::Logout } else { SessionEndReason::Reuse };
+            let ended = Event::SessionEnded(SessionEnded { family_id, user_id: id, generation: 1, reason });
+            self.emit(&meta, ended, Some(&mut chain));
+        }
     }
 }

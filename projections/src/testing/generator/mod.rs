@@ -79,6 +79,7 @@ struct GenUser {
     email: String,
     username: String,
     roles: Vec<Role>,
+    sessions_epoch: u64,
     user_chain: Chain,
     ledger_chain: Chain,
     ledger: LedgerSnapshot,
@@ -262,7 +263,8 @@ impl Generator {
             89..92 => self.settle_payout(),
             92..94 => self.adjust(),
             94..97 => self.command_record(),
-            _ => self.change_roles(),
+            97..99 => self.change_roles(),
+            _ => self.session(),
         }
     }
 }
