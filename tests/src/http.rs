@@ -262,6 +262,15 @@ impl TestApp {
         self.register_email(name, &format!("{name}@test.halobuzz.com")).await
     }
 
+    /// Registers each of `names`, in order.
+    pub async fn register_all<const N: usize>(&self, names: [&str; N]) -> [User; N] {
+        let mut users = Vec::with_capacity(N);
+        for name in names {
+            users.push(self.register(name).await);
+        }
+        users.try_into().unwrap_or_else(|_| unreachable!("one user per name"))
+    }
+
     pub async fn register_email(&self, name: &str, email: &str) -> User {
         let body = json!({"email": email, "username": name, "password": PASSWORD});
         let mut r = self.post("/api/v1/auth/register", None, body.clone()).await;

@@ -228,8 +228,7 @@ fn a_path_is_matched_to_its_template_segment_by_segment() {
 async fn every_route_answers_each_role_as_the_matrix_says() {
     let app = TestApp::start().await;
     let admin = app.admin().await;
-    let user = app.register("matrix_user").await;
-    let other = app.register("matrix_other").await;
+    let [user, other] = app.register_all(["matrix_user", "matrix_other"]).await;
     let finance = granted(&app, &admin, "matrix_finance", "finance").await;
     let ops = granted(&app, &admin, "matrix_ops", "ops").await;
     // The routes to check: the document's. Each needs a row; each row is

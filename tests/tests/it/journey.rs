@@ -10,9 +10,7 @@ async fn register_gift_and_pay_out_keeps_every_balance_exact() {
 
     // Register and log in.
     let admin = app.admin().await;
-    let host = app.register("host_1").await;
-    let viewer = app.register("viewer_1").await;
-    let fan = app.register("fan_1").await;
+    let [host, viewer, fan] = app.register_all(["host_1", "viewer_1", "fan_1"]).await;
     let me = app.get(&format!("/api/v1/users/me?minPosition={}", admin.position), Some(&admin.token)).await;
     assert_eq!(me.status, 200, "{}", me.text);
     assert_eq!(me.body["roles"], json!(["user", "admin", "finance"]), "ADMIN_EMAILS grants admin and finance");
@@ -250,8 +248,7 @@ async fn a_repeated_idempotency_key_returns_the_first_answer_and_a_changed_body_
 async fn a_rejected_command_repeated_with_its_key_gets_the_first_rejection_even_after_the_state_changed() {
     let app = TestApp::start().await;
     let admin = app.admin().await;
-    let host = app.register("memo_host").await;
-    let viewer = app.register("memo_viewer").await;
+    let [host, viewer] = app.register_all(["memo_host", "memo_viewer"]).await;
     let stream = app.start_stream(&host, "remembered").await;
     let path = format!("/api/v1/streams/{stream}/gifts");
     let gift = json!({"giftId": "star", "quantity": 3});

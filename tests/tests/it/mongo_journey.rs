@@ -16,8 +16,7 @@ async fn a_journey_with_mongodb_uri_keeps_every_balance_exact() {
         assert_eq!(health.body["checks"]["readStore"]["backend"], json!("mongodb"), "{}", health.text);
 
         let admin = app.admin().await;
-        let host = app.register("host_1").await;
-        let viewer = app.register("viewer_1").await;
+        let [host, viewer] = app.register_all(["host_1", "viewer_1"]).await;
         let taken = app
             .post(
                 "/api/v1/auth/register",

@@ -99,8 +99,7 @@ async fn of_concurrent_refreshes_with_one_token_exactly_one_wins() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn logout_ends_the_login_and_never_anothers() {
     let app = TestApp::start().await;
-    let user = app.register("leaver").await;
-    let other = app.register("bystander").await;
+    let [user, other] = app.register_all(["leaver", "bystander"]).await;
     let (access, refresh_token) = login(&app, &user).await;
     let (_, kept) = login(&app, &user).await;
 
@@ -130,9 +129,7 @@ async fn logout_ends_the_login_and_never_anothers() {
 async fn an_admin_revocation_refuses_old_tokens_for_coins_and_privileges_and_a_new_login_works() {
     let app = TestApp::start().await;
     let admin = app.admin().await;
-    let host = app.register("revhost").await;
-    let viewer = app.register("revviewer").await;
-    let deputy = app.register("revdeputy").await;
+    let [host, viewer, deputy] = app.register_all(["revhost", "revviewer", "revdeputy"]).await;
     let granted = app
         .post(&format!("/api/v1/admin/users/{}/roles", deputy.id), Some(&admin.token), json!({"grant": ["admin"]}))
         .await;

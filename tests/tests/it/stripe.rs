@@ -211,8 +211,7 @@ async fn stripe_webhooks_credit_once_and_reverse_refunds_exactly_in_any_order() 
     let secrets = format!("{SECRET},{OLD_SECRET}");
     let app = TestApp::start_with(&[("STRIPE_WEBHOOK_SECRET", &secrets)]).await;
     let admin = app.admin().await;
-    let ann = app.register("ann").await;
-    let bob = app.register("bob").await;
+    let [ann, bob] = app.register_all(["ann", "bob"]).await;
     let (a, b) = (ann.id.to_string(), bob.id.to_string());
 
     // Both purchase events for one payment, each delivered twice: credited
