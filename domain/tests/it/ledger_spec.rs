@@ -1,6 +1,8 @@
 //! The user ledger: purchases, refunds, host credits, payouts, adjustments.
 
-use domain::ledger::{GiftToCredit, LedgerCommand::*, PENDING_PAYOUTS_MAX, PayoutPolicy, payout_fiat};
+use domain::ledger::{
+    ADJUSTMENT_COINS_MAX, GiftToCredit, LedgerCommand::*, PENDING_PAYOUTS_MAX, PayoutPolicy, payout_fiat,
+};
 use events_schema::{Account, Event, Money};
 use rust_decimal::Decimal;
 use uuid::Uuid;
@@ -225,9 +227,17 @@ fn an_adjustment_needs_a_reason_an_amount_and_cannot_overdraw() {
     ledger_of(user(4)).when(Adjust { coins: 0, reason: "x".into(), admin_id: admin }).then_error("validation_failed");
     ledger_of(user(4)).when(Adjust { coins: 5, reason: "  ".into(), admin_id: admin }).then_error("validation_failed");
     ledger_of(user(4)).when(Adjust { coins: -5, reason: "x".into(), admin_id: admin }).then_error("insufficient_funds");
-    ledger_of(user(4))
-        .when(Adjust { coins: i64::MIN, reason: "x".into(), admin_id: admin })
-        .then_error("amount_out_of_range");
+    // One adjustment moves at most ADJUSTMENT_COINS_MAX coins either way.
+    for coins in [i64::MIN, -ADJUSTMENT_COINS_MAX - 1, ADJUSTMENT_COINS_MAX + 1, i64::MAX] {
+        ledger_of(user(4)).when(Adjust { coins, reason: "x".into(), admin_id: admin }).then_error("validation_failed");
+    }
+    let Event::LedgerAdjusted(adjusted) = ledger_of(user(4))
+        .when(Adjust { coins: ADJUSTMENT_COINS_MAX, reason: "x".into(), admin_id: admin })
+        .then_event()
+    else {
+        panic!("an adjustment")
+    };
+    assert_eq!(adjusted.commit.state_after.wallet_coins, ADJUSTMENT_COINS_MAX);
 }
 
 #[test]
