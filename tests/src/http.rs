@@ -337,6 +337,12 @@ impl TestApp {
         Scene { admin, host, viewer, stream }
     }
 
+    /// An admin's `verdict` on a payout (`approve` or `reject`, perhaps with
+    /// a query), with its body.
+    pub async fn decide_payout(&self, admin: &User, payout_id: &str, verdict: &str, body: Value) -> Resp {
+        self.post(&format!("/api/v1/admin/payouts/{payout_id}/{verdict}"), Some(&admin.token), body).await
+    }
+
     /// The caller's wallet once the read models reached `min_position`.
     pub async fn wallet(&self, user: &User, min_position: u64) -> Value {
         let r = self.get(&format!("/api/v1/wallet?minPosition={min_position}"), Some(&user.token)).await;

@@ -194,19 +194,11 @@ async fn disaster_recovery_drill_restores_every_answer() {
             ids.push(r.body["payoutId"].as_str().unwrap_or_default().to_string());
         }
         let r = app
-            .post(
-                &format!("/api/v1/admin/payouts/{}/approve?minPosition={requested}", ids[0]),
-                Some(&admin.token),
-                json!({"externalRef": "wire"}),
-            )
+            .decide_payout(&admin, &ids[0], &format!("approve?minPosition={requested}"), json!({"externalRef": "wire"}))
             .await;
         assert_eq!(r.status, 200, "{}", r.text);
         let r = app
-            .post(
-                &format!("/api/v1/admin/payouts/{}/reject?minPosition={requested}", ids[1]),
-                Some(&admin.token),
-                json!({"reason": "kyc"}),
-            )
+            .decide_payout(&admin, &ids[1], &format!("reject?minPosition={requested}"), json!({"reason": "kyc"}))
             .await;
         assert_eq!(r.status, 200, "{}", r.text);
     }

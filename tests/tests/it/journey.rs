@@ -126,27 +126,13 @@ async fn register_gift_and_pay_out_keeps_every_balance_exact() {
 
     let first_id = first.body["payoutId"].as_str().expect("a payout id");
     let second_id = second.body["payoutId"].as_str().expect("a payout id");
-    let approved = app
-        .post(
-            &format!("/api/v1/admin/payouts/{first_id}/approve"),
-            Some(&admin.token),
-            json!({"externalRef": "wire-1"}),
-        )
-        .await;
+    let approved = app.decide_payout(&admin, first_id, "approve", json!({"externalRef": "wire-1"})).await;
     assert_eq!(approved.status, 200, "{}", approved.text);
     assert_eq!(approved.body["status"], json!("paid"));
-    let rejected = app
-        .post(
-            &format!("/api/v1/admin/payouts/{second_id}/reject"),
-            Some(&admin.token),
-            json!({"reason": "bank details"}),
-        )
-        .await;
+    let rejected = app.decide_payout(&admin, second_id, "reject", json!({"reason": "bank details"})).await;
     assert_eq!(rejected.status, 200, "{}", rejected.text);
     assert_eq!(rejected.body["status"], json!("rejected"));
-    let again = app
-        .post(&format!("/api/v1/admin/payouts/{first_id}/reject"), Some(&admin.token), json!({"reason": "twice"}))
-        .await;
+    let again = app.decide_payout(&admin, first_id, "reject", json!({"reason": "twice"})).await;
     assert_eq!((again.status, again.problem_code()), (409, "payout_not_pending"));
 
     let after = app.wallet(&host, rejected.position()).await;

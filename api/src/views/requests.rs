@@ -1,0 +1,217 @@
+//! What clients send: request bodies and query strings, with the bounds
+//! the OpenAPI document states.
+
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+
+/// The largest whole number a request body carries: 2^53 - 1, the largest
+/// that every JSON parser (a double) reads exactly.
+pub const WHOLE_NUMBER_MAX: i64 = (1 << 53) - 1;
+
+/// A whole number of a request body: `12` or `12.0` (JSON Schema's
+/// `integer` admits both, and some clients write every number with a
+/// fraction), within ±`WHOLE_NUMBER_MAX`. A fraction, or a number past
+/// that, is refused (`validation_failed`).
+fn whole_number<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<i64, D::Error> {
+    struct Whole;
+    impl serde::de::Visitor<'_> for Whole {
+        type Value = i64;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "a whole number within ±{WHOLE_NUMBER_MAX}")
+        }
+        fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<i64, E> {
+            if (-WHOLE_NUMBER_MAX..=WHOLE_NUMBER_MAX).contains(&v) {
+                Ok(v)
+            } else {
+                Err(E::custom(format!("{v} is not within ±{WHOLE_NUMBER_MAX}")))
+            }
+        }
+        fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<i64, E> {
+            let v = i64::try_from(v).map_err(|_| E::custom(format!("{v} is not within ±{WHOLE_NUMBER_MAX}")))?;
+            self.visit_i64(v)
+        }
+        // Below 2^53 in magnitude a double holds every whole number
+        // exactly, so the casts are exact.
+        #[allow(clippy::cast_possible_truncation, clippy::cast_precision_loss)]
+        fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<i64, E> {
+            if v.fract() == 0.0 && v.abs() <= WHOLE_NUMBER_MAX as f64 {
+                return Ok(v as i64);
+            }
+            Err(E::custom(format!("{v} is not a whole number within ±{WHOLE_NUMBER_MAX}")))
+        }
+    }
+    deserializer.deserialize_any(Whole)
+}
+
+#[derive(Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RegisterRequest {
+    #[schema(example = "viewer@example.com")]
+    pub email: String,
+    /// 3 to 30 letters, digits, `_` or `.`.
+    #[schema(example = "viewer_1")]
+    pub username: String,
+    /// 8 to 128 characters.
+    #[schema(example = "correct horse battery")]
+    pub password: String,
+}
+
+#[derive(Clone, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LoginRequest {
+    pub email: String,
+    pub password: String,
+}
+
+#[derive(Clone, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RefreshRequest {
+    pub refresh_token: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StartStreamRequest {
+    /// At most 140 characters.
+    pub title: String,
+    /// At most 40 characters; stored lower case.
+    pub category: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SendGiftRequest {
+    /// An id of `GET /api/v1/gifts/catalog`; the price comes from the catalog.
+    pub gift_id: String,
+    /// 1 to 10,000 units.
+    #[serde(deserialize_with = "whole_number")]
+    pub quantity: i64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PayoutRequestBody {
+    /// At least `PAYOUT_MIN_COINS`, at most the caller's earnings.
+    #[serde(deserialize_with = "whole_number")]
+    pub coins: i64,
+    /// Where the money goes (free text, at most 500 characters).
+    pub destination: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ApprovePayoutRequest {
+    /// The payment's reference at the payment provider.
+    pub external_ref: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RejectPayoutRequest {
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AdjustmentRequest {
+    pub user_id: Uuid,
+    /// Signed, not zero: positive credits the wallet, negative debits it
+    /// (never below zero).
+    #[serde(deserialize_with = "whole_number")]
+    pub coins: i64,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RolesRequest {
+    /// Roles to grant: `admin`, `finance`, `ops`.
+    #[serde(default)]
+    pub grant: Vec<String>,
+    /// Roles to revoke (`user` cannot be revoked).
+    #[serde(default)]
+    pub revoke: Vec<String>,
+}
+
+// ---------------------------------------------------------------------------
+// Query strings
+
+/// `limit`: 1 to `PAGE_LIMIT_MAX`. Out of range is refused (it was once
+/// clamped, which made the documented range a lie either way).
+fn page_limit<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<u32>, D::Error> {
+    let limit = u32::deserialize(deserializer)?;
+    if !(1..=projections::PAGE_LIMIT_MAX).contains(&limit) {
+        return Err(serde::de::Error::custom(format!("limit must be 1 to {}", projections::PAGE_LIMIT_MAX)));
+    }
+    Ok(Some(limit))
+}
+
+/// The addresses this service registers: ASCII `local@label.label...`
+/// (local: letters, digits, `._%+-`; labels: letters, digits, `-`) once
+/// normalised (NFKC, trimmed, lower case: `domain::user::normalize_email`),
+/// at most `EMAIL_CHARS_MAX` characters as sent. The OpenAPI document
+/// states the same as a pattern (which reads compatibility forms such as
+/// full-width letters only through that normalisation), so that what a
+/// client generated from it sends is accepted.
+pub fn check_email_shape(email: &str) -> Result<(), crate::error::AppError> {
+    let refused = || crate::error::AppError::validation("email", "is not an email address");
+    if email.chars().count() > domain::user::EMAIL_CHARS_MAX {
+        return Err(refused());
+    }
+    let normalized = domain::user::normalize_email(email);
+    let (local, domain_part) = normalized.split_once('@').ok_or_else(refused)?;
+    let local_ok = !local.is_empty() && local.bytes().all(|b| b.is_ascii_alphanumeric() || b"._%+-".contains(&b));
+    let labels: Vec<&str> = domain_part.split('.').collect();
+    let domain_ok = labels.len() >= 2
+        && labels.iter().all(|l| !l.is_empty() && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'));
+    if local_ok && domain_ok { Ok(()) } else { Err(refused()) }
+}
+
+#[derive(Debug, Clone, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct PageQuery {
+    /// 1 to 200, default 50
+    #[serde(default, deserialize_with = "page_limit")]
+    pub limit: Option<u32>,
+    /// `nextCursor` of the previous page
+    pub cursor: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct TransactionsQuery {
+    /// purchase, refund, gift_sent, gift_received, payout_requested, payout_paid, payout_rejected, adjustment
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
+    /// completed, pending, paid, rejected
+    pub status: Option<String>,
+    /// 1 to 200, default 50
+    #[serde(default, deserialize_with = "page_limit")]
+    pub limit: Option<u32>,
+    /// `nextCursor` of the previous page
+    pub cursor: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct LiveStreamsQuery {
+    pub category: Option<String>,
+    /// 1 to 200, default 50
+    #[serde(default, deserialize_with = "page_limit")]
+    pub limit: Option<u32>,
+    /// `nextCursor` of the previous page
+    pub cursor: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct PayoutsQuery {
+    /// pending, paid or rejected
+    pub status: Option<String>,
+    /// 1 to 200, default 50
+    #[serde(default, deserialize_with = "page_limit")]
+    pub limit: Option<u32>,
+    /// `nextCursor` of the previous page
+    pub cursor: Option<String>,
+}
