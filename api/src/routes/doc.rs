@@ -16,7 +16,7 @@ use crate::error::Problem;
 #[derive(Debug, IntoResponses)]
 #[response(
     status = 401,
-    description = "`unauthorized`: no valid bearer token; `session_revoked`: on commands that move coins and privileged routes, a token issued before the user's sessions were revoked",
+    description = "`unauthorized`: no valid bearer token (on logout: or the body's refresh token is not valid); `session_revoked`: on commands that move coins and privileged routes, a token issued before the user's sessions were revoked",
     content_type = "application/problem+json"
 )]
 pub struct Unauthorized(pub Problem);

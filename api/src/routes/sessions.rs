@@ -28,7 +28,6 @@ use crate::views::{LogoutRequest, SessionsRevokedView};
         (status = 204, description = "The login's refresh tokens no longer work (also when it had ended already)"),
         BodyRefusals, CommandRefusals, Unauthorized,
         (status = 403, description = "`forbidden`: the refresh token is another user's", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "`validation_failed`: not a valid refresh token", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn logout(
@@ -37,8 +36,10 @@ pub async fn logout(
     ApiJson(body): ApiJson<LogoutRequest>,
 ) -> ApiResult<StatusCode> {
     // The caller is authenticated by the access token; the body names the
-    // login. A token that is not a refresh token of ours names none.
-    let not_a_refresh_token = || AppError::validation("refreshToken", "is not a valid refresh token");
+    // login. A token that is not a valid refresh token of ours names none:
+    // `401`, as `/auth/refresh` answers it (no schema can tell a signed
+    // token from any other string, so it is not a validation error).
+    let not_a_refresh_token = || AppError::Unauthorized("the refresh token is invalid or expired");
     let (owner, claims) = app.auth.verify_refresh(&body.refresh_token).map_err(|_| not_a_refresh_token())?;
     if owner != caller.id {
         // Never end someone else's session, whatever token one holds.

@@ -108,7 +108,7 @@ async fn logout_ends_the_login_and_never_anothers() {
     assert_eq!((foreign.status, foreign.problem_code()), (403, "forbidden"), "{}", foreign.text);
     // Not a refresh token (an access token), no caller: refused.
     let wrong = app.post("/api/v1/auth/logout", Some(&access), refresh_body(&access)).await;
-    assert_eq!((wrong.status, wrong.problem_code()), (422, "validation_failed"), "{}", wrong.text);
+    assert_eq!((wrong.status, wrong.problem_code()), (401, "unauthorized"), "{}", wrong.text);
     let anonymous = app.post("/api/v1/auth/logout", None, refresh_body(&refresh_token)).await;
     assert_eq!((anonymous.status, anonymous.problem_code()), (401, "unauthorized"), "{}", anonymous.text);
 
