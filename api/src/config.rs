@@ -46,6 +46,10 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// `None`: start and supervise a local nats-server.
     pub nats_url: Option<String>,
+    /// The token an external NATS (`NATS_URL`) wants from its clients
+    /// (`NATS_TOKEN`; deploy/nats.conf asks for one). The managed server
+    /// makes its own.
+    pub nats_token: Option<String>,
     pub nats_stream_replicas: usize,
     /// `true` for `NATS_SYNC=always` (the default).
     pub nats_sync_always: bool,
@@ -158,6 +162,7 @@ impl std::fmt::Debug for Config {
             .field("app_env", &self.app_env)
             .field("data_dir", &self.data_dir)
             .field("nats_url", &self.nats_url.as_ref().map(|_| "<set>"))
+            .field("nats_token", &self.nats_token.as_ref().map(|_| "<set>"))
             .field("nats_stream_replicas", &self.nats_stream_replicas)
             .field("mongodb", &self.mongodb_uri.as_ref().map(|_| "<set>"))
             .field("role", &self.role)
@@ -180,6 +185,10 @@ pub struct ConfigError {
     pub name: &'static str,
     pub reason: String,
 }
+
+/// The shortest `NATS_TOKEN` production accepts (a guessable token is no
+/// authentication).
+pub const NATS_TOKEN_CHARS_MIN: usize = 32;
 
 /// Trusted proxies in a row, at most (`TRUST_PROXY_HOPS`).
 pub const TRUST_PROXY_HOPS_MAX: u32 = 8;
@@ -328,6 +337,13 @@ impl Config {
             None | Some("*") => None,
             Some(_) => Some(list("CORS_ORIGIN")),
         };
+        let nats_token = var("NATS_TOKEN");
+        if production && nats_token.as_ref().is_some_and(|token| token.len() < NATS_TOKEN_CHARS_MIN) {
+            return Err(ConfigError {
+                name: "NATS_TOKEN",
+                reason: format!("must be at least {NATS_TOKEN_CHARS_MIN} characters with APP_ENV {app_env:?}"),
+            });
+        }
         let metrics_token = var("METRICS_TOKEN");
         if production && metrics_token.is_none() {
             return Err(ConfigError {
@@ -348,6 +364,7 @@ impl Config {
             app_env,
             data_dir: var("DATA_DIR").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("./data")),
             nats_url: var("NATS_URL"),
+            nats_token,
             nats_stream_replicas: replicas,
             nats_sync_always,
             mongodb_uri: var("MONGODB_URI"),
@@ -389,6 +406,15 @@ impl Config {
                 events
             },
         })
+    }
+
+    /// The servers of an external NATS (`NATS_URL`, comma-separated), with
+    /// the token it wants (`NATS_TOKEN`); `None` when the service manages
+    /// its own nats-server.
+    pub fn external_nats(&self) -> Option<(Vec<String>, Option<commands::managed::NatsToken>)> {
+        let urls = self.nats_url.as_ref()?;
+        let urls = urls.split(',').map(|u| u.trim().to_string()).filter(|u| !u.is_empty()).collect();
+        Some((urls, self.nats_token.clone().map(commands::managed::NatsToken)))
     }
 
     /// What the deciders take from the configuration. `ADMIN_EMAILS` grants

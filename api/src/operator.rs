@@ -107,8 +107,8 @@ pub fn parse_roles_args(args: &[String], default_operator: Option<String>) -> an
 /// `DATA_DIR/nats-server.conf`). It never starts a server: roles belong in
 /// the log the service uses.
 pub async fn connect(config: &Config) -> anyhow::Result<JetStreamLog> {
-    let (urls, token) = match &config.nats_url {
-        Some(urls) => (urls.split(',').map(|u| u.trim().to_string()).filter(|u| !u.is_empty()).collect(), None),
+    let (urls, token) = match config.external_nats() {
+        Some(external) => external,
         None => {
             let port = commands::managed::running_port(&config.data_dir).with_context(|| {
                 format!("NATS_URL is not set and no managed nats-server has run on {}", config.data_dir.display())

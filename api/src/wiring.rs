@@ -63,10 +63,10 @@ impl LogConnection {
 }
 
 /// Connects the event log `config` names: `NATS_URL` (comma-separated
-/// servers), else the managed nats-server on `DATA_DIR`.
+/// servers, with `NATS_TOKEN`), else the managed nats-server on `DATA_DIR`.
 pub async fn open_log(config: &Config, managed: ManagedServer) -> anyhow::Result<LogConnection> {
-    let (urls, token, server) = match &config.nats_url {
-        Some(urls) => (urls.split(',').map(|u| u.trim().to_string()).filter(|u| !u.is_empty()).collect(), None, None),
+    let (urls, token, server) = match config.external_nats() {
+        Some((urls, token)) => (urls, token, None),
         None => {
             let running = match managed {
                 ManagedServer::Start => None,

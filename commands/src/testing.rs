@@ -33,7 +33,7 @@ use tempfile::TempDir;
 
 use crate::log::{JetStreamLog, LogConfig};
 pub use crate::managed::SyncMode;
-use crate::managed::{ClusterSpec, ServerSpec, free_port, nats_server_binary, wait_until_ready};
+use crate::managed::{ClusterSpec, NatsToken, ServerSpec, free_port, nats_server_binary, wait_until_ready};
 
 /// Time a server (or a cluster) gets to become ready.
 const STARTUP_TIMEOUT_MS: u64 = 30_000;
@@ -218,6 +218,8 @@ pub struct NatsServer {
     binary: PathBuf,
     dir: TempDir,
     port: u16,
+    /// The token clients must present, when the server asks for one.
+    token: Option<NatsToken>,
     child: Option<Child>,
 }
 
@@ -239,9 +241,19 @@ impl NatsServer {
 
     /// Starts a server with the given sync mode.
     pub async fn start_with(sync: SyncMode) -> NatsServer {
+        NatsServer::start_spec(sync, None).await
+    }
+
+    /// Starts a server (`sync_interval: always`) whose clients must present
+    /// `token`, as a deployment's (deploy/nats.conf) does.
+    pub async fn start_with_token(token: NatsToken) -> NatsServer {
+        NatsServer::start_spec(SyncMode::Always, Some(token)).await
+    }
+
+    async fn start_spec(sync: SyncMode, token: Option<NatsToken>) -> NatsServer {
         let binary = binary().await;
         let dir = harness_dir("halobuzz-nats-");
-        let mut server = NatsServer { binary, dir, port: 0, child: None };
+        let mut server = NatsServer { binary, dir, port: 0, token, child: None };
         let mut last_failure = String::new();
         for _ in 0..START_ATTEMPTS_MAX {
             server.port = free_port().unwrap_or_else(|err| panic!("no free port: {err}"));
@@ -251,7 +263,7 @@ impl NatsServer {
                 store_dir: server.data_dir(),
                 sync,
                 cluster: None,
-                client_token: None,
+                client_token: server.token.clone(),
             };
             write_config(&server.config_path(), &spec);
             match server.spawn_ready().await {
@@ -267,7 +279,7 @@ impl NatsServer {
 
     async fn spawn_ready(&mut self) -> Result<(), String> {
         self.child = Some(spawn(&self.binary, self.dir.path(), &self.config_path(), &self.log_path()));
-        wait_until_ready(self.port, None, Duration::from_millis(STARTUP_TIMEOUT_MS))
+        wait_until_ready(self.port, self.token.as_ref(), Duration::from_millis(STARTUP_TIMEOUT_MS))
             .await
             .map_err(|err| format!("{err}\n--- server log ---\n{}", log_tail(&self.log_path())))
     }
@@ -321,7 +333,9 @@ impl NatsServer {
 
     /// A [`LogConfig`] pointing at this server, with test-friendly timeouts.
     pub fn log_config(&self) -> LogConfig {
-        LogConfig::new([self.url()])
+        let mut config = LogConfig::new([self.url()]);
+        config.token = self.token.clone();
+        config
     }
 
     /// Connects a [`JetStreamLog`] (default stream `HALOBUZZ`); panics on

@@ -5,11 +5,15 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use commands::managed::NatsToken;
+use commands::testing::NatsServer;
+
 /// How long a refusal may take (it happens before any connection).
 const REFUSAL_MS_MAX: u64 = 20_000;
 
 const ACCESS: &str = "an-access-secret-for-the-start-up-tests-0001";
 const REFRESH: &str = "a-refresh-secret-for-the-start-up-tests-0002";
+const NATS_TOKEN: &str = "a-nats-token-for-the-start-up-tests-00000003";
 
 /// Runs the binary with exactly `env` (plus `PATH`); its exit success and
 /// its standard error.
@@ -45,7 +49,7 @@ fn run(env: &[(&str, &str)]) -> (bool, String) {
 
 /// A complete configuration for `app_env`, with `overrides` on top (an
 /// empty value unsets).
-fn with(app_env: &'static str, overrides: &[(&'static str, &'static str)]) -> Vec<(&'static str, &'static str)> {
+fn with<'a>(app_env: &'a str, overrides: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
     let mut env = vec![
         ("APP_ENV", app_env),
         ("JWT_SECRET", ACCESS),
@@ -90,16 +94,51 @@ fn production_refuses_an_open_cors_or_metrics() {
         assert_refused(&with(app_env, &[("CORS_ORIGIN", "")]), "CORS_ORIGIN");
         assert_refused(&with(app_env, &[("CORS_ORIGIN", "*")]), "CORS_ORIGIN");
         assert_refused(&with(app_env, &[("METRICS_TOKEN", "")]), "METRICS_TOKEN");
+        assert_refused(&with(app_env, &[("NATS_TOKEN", "short-nats-token")]), "NATS_TOKEN");
     }
 }
 
 #[test]
 fn a_complete_production_configuration_gets_past_the_checks() {
     // It fails later, on the unreachable NATS: the configuration passed.
-    let (success, stderr) = run(&with("production", &[]));
+    let (success, stderr) = run(&with("production", &[("NATS_TOKEN", NATS_TOKEN)]));
     assert!(!success);
     assert!(stderr.contains("NATS") || stderr.contains("event log"), "{stderr}");
     for variable in ["JWT_SECRET", "CORS_ORIGIN", "METRICS_TOKEN"] {
         assert!(!stderr.contains(variable), "{stderr}");
     }
+}
+
+/// A deployment's NATS asks its clients for a token (deploy/nats.conf): the
+/// service presents `NATS_TOKEN` with `NATS_URL`, and without it the server
+/// turns it away.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_external_nats_with_a_token_is_reached_with_nats_token() {
+    let server = NatsServer::start_with_token(NatsToken(NATS_TOKEN.into())).await;
+    let url = server.url();
+    // The operator command connects as the service does; an unknown email
+    // answers after reading the log, so the connection was accepted.
+    let env = with("production", &[("NATS_URL", url.as_str()), ("NATS_TOKEN", NATS_TOKEN)]);
+    let output = operator_grant(&env);
+    assert!(!output.0 && output.1.contains("no user"), "with the token: {}", output.1);
+
+    let env = with("production", &[("NATS_URL", url.as_str())]);
+    let output = operator_grant(&env);
+    assert!(!output.0 && !output.1.contains("no user"), "without the token: {}", output.1);
+    assert!(output.1.contains("event log"), "without the token: {}", output.1);
+}
+
+/// `halobuzz-api roles grant` for an email nobody registered, with exactly
+/// `env`: its success and standard error.
+fn operator_grant(env: &[(&str, &str)]) -> (bool, String) {
+    let data = tempfile::tempdir().expect("a temporary folder");
+    let output = Command::new(env!("CARGO_BIN_EXE_halobuzz-api"))
+        .args(["roles", "grant", "--email", "nobody@halobuzz.com", "--role", "admin"])
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("DATA_DIR", data.path())
+        .envs(env.iter().copied())
+        .output()
+        .expect("the binary runs");
+    (output.status.success(), String::from_utf8_lossy(&output.stderr).into_owned())
 }
