@@ -28,6 +28,7 @@
 //! - [`auth`]: passwords and tokens; [`ratelimit`]; [`metrics`] (with the
 //!   metered event log); [`source`]: the projectors' log source over the
 //!   event log; [`openapi`]; [`state`].
+//! - [`cli`]: the process entry (runtime, arguments, exit status).
 //! - [`operator`]: the operator command (`halobuzz-api roles ...`).
 //! - [`wiring`]: the event log and the read store a `Config` names, for
 //!   the service and the replay tools.
@@ -35,6 +36,7 @@
 //!   verifier and the reading of webhook events by the fields they need.
 
 pub mod auth;
+pub mod cli;
 pub mod config;
 pub mod error;
 pub mod extract;

@@ -397,7 +397,7 @@ impl TestApp {
     }
 }
 
-async fn into_resp(response: reqwest::Response) -> Resp {
+pub(crate) async fn into_resp(response: reqwest::Response) -> Resp {
     let status = response.status().as_u16();
     let headers = response.headers().clone();
     let text = response.text().await.unwrap_or_default();

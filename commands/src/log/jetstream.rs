@@ -27,6 +27,7 @@ use serde::de::DeserializeOwned;
 
 mod append;
 mod config;
+mod consistent;
 mod multi_last;
 mod read;
 mod wire;
@@ -52,6 +53,11 @@ struct Inner {
     server_version: String,
     subject_direct_get: String,
     subject_stream_info: String,
+    /// `STREAM.MSG.GET`: answered by the stream leader only.
+    subject_msg_get: String,
+    /// The highest position this process has seen appended or read: the
+    /// fence of reads on a replicated stream (see `consistent.rs`).
+    seen_position: std::sync::atomic::AtomicU64,
     /// Callers waiting for a coalesced `last_on_subjects`.
     multi_last: multi_last::Coalescer,
 }
@@ -113,6 +119,8 @@ impl JetStreamLog {
             inner: Arc::new(Inner {
                 subject_direct_get: format!("$JS.API.DIRECT.GET.{}", config.stream_name),
                 subject_stream_info: format!("$JS.API.STREAM.INFO.{}", config.stream_name),
+                subject_msg_get: format!("$JS.API.STREAM.MSG.GET.{}", config.stream_name),
+                seen_position: std::sync::atomic::AtomicU64::new(0),
                 multi_last: multi_last::Coalescer::default(),
                 read_client,
                 client,
@@ -255,22 +263,34 @@ impl JetStreamLog {
 
 impl EventLog for JetStreamLog {
     fn append(&self, request: AppendRequest) -> BoxFuture<'_, Result<Appended, LogError>> {
-        self.append_with_retries(request).boxed()
+        async move {
+            let appended = self.append_with_retries(request).await?;
+            self.observe(appended.position);
+            Ok(appended)
+        }
+        .boxed()
     }
 
     fn append_atomic(&self, requests: Vec<AppendRequest>) -> BoxFuture<'_, Result<Vec<u64>, LogError>> {
-        self.append_atomic_with_retries(requests).boxed()
+        async move {
+            let positions = self.append_atomic_with_retries(requests).await?;
+            if let Some(last) = positions.iter().max() {
+                self.observe(*last);
+            }
+            Ok(positions)
+        }
+        .boxed()
     }
 
     fn last_on_subject<'a>(&'a self, subject: &'a str) -> BoxFuture<'a, Result<Option<StoredMessage>, LogError>> {
-        self.retrying("last on subject", move || self.last_on_subject_once(subject)).boxed()
+        self.retrying("last on subject", move || self.last_on_subject_consistent_once(subject)).boxed()
     }
 
     fn last_on_subjects<'a>(
         &'a self,
         subjects: &'a [String],
     ) -> BoxFuture<'a, Result<Vec<Option<StoredMessage>>, LogError>> {
-        self.retrying("last on subjects", move || self.last_on_subjects_once(subjects)).boxed()
+        self.retrying("last on subjects", move || self.last_on_subjects_consistent_once(subjects)).boxed()
     }
 
     fn read_from(&self, position: u64, max_messages: u32) -> BoxFuture<'_, Result<Vec<StoredMessage>, LogError>> {

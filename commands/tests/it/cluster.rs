@@ -160,3 +160,46 @@ async fn acknowledged_appends_survive_the_death_of_the_stream_leader() {
     );
     assert!(test_started.elapsed() < TEST_BUDGET + Duration::from_secs(10));
 }
+
+/// Appends then reads on a replicated stream, as a command and the next
+/// one do: every read sees every append acknowledged to this process
+/// before it, whichever replica answers (a follower may lag the leader),
+/// for a subject it has never seen (a registration, then an adjustment of
+/// that user) and for one it has (a role granted, then checked).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_on_a_replicated_stream_sees_every_append_acknowledged_before_it() {
+    const ROUNDS: u64 = 400;
+    init_tracing();
+    let cluster = NatsCluster::start(3).await;
+    let log = JetStreamLog::connect(cluster.log_config(3)).await.expect("connect to the cluster");
+    let _ = cluster.wait_for_stream_leader(log.stream_name(), Duration::from_secs(15)).await;
+    let known = "hb.test.known".to_string();
+    let mut known_last = 0;
+    let mut stale = Vec::new();
+    for round in 0..ROUNDS {
+        let fresh = format!("hb.test.fresh-{round}");
+        let appended = log
+            .append_atomic(vec![
+                request(&fresh, &format!("fresh {round}"), &format!("fresh-{round}"), 0),
+                request(&known, &format!("known {round}"), &format!("known-{round}"), known_last),
+            ])
+            .await
+            .expect("an append");
+        known_last = appended[1];
+        let read = log.last_on_subjects(&[fresh.clone(), known.clone()]).await.expect("a read");
+        let positions: Vec<Option<u64>> = read.iter().map(|m| m.as_ref().map(|m| m.position)).collect();
+        if positions != vec![Some(appended[0]), Some(appended[1])] {
+            stale.push((round, appended.clone(), positions));
+        }
+        let single = log.last_on_subject(&fresh).await.expect("a read").map(|m| m.position);
+        if single != Some(appended[0]) {
+            stale.push((round, appended, vec![single]));
+        }
+    }
+    assert!(
+        stale.is_empty(),
+        "{} of {ROUNDS} rounds read stale state: {:?}",
+        stale.len(),
+        &stale[..stale.len().min(5)]
+    );
+}

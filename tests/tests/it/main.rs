@@ -4,6 +4,7 @@
 
 mod authz;
 mod bad_input;
+mod cluster;
 mod concurrency;
 mod drill;
 mod fuzz;

@@ -275,12 +275,15 @@ impl JetStreamLog {
     async fn multi_last(&self, subjects: &[String]) -> Result<HashMap<String, StoredMessage>, LogError> {
         let mut found: HashMap<String, StoredMessage> = HashMap::with_capacity(subjects.len());
         let mut up_to_seq: Option<u64> = None;
+        // What the answering replica must have: everything this process
+        // has seen before the read (see `consistent.rs`).
+        let fence = self.seen_position();
         for _ in 0..ROUNDS_PER_GROUP_MAX {
             let missing: Vec<&String> = subjects.iter().filter(|s| !found.contains_key(*s)).collect();
             if missing.is_empty() {
                 return Ok(found);
             }
-            match self.multi_last_request(&missing, up_to_seq, &mut found).await? {
+            match self.multi_last_request(&missing, up_to_seq, fence, &mut found).await? {
                 BatchEnd::Complete => return Ok(found),
                 BatchEnd::Partial { up_to } => up_to_seq = Some(up_to),
             }
@@ -297,6 +300,7 @@ impl JetStreamLog {
         &self,
         subjects: &[&String],
         up_to_seq: Option<u64>,
+        fence: u64,
         found: &mut HashMap<String, StoredMessage>,
     ) -> Result<BatchEnd, LogError> {
         let bytes_max = self.inner.config.multi_last_bytes_max.max(1);
@@ -326,6 +330,15 @@ impl JetStreamLog {
         // No end marker: none of the subjects has a message.
         let Some(headers) = end else { return Ok(BatchEnd::Complete) };
         let number = |name: &str| -> Option<u64> { headers.get(name).and_then(|v| v.as_str().trim().parse().ok()) };
+        // A follower behind what this process has seen answers from the
+        // past: asked again (another replica, or the same one caught up).
+        if let Some(answered_up_to) = number(HEADER_UP_TO_SEQUENCE)
+            && answered_up_to < fence
+        {
+            return Err(LogError::Unavailable(format!(
+                "a replica at position {answered_up_to} answered a read that must see {fence}"
+            )));
+        }
         match (number(HEADER_NUM_PENDING).unwrap_or(0), number(HEADER_UP_TO_SEQUENCE)) {
             (0, _) => Ok(BatchEnd::Complete),
             (_, Some(up_to)) => Ok(BatchEnd::Partial { up_to }),
