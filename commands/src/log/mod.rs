@@ -159,16 +159,18 @@ pub trait EventLog: Send + Sync + fmt::Debug {
 
     /// The last message on `subject`, or `None` when it has none yet.
     ///
-    /// On a replicated stream the read may be served by a follower that lags
-    /// the leader by a few milliseconds: an append based on a stale read is
-    /// refused with [`LogError::Conflict`], never stored, so the worst case is
-    /// one more reload.
+    /// It sees every append acknowledged to this process before it, on a
+    /// replicated stream too (the JetStream adapter asks the leader). An
+    /// append acknowledged to another process a moment ago may not be seen
+    /// yet (a follower lagging by milliseconds); an append decided on such a
+    /// read is refused with [`LogError::Conflict`], never stored.
     fn last_on_subject<'a>(&'a self, subject: &'a str) -> BoxFuture<'a, Result<Option<StoredMessage>, LogError>>;
 
     /// The last message on each of `subjects`, in their order (`None` for a
     /// subject with none yet), all as of one position of the log. The
     /// JetStream adapter sends concurrent callers' subjects together in one
-    /// batched direct get. Stale reads are as for `last_on_subject`.
+    /// batched direct get. What it sees is as for `last_on_subject`: a
+    /// subject read as empty is empty on the leader.
     fn last_on_subjects<'a>(
         &'a self,
         subjects: &'a [String],
