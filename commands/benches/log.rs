@@ -1,8 +1,12 @@
 //! Raw throughput of the JetStream event log on this machine, against a real
 //! nats-server started by the test harness, with `sync_interval: always` and
-//! with the server's default interval.
+//! with the server's default interval; then on a 3-node cluster with the
+//! stream at 3 replicas (`always`, as the cluster harness runs), where a
+//! read goes to the leader when it must (see the adapter's `consistent.rs`):
+//! the cost of replicas on the same machine, in the same run.
 //!
-//! Run: `cargo bench -p commands --bench log` (prints a Markdown table).
+//! Run: `cargo bench -p commands --bench log` (prints a Markdown table;
+//! `BENCH_CLUSTER=0` leaves the cluster out).
 //! Sizes: `BENCH_MESSAGES` (default 100,000, for windowed appends and
 //! reads), `BENCH_SEQUENTIAL` (default 10,000), `BENCH_WINDOW` (appends in
 //! flight, default 256), `BENCH_PAYLOAD_BYTES` (default 300),
@@ -12,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use commands::log::{AppendRequest, EventLog, JetStreamLog};
-use commands::testing::{NatsServer, SyncMode, nats_server_version};
+use commands::testing::{NatsCluster, NatsServer, SyncMode, nats_server_version};
 use futures_util::{StreamExt, TryStreamExt};
 
 fn env_number(name: &str, default: u64) -> u64 {
@@ -27,15 +31,12 @@ struct Sizes {
     batch: u64,
 }
 
-fn report(sync: SyncMode, operation: &str, messages: u64, payload_bytes: usize, elapsed: Duration) {
+fn report(setup: &str, operation: &str, messages: u64, payload_bytes: usize, elapsed: Duration) {
     // Integer arithmetic (the workspace lints float arithmetic).
     let micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX).max(1);
     let rate = messages.saturating_mul(1_000_000) / micros;
     let bytes_per_second = rate.saturating_mul(payload_bytes as u64);
-    let sync = match sync {
-        SyncMode::Always => "always",
-        SyncMode::Interval => "interval (default)",
-    };
+    let sync = setup;
     println!(
         "| {sync} | {operation} | {messages} | {} | {rate} | {}.{} |",
         elapsed.as_millis(),
@@ -48,25 +49,44 @@ fn request(subject: String, payload: &Bytes, msg_id: String, expected: u64) -> A
     AppendRequest { subject, payload: payload.clone(), msg_id: Some(msg_id), expected_last_subject_seq: expected }
 }
 
-async fn bench(sync: SyncMode, sizes: &Sizes) {
-    let server = NatsServer::start_with(sync).await;
-    let log: JetStreamLog = server.event_log().await;
+/// The 50th and 99th percentiles of `latencies` (sorted here), in µs.
+fn percentiles_us(latencies: &mut [Duration]) -> (u128, u128) {
+    latencies.sort_unstable();
+    let at = |per_mille: usize| {
+        let index = (latencies.len().saturating_sub(1) * per_mille) / 1_000;
+        latencies.get(index).map_or(0, Duration::as_micros)
+    };
+    (at(500), at(990))
+}
+
+async fn bench(sync: &str, log: &JetStreamLog, sizes: &Sizes) {
     let payload = Bytes::from((0..sizes.payload_bytes).map(|index| b'a' + (index % 26) as u8).collect::<Vec<u8>>());
 
     // Sequential: one append at a time, on 1,000 subjects with real
     // expectations (what one command handler does).
     const SEQUENTIAL_SUBJECTS: u64 = 1_000;
     let mut last = vec![0_u64; SEQUENTIAL_SUBJECTS as usize];
+    let mut latencies = Vec::with_capacity(sizes.sequential as usize);
     let started = Instant::now();
     for index in 0..sizes.sequential {
         let slot = (index % SEQUENTIAL_SUBJECTS) as usize;
+        let one = Instant::now();
         let appended = log
             .append(request(format!("hb.seq.{slot}"), &payload, format!("seq-{index}"), last[slot]))
             .await
             .expect("sequential append");
+        latencies.push(one.elapsed());
         last[slot] = appended.position;
     }
-    report(sync, "append, sequential", sizes.sequential, sizes.payload_bytes, started.elapsed());
+    let elapsed = started.elapsed();
+    let (p50, p99) = percentiles_us(&mut latencies);
+    report(
+        sync,
+        &format!("append, sequential (p50 {p50} µs, p99 {p99} µs)"),
+        sizes.sequential,
+        sizes.payload_bytes,
+        elapsed,
+    );
 
     // Windowed: up to `window` appends in flight, one subject each.
     let started = Instant::now();
@@ -141,6 +161,16 @@ async fn bench(sync: SyncMode, sizes: &Sizes) {
             .expect("present");
     }
     report(sync, "last_on_subject, sequential", loads, sizes.payload_bytes, started.elapsed());
+
+    // A command's load: its aggregate and its (new, empty) record, one
+    // coalesced read each, sequentially.
+    let started = Instant::now();
+    for index in 0..loads {
+        let subjects = [format!("hb.seq.{}", index % SEQUENTIAL_SUBJECTS), format!("hb.none.{index}")];
+        let found = log.last_on_subjects(&subjects).await.expect("last_on_subjects");
+        assert!(found[0].is_some() && found[1].is_none());
+    }
+    report(sync, "last_on_subjects (one found, one empty), sequential", loads, sizes.payload_bytes, started.elapsed());
 }
 
 fn main() {
@@ -159,9 +189,20 @@ fn main() {
         std::thread::available_parallelism().map_or(0, usize::from),
         sizes.payload_bytes
     );
-    println!("| sync | operation | messages | ms | msgs/s | MB/s (payload) |");
+    println!("| setup | operation | messages | ms | msgs/s | MB/s (payload) |");
     println!("| --- | --- | ---: | ---: | ---: | ---: |");
-    for sync in [SyncMode::Always, SyncMode::Interval] {
-        runtime.block_on(bench(sync, &sizes));
+    for (sync, label) in [(SyncMode::Always, "1 server, always"), (SyncMode::Interval, "1 server, interval (default)")]
+    {
+        runtime.block_on(async {
+            let server = NatsServer::start_with(sync).await;
+            bench(label, &server.event_log().await, &sizes).await;
+        });
+    }
+    if env_number("BENCH_CLUSTER", 1) != 0 {
+        runtime.block_on(async {
+            let cluster = NatsCluster::start(3).await;
+            let log = JetStreamLog::connect(cluster.log_config(3)).await.expect("connect to the cluster");
+            bench("3 nodes, replicas 3, always", &log, &sizes).await;
+        });
     }
 }
