@@ -31,15 +31,7 @@ venv="$tools_dir/localstripe-$LOCALSTRIPE_VERSION"
 ensure_venv "$venv" localstripe localstripe "$LOCALSTRIPE_VERSION"
 
 signer="$tools_dir/stripe-node-$STRIPE_NPM_VERSION"
-if ! [ -f "$signer/node_modules/stripe/package.json" ]; then
-    log "installing stripe $STRIPE_NPM_VERSION (npm) into $signer"
-    rm -rf "$signer.partial"
-    mkdir -p "$signer.partial"
-    (cd "$signer.partial" && echo '{"private":true}' > package.json &&
-        npm install --silent --no-audit --no-fund --save-exact "stripe@$STRIPE_NPM_VERSION" >&2)
-    rm -rf "$signer"
-    mv -T "$signer.partial" "$signer"
-fi
+ensure_npm_package "$signer" stripe "$STRIPE_NPM_VERSION"
 
 echo "LOCALSTRIPE_BIN=$venv/bin/localstripe"
 echo "STRIPE_SIGNER_DIR=$signer"

@@ -47,3 +47,20 @@ ensure_pypi_tool() {
     ensure_venv "$venv" "$package" "$package" "$version" "$venv/bin/$executable" "$@"
     echo "$venv/bin/$executable"
 }
+
+# ensure_npm_package DIR PACKAGE VERSION: the pinned npm PACKAGE in DIR's
+# node_modules (a private package.json of its own), installed unless it is
+# there; installed into DIR.partial, then renamed, so that an interrupted
+# install is redone. Extra environment for npm comes from the caller.
+ensure_npm_package() {
+    local dir="$1" package="$2" version="$3"
+    if ! [ -f "$dir/node_modules/$package/package.json" ]; then
+        log "installing $package $version (npm) into $dir"
+        rm -rf "$dir.partial"
+        mkdir -p "$dir.partial"
+        (cd "$dir.partial" && echo '{"private":true}' > package.json &&
+            npm install --silent --no-audit --no-fund --save-exact "$package@$version" >&2)
+        rm -rf "$dir"
+        mv -T "$dir.partial" "$dir"
+    fi
+}

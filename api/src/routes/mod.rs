@@ -10,6 +10,7 @@ pub mod account;
 pub mod admin;
 pub mod auth;
 pub mod coins;
+pub mod console;
 pub mod doc;
 pub mod ledger;
 pub mod ops;
@@ -36,8 +37,8 @@ use crate::state::AppState;
 /// The largest Stripe event accepted (Stripe's own are far smaller).
 pub const STRIPE_EVENT_BYTES_MAX: usize = 512 * 1024;
 
-/// The whole HTTP API of this process. `HALOBUZZ_ROLE=workers` serves only
-/// health, metrics and the docs.
+/// The whole HTTP API of this process, and the console (`/console`).
+/// `HALOBUZZ_ROLE=workers` serves only health, metrics and the docs.
 pub fn router(state: AppState) -> Router {
     let ops = Router::new()
         .route("/health", get(ops::health))
@@ -51,7 +52,11 @@ pub fn router(state: AppState) -> Router {
                 .route_layer(middleware::from_fn_with_state(state.clone(), maintenance_guard))
                 .route_layer(DefaultBodyLimit::max(STRIPE_EVENT_BYTES_MAX)),
         );
-        api_routes(&state).layer(middleware::from_fn_with_state(state.clone(), ip_rate_limit)).merge(ops).merge(webhook)
+        api_routes(&state)
+            .layer(middleware::from_fn_with_state(state.clone(), ip_rate_limit))
+            .merge(ops)
+            .merge(webhook)
+            .merge(console::routes())
     } else {
         ops
     };

@@ -6,6 +6,7 @@ mod authz;
 mod bad_input;
 mod cluster;
 mod concurrency;
+mod console;
 mod drill;
 mod fuzz;
 mod journey;
