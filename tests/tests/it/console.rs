@@ -21,7 +21,8 @@ fn browser_tools() -> (String, String) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_role_signs_in_to_the_console_and_sees_what_it_may() {
     let (chromium, driver) = browser_tools();
-    let app = TestApp::start().await;
+    // Earnings payable at once, so that the host can ask for a payout.
+    let app = TestApp::start_with(&[("EARNINGS_HOLD_HOURS", "0")]).await;
     // Some history, so that the trial balance has accounts to sum.
     let scene = app.stream_scene("console", 1_000).await;
     let admin = &scene.admin;
@@ -34,7 +35,18 @@ async fn each_role_signs_in_to_the_console_and_sees_what_it_may() {
     }
     let gift = app.gift(&scene.viewer.token, scene.stream, "crown", 2).await;
     assert_eq!(gift.status, 201, "{}", gift.text);
-    app.settle_reactor().await;
+    let settled = app.settle_reactor().await;
+    let wallet = app.wallet(&scene.host, settled).await;
+    let earnings = wallet["earnings"].as_i64().expect("earnings");
+    let payout =
+        app.post("/api/v1/payouts", Some(&scene.host.token), json!({"coins": 100, "destination": "iban:DE00"})).await;
+    assert_eq!(payout.status, 201, "{}", payout.text);
+    let payout_id = payout.body["payoutId"].as_str().expect("a payout id").to_string();
+    let scene_json = json!({
+        "payoutId": payout_id,
+        "account": format!("earnings:{}", scene.host.id),
+        "balance": earnings - 100,
+    });
 
     let page = app.get("/console", None).await;
     assert_eq!(page.status, 200, "{}", page.text);
@@ -44,7 +56,7 @@ async fn each_role_signs_in_to_the_console_and_sees_what_it_may() {
     let out = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("console");
     std::fs::create_dir_all(&out).expect("the screenshot folder");
     let accounts = json!([
-        {"name": "admin", "email": admin.email, "password": PASSWORD, "sees": "trial"},
+        {"name": "admin", "email": admin.email, "password": PASSWORD, "sees": "trial", "decides": true},
         {"name": "finance", "email": finance.email, "password": PASSWORD, "sees": "trial"},
         {"name": "ops", "email": ops.email, "password": PASSWORD, "sees": "workers-only"},
         {"name": "viewer", "email": viewer.email, "password": PASSWORD, "sees": "refused"},
@@ -57,14 +69,18 @@ async fn each_role_signs_in_to_the_console_and_sees_what_it_may() {
         .env("CONSOLE_URL", &app.base)
         .env("CONSOLE_OUT", &out)
         .env("CONSOLE_ACCOUNTS", accounts.to_string())
+        .env("CONSOLE_SCENE", scene_json.to_string())
         .output()
         .expect("node runs");
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "the browser check failed:\n{stderr}\n{stdout}");
-    for name in ["overview-admin", "overview-finance", "overview-ops", "refused-viewer"] {
+    for name in ["overview-admin", "payouts-admin", "reconciliation-admin", "accounts-admin", "refused-viewer"] {
         let shot = out.join(format!("{name}.png"));
         assert!(shot.metadata().is_ok_and(|m| m.len() > 0), "no screenshot {}", shot.display());
     }
+    // The payout left the queue for good: approved in the log.
+    let after = app.get("/api/v1/admin/payouts?status=pending", Some(&admin.token)).await;
+    assert!(!after.text.contains(&payout_id), "{}", after.text);
     app.stop().await;
 }
