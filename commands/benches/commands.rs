@@ -10,7 +10,10 @@
 //! comma-separated; default `64,256`),
 //! `BENCH_PRIOR_COMMITS` (default 1,000,000), `BENCH_SAMPLES` (default 2,000);
 //! `BENCH_ONLY=throughput|latency|hot` runs one part; `BENCH_SYNC=always|interval`
-//! one sync mode.
+//! one sync mode. `BENCH_ONLY=memory` runs only the nats-server's resident
+//! memory as gift commands accumulate (`BENCH_MEMORY_COMMANDS`, default
+//! 3,000,000, sampled every `BENCH_MEMORY_STEP`, default 500,000; sync
+//! `interval`): not part of the default run, it takes minutes.
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
@@ -72,7 +75,7 @@ fn ctx(user: Uuid, key: String) -> CommandContext {
 }
 
 struct Setup {
-    _server: NatsServer,
+    server: NatsServer,
     log: Arc<JetStreamLog>,
     commands: Commands,
 }
@@ -81,7 +84,7 @@ async fn setup(sync: SyncMode) -> Setup {
     let server = NatsServer::start_with(sync).await;
     let log = Arc::new(server.event_log().await);
     let commands = Commands::new(log.clone(), config());
-    Setup { _server: server, log, commands }
+    Setup { server, log, commands }
 }
 
 async fn fund(commands: &Commands, user: Uuid, coins: i64) {
@@ -482,6 +485,58 @@ async fn hot_host(sync: SyncMode, viewers: usize, gifts: u64, rate_per_s: Option
 }
 
 /// `BENCH_SYNC=always|interval` runs one sync mode (default: both).
+/// `VmRSS` and `VmHWM` of a process, in MiB (0 when unreadable).
+fn memory_mib(pid: u32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|line| line.starts_with(name))
+            .and_then(|line| line.split_whitespace().nth(1))
+            .and_then(|kib| kib.parse::<u64>().ok())
+            .map_or(0, |kib| kib / 1024)
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+/// The nats-server's resident memory as gift commands accumulate: each gift
+/// is a commit on the viewer's ledger and a command record on a subject of
+/// its own; sampled every `step` commands.
+async fn server_memory(total: u64, step: u64) {
+    const VIEWERS: u64 = 256;
+    let s = setup(SyncMode::Interval).await;
+    let pid = s.server.pid().expect("the server runs");
+    let viewers: Vec<Uuid> = (0..VIEWERS).map(|_| Uuid::now_v7()).collect();
+    for v in &viewers {
+        fund(&s.commands, *v, 1_000_000_000_000).await;
+    }
+    let stream_id = start_stream(&s.commands, Uuid::now_v7()).await;
+    let (rss, hwm) = memory_mib(pid);
+    println!("| 0 | {} | {rss} | {hwm} | 0 |", s.log.last_position().await.expect("position"));
+    let started = Instant::now();
+    let steps = total.div_ceil(step.max(1));
+    for round in 0..steps {
+        let per_viewer = step / VIEWERS;
+        let mut tasks = Vec::new();
+        for v in viewers.iter().copied() {
+            let commands = s.commands.clone();
+            tasks.push(tokio::spawn(async move {
+                for g in 0..per_viewer {
+                    let key = format!("m{round}-{g}");
+                    commands.send_gift(&ctx(v, key), v, stream_id, "rose".into(), 1, 10).await.expect("gift");
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.expect("task");
+        }
+        let done = (round + 1) * per_viewer * VIEWERS;
+        let (rss, hwm) = memory_mib(pid);
+        let position = s.log.last_position().await.expect("position");
+        println!("| {done} | {position} | {rss} | {hwm} | {} |", started.elapsed().as_secs());
+    }
+}
+
 fn syncs() -> Vec<SyncMode> {
     match std::env::var("BENCH_SYNC").as_deref() {
         Ok("always") => vec![SyncMode::Always],
@@ -505,6 +560,15 @@ fn main() {
     let only = std::env::var("BENCH_ONLY").unwrap_or_default();
     let run = |part: &str| only.is_empty() || only == part;
     runtime.block_on(async {
+        if only == "memory" {
+            let total = env_number("BENCH_MEMORY_COMMANDS", 3_000_000);
+            let step = env_number("BENCH_MEMORY_STEP", 500_000);
+            println!("## nats-server resident memory as gift commands accumulate (sync interval, 256 viewers)");
+            println!("| gift commands | log messages | nats-server VmRSS MiB | VmHWM MiB | seconds |");
+            println!("| ---: | ---: | ---: | ---: | ---: |");
+            server_memory(total, step).await;
+            return;
+        }
         if run("throughput") {
         println!("## gift commands through the handler vs raw JetStream publish ({gifts} gifts, raw window {WINDOW})");
         println!("| sync | gifts in flight | handler | raw publish of the same messages | ratio | raw, each with a Nats-Msg-Id | ratio | message sizes (commit, record) |");

@@ -312,6 +312,11 @@ impl NatsServer {
         self.child.is_some()
     }
 
+    /// The server's process id while it runs (benchmarks read its memory).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// SIGKILL, and wait for the process to be gone.
     pub fn kill9(&mut self) {
         kill9_child(&mut self.child);
