@@ -171,6 +171,16 @@ async fn bench(sync: &str, log: &JetStreamLog, sizes: &Sizes) {
         assert!(found[0].is_some() && found[1].is_none());
     }
     report(sync, "last_on_subjects (one found, one empty), sequential", loads, sizes.payload_bytes, started.elapsed());
+
+    // The same, the empty one being a command's record (appended only
+    // expecting it empty), as the command handler reads it.
+    let started = Instant::now();
+    for index in 0..loads {
+        let subjects = [format!("hb.seq.{}", index % SEQUENTIAL_SUBJECTS), format!("hb.none.r{index}")];
+        let found = log.last_on_subjects_appended_expecting_empty(&subjects, 1).await.expect("last_on_subjects");
+        assert!(found[0].is_some() && found[1].is_none());
+    }
+    report(sync, "the same, the empty one a command record", loads, sizes.payload_bytes, started.elapsed());
 }
 
 fn main() {

@@ -157,7 +157,9 @@ impl Commands {
             if let Some(c) = ctx {
                 wanted.push(record_subject(&c.scope, &c.command_id));
             }
-            let mut messages = self.log.last_on_subjects(&wanted).await?;
+            // The record is only ever appended expecting its subject empty.
+            let records = usize::from(ctx.is_some());
+            let mut messages = self.log.last_on_subjects_appended_expecting_empty(&wanted, records).await?;
             let record = if ctx.is_some() { messages.pop().flatten() } else { None };
             if let (Some(ctx), Some(record)) = (ctx, record) {
                 return self.answer_from_record(ctx, &record).await;

@@ -290,7 +290,18 @@ impl EventLog for JetStreamLog {
         &'a self,
         subjects: &'a [String],
     ) -> BoxFuture<'a, Result<Vec<Option<StoredMessage>>, LogError>> {
-        self.retrying("last on subjects", move || self.last_on_subjects_consistent_once(subjects)).boxed()
+        self.retrying("last on subjects", move || self.last_on_subjects_consistent_once(subjects, 0)).boxed()
+    }
+
+    fn last_on_subjects_appended_expecting_empty<'a>(
+        &'a self,
+        subjects: &'a [String],
+        appended_expecting_empty: usize,
+    ) -> BoxFuture<'a, Result<Vec<Option<StoredMessage>>, LogError>> {
+        self.retrying("last on subjects", move || {
+            self.last_on_subjects_consistent_once(subjects, appended_expecting_empty)
+        })
+        .boxed()
     }
 
     fn read_from(&self, position: u64, max_messages: u32) -> BoxFuture<'_, Result<Vec<StoredMessage>, LogError>> {

@@ -176,6 +176,21 @@ pub trait EventLog: Send + Sync + fmt::Debug {
         subjects: &'a [String],
     ) -> BoxFuture<'a, Result<Vec<Option<StoredMessage>>, LogError>>;
 
+    /// As [`EventLog::last_on_subjects`], except for the last
+    /// `appended_expecting_empty` subjects: ones the caller only ever
+    /// appends to expecting them empty (a command's record). For those an
+    /// empty answer may come from a lagging replica: were the subject not
+    /// empty, the append that follows would be refused. On a replicated
+    /// stream this spares the leader a second read per command.
+    fn last_on_subjects_appended_expecting_empty<'a>(
+        &'a self,
+        subjects: &'a [String],
+        appended_expecting_empty: usize,
+    ) -> BoxFuture<'a, Result<Vec<Option<StoredMessage>>, LogError>> {
+        let _ = appended_expecting_empty;
+        self.last_on_subjects(subjects)
+    }
+
     /// Up to `max_messages` messages from `position` on (inclusive), in log
     /// order, fewer when the log ends first. Position 0 reads from the start.
     /// Stateless (batched direct gets), so any replica may answer: one that

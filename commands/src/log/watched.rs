@@ -79,6 +79,14 @@ impl<W: AppendWatch> EventLog for Watched<W> {
         self.inner.last_on_subjects(subjects)
     }
 
+    fn last_on_subjects_appended_expecting_empty<'a>(
+        &'a self,
+        subjects: &'a [String],
+        appended_expecting_empty: usize,
+    ) -> BoxFuture<'a, Result<Vec<Option<StoredMessage>>, LogError>> {
+        self.inner.last_on_subjects_appended_expecting_empty(subjects, appended_expecting_empty)
+    }
+
     fn read_from(&self, position: u64, max_messages: u32) -> BoxFuture<'_, Result<Vec<StoredMessage>, LogError>> {
         self.inner.read_from(position, max_messages)
     }

@@ -11,6 +11,8 @@
 //!
 //! - a subject a direct get finds empty is asked again of the stream leader
 //!   (`STREAM.MSG.GET`, answered by the leader only): empty there is empty;
+//!   but a subject only ever appended to expecting it empty (a command's
+//!   record) is not: the append would be refused if it were not;
 //! - a coalesced read answered by a replica whose last position (the
 //!   `Nats-UpTo-Sequence` of its end marker) is behind the highest position
 //!   this process has seen (its appends and reads) is `Unavailable`, and
@@ -65,14 +67,17 @@ impl JetStreamLog {
 
     /// One try of `last_on_subjects`: the coalesced read (checked against
     /// the fence in `multi_last`), then, on a replicated stream, the leader
-    /// asked about each subject found empty.
+    /// asked about each subject found empty but the last
+    /// `appended_expecting_empty` (see the port).
     pub(super) async fn last_on_subjects_consistent_once(
         &self,
         subjects: &[String],
+        appended_expecting_empty: usize,
     ) -> Result<Vec<Option<StoredMessage>>, LogError> {
         let mut found = self.last_on_subjects_once(subjects).await?;
         if self.replicated() {
-            let empty: Vec<usize> = (0..found.len()).filter(|index| found[*index].is_none()).collect();
+            let checked = found.len().saturating_sub(appended_expecting_empty);
+            let empty: Vec<usize> = (0..checked).filter(|index| found[*index].is_none()).collect();
             let asked = try_join_all(empty.iter().map(|index| self.leader_last_on_subject_once(&subjects[*index])));
             for (index, message) in empty.into_iter().zip(asked.await?) {
                 found[index] = message;
