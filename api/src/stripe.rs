@@ -11,8 +11,8 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use domain::payment::{Buyer, PackageRef, PaymentCommand};
-use events_schema::stripe::{CHECKOUT_SESSION_COMPLETED, StripeEventBody, StripeObject};
+use domain::payment::{Buyer, DisputeSeen, PackageRef, PaymentCommand};
+use events_schema::stripe::{CHECKOUT_SESSION_COMPLETED, DISPUTE_EVENT_PREFIX, StripeEventBody, StripeObject};
 use events_schema::{Money, PaymentFlag, StripeEventRecorded, is_plain_stripe_id};
 use hmac::{Hmac, Mac};
 use rust_decimal::Decimal;
@@ -162,6 +162,25 @@ pub fn read_event(body: &[u8], packages: &[CoinPackage]) -> Result<ReadEvent, Ev
                 amount_refunded_cents: object.integer("amount_refunded").unwrap_or(0),
             };
             (pi.to_string(), command)
+        }),
+        // A dispute of a charge without a PaymentIntent names no payment of
+        // ours: recorded only.
+        dispute if dispute.starts_with(DISPUTE_EVENT_PREFIX) => events_schema::stripe::dispute(&event).and_then(|d| {
+            let command = PaymentCommand::RecordDispute {
+                stripe_event_id: id.into(),
+                dispute: DisputeSeen {
+                    dispute_id: d.dispute_id,
+                    amount_cents: d.amount_cents,
+                    currency: d.currency,
+                    status: d.status,
+                    reason: d.reason,
+                    fee_cents: d.fee_cents,
+                    balance_transactions: d.balance_transactions,
+                    funds_withdrawn: d.funds_withdrawn,
+                    funds_reinstated: d.funds_reinstated,
+                },
+            };
+            Some((d.payment_id?, command))
         }),
         _ => None,
     };

@@ -15,7 +15,20 @@
 //!   so a refund event out of order (a lower `amount_refunded`) or a repeat
 //!   changes nothing;
 //! - a refund seen before its purchase is kept (amounts recorded, nothing
-//!   reversed); `Settle`, run after the purchase is posted, reverses it.
+//!   reversed); `Settle`, run after the purchase is posted, reverses it;
+//! - a dispute (chargeback) is remembered forever, its facts merged over
+//!   every `charge.dispute.*` event (funds withdrawn, funds reinstated,
+//!   status, fee). While its funds are withdrawn and not reinstated it holds
+//!   `ceil(coins * disputed / amount)` coins reversed, never more than
+//!   refunds left; once reinstated it credits back what it held. A dispute
+//!   seen before its purchase, or one that refunds left no room for, is
+//!   applied by `Settle` later.
+//!
+//! So, whatever the order and repetition of the events, once `Settle` has
+//! nothing left to do, the coins the buyer keeps are `coins - min(coins,
+//! refund_due + sum of the withdrawn, not reinstated disputes' shares)`
+//! (the property test's model). Each decision moves coins one way only
+//! (a refund's or dispute's reversal, or a won dispute's credit back).
 //!
 //! # Decide, post, mark
 //!
@@ -32,8 +45,8 @@
 //! once however many times its completion is attempted.
 
 use events_schema::{
-    Event, PaymentFlag, PaymentFlagged, PaymentPosted, PaymentPurchase, PaymentPurchaseCredited, PaymentRefundRecorded,
-    PaymentSnapshot,
+    Event, PaymentDispute, PaymentDisputeRecorded, PaymentFlag, PaymentFlagged, PaymentPosted, PaymentPurchase,
+    PaymentPurchaseCredited, PaymentRefundRecorded, PaymentSnapshot,
 };
 use uuid::Uuid;
 
@@ -103,6 +116,7 @@ pub fn evolve(state: PaymentState, event: &Event) -> PaymentState {
         Event::PaymentRefundRecorded(e) => &e.state_after,
         Event::PaymentFlagged(e) => &e.state_after,
         Event::PaymentPosted(e) => &e.state_after,
+        Event::PaymentDisputeRecorded(e) => &e.state_after,
         _ => return state,
     };
     PaymentState {
@@ -127,6 +141,12 @@ pub fn effect(event: &Event) -> Option<LedgerEffect> {
         Event::PaymentRefundRecorded(e) if e.coins > 0 => {
             let purchase = e.state_after.purchase.as_ref()?;
             Some(LedgerEffect { user_id: purchase.user_id, kind: EffectKind::Refund, coins: e.coins })
+        }
+        Event::PaymentDisputeRecorded(e) if e.coins != 0 => {
+            let purchase = e.state_after.purchase.as_ref()?;
+            // A won dispute credits back: the purchase's direction.
+            let kind = if e.coins > 0 { EffectKind::Refund } else { EffectKind::Purchase };
+            Some(LedgerEffect { user_id: purchase.user_id, kind, coins: e.coins.checked_abs()? })
         }
         _ => None,
     }
@@ -168,6 +188,23 @@ pub struct PackageRef {
     pub coins: Option<i64>,
 }
 
+/// A dispute as one `charge.dispute.*` event described it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct DisputeSeen {
+    pub dispute_id: String,
+    /// The disputed amount, in the minor unit.
+    pub amount_cents: i64,
+    pub currency: String,
+    pub status: String,
+    pub reason: String,
+    /// The fee Stripe charged for it (the balance transactions' fees).
+    pub fee_cents: i64,
+    /// How many balance transactions the event listed (more is later).
+    pub balance_transactions: u32,
+    pub funds_withdrawn: bool,
+    pub funds_reinstated: bool,
+}
+
 /// What a verified Stripe event (or the command side, completing a
 /// decision) asks of a payment.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -178,7 +215,11 @@ pub enum PaymentCommand {
     /// `charge.refunded`: the charge's `amount` and running
     /// `amount_refunded`.
     RecordRefund { stripe_event_id: String, charge_amount_cents: i64, amount_refunded_cents: i64 },
-    /// Reverses what earlier refunds made due, if the purchase is known.
+    /// `charge.dispute.*`: a dispute's facts, merged with what is known.
+    RecordDispute { stripe_event_id: String, dispute: DisputeSeen },
+    /// Reverses what earlier refunds or disputes made due, if the purchase
+    /// is known: one step per decision (a refund's, then each dispute's);
+    /// run until it decides nothing.
     Settle,
     /// An event that names no payment to credit (a paid session without a
     /// PaymentIntent).
@@ -195,9 +236,10 @@ pub fn ledger_user(state: &PaymentState, command: &PaymentCommand) -> Option<Uui
             Some(*user)
         }
         PaymentCommand::ConfirmPurchase { .. } | PaymentCommand::Flag { .. } => None,
-        PaymentCommand::RecordRefund { .. } | PaymentCommand::Settle | PaymentCommand::MarkPosted { .. } => {
-            state.snapshot.purchase.as_ref().map(|p| p.user_id)
-        }
+        PaymentCommand::RecordRefund { .. }
+        | PaymentCommand::RecordDispute { .. }
+        | PaymentCommand::Settle
+        | PaymentCommand::MarkPosted { .. } => state.snapshot.purchase.as_ref().map(|p| p.user_id),
     }
 }
 
@@ -267,7 +309,18 @@ pub fn decide(state: &PaymentState, command: &PaymentCommand) -> Result<Vec<Even
             }
             reverse_due(state, &base, after, Some(stripe_event_id.clone()))
         }
-        PaymentCommand::Settle => reverse_due(state, &base, base.clone(), None),
+        PaymentCommand::RecordDispute { stripe_event_id, dispute } => {
+            require_id("stripeEventId", stripe_event_id)?;
+            require_id("disputeId", &dispute.dispute_id)?;
+            record_dispute(state, &base, dispute, Some(stripe_event_id.clone()))
+        }
+        PaymentCommand::Settle => {
+            let refund = reverse_due(state, &base, base.clone(), None)?;
+            if !refund.is_empty() {
+                return Ok(refund);
+            }
+            settle_disputes(state, &base)
+        }
         PaymentCommand::Flag { stripe_event_id, flag: f, detail } => {
             require_id("stripeEventId", stripe_event_id)?;
             Ok(flag(state, base, stripe_event_id, *f, detail))
@@ -331,7 +384,10 @@ fn reverse_due(
     let mut coins = 0;
     if let Some(purchase) = &after.purchase {
         let due = coins_due_back(purchase.coins, after.charge_amount_cents, after.amount_refunded_cents)?;
-        coins = due.checked_sub(after.coins_reversed).ok_or(DomainError::AmountOutOfRange)?.max(0);
+        let wanted = due.checked_sub(after.coins_reversed).ok_or(DomainError::AmountOutOfRange)?.max(0);
+        // Disputes may hold the rest reversed already: never more than the
+        // purchase in total.
+        coins = wanted.min(coins_left(purchase, &after)?);
         if coins > 0 {
             after.coins_reversed = after.coins_reversed.checked_add(coins).ok_or(DomainError::AmountOutOfRange)?;
         }
@@ -348,6 +404,140 @@ fn reverse_due(
         coins,
         state_after: after,
     })])
+}
+
+/// Coins of `purchase` that neither refunds nor disputes hold reversed.
+fn coins_left(purchase: &PaymentPurchase, snapshot: &PaymentSnapshot) -> Result<i64, DomainError> {
+    let held = snapshot
+        .disputes
+        .iter()
+        .try_fold(snapshot.coins_reversed, |total, d| total.checked_add(d.coins_reversed))
+        .ok_or(DomainError::AmountOutOfRange)?;
+    Ok(purchase.coins.checked_sub(held).ok_or(DomainError::AmountOutOfRange)?.max(0))
+}
+
+/// Whether a dispute status is final: kept over any other, so that a late
+/// `needs_response` does not undo a `won`.
+fn is_final_status(status: &str) -> bool {
+    matches!(status, "won" | "lost" | "warning_closed")
+}
+
+/// `old` (if known) with what `seen` adds: facts only grow (flags OR-ed,
+/// amounts and fees their highest), so that any order ends the same.
+fn merge_dispute(old: Option<&PaymentDispute>, seen: &DisputeSeen) -> PaymentDispute {
+    let text = |value: &str| value.chars().take(STRIPE_TEXT_CHARS_MAX).collect::<String>();
+    let mut merged =
+        old.cloned().unwrap_or_else(|| PaymentDispute { dispute_id: text(&seen.dispute_id), ..Default::default() });
+    merged.amount_cents = merged.amount_cents.max(seen.amount_cents.max(0));
+    if merged.currency.is_empty() {
+        merged.currency = text(&seen.currency);
+    }
+    if !seen.status.is_empty() && !is_final_status(&merged.status) {
+        merged.status = text(&seen.status);
+    }
+    if merged.reason.is_empty() {
+        merged.reason = text(&seen.reason);
+    }
+    // The fee of the latest list of balance transactions (Stripe only adds
+    // to it): a won dispute's fee given back lowers it.
+    if seen.balance_transactions > merged.balance_transactions
+        || (seen.balance_transactions == merged.balance_transactions && seen.fee_cents > merged.fee_cents)
+    {
+        merged.balance_transactions = seen.balance_transactions;
+        merged.fee_cents = seen.fee_cents;
+    }
+    merged.funds_withdrawn |= seen.funds_withdrawn;
+    merged.funds_reinstated |= seen.funds_reinstated;
+    merged
+}
+
+/// The coins `dispute` moves now on `snapshot` (positive: reversed;
+/// negative: credited back), with `dispute` and the totals updated.
+fn apply_dispute(snapshot: &mut PaymentSnapshot, dispute: &mut PaymentDispute) -> Result<i64, DomainError> {
+    let Some(purchase) = snapshot.purchase.clone() else { return Ok(0) };
+    if dispute.funds_reinstated {
+        // Won: what it holds goes back, once (it then holds nothing).
+        let back = dispute.coins_reversed;
+        if back == 0 {
+            return Ok(0);
+        }
+        dispute.coins_reversed = 0;
+        snapshot.coins_dispute_reinstated =
+            snapshot.coins_dispute_reinstated.checked_add(back).ok_or(DomainError::AmountOutOfRange)?;
+        return back.checked_neg().ok_or(DomainError::AmountOutOfRange);
+    }
+    if !dispute.funds_withdrawn {
+        return Ok(0);
+    }
+    let share = coins_due_back(purchase.coins, purchase.amount_cents, dispute.amount_cents)?;
+    let wanted = share.checked_sub(dispute.coins_reversed).ok_or(DomainError::AmountOutOfRange)?.max(0);
+    let coins = wanted.min(coins_left(&purchase, snapshot)?);
+    if coins <= 0 {
+        return Ok(0);
+    }
+    dispute.coins_reversed = dispute.coins_reversed.checked_add(coins).ok_or(DomainError::AmountOutOfRange)?;
+    snapshot.coins_dispute_withdrawn =
+        snapshot.coins_dispute_withdrawn.checked_add(coins).ok_or(DomainError::AmountOutOfRange)?;
+    Ok(coins)
+}
+
+/// The event recording `seen` (merged into its dispute) and what it moves,
+/// unless nothing changes.
+fn record_dispute(
+    state: &PaymentState,
+    base: &PaymentSnapshot,
+    seen: &DisputeSeen,
+    stripe_event_id: Option<String>,
+) -> Result<Vec<Event>, DomainError> {
+    let mut after = base.clone();
+    let index = after.disputes.iter().position(|d| d.dispute_id == seen.dispute_id);
+    let mut dispute = merge_dispute(index.map(|i| &after.disputes[i]), seen);
+    // The dispute's own share first, then the others': place it in the
+    // list with its old holding so that `coins_left` counts the others.
+    let index = match index {
+        Some(i) => i,
+        None => {
+            after.disputes.push(dispute.clone());
+            after.disputes.len() - 1
+        }
+    };
+    after.disputes[index].coins_reversed = dispute.coins_reversed;
+    let coins = apply_dispute(&mut after, &mut dispute)?;
+    after.disputes[index] = dispute.clone();
+    if !after.flags.contains(&PaymentFlag::Disputed) {
+        after.flags.push(PaymentFlag::Disputed);
+    }
+    if after == *base {
+        return Ok(vec![]);
+    }
+    Ok(vec![Event::PaymentDisputeRecorded(PaymentDisputeRecorded {
+        payment_id: state.payment_id.clone(),
+        stripe_event_id,
+        dispute,
+        coins,
+        state_after: after,
+    })])
+}
+
+/// The first dispute whose withdrawn share is not all reversed yet (seen
+/// before the purchase, or short of room when it came), applied now.
+fn settle_disputes(state: &PaymentState, base: &PaymentSnapshot) -> Result<Vec<Event>, DomainError> {
+    for index in 0..base.disputes.len() {
+        let mut after = base.clone();
+        let mut dispute = after.disputes[index].clone();
+        let coins = apply_dispute(&mut after, &mut dispute)?;
+        if coins != 0 {
+            after.disputes[index] = dispute.clone();
+            return Ok(vec![Event::PaymentDisputeRecorded(PaymentDisputeRecorded {
+                payment_id: state.payment_id.clone(),
+                stripe_event_id: None,
+                dispute,
+                coins,
+                state_after: after,
+            })]);
+        }
+    }
+    Ok(vec![])
 }
 
 /// The mark of the pending decision as posted, if one is pending.

@@ -12,8 +12,8 @@ use uuid::Uuid;
 
 use crate::change::{Change, Posting};
 use crate::model::{
-    PayoutDoc, PayoutStatus, Projection, StreamDoc, StripeSide, TransactionDoc, TxMetadata, TxStatus, TxType, UserDoc,
-    WalletDoc,
+    DisputeDoc, PayoutDoc, PayoutStatus, Projection, StreamDoc, StripeSide, TransactionDoc, TxMetadata, TxStatus,
+    TxType, UserDoc, WalletDoc,
 };
 
 /// Appends to `out` the changes `projection` makes of `envelope`, stored at
@@ -318,6 +318,7 @@ fn stripe_payments(event: &Event, out: &mut Vec<Change>) {
         Event::PaymentRefundRecorded(e) => out.push(stripe_state(&e.payment_id, &e.state_after)),
         Event::PaymentFlagged(e) => out.push(stripe_state(&e.payment_id, &e.state_after)),
         Event::PaymentPosted(e) => out.push(stripe_state(&e.payment_id, &e.state_after)),
+        Event::PaymentDisputeRecorded(e) => out.push(stripe_state(&e.payment_id, &e.state_after)),
         _ => {}
     }
 }
@@ -333,6 +334,7 @@ fn stripe_state(payment_id: &str, s: &PaymentSnapshot) -> Change {
                 PaymentFlag::UnknownPackage => "unknown_package",
                 PaymentFlag::NoPaymentIntent => "no_payment_intent",
                 PaymentFlag::InvalidRefund => "invalid_refund",
+                PaymentFlag::Disputed => "disputed",
             }
             .to_string()
         })
@@ -348,6 +350,24 @@ fn stripe_state(payment_id: &str, s: &PaymentSnapshot) -> Change {
             charge_amount_cents: s.charge_amount_cents,
             amount_refunded_cents: s.amount_refunded_cents,
             flags,
+            disputes: s
+                .disputes
+                .iter()
+                .map(|d| DisputeDoc {
+                    dispute_id: d.dispute_id.clone(),
+                    amount_cents: d.amount_cents,
+                    currency: d.currency.clone(),
+                    status: d.status.clone(),
+                    reason: d.reason.clone(),
+                    fee_cents: d.fee_cents,
+                    funds_withdrawn: d.funds_withdrawn,
+                    funds_reinstated: d.funds_reinstated,
+                    coins_reversed: d.coins_reversed,
+                })
+                .collect(),
+            coins_refund_reversed: s.coins_reversed,
+            coins_dispute_withdrawn: s.coins_dispute_withdrawn,
+            coins_dispute_reinstated: s.coins_dispute_reinstated,
         },
     }
 }

@@ -38,6 +38,13 @@ const POSTING_SCAN_SHORT_READ_RETRIES: RetrySchedule = RetrySchedule {
     retries_max: POSTING_SCAN_SHORT_READS_MAX,
 };
 
+/// `Settle` steps run after a purchase or a dispute, at most: each decides
+/// one reversal (a refund's catch-up, then one per dispute), so a payment
+/// with up to this many disputes less one is settled in one handling (a
+/// charge has one dispute at most; a PaymentIntent rarely more than one
+/// charge). A step with nothing to do decides nothing and costs no append.
+pub const SETTLE_STEPS_MAX: usize = 8;
+
 /// What a verified Stripe event did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StripeOutcome {
@@ -159,10 +166,11 @@ impl Commands {
                 }
                 other => other,
             };
-            let settles = matches!(command, PaymentCommand::ConfirmPurchase { .. });
+            let settles =
+                matches!(command, PaymentCommand::ConfirmPurchase { .. } | PaymentCommand::RecordDispute { .. });
             let mut commands = vec![command];
             if settles {
-                commands.push(PaymentCommand::Settle);
+                commands.extend(std::iter::repeat_n(PaymentCommand::Settle, SETTLE_STEPS_MAX));
             }
             let ledger = ledger_last.filter(|_| registered);
             let payment_position =
@@ -173,8 +181,9 @@ impl Commands {
         Ok(StripeOutcome { position, recorded, events: written.events })
     }
 
-    /// Reverses what refunds seen before the purchase made due, if anything
-    /// (decided, posted, marked), after completing a pending decision.
+    /// Reverses what refunds or disputes seen before the purchase made due,
+    /// if anything (decided, posted, marked, in up to `SETTLE_STEPS_MAX`
+    /// steps), after completing a pending decision.
     pub async fn settle_payment(&self, payment_id: &str) -> Result<Outcome, CommandError> {
         let command_id = Uuid::now_v7().to_string();
         let meta = EventMeta {
@@ -186,7 +195,8 @@ impl Commands {
         };
         let last = self.last(&payment_subject(payment_id)).await?;
         let mut written = Written::default();
-        let position = self.run_payment(&meta, payment_id, &[PaymentCommand::Settle], last, None, &mut written).await?;
+        let settles = [const { PaymentCommand::Settle }; SETTLE_STEPS_MAX];
+        let position = self.run_payment(&meta, payment_id, &settles, last, None, &mut written).await?;
         let position = if written.events.is_empty() { position } else { written.position };
         Ok(Outcome { position, events: written.events, repeated: false })
     }

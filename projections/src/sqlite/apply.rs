@@ -532,6 +532,11 @@ fn set_stripe_state(
             state.charge_amount_cents,
             state.amount_refunded_cents,
             state.flags.join(","),
+            // Plain fields only: serializing them cannot fail.
+            serde_json::to_string(&state.disputes).unwrap_or_else(|_| "[]".to_string()),
+            state.coins_refund_reversed,
+            state.coins_dispute_withdrawn,
+            state.coins_dispute_reinstated,
         ],
     )?;
     Ok(())

@@ -201,6 +201,14 @@ pub(super) fn stripe_payment(row: &Row<'_>) -> RowResult<StripePaymentDoc> {
                 let flags: String = column(row, 12)?;
                 flags.split(',').filter(|f| !f.is_empty()).map(str::to_string).collect()
             },
+            disputes: {
+                let disputes: String = column(row, 13)?;
+                serde_json::from_str(&disputes)
+                    .map_err(|e| ProjectionError::corrupt(TABLE, format!("disputes: {e}")))?
+            },
+            coins_refund_reversed: column(row, 14)?,
+            coins_dispute_withdrawn: column(row, 15)?,
+            coins_dispute_reinstated: column(row, 16)?,
         },
     })
 }

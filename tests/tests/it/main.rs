@@ -14,3 +14,4 @@ mod ops;
 mod security;
 mod sessions;
 mod stripe;
+mod stripe_disputes;

@@ -11,17 +11,17 @@ use halobuzz_tests::stripe::{LocalStripe, TEST_STRIPE_KEY, ToSign, sign_with_str
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-const SECRET: &str = "whsec_current_0123456789";
+pub(crate) const SECRET: &str = "whsec_current_0123456789";
 const OLD_SECRET: &str = "whsec_rotated_out_012345";
 const WEBHOOK: &str = "/api/v1/webhooks/stripe";
 
-fn now_s() -> i64 {
+pub(crate) fn now_s() -> i64 {
     i64::try_from(SystemTime::now().duration_since(UNIX_EPOCH).expect("after 1970").as_secs()).expect("in range")
 }
 
 /// The trial balance is zero and `user`'s wallet holds `coins`, as of
 /// `position`.
-async fn assert_books(app: &TestApp, admin: &User, user: &User, coins: i64, position: u64) {
+pub(crate) async fn assert_books(app: &TestApp, admin: &User, user: &User, coins: i64, position: u64) {
     let wallet = app.wallet(user, position).await;
     assert_eq!(wallet["coins"], json!(coins), "{}'s wallet: {wallet}", user.username);
     let tb = app.get(&format!("/api/v1/ledger/trial-balance?minPosition={position}"), Some(&admin.token)).await;
@@ -29,14 +29,14 @@ async fn assert_books(app: &TestApp, admin: &User, user: &User, coins: i64, posi
     assert_eq!(tb.body["totalCoins"], json!(0), "the trial balance: {}", tb.text);
 }
 
-async fn reconciliation(app: &TestApp, admin: &User, position: u64) -> Value {
+pub(crate) async fn reconciliation(app: &TestApp, admin: &User, position: u64) -> Value {
     let r =
         app.get(&format!("/api/v1/ledger/reconciliation?limit=200&minPosition={position}"), Some(&admin.token)).await;
     assert_eq!(r.status, 200, "{}", r.text);
     r.body
 }
 
-fn payment<'a>(reconciliation: &'a Value, payment_id: &str) -> &'a Value {
+pub(crate) fn payment<'a>(reconciliation: &'a Value, payment_id: &str) -> &'a Value {
     reconciliation["items"]
         .as_array()
         .and_then(|items| items.iter().find(|i| i["paymentId"] == json!(payment_id)))
@@ -121,7 +121,7 @@ async fn stripe_localstripe_payment_intent_is_confirmed_signed_and_credited() {
 }
 
 /// Stripe events in the current API's shapes.
-fn session_completed(event: &str, session: &str, intent: &str, user: &str, package: &str) -> String {
+pub(crate) fn session_completed(event: &str, session: &str, intent: &str, user: &str, package: &str) -> String {
     json!({
         "id": event, "object": "event", "api_version": "2025-06-30.basil", "created": now_s(),
         "livemode": false, "pending_webhooks": 1, "type": "checkout.session.completed",
@@ -137,7 +137,7 @@ fn session_completed(event: &str, session: &str, intent: &str, user: &str, packa
     .to_string()
 }
 
-fn intent_succeeded(event: &str, intent: &str, user: &str, package: &str) -> String {
+pub(crate) fn intent_succeeded(event: &str, intent: &str, user: &str, package: &str) -> String {
     json!({
         "id": event, "object": "event", "api_version": "2025-06-30.basil", "created": now_s(),
         "livemode": false, "pending_webhooks": 1, "type": "payment_intent.succeeded",
@@ -151,7 +151,7 @@ fn intent_succeeded(event: &str, intent: &str, user: &str, package: &str) -> Str
     .to_string()
 }
 
-fn charge_refunded(event: &str, intent: &str, amount_refunded: i64) -> String {
+pub(crate) fn charge_refunded(event: &str, intent: &str, amount_refunded: i64) -> String {
     json!({
         "id": event, "object": "event", "api_version": "2025-06-30.basil", "created": now_s(),
         "livemode": false, "pending_webhooks": 1, "type": "charge.refunded",
@@ -165,7 +165,7 @@ fn charge_refunded(event: &str, intent: &str, amount_refunded: i64) -> String {
 }
 
 /// Sends `body` with `header` as Stripe would.
-async fn deliver(app: &TestApp, body: &str, header: &str) -> halobuzz_tests::http::Resp {
+pub(crate) async fn deliver(app: &TestApp, body: &str, header: &str) -> halobuzz_tests::http::Resp {
     let r = app
         .client
         .post(format!("{}{WEBHOOK}", app.base))
@@ -184,14 +184,14 @@ async fn deliver(app: &TestApp, body: &str, header: &str) -> halobuzz_tests::htt
 
 /// Signs with Stripe's Node library under `secret` at `timestamp`, and
 /// delivers.
-async fn send(app: &TestApp, body: &str, secret: &str, timestamp: i64) -> halobuzz_tests::http::Resp {
+pub(crate) async fn send(app: &TestApp, body: &str, secret: &str, timestamp: i64) -> halobuzz_tests::http::Resp {
     let headers = sign_with_stripe_node(&[ToSign { payload: body.into(), secret: secret.into(), timestamp }]).await;
     deliver(app, body, &headers[0]).await
 }
 
 /// Delivers a correctly signed event; expects `200` and returns its
 /// position and whether it was a repeat.
-async fn accepted(app: &TestApp, body: &str) -> (u64, bool) {
+pub(crate) async fn accepted(app: &TestApp, body: &str) -> (u64, bool) {
     let r = send(app, body, SECRET, now_s()).await;
     assert_eq!(r.status, 200, "{}", r.text);
     (r.body["position"].as_u64().expect("a position"), r.body["duplicate"] == json!(true))
