@@ -186,6 +186,29 @@ pub struct PackageRef {
     pub id: String,
     /// `None`: no package of this id is on sale.
     pub coins: Option<i64>,
+    /// The price the catalogue offers for it (`None`: unknown package, or
+    /// a price Stripe cannot take).
+    pub price: Option<Price>,
+}
+
+/// An amount in a currency's minor unit (as Stripe counts it), with the
+/// lowercase ISO code.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Price {
+    pub amount_cents: i64,
+    pub currency: String,
+}
+
+/// The price a Checkout Session or PaymentIntent says this service offered
+/// (`metadata.priceCents`, `metadata.priceCurrency`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Offered {
+    /// Neither field: an object created before prices were stated; the
+    /// package's current price holds.
+    NotStated,
+    Stated(Price),
+    /// A field missing or unreadable (what it said, for finance).
+    Unreadable(String),
 }
 
 /// A dispute as one `charge.dispute.*` event described it.
@@ -211,7 +234,16 @@ pub struct DisputeSeen {
 pub enum PaymentCommand {
     /// `payment_intent.succeeded`, or `checkout.session.completed` with
     /// `payment_status: paid`.
-    ConfirmPurchase { stripe_event_id: String, buyer: Buyer, package: PackageRef, amount_cents: i64, currency: String },
+    ConfirmPurchase {
+        stripe_event_id: String,
+        buyer: Buyer,
+        package: PackageRef,
+        /// What Stripe says was paid.
+        amount_cents: i64,
+        currency: String,
+        /// The price the object says was offered.
+        offered: Offered,
+    },
     /// `charge.refunded`: the charge's `amount` and running
     /// `amount_refunded`.
     RecordRefund { stripe_event_id: String, charge_amount_cents: i64, amount_refunded_cents: i64 },
@@ -258,7 +290,7 @@ pub fn decide(state: &PaymentState, command: &PaymentCommand) -> Result<Vec<Even
     // a payment whose last event predates it).
     let base = PaymentSnapshot { posted_position: Some(posted_position(state)), ..state.snapshot.clone() };
     match command {
-        PaymentCommand::ConfirmPurchase { stripe_event_id, buyer, package, amount_cents, currency } => {
+        PaymentCommand::ConfirmPurchase { stripe_event_id, buyer, package, amount_cents, currency, offered } => {
             require_id("stripeEventId", stripe_event_id)?;
             if state.snapshot.purchase.is_some() {
                 // Credited already, by this event or the other kind.
@@ -280,6 +312,10 @@ pub fn decide(state: &PaymentState, command: &PaymentCommand) -> Result<Vec<Even
                 return Err(DomainError::invalid("amount", "a payment is not negative"));
             }
             require_text("currency", currency)?;
+            let paid = Price { amount_cents: *amount_cents, currency: currency.clone() };
+            if let Some(detail) = price_mismatch(&paid, offered, package.price.as_ref()) {
+                return Ok(flag(state, base, stripe_event_id, PaymentFlag::AmountMismatch, &detail));
+            }
             let purchase = PaymentPurchase {
                 user_id,
                 package_id: package.id.clone(),
@@ -404,6 +440,32 @@ fn reverse_due(
         coins,
         state_after: after,
     })])
+}
+
+/// Why `paid` may not be credited, if it may not: the price offered
+/// (stated, or else the package's current one) must be one the catalogue
+/// offers for the package (`catalogue`), and what was paid must equal it.
+pub fn price_mismatch(paid: &Price, offered: &Offered, catalogue: Option<&Price>) -> Option<String> {
+    let show = |p: &Price| format!("{} {}", p.amount_cents, p.currency);
+    let Some(catalogue) = catalogue else {
+        return Some(format!("paid {}; the package has no price on offer", show(paid)));
+    };
+    let expected = match offered {
+        Offered::NotStated => catalogue,
+        Offered::Stated(stated) if stated == catalogue => stated,
+        Offered::Stated(stated) => {
+            return Some(format!(
+                "paid {}; offered {}, not the catalogue's {}",
+                show(paid),
+                show(stated),
+                show(catalogue)
+            ));
+        }
+        Offered::Unreadable(said) => {
+            return Some(format!("paid {}; the price offered is unreadable: {said}", show(paid)));
+        }
+    };
+    (paid != expected).then(|| format!("paid {}; offered {}", show(paid), show(expected)))
 }
 
 /// Coins of `purchase` that neither refunds nor disputes hold reversed.

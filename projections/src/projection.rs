@@ -335,6 +335,7 @@ fn stripe_state(payment_id: &str, s: &PaymentSnapshot) -> Change {
                 PaymentFlag::NoPaymentIntent => "no_payment_intent",
                 PaymentFlag::InvalidRefund => "invalid_refund",
                 PaymentFlag::Disputed => "disputed",
+                PaymentFlag::AmountMismatch => "amount_mismatch",
             }
             .to_string()
         })

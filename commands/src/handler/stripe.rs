@@ -160,9 +160,10 @@ impl Commands {
                     package,
                     amount_cents,
                     currency,
+                    offered,
                 } if !registered => {
                     let buyer = Buyer::Unknown(user.to_string());
-                    PaymentCommand::ConfirmPurchase { stripe_event_id, buyer, package, amount_cents, currency }
+                    PaymentCommand::ConfirmPurchase { stripe_event_id, buyer, package, amount_cents, currency, offered }
                 }
                 other => other,
             };

@@ -3,8 +3,8 @@
 
 use domain::ledger::{self, LedgerState};
 use domain::payment::{
-    self, Buyer, DisputeSeen, EffectKind, LedgerEffect, PackageRef, PaymentCommand, PaymentState, Posting,
-    coins_due_back,
+    self, Buyer, DisputeSeen, EffectKind, LedgerEffect, Offered, PackageRef, PaymentCommand, PaymentState, Posting,
+    Price, coins_due_back,
 };
 use events_schema::{Event, PaymentFlag, PaymentSnapshot};
 use proptest::prelude::*;
@@ -64,13 +64,18 @@ impl World {
     }
 }
 
+fn usd(amount_cents: i64) -> Price {
+    Price { amount_cents, currency: "usd".into() }
+}
+
 fn confirm(event: &str) -> PaymentCommand {
     PaymentCommand::ConfirmPurchase {
         stripe_event_id: event.into(),
         buyer: Buyer::Known(user(1)),
-        package: PackageRef { id: "coins_500".into(), coins: Some(500) },
+        package: PackageRef { id: "coins_500".into(), coins: Some(500), price: Some(usd(499)) },
         amount_cents: 499,
         currency: "usd".into(),
+        offered: Offered::NotStated,
     }
 }
 
@@ -126,9 +131,10 @@ fn an_unknown_user_or_package_is_flagged_once_and_not_credited() {
     let unknown_user = PaymentCommand::ConfirmPurchase {
         stripe_event_id: "evt_1".into(),
         buyer: Buyer::Unknown("nobody".into()),
-        package: PackageRef { id: "coins_500".into(), coins: Some(500) },
+        package: PackageRef { id: "coins_500".into(), coins: Some(500), price: Some(usd(499)) },
         amount_cents: 499,
         currency: "usd".into(),
+        offered: Offered::NotStated,
     };
     let events = w.run(unknown_user.clone());
     assert!(matches!(&events[..], [Event::PaymentFlagged(f)] if f.flag == PaymentFlag::UnknownUser));
@@ -136,9 +142,10 @@ fn an_unknown_user_or_package_is_flagged_once_and_not_credited() {
     let unknown_package = PaymentCommand::ConfirmPurchase {
         stripe_event_id: "evt_2".into(),
         buyer: Buyer::Known(user(1)),
-        package: PackageRef { id: "coins_9".into(), coins: None },
+        package: PackageRef { id: "coins_9".into(), coins: None, price: None },
         amount_cents: 499,
         currency: "usd".into(),
+        offered: Offered::NotStated,
     };
     w.run(unknown_package);
     assert_eq!(w.payment.snapshot.flags, vec![PaymentFlag::UnknownUser, PaymentFlag::UnknownPackage]);
@@ -322,9 +329,10 @@ fn confirm_package(event: &str, coins: i64, amount_cents: i64) -> PaymentCommand
     PaymentCommand::ConfirmPurchase {
         stripe_event_id: event.into(),
         buyer: Buyer::Known(user(1)),
-        package: PackageRef { id: format!("coins_{coins}"), coins: Some(coins) },
+        package: PackageRef { id: format!("coins_{coins}"), coins: Some(coins), price: Some(usd(amount_cents)) },
         amount_cents,
         currency: "usd".into(),
+        offered: Offered::NotStated,
     }
 }
 
@@ -645,4 +653,66 @@ proptest! {
         }
         prop_assert_eq!(w.wallet(), model_net_coins(coins, amount, &happened));
     }
+}
+
+// Paid amounts.
+
+fn confirm_paying(event: &str, paid_cents: i64, currency: &str, offered: Offered) -> PaymentCommand {
+    PaymentCommand::ConfirmPurchase {
+        stripe_event_id: event.into(),
+        buyer: Buyer::Known(user(1)),
+        package: PackageRef { id: "coins_500".into(), coins: Some(500), price: Some(usd(499)) },
+        amount_cents: paid_cents,
+        currency: currency.into(),
+        offered,
+    }
+}
+
+#[test]
+fn a_purchase_is_credited_only_when_paid_equals_the_offered_price_the_catalogue_offers() {
+    // The price stated and paid, the catalogue's: credited.
+    let mut w = world();
+    let events = w.run(confirm_paying("evt_1", 499, "usd", Offered::Stated(usd(499))));
+    assert!(matches!(&events[..], [Event::PaymentPurchaseCredited(_)]), "{events:?}");
+    assert_eq!(w.wallet(), 500);
+    // Stated nowhere (created before the rule): held to the current price.
+    let mut w = world();
+    w.run(confirm_paying("evt_1", 499, "usd", Offered::NotStated));
+    assert_eq!(w.wallet(), 500);
+}
+
+#[test]
+fn a_payment_other_than_the_price_offered_is_flagged_amount_mismatch_and_never_credited() {
+    let cases = [
+        // An underpaid Payment Link (no price stated).
+        ("underpaid", confirm_paying("evt_1", 100, "usd", Offered::NotStated)),
+        // Overpaid is not the price either.
+        ("overpaid", confirm_paying("evt_1", 999, "usd", Offered::NotStated)),
+        // Paid in another currency.
+        ("currency", confirm_paying("evt_1", 499, "eur", Offered::NotStated)),
+        // Paid what was stated, but the stated price is not the catalogue's
+        // (an old intent after a price change, or a forged metadata).
+        ("not on offer", confirm_paying("evt_1", 100, "usd", Offered::Stated(usd(100)))),
+        // Stated, but paid less.
+        ("below stated", confirm_paying("evt_1", 400, "usd", Offered::Stated(usd(499)))),
+        ("unreadable", confirm_paying("evt_1", 499, "usd", Offered::Unreadable("priceCents \"4.99\"".into()))),
+    ];
+    for (case, command) in cases {
+        let mut w = world();
+        let events = w.run(command.clone());
+        let [Event::PaymentFlagged(flagged)] = &events[..] else { panic!("{case}: {events:?}") };
+        assert_eq!(flagged.flag, PaymentFlag::AmountMismatch, "{case}");
+        assert!(flagged.detail.starts_with("paid "), "{case}: {}", flagged.detail);
+        assert_eq!(w.wallet(), 0, "{case}");
+        assert_eq!(w.payment.snapshot.purchase, None, "{case}");
+        assert!(w.run(command).is_empty(), "{case}: flagged once");
+    }
+    // A package without a price on offer credits nothing.
+    let mut w = world();
+    let mut command = confirm_paying("evt_1", 499, "usd", Offered::NotStated);
+    if let PaymentCommand::ConfirmPurchase { package, .. } = &mut command {
+        package.price = None;
+    }
+    w.run(command);
+    assert_eq!(w.payment.snapshot.flags, vec![PaymentFlag::AmountMismatch]);
 }

@@ -50,6 +50,11 @@ pub enum PaymentFlag {
     /// The card holder disputed the payment (a chargeback): the payment
     /// has at least one dispute (`PaymentSnapshot::disputes`).
     Disputed,
+    /// What was paid is not the price offered (`metadata.priceCents` and
+    /// `priceCurrency`, or the package's current price for an object
+    /// without them), or the price offered is not one the catalogue offers
+    /// for the package: recorded, never credited.
+    AmountMismatch,
 }
 
 /// A dispute (chargeback) of the payment's charge, as Stripe's dispute

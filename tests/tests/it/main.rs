@@ -15,3 +15,4 @@ mod security;
 mod sessions;
 mod stripe;
 mod stripe_disputes;
+mod stripe_paid;

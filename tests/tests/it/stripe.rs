@@ -95,6 +95,9 @@ async fn stripe_localstripe_payment_intent_is_confirmed_signed_and_credited() {
     let confirmed = stripe.post(&format!("/v1/payment_intents/{intent}/confirm"), &[]).await;
     assert_eq!(confirmed["metadata"]["userId"], json!(buyer.id.to_string()), "{confirmed}");
     assert_eq!(confirmed["metadata"]["packageId"], json!("coins_500"));
+    // The price offered travels with it, and is what was paid.
+    assert_eq!(confirmed["metadata"]["priceCents"], json!("499"), "{confirmed}");
+    assert_eq!(confirmed["metadata"]["priceCurrency"], json!("usd"));
 
     // localstripe signs and delivers `payment_intent.succeeded` (its 2017
     // API version) to our webhook; the coins arrive.
@@ -137,12 +140,25 @@ pub(crate) fn session_completed(event: &str, session: &str, intent: &str, user: 
     .to_string()
 }
 
+/// The price of a default package, in cents (499 for any other: an
+/// unknown package has none).
+pub(crate) fn price_cents(package: &str) -> i64 {
+    match package {
+        "coins_100" => 99,
+        "coins_1200" => 999,
+        "coins_2500" => 1999,
+        _ => 499,
+    }
+}
+
+/// A `payment_intent.succeeded` that paid the package's price.
 pub(crate) fn intent_succeeded(event: &str, intent: &str, user: &str, package: &str) -> String {
+    let price = price_cents(package);
     json!({
         "id": event, "object": "event", "api_version": "2025-06-30.basil", "created": now_s(),
         "livemode": false, "pending_webhooks": 1, "type": "payment_intent.succeeded",
         "data": {"object": {
-            "id": intent, "object": "payment_intent", "amount": 499, "amount_received": 499,
+            "id": intent, "object": "payment_intent", "amount": price, "amount_received": price,
             "currency": "usd", "status": "succeeded", "latest_charge": format!("ch_{intent}"),
             "metadata": {"userId": user, "packageId": package},
             "automatic_payment_methods": {"enabled": true},
