@@ -53,7 +53,7 @@ Commands accept `Idempotency-Key` and answer a log `position`; queries accept `m
         views::LedgerEntryView, views::AccountBalanceView, views::TrialBalanceView,
         views::TransactionPage, views::StreamPage, views::LeaderboardPage, views::PayoutPage, views::LedgerEntryPage,
         views::CoinPurchaseBody, views::CheckoutCreated, views::PaymentIntentCreated, views::WebhookAck,
-        views::ReconciliationItem, views::ReconciliationView, views::DisputeView,
+        views::ReconciliationItem, views::ReconciliationView, views::DisputeView, views::ResolutionView,
         views::LogoutRequest, views::SessionsRevokedView,
         ops::HealthView, ops::HealthChecks, ops::DependencyCheck, ops::ProjectorCheck, ops::ReactorCheck,
     )),

@@ -531,7 +531,29 @@ pub struct ReconciliationItem {
     pub coins_dispute_reinstated: i64,
     /// Stripe's dispute fees on this payment, in the minor unit.
     pub dispute_fee_cents: i64,
+    /// The user and package the purchase's metadata named, as written,
+    /// even when unknown (`userId` and `packageId` are the ones credited).
+    pub claimed_user_id: Option<String>,
+    pub claimed_package_id: Option<String>,
+    /// `open` (flagged, not resolved), `resolved`, or `clear` (no flag).
+    pub status: String,
+    /// How finance settled the flags.
+    pub resolution: Option<ResolutionView>,
     pub position: u64,
+}
+
+/// A flagged payment's resolution.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ResolutionView {
+    /// `credit` or `dismiss`.
+    pub action: String,
+    pub resolved_by: Uuid,
+    pub note: String,
+    pub user_id: Option<Uuid>,
+    pub package_id: Option<String>,
+    /// Coins credited (0 for a dismissal).
+    pub coins: i64,
 }
 
 /// One dispute of a payment.
@@ -603,6 +625,17 @@ impl From<&projections::StripePaymentDoc> for ReconciliationItem {
             coins_dispute_withdrawn: d.stripe.coins_dispute_withdrawn,
             coins_dispute_reinstated: d.stripe.coins_dispute_reinstated,
             dispute_fee_cents: d.dispute_fee_cents(),
+            claimed_user_id: d.stripe.claimed_user_id.clone(),
+            claimed_package_id: d.stripe.claimed_package_id.clone(),
+            status: d.status().to_string(),
+            resolution: d.stripe.resolution.as_ref().map(|r| ResolutionView {
+                action: r.action.clone(),
+                resolved_by: r.resolved_by,
+                note: r.note.clone(),
+                user_id: r.user_id,
+                package_id: r.package_id.clone(),
+                coins: r.coins,
+            }),
             position: d.position,
         }
     }

@@ -45,8 +45,8 @@
 //! once however many times its completion is attempted.
 
 use events_schema::{
-    Event, PaymentDispute, PaymentDisputeRecorded, PaymentFlag, PaymentFlagged, PaymentPosted, PaymentPurchase,
-    PaymentPurchaseCredited, PaymentRefundRecorded, PaymentSnapshot,
+    Event, PaymentClaim, PaymentDispute, PaymentDisputeRecorded, PaymentFlag, PaymentFlagged, PaymentPosted,
+    PaymentPurchase, PaymentPurchaseCredited, PaymentRefundRecorded, PaymentSnapshot,
 };
 use uuid::Uuid;
 
@@ -288,13 +288,28 @@ pub fn decide(state: &PaymentState, command: &PaymentCommand) -> Result<Vec<Even
     }
     // Every decision carries the posted position forward (written out for
     // a payment whose last event predates it).
-    let base = PaymentSnapshot { posted_position: Some(posted_position(state)), ..state.snapshot.clone() };
+    let mut base = PaymentSnapshot { posted_position: Some(posted_position(state)), ..state.snapshot.clone() };
     match command {
         PaymentCommand::ConfirmPurchase { stripe_event_id, buyer, package, amount_cents, currency, offered } => {
             require_id("stripeEventId", stripe_event_id)?;
             if state.snapshot.purchase.is_some() {
                 // Credited already, by this event or the other kind.
                 return Ok(vec![]);
+            }
+            if base.claim.is_none() {
+                // Kept from the first confirmation decided: what Stripe said,
+                // credited or not.
+                let user_id = match buyer {
+                    Buyer::Known(user) => user.to_string(),
+                    Buyer::Unknown(named) => named.clone(),
+                };
+                let text = |value: &str| value.chars().take(STRIPE_TEXT_CHARS_MAX).collect::<String>();
+                base.claim = Some(PaymentClaim {
+                    user_id: text(&user_id),
+                    package_id: text(&package.id),
+                    amount_cents: (*amount_cents).max(0),
+                    currency: text(currency),
+                });
             }
             let user_id = match buyer {
                 Buyer::Known(user) => *user,

@@ -325,6 +325,43 @@ pub struct StripeSide {
     /// back after won disputes, in total.
     pub coins_dispute_withdrawn: i64,
     pub coins_dispute_reinstated: i64,
+    /// The user and package the purchase's metadata named, as written
+    /// (unknown ones included).
+    pub claimed_user_id: Option<String>,
+    pub claimed_package_id: Option<String>,
+    /// How finance settled the payment's flags.
+    pub resolution: Option<ResolutionDoc>,
+}
+
+/// A flagged payment's resolution.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ResolutionDoc {
+    /// `credit` or `dismiss`.
+    pub action: String,
+    pub resolved_by: Uuid,
+    pub note: String,
+    pub user_id: Option<Uuid>,
+    pub package_id: Option<String>,
+    pub coins: i64,
+}
+
+/// Which payments a reconciliation query lists.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StripePaymentFilter {
+    /// Only payments carrying this flag (`unknown_user`, ...).
+    pub flag: Option<String>,
+    /// Only flagged payments not resolved (`Open`) or resolved ones.
+    pub status: Option<ResolutionStatus>,
+}
+
+/// Whether a flagged payment still needs finance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResolutionStatus {
+    /// Flagged and not resolved.
+    Open,
+    /// Resolved (credited or dismissed).
+    Resolved,
 }
 
 /// A dispute (chargeback) as the payment aggregate remembers it.
@@ -368,6 +405,17 @@ impl StripePaymentDoc {
     /// won disputes credited back.
     pub fn coins_issue_expected(&self) -> i64 {
         self.stripe.coins_expected.saturating_add(self.stripe.coins_dispute_reinstated)
+    }
+
+    /// `open` (flagged, not resolved), `resolved`, or `clear` (no flag).
+    pub fn status(&self) -> &'static str {
+        if self.stripe.resolution.is_some() {
+            "resolved"
+        } else if self.stripe.flags.is_empty() {
+            "clear"
+        } else {
+            "open"
+        }
     }
 
     /// Stripe's dispute fees on this payment, in the minor unit.

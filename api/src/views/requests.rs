@@ -193,6 +193,58 @@ pub struct TransactionsQuery {
     pub cursor: Option<String>,
 }
 
+/// A flag a Stripe payment may carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum PaymentFlagParam {
+    UnknownUser,
+    UnknownPackage,
+    NoPaymentIntent,
+    InvalidRefund,
+    Disputed,
+    AmountMismatch,
+}
+
+impl PaymentFlagParam {
+    /// The flag as the read models write it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PaymentFlagParam::UnknownUser => "unknown_user",
+            PaymentFlagParam::UnknownPackage => "unknown_package",
+            PaymentFlagParam::NoPaymentIntent => "no_payment_intent",
+            PaymentFlagParam::InvalidRefund => "invalid_refund",
+            PaymentFlagParam::Disputed => "disputed",
+            PaymentFlagParam::AmountMismatch => "amount_mismatch",
+        }
+    }
+}
+
+/// Whether a flagged payment is still open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ResolutionStatusParam {
+    /// Flagged and not resolved.
+    Open,
+    /// Resolved (credited or dismissed).
+    Resolved,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ReconciliationQuery {
+    /// Only payments carrying this flag
+    #[param(inline)]
+    pub flag: Option<PaymentFlagParam>,
+    /// `open`: flagged and not resolved; `resolved`
+    #[param(inline)]
+    pub status: Option<ResolutionStatusParam>,
+    /// 1 to 200, default 50
+    #[serde(default, deserialize_with = "page_limit")]
+    pub limit: Option<u32>,
+    /// `nextCursor` of the previous page
+    pub cursor: Option<String>,
+}
+
 #[derive(Debug, Clone, Default, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct LiveStreamsQuery {

@@ -94,6 +94,50 @@ pub struct PaymentDispute {
     pub coins_reversed: i64,
 }
 
+/// What the first purchase confirmation said about a payment, as Stripe
+/// described it, whether or not it was credited: finance sees it in the
+/// reconciliation even when the user or package is unknown.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PaymentClaim {
+    /// `metadata.userId` (or the session's `client_reference_id`) as
+    /// written, possibly empty or not a user id.
+    pub user_id: String,
+    /// `metadata.packageId` as written, possibly empty.
+    pub package_id: String,
+    /// What Stripe says was paid, in the currency's minor unit.
+    pub amount_cents: i64,
+    pub currency: String,
+}
+
+/// How finance settled a flagged payment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ResolutionAction {
+    /// The payment was credited to a named user, a named package's coins.
+    Credit,
+    /// The flag was closed without coins (refunded in Stripe's dashboard,
+    /// a test, ...).
+    Dismiss,
+}
+
+/// A flagged payment's resolution, by finance or an admin.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PaymentResolution {
+    pub action: ResolutionAction,
+    /// Who resolved it.
+    pub resolved_by: Uuid,
+    pub note: String,
+    /// For a credit: the user credited, the package and its coins.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<Uuid>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub package_id: Option<String>,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub coins: i64,
+}
+
 /// A Stripe payment's state after an event of the payment aggregate
 /// (`hb.payment.<PaymentIntent id>`), carried in every such event.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
@@ -122,6 +166,13 @@ pub struct PaymentSnapshot {
     /// `coins_dispute_withdrawn`.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub coins_dispute_reinstated: i64,
+    /// What the first purchase confirmation said (absent in events written
+    /// before it was kept).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub claim: Option<PaymentClaim>,
+    /// How finance settled the payment's flags, once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolution: Option<PaymentResolution>,
     /// Log position of the payment's last decision whose ledger effect is
     /// posted (its commit is on the buyer's ledger): a decision that moves
     /// coins at a later position is pending. Absent in events written

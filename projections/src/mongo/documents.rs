@@ -371,6 +371,15 @@ pub fn read_stripe_payment(d: &Document) -> R<StripePaymentDoc> {
             coins_refund_reversed: optional_whole_number(d, C, "coinsRefundReversed")?.unwrap_or(0),
             coins_dispute_withdrawn: optional_whole_number(d, C, "coinsDisputeWithdrawn")?.unwrap_or(0),
             coins_dispute_reinstated: optional_whole_number(d, C, "coinsDisputeReinstated")?.unwrap_or(0),
+            claimed_user_id: optional_string(d, "claimedUserId"),
+            claimed_package_id: optional_string(d, "claimedPackageId"),
+            resolution: match d.get("resolution") {
+                None | Some(Bson::Null) => None,
+                Some(resolution) => Some(
+                    mongodb::bson::from_bson(resolution.clone())
+                        .map_err(|e| ProjectionError::corrupt(C, format!("resolution: {e}")))?,
+                ),
+            },
         },
     })
 }
@@ -392,6 +401,10 @@ pub fn stripe_state_update(user_id: Option<&Uuid>, state: &StripeSide, p: &Bson)
         "coinsRefundReversed": state.coins_refund_reversed,
         "coinsDisputeWithdrawn": state.coins_dispute_withdrawn,
         "coinsDisputeReinstated": state.coins_dispute_reinstated,
+        "claimedUserId": nullable_string(&state.claimed_user_id),
+        "claimedPackageId": nullable_string(&state.claimed_package_id),
+        // Null until resolved, so that the open filter matches it.
+        "resolution": state.resolution.as_ref().map_or(Bson::Null, |r| mongodb::bson::to_bson(r).unwrap_or(Bson::Null)),
     };
     // No `stripeSessionId: null`: its index is sparse.
     let on_insert = doc! {"coinsIssued": 0i64, "coinsReversed": 0i64};

@@ -537,6 +537,10 @@ fn set_stripe_state(
             state.coins_refund_reversed,
             state.coins_dispute_withdrawn,
             state.coins_dispute_reinstated,
+            state.claimed_user_id,
+            state.claimed_package_id,
+            // Plain fields only, as above.
+            state.resolution.as_ref().map(|r| serde_json::to_string(r).unwrap_or_default()),
         ],
     )?;
     Ok(())

@@ -209,6 +209,18 @@ pub(super) fn stripe_payment(row: &Row<'_>) -> RowResult<StripePaymentDoc> {
             coins_refund_reversed: column(row, 14)?,
             coins_dispute_withdrawn: column(row, 15)?,
             coins_dispute_reinstated: column(row, 16)?,
+            claimed_user_id: column(row, 17)?,
+            claimed_package_id: column(row, 18)?,
+            resolution: {
+                let resolution: Option<String> = column(row, 19)?;
+                match resolution {
+                    None => None,
+                    Some(text) => Some(
+                        serde_json::from_str(&text)
+                            .map_err(|e| ProjectionError::corrupt(TABLE, format!("resolution: {e}")))?,
+                    ),
+                }
+            },
         },
     })
 }

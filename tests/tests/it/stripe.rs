@@ -358,6 +358,47 @@ async fn stripe_webhooks_credit_once_and_reverse_refunds_exactly_in_any_order() 
         .collect();
     flagged.sort();
     assert_eq!(flagged, vec!["pi_ghost", "pi_nopkg", "pi_nouser"]);
+    // Flagged payments show what Stripe said: how much, from whom (as
+    // claimed), for what.
+    let ghost_item = payment(&rec, "pi_ghost");
+    assert_eq!(ghost_item["claimedUserId"], json!(ghost), "{ghost_item}");
+    assert_eq!(ghost_item["claimedPackageId"], json!("coins_500"));
+    assert_eq!((ghost_item["amountCents"].as_i64(), ghost_item["currency"].as_str()), (Some(499), Some("usd")));
+    assert_eq!((ghost_item["userId"].clone(), ghost_item["status"].as_str()), (Value::Null, Some("open")));
+    assert_eq!(payment(&rec, "pi_nopkg")["claimedPackageId"], json!("coins_9999"));
+    assert_eq!(payment(&rec, "pi_nouser")["claimedUserId"], json!("not-a-user"));
+    assert_eq!(a_item["status"], json!("clear"));
+    // Filtered by flag, by status, and paged.
+    let listed = |query: &'static str| {
+        let app = &app;
+        let token = admin.token.clone();
+        async move {
+            let r = app.get(&format!("/api/v1/ledger/reconciliation?{query}&minPosition={p}"), Some(&token)).await;
+            assert_eq!(r.status, 200, "{query}: {}", r.text);
+            let ids: Vec<String> = r.body["items"]
+                .as_array()
+                .expect("items")
+                .iter()
+                .map(|i| i["paymentId"].as_str().unwrap_or_default().to_string())
+                .collect();
+            (ids, r.body["nextCursor"].clone())
+        }
+    };
+    assert_eq!(listed("flag=unknown_user").await.0, vec!["pi_ghost", "pi_nouser"]);
+    assert_eq!(listed("flag=unknown_package").await.0, vec!["pi_nopkg"]);
+    assert_eq!(listed("status=open").await.0, vec!["pi_ghost", "pi_nopkg", "pi_nouser"]);
+    assert_eq!(listed("status=resolved").await.0, Vec::<String>::new());
+    let (first, cursor) = listed("status=open&limit=2").await;
+    assert_eq!(first, vec!["pi_ghost", "pi_nopkg"]);
+    let cursor = cursor.as_str().expect("a next page").to_string();
+    let next = app
+        .get(&format!("/api/v1/ledger/reconciliation?status=open&limit=2&cursor={cursor}"), Some(&admin.token))
+        .await;
+    assert_eq!(next.body["items"][0]["paymentId"], json!("pi_nouser"), "{}", next.text);
+    for bad in ["flag=nonsense", "status=closed"] {
+        let r = app.get(&format!("/api/v1/ledger/reconciliation?{bad}"), Some(&admin.token)).await;
+        assert_eq!((r.status, r.problem_code()), (422, "validation_failed"), "{bad}: {}", r.text);
+    }
     let forbidden = app.get("/api/v1/ledger/reconciliation", Some(&ann.token)).await;
     assert_eq!(forbidden.status, 403);
     app.stop().await;

@@ -78,6 +78,13 @@ async fn stripe_an_underpaid_payment_link_is_flagged_amount_mismatch_and_never_c
         assert_eq!(item["flags"], json!(["amount_mismatch"]), "{item}");
         assert_eq!((item["coinsIssued"].as_i64(), item["coinsExpected"].as_i64()), (Some(0), Some(0)), "{item}");
     }
+    let link = payment(&rec, "pi_link");
+    assert_eq!((link["amountCents"].as_i64(), link["currency"].as_str()), (Some(100), Some("usd")), "{link}");
+    assert_eq!(
+        (link["claimedUserId"].as_str(), link["claimedPackageId"].as_str()),
+        (Some(d.as_str()), Some("coins_500"))
+    );
+    assert_eq!(link["status"], json!("open"));
     assert_eq!(payment(&rec, "pi_good")["mismatches"], json!([]));
     assert_eq!(payment(&rec, "pi_link_ok")["mismatches"], json!([]));
     app.stop().await;

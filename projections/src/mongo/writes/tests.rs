@@ -263,6 +263,16 @@ fn a_payments_stripe_side_is_set_whole_and_reads_back() {
         coins_refund_reversed: 100,
         coins_dispute_withdrawn: 400,
         coins_dispute_reinstated: 0,
+        claimed_user_id: Some("not-a-user".into()),
+        claimed_package_id: Some("coins_500".into()),
+        resolution: Some(crate::model::ResolutionDoc {
+            action: "dismiss".into(),
+            resolved_by: u(9),
+            note: "refunded in Stripe's dashboard".into(),
+            user_id: None,
+            package_id: None,
+            coins: 0,
+        }),
     };
     let b = batch(
         vec![target],

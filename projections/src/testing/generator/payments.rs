@@ -115,10 +115,10 @@ impl Generator {
             currency: "usd".into(),
         };
         let mut chain = self.payment_chains.remove(&payment_id).unwrap_or_else(Chain::new);
-        // Every seventh reversal is a lost dispute rather than a refund (it
+        // Every other reversal is a lost dispute rather than a refund (it
         // moves the same coins the same way). Drawn from the counter, not
         // the random sequence, so that the rest of the log stays the same.
-        if self.counter.is_multiple_of(7) {
+        if self.counter.is_multiple_of(2) {
             let dispute = PaymentDispute {
                 dispute_id: format!("dp_{}", self.counter),
                 amount_cents: coins,
