@@ -46,7 +46,8 @@
 
 use events_schema::{
     Event, PaymentClaim, PaymentDispute, PaymentDisputeRecorded, PaymentFlag, PaymentFlagged, PaymentPosted,
-    PaymentPurchase, PaymentPurchaseCredited, PaymentRefundRecorded, PaymentSnapshot,
+    PaymentPurchase, PaymentPurchaseCredited, PaymentRefundRecorded, PaymentResolution, PaymentResolved,
+    PaymentSnapshot, ResolutionAction,
 };
 use uuid::Uuid;
 
@@ -117,6 +118,7 @@ pub fn evolve(state: PaymentState, event: &Event) -> PaymentState {
         Event::PaymentFlagged(e) => &e.state_after,
         Event::PaymentPosted(e) => &e.state_after,
         Event::PaymentDisputeRecorded(e) => &e.state_after,
+        Event::PaymentResolved(e) => &e.state_after,
         _ => return state,
     };
     PaymentState {
@@ -141,6 +143,10 @@ pub fn effect(event: &Event) -> Option<LedgerEffect> {
         Event::PaymentRefundRecorded(e) if e.coins > 0 => {
             let purchase = e.state_after.purchase.as_ref()?;
             Some(LedgerEffect { user_id: purchase.user_id, kind: EffectKind::Refund, coins: e.coins })
+        }
+        Event::PaymentResolved(e) => {
+            let purchase = e.purchase.as_ref()?;
+            Some(LedgerEffect { user_id: purchase.user_id, kind: EffectKind::Purchase, coins: purchase.coins })
         }
         Event::PaymentDisputeRecorded(e) if e.coins != 0 => {
             let purchase = e.state_after.purchase.as_ref()?;
@@ -228,6 +234,18 @@ pub struct DisputeSeen {
     pub funds_reinstated: bool,
 }
 
+/// How a flagged payment is settled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Resolve {
+    /// Credit `coins` (the named package's) to `user_id`, once.
+    Credit { user_id: Uuid, package_id: String, coins: i64 },
+    /// Close the flags without coins.
+    Dismiss,
+}
+
+/// A resolution's note is 1 to this many characters.
+pub const RESOLUTION_NOTE_CHARS_MAX: usize = 500;
+
 /// What a verified Stripe event (or the command side, completing a
 /// decision) asks of a payment.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -249,6 +267,8 @@ pub enum PaymentCommand {
     RecordRefund { stripe_event_id: String, charge_amount_cents: i64, amount_refunded_cents: i64 },
     /// `charge.dispute.*`: a dispute's facts, merged with what is known.
     RecordDispute { stripe_event_id: String, dispute: DisputeSeen },
+    /// Finance settles a flagged payment (`resolved_by`, with a note).
+    Resolve { resolved_by: Uuid, note: String, action: Resolve },
     /// Reverses what earlier refunds or disputes made due, if the purchase
     /// is known: one step per decision (a refund's, then each dispute's);
     /// run until it decides nothing.
@@ -267,7 +287,9 @@ pub fn ledger_user(state: &PaymentState, command: &PaymentCommand) -> Option<Uui
         PaymentCommand::ConfirmPurchase { buyer: Buyer::Known(user), .. } if state.snapshot.purchase.is_none() => {
             Some(*user)
         }
+        PaymentCommand::Resolve { action: Resolve::Credit { user_id, .. }, .. } => Some(*user_id),
         PaymentCommand::ConfirmPurchase { .. } | PaymentCommand::Flag { .. } => None,
+        PaymentCommand::Resolve { action: Resolve::Dismiss, .. } => None,
         PaymentCommand::RecordRefund { .. }
         | PaymentCommand::RecordDispute { .. }
         | PaymentCommand::Settle
@@ -372,6 +394,7 @@ pub fn decide(state: &PaymentState, command: &PaymentCommand) -> Result<Vec<Even
             }
             settle_disputes(state, &base)
         }
+        PaymentCommand::Resolve { resolved_by, note, action } => resolve(state, base, *resolved_by, note, action),
         PaymentCommand::Flag { stripe_event_id, flag: f, detail } => {
             require_id("stripeEventId", stripe_event_id)?;
             Ok(flag(state, base, stripe_event_id, *f, detail))
@@ -481,6 +504,76 @@ pub fn price_mismatch(paid: &Price, offered: &Offered, catalogue: Option<&Price>
         }
     };
     (paid != expected).then(|| format!("paid {}; offered {}", show(paid), show(expected)))
+}
+
+/// A flagged payment's resolution: refused unless the payment is flagged
+/// and not resolved yet, and (for a credit) not credited.
+fn resolve(
+    state: &PaymentState,
+    base: PaymentSnapshot,
+    resolved_by: Uuid,
+    note: &str,
+    action: &Resolve,
+) -> Result<Vec<Event>, DomainError> {
+    let note_chars = note.chars().count();
+    if note.trim().is_empty() || note_chars > RESOLUTION_NOTE_CHARS_MAX {
+        return Err(DomainError::invalid("note", format!("1 to {RESOLUTION_NOTE_CHARS_MAX} characters")));
+    }
+    if base.flags.is_empty() || base.resolution.is_some() {
+        return Err(DomainError::PaymentNotResolvable);
+    }
+    let (resolution, purchase) = match action {
+        Resolve::Dismiss => (
+            PaymentResolution {
+                action: ResolutionAction::Dismiss,
+                resolved_by,
+                note: note.to_string(),
+                user_id: None,
+                package_id: None,
+                coins: 0,
+            },
+            None,
+        ),
+        Resolve::Credit { user_id, package_id, coins } => {
+            if base.purchase.is_some() {
+                return Err(DomainError::PaymentNotResolvable);
+            }
+            if *coins <= 0 {
+                return Err(DomainError::invalid("coins", "a package credits coins"));
+            }
+            require_id("packageId", package_id)?;
+            // What Stripe said was paid, when a confirmation said it.
+            let (amount_cents, currency) =
+                base.claim.as_ref().map_or((0, String::new()), |c| (c.amount_cents, c.currency.clone()));
+            let purchase = PaymentPurchase {
+                user_id: *user_id,
+                package_id: package_id.clone(),
+                coins: *coins,
+                amount_cents,
+                currency,
+            };
+            let resolution = PaymentResolution {
+                action: ResolutionAction::Credit,
+                resolved_by,
+                note: note.to_string(),
+                user_id: Some(*user_id),
+                package_id: Some(package_id.clone()),
+                coins: *coins,
+            };
+            (resolution, Some(purchase))
+        }
+    };
+    let state_after = PaymentSnapshot {
+        purchase: purchase.clone().or(base.purchase.clone()),
+        resolution: Some(resolution.clone()),
+        ..base
+    };
+    Ok(vec![Event::PaymentResolved(PaymentResolved {
+        payment_id: state.payment_id.clone(),
+        resolution,
+        purchase,
+        state_after,
+    })])
 }
 
 /// Coins of `purchase` that neither refunds nor disputes hold reversed.

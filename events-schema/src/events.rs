@@ -446,6 +446,8 @@ pub enum Event {
     PaymentPosted(PaymentPosted),
     #[serde(rename = "payment.dispute_recorded")]
     PaymentDisputeRecorded(PaymentDisputeRecorded),
+    #[serde(rename = "payment.resolved")]
+    PaymentResolved(PaymentResolved),
     #[serde(rename = "user.sessions_revoked")]
     UserSessionsRevoked(UserSessionsRevoked),
     #[serde(rename = "session.rotated")]
@@ -513,6 +515,7 @@ pub const EVENT_TYPES: &[(&str, u16)] = &[
     ("payment.flagged", 1),
     ("payment.posted", 1),
     ("payment.dispute_recorded", 1),
+    ("payment.resolved", 1),
     ("user.sessions_revoked", 1),
     ("session.rotated", 1),
     ("session.ended", 1),
@@ -546,6 +549,7 @@ impl Event {
             Event::PaymentFlagged(_) => "payment.flagged",
             Event::PaymentPosted(_) => "payment.posted",
             Event::PaymentDisputeRecorded(_) => "payment.dispute_recorded",
+            Event::PaymentResolved(_) => "payment.resolved",
             Event::UserSessionsRevoked(_) => "user.sessions_revoked",
             Event::SessionRotated(_) => "session.rotated",
             Event::SessionEnded(_) => "session.ended",
@@ -581,7 +585,8 @@ impl Event {
             | Event::PaymentRefundRecorded(_)
             | Event::PaymentFlagged(_)
             | Event::PaymentPosted(_)
-            | Event::PaymentDisputeRecorded(_) => AggregateKind::Payment,
+            | Event::PaymentDisputeRecorded(_)
+            | Event::PaymentResolved(_) => AggregateKind::Payment,
             Event::SessionRotated(_) | Event::SessionEnded(_) => AggregateKind::Session,
         }
     }
@@ -615,6 +620,7 @@ impl Event {
             Event::PaymentFlagged(e) => payment_token(&e.payment_id),
             Event::PaymentPosted(e) => payment_token(&e.payment_id),
             Event::PaymentDisputeRecorded(e) => payment_token(&e.payment_id),
+            Event::PaymentResolved(e) => payment_token(&e.payment_id),
             Event::UserSessionsRevoked(e) => e.user_id.to_string(),
             Event::SessionRotated(e) => e.family_id.to_string(),
             Event::SessionEnded(e) => e.family_id.to_string(),

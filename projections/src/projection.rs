@@ -320,6 +320,7 @@ fn stripe_payments(event: &Event, out: &mut Vec<Change>) {
         Event::PaymentFlagged(e) => out.push(stripe_state(&e.payment_id, &e.state_after)),
         Event::PaymentPosted(e) => out.push(stripe_state(&e.payment_id, &e.state_after)),
         Event::PaymentDisputeRecorded(e) => out.push(stripe_state(&e.payment_id, &e.state_after)),
+        Event::PaymentResolved(e) => out.push(stripe_state(&e.payment_id, &e.state_after)),
         _ => {}
     }
 }

@@ -410,6 +410,13 @@ impl Auditor {
                     self.unposted.insert(position, (e.payment_id.clone(), effect.coins, DecisionKind::Refund));
                 }
             }
+            // A resolution's credit is a purchase: a payment credited by
+            // both is credited twice.
+            Event::PaymentResolved(e) => {
+                if let Some(effect) = domain::payment::effect(event) {
+                    self.unposted.insert(position, (e.payment_id.clone(), effect.coins, DecisionKind::Purchase));
+                }
+            }
             Event::PaymentDisputeRecorded(e) => {
                 if let Some(effect) = domain::payment::effect(event) {
                     let kind =

@@ -219,6 +219,44 @@ impl PaymentFlagParam {
     }
 }
 
+/// What a resolution does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ResolveActionParam {
+    /// Credit the payment to `userId`, `packageId`'s coins.
+    Credit,
+    /// Close the flags without coins.
+    Dismiss,
+}
+
+/// `POST /api/v1/admin/payments/{paymentId}/resolve`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ResolvePaymentRequest {
+    pub action: ResolveActionParam,
+    /// For a credit: the registered user to credit.
+    #[serde(default)]
+    pub user_id: Option<uuid::Uuid>,
+    /// For a credit: the package on sale whose coins are credited.
+    #[serde(default)]
+    #[schema(min_length = 1, max_length = 255)]
+    pub package_id: Option<String>,
+    /// Why (1 to 500 characters, not only spaces).
+    #[schema(min_length = 1, max_length = 500, pattern = "\\S")]
+    pub note: String,
+}
+
+/// A payment resolved.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PaymentResolvedView {
+    pub payment_id: String,
+    pub action: ResolveActionParam,
+    /// Query at this position (`minPosition`) to see it, and a credit's
+    /// coins.
+    pub position: u64,
+}
+
 /// Whether a flagged payment is still open.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, ToSchema)]
 #[serde(rename_all = "snake_case")]

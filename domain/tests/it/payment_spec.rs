@@ -4,7 +4,7 @@
 use domain::ledger::{self, LedgerState};
 use domain::payment::{
     self, Buyer, DisputeSeen, EffectKind, LedgerEffect, Offered, PackageRef, PaymentCommand, PaymentState, Posting,
-    Price, coins_due_back,
+    Price, Resolve, coins_due_back,
 };
 use events_schema::{Event, PaymentFlag, PaymentSnapshot};
 use proptest::prelude::*;
@@ -715,4 +715,65 @@ fn a_payment_other_than_the_price_offered_is_flagged_amount_mismatch_and_never_c
     }
     w.run(command);
     assert_eq!(w.payment.snapshot.flags, vec![PaymentFlag::AmountMismatch]);
+}
+
+// Resolutions.
+
+fn resolve(action: Resolve) -> PaymentCommand {
+    PaymentCommand::Resolve { resolved_by: user(9), note: "support ticket 42".into(), action }
+}
+
+fn credit_to_user_1() -> Resolve {
+    Resolve::Credit { user_id: user(1), package_id: "coins_500".into(), coins: 500 }
+}
+
+#[test]
+fn a_flagged_payment_is_credited_once_by_its_resolution_and_posted_like_a_purchase() {
+    let mut w = world();
+    let unknown = PaymentCommand::ConfirmPurchase {
+        stripe_event_id: "evt_1".into(),
+        buyer: Buyer::Unknown("typo".into()),
+        package: PackageRef { id: "coins_500".into(), coins: Some(500), price: Some(usd(499)) },
+        amount_cents: 499,
+        currency: "usd".into(),
+        offered: Offered::NotStated,
+    };
+    w.run(unknown.clone());
+    let claim = w.payment.snapshot.claim.clone().expect("what Stripe said is kept");
+    assert_eq!((claim.user_id.as_str(), claim.amount_cents), ("typo", 499));
+    // A refund seen before the resolution is settled after it.
+    w.run(refund("evt_r", 100));
+    let events = w.run(resolve(credit_to_user_1()));
+    let [Event::PaymentResolved(resolved)] = &events[..] else { panic!("{events:?}") };
+    assert_eq!(resolved.purchase.as_ref().map(|p| (p.coins, p.amount_cents)), Some((500, 499)));
+    assert_eq!(w.wallet(), 500);
+    settle(&mut w);
+    assert_eq!(w.wallet(), 399);
+    // Once: again, dismissing, or Stripe's repeat change nothing.
+    for again in [resolve(credit_to_user_1()), resolve(Resolve::Dismiss)] {
+        assert_eq!(payment::decide(&w.payment, &again).map_err(|e| e.code()), Err("payment_not_resolvable"));
+    }
+    assert!(w.run(unknown).is_empty());
+}
+
+#[test]
+fn a_resolution_of_an_unflagged_or_credited_payment_or_without_a_note_is_refused() {
+    let mut w = world();
+    assert_eq!(
+        payment::decide(&w.payment, &resolve(Resolve::Dismiss)).map_err(|e| e.code()),
+        Err("payment_not_resolvable"),
+        "nothing to resolve"
+    );
+    w.run(confirm("evt_p"));
+    w.run(dispute("evt_d", "dp_1", 499, true, false));
+    // Disputed (flagged) but credited: no credit; a dismissal closes it.
+    assert_eq!(
+        payment::decide(&w.payment, &resolve(credit_to_user_1())).map_err(|e| e.code()),
+        Err("payment_not_resolvable")
+    );
+    let blank = PaymentCommand::Resolve { resolved_by: user(9), note: " ".into(), action: Resolve::Dismiss };
+    assert_eq!(payment::decide(&w.payment, &blank).map_err(|e| e.code()), Err("validation_failed"));
+    let events = w.run(resolve(Resolve::Dismiss));
+    assert!(matches!(&events[..], [Event::PaymentResolved(r)] if r.purchase.is_none()), "{events:?}");
+    assert_eq!(w.wallet(), 0, "a dismissal moves nothing");
 }

@@ -230,6 +230,21 @@ pub struct PaymentDisputeRecorded {
     pub state_after: PaymentSnapshot,
 }
 
+/// Finance resolved a flagged payment: credited it (its ledger effect, the
+/// purchase's coins on the named user's wallet, is posted like a
+/// purchase's: `ledger.coins_purchased`, then `payment.posted`) or
+/// dismissed its flags.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PaymentResolved {
+    pub payment_id: String,
+    pub resolution: PaymentResolution,
+    /// For a credit: what it credits (then also `stateAfter.purchase`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub purchase: Option<PaymentPurchase>,
+    pub state_after: PaymentSnapshot,
+}
+
 /// A decision's ledger effect is posted: the commit carrying
 /// `sourcePosition = postedPosition` is on the buyer's ledger.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]

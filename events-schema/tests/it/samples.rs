@@ -217,6 +217,24 @@ pub fn events() -> Vec<Event> {
                 ..PaymentSnapshot::default()
             },
         }),
+        Event::PaymentResolved(PaymentResolved {
+            payment_id: "pi_3R".into(),
+            resolution: PaymentResolution {
+                action: ResolutionAction::Credit,
+                resolved_by: id(9),
+                note: "buyer confirmed by support ticket 881".into(),
+                user_id: Some(u),
+                package_id: Some("coins_500".into()),
+                coins: 500,
+            },
+            purchase: Some(purchase(u)),
+            state_after: PaymentSnapshot {
+                purchase: Some(purchase(u)),
+                flags: vec![PaymentFlag::UnknownUser],
+                posted_position: Some(0),
+                ..PaymentSnapshot::default()
+            },
+        }),
         Event::UserSessionsRevoked(UserSessionsRevoked {
             user_id: u,
             revoked_by: id(9),

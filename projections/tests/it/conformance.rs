@@ -105,11 +105,17 @@ pub async fn generated_log_projects_consistently(store: Arc<dyn ReadStore>) {
     assert!(payments.windows(2).all(|w| w[0].payment_id < w[1].payment_id), "by PaymentIntent id");
     let mut flagged = 0;
     let mut disputed = 0;
+    let mut dismissed = 0;
     for p in &payments {
         if p.payment_id.starts_with("pi_flagged_") {
             flagged += 1;
             assert_eq!(p.mismatches(), vec!["unknown_user".to_string()]);
-            assert_eq!(p.status(), "open");
+            if p.stripe.resolution.is_some() {
+                dismissed += 1;
+                assert_eq!(p.status(), "resolved");
+            } else {
+                assert_eq!(p.status(), "open");
+            }
         } else if !p.stripe.disputes.is_empty() {
             // A lost dispute: its coins match, the dispute is flagged.
             disputed += 1;
@@ -128,9 +134,10 @@ pub async fn generated_log_projects_consistently(store: Arc<dyn ReadStore>) {
     assert_eq!(unknown.len(), flagged);
     assert!(unknown.iter().all(|p| p.payment_id.starts_with("pi_flagged_")));
     let open = StripePaymentFilter { flag: None, status: Some(ResolutionStatus::Open) };
-    assert_eq!(every_payment(store.as_ref(), &open).await.len(), flagged + disputed);
+    assert_eq!(every_payment(store.as_ref(), &open).await.len(), flagged - dismissed + disputed);
     let resolved = StripePaymentFilter { flag: None, status: Some(ResolutionStatus::Resolved) };
-    assert_eq!(every_payment(store.as_ref(), &resolved).await.len(), 0);
+    assert_eq!(every_payment(store.as_ref(), &resolved).await.len(), dismissed);
+    assert!(dismissed > 0, "the generator dismisses some flagged payments");
     assert!(flagged > 0);
     let one = store.stripe_payment(&payments[0].payment_id).await.unwrap();
     assert_eq!(one.as_ref(), Some(&payments[0]));

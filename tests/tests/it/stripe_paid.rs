@@ -5,7 +5,7 @@
 //! the catalogue's. Anything else is recorded and flagged
 //! `amount_mismatch`, never credited.
 
-use halobuzz_tests::http::TestApp;
+use halobuzz_tests::http::{Resp, TestApp};
 use serde_json::json;
 
 use crate::stripe::{SECRET, accepted, assert_books, now_s, payment, reconciliation};
@@ -87,5 +87,103 @@ async fn stripe_an_underpaid_payment_link_is_flagged_amount_mismatch_and_never_c
     assert_eq!(link["status"], json!("open"));
     assert_eq!(payment(&rec, "pi_good")["mismatches"], json!([]));
     assert_eq!(payment(&rec, "pi_link_ok")["mismatches"], json!([]));
+    app.stop().await;
+}
+
+/// `POST .../resolve` by `token`, with `body`.
+async fn resolve(app: &TestApp, token: &str, payment_id: &str, body: serde_json::Value) -> Resp {
+    app.post(&format!("/api/v1/admin/payments/{payment_id}/resolve"), Some(token), body).await
+}
+
+/// Expects a `status` problem with `code`, and nothing appended.
+async fn refused(app: &TestApp, token: &str, payment_id: &str, body: serde_json::Value, status: u16, code: &str) {
+    let before = app.last_position().await;
+    let r = resolve(app, token, payment_id, body.clone()).await;
+    assert_eq!((r.status, r.problem_code()), (status, code), "{payment_id} {body}: {}", r.text);
+    assert_eq!(r.content_type(), "application/problem+json");
+    assert_eq!(app.last_position().await, before, "a refused resolution appends nothing");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn stripe_finance_credits_an_unknown_users_payment_once_and_dismisses_another() {
+    let app = TestApp::start_with(&[("STRIPE_WEBHOOK_SECRET", SECRET)]).await;
+    let admin = app.admin().await;
+    let [erin, frank] = app.register_all(["erin", "frank"]).await;
+    let finance = app.register("fiona").await;
+    let granted = app
+        .post(&format!("/api/v1/admin/users/{}/roles", finance.id), Some(&admin.token), json!({"grant": ["finance"]}))
+        .await;
+    assert_eq!(granted.status, 200, "{}", granted.text);
+
+    // Paid by someone whose metadata names no user of ours (a typo'd id):
+    // flagged, not credited.
+    let (p, _) =
+        accepted(&app, &crate::stripe::intent_succeeded("evt_typo", "pi_typo", "erin-typo", "coins_500")).await;
+    assert_books(&app, &admin, &erin, 0, p).await;
+    // Underpaid through a Payment Link: flagged.
+    let (p, _) = accepted(&app, &payment_link_session("evt_pl", "cs_pl", "pi_pl", &frank.id.to_string(), 100)).await;
+    assert_books(&app, &admin, &frank, 0, p).await;
+    // A payment with no flag.
+    let (p, _) =
+        accepted(&app, &crate::stripe::intent_succeeded("evt_ok", "pi_ok", &frank.id.to_string(), "coins_100")).await;
+    assert_books(&app, &admin, &frank, 100, p).await;
+
+    // Bad input, nothing appended: a plain user; an unknown payment; an
+    // unflagged payment; a credit without a user, with an unknown user or
+    // package; an empty note.
+    let credit = |user: &str, package: &str| json!({"action": "credit", "userId": user, "packageId": package, "note": "support ticket 42"});
+    let erin_id = erin.id.to_string();
+    refused(&app, &erin.token, "pi_typo", credit(&erin_id, "coins_500"), 403, "forbidden").await;
+    refused(&app, &finance.token, "pi_nobody", credit(&erin_id, "coins_500"), 404, "not_found").await;
+    refused(&app, &finance.token, "pi_ok", credit(&erin_id, "coins_500"), 409, "payment_not_resolvable").await;
+    let dismiss = json!({"action": "dismiss", "note": "checked"});
+    refused(&app, &finance.token, "pi_ok", dismiss.clone(), 409, "payment_not_resolvable").await;
+    let no_user = json!({"action": "credit", "packageId": "coins_500", "note": "x"});
+    refused(&app, &finance.token, "pi_typo", no_user, 422, "validation_failed").await;
+    let ghost = uuid::Uuid::now_v7().to_string();
+    refused(&app, &finance.token, "pi_typo", credit(&ghost, "coins_500"), 404, "not_found").await;
+    refused(&app, &finance.token, "pi_typo", credit(&erin_id, "coins_9999"), 422, "validation_failed").await;
+    let blank = json!({"action": "dismiss", "note": "   "});
+    refused(&app, &finance.token, "pi_typo", blank, 422, "validation_failed").await;
+
+    // Finance credits the typo'd payment to erin: once.
+    let r = resolve(&app, &finance.token, "pi_typo", credit(&erin_id, "coins_500")).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.body["action"], json!("credit"));
+    assert_books(&app, &admin, &erin, 500, r.position()).await;
+    refused(&app, &finance.token, "pi_typo", credit(&erin_id, "coins_500"), 409, "payment_not_resolvable").await;
+    refused(&app, &admin.token, "pi_typo", dismiss.clone(), 409, "payment_not_resolvable").await;
+    // Stripe's repeat of the purchase event changes nothing.
+    let (p, repeat) =
+        accepted(&app, &crate::stripe::intent_succeeded("evt_typo", "pi_typo", "erin-typo", "coins_500")).await;
+    assert!(repeat);
+    assert_books(&app, &admin, &erin, 500, p).await;
+
+    // The admin dismisses the underpaid one (refunded in the dashboard).
+    let r = resolve(&app, &admin.token, "pi_pl", json!({"action": "dismiss", "note": "refunded in Stripe"})).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_books(&app, &admin, &frank, 100, r.position()).await;
+    refused(&app, &finance.token, "pi_pl", dismiss, 409, "payment_not_resolvable").await;
+    refused(&app, &finance.token, "pi_pl", credit(&frank.id.to_string(), "coins_500"), 409, "payment_not_resolvable")
+        .await;
+
+    let p = app.last_position().await;
+    let rec = reconciliation(&app, &admin, p).await;
+    let typo = payment(&rec, "pi_typo");
+    assert_eq!(typo["status"], json!("resolved"), "{typo}");
+    assert_eq!(typo["resolution"]["action"], json!("credit"));
+    assert_eq!(typo["resolution"]["userId"], json!(erin_id));
+    assert_eq!(typo["resolution"]["resolvedBy"], json!(finance.id.to_string()));
+    assert_eq!((typo["coinsIssued"].as_i64(), typo["coinsExpected"].as_i64()), (Some(500), Some(500)));
+    assert_eq!(typo["claimedUserId"], json!("erin-typo"));
+    let link = payment(&rec, "pi_pl");
+    assert_eq!((link["status"].as_str(), link["resolution"]["action"].as_str()), (Some("resolved"), Some("dismiss")));
+    assert_eq!(link["resolution"]["note"], json!("refunded in Stripe"));
+    assert_eq!(link["coinsIssued"], json!(0));
+    let r =
+        app.get(&format!("/api/v1/ledger/reconciliation?status=resolved&minPosition={p}"), Some(&admin.token)).await;
+    let ids: Vec<&str> =
+        r.body["items"].as_array().expect("items").iter().filter_map(|i| i["paymentId"].as_str()).collect();
+    assert_eq!(ids, vec!["pi_pl", "pi_typo"]);
     app.stop().await;
 }

@@ -3,8 +3,8 @@
 
 use events_schema::{
     Account, Actor, ActorKind, CoinsPurchased, Event, PaymentDispute, PaymentDisputeRecorded, PaymentFlag,
-    PaymentFlagged, PaymentPosted, PaymentPurchase, PaymentPurchaseCredited, PaymentRefundRecorded, PaymentSnapshot,
-    PurchaseRefunded, StripeEventRecorded,
+    PaymentFlagged, PaymentPosted, PaymentPurchase, PaymentPurchaseCredited, PaymentRefundRecorded, PaymentResolution,
+    PaymentResolved, PaymentSnapshot, PurchaseRefunded, ResolutionAction, StripeEventRecorded,
 };
 
 use super::*;
@@ -76,18 +76,40 @@ impl Generator {
         self.payment_chains.insert(payment_id.clone(), chain);
         // Now and then a flagged payment beside it.
         if self.rng.percent(5) {
+            let flagged_state = PaymentSnapshot {
+                flags: vec![PaymentFlag::UnknownUser],
+                posted_position: Some(0),
+                ..PaymentSnapshot::default()
+            };
             let flagged = Event::PaymentFlagged(PaymentFlagged {
                 payment_id: format!("pi_flagged_{}", self.counter),
                 stripe_event_id: format!("evt_f{}", self.counter),
                 flag: PaymentFlag::UnknownUser,
                 detail: "nobody".into(),
-                state_after: PaymentSnapshot {
-                    flags: vec![PaymentFlag::UnknownUser],
-                    posted_position: Some(0),
-                    ..PaymentSnapshot::default()
-                },
+                state_after: flagged_state.clone(),
             });
-            self.emit(&meta, flagged, None);
+            let mut flagged_chain = Chain::new();
+            self.emit(&meta, flagged, Some(&mut flagged_chain));
+            // Every other one is dismissed by finance (from the counter, not
+            // the random sequence, so that the rest of the log stays the
+            // same).
+            if self.counter.is_multiple_of(2) {
+                let resolution = PaymentResolution {
+                    action: ResolutionAction::Dismiss,
+                    resolved_by: id,
+                    note: "a test payment".into(),
+                    user_id: None,
+                    package_id: None,
+                    coins: 0,
+                };
+                let dismissed = Event::PaymentResolved(PaymentResolved {
+                    payment_id: format!("pi_flagged_{}", self.counter),
+                    resolution: resolution.clone(),
+                    purchase: None,
+                    state_after: PaymentSnapshot { resolution: Some(resolution), ..flagged_state },
+                });
+                self.emit(&meta, dismissed, Some(&mut flagged_chain));
+            }
         }
         if self.purchases.len() >= PURCHASES_TRACKED_MAX
             && let Some((_, dropped, _, _)) = self.purchases.pop_front()
