@@ -20,7 +20,7 @@ use crate::views::{PaymentResolvedView, ResolveActionParam, ResolvePaymentReques
 #[derive(Debug, utoipa::IntoResponses)]
 #[response(
     status = 404,
-    description = "`not_found`: no payment of this id, or no user of `userId`",
+    description = "`not_found`: no payment of this id, or (for a credit) no user of `userId` or no package on sale of `packageId`",
     content_type = "application/problem+json"
 )]
 pub struct UnknownPaymentOrUser(pub crate::error::Problem);
@@ -58,31 +58,28 @@ pub async fn resolve(
     if !is_plain_stripe_id(&payment_id) {
         return Err(AppError::validation("paymentId", "is not a Stripe id"));
     }
-    let action = match body.action {
-        ResolveActionParam::Dismiss => Resolve::Dismiss,
-        ResolveActionParam::Credit => {
-            let user_id = body.user_id.ok_or_else(|| AppError::validation("userId", "a credit names the user"))?;
-            let package_id = body
-                .package_id
-                .clone()
-                .ok_or_else(|| AppError::validation("packageId", "a credit names the package"))?;
+    let (answer, note, action) = match body {
+        ResolvePaymentRequest::Dismiss { note } => (ResolveActionParam::Dismiss, note, Resolve::Dismiss),
+        ResolvePaymentRequest::Credit { user_id, package_id, note } => {
+            // Unknown package or user: 404, like an unknown payment (the
+            // request is well formed; what it names does not exist).
             let package = app
                 .config
                 .coin_packages
                 .iter()
                 .find(|p| p.id == package_id)
-                .ok_or_else(|| AppError::validation("packageId", "is not a package on sale"))?;
+                .ok_or_else(|| AppError::not_found("no such package on sale"))?;
             if app.user_from_log(user_id).await?.is_none() {
                 return Err(AppError::not_found("no such user"));
             }
-            Resolve::Credit { user_id, package_id, coins: package.coins }
+            (ResolveActionParam::Credit, note, Resolve::Credit { user_id, package_id, coins: package.coins })
         }
     };
-    let command = PaymentCommand::Resolve { resolved_by: caller.user.id, note: body.note.clone(), action };
+    let command = PaymentCommand::Resolve { resolved_by: caller.user.id, note, action };
     let outcome = app
         .commands
         .resolve_payment(&payment_id, caller.user.id, command)
         .await?
         .ok_or_else(|| AppError::not_found("no such payment"))?;
-    Ok(Json(PaymentResolvedView { payment_id, action: body.action, position: outcome.position }))
+    Ok(Json(PaymentResolvedView { payment_id, action: answer, position: outcome.position }))
 }

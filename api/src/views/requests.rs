@@ -229,21 +229,27 @@ pub enum ResolveActionParam {
     Dismiss,
 }
 
-/// `POST /api/v1/admin/payments/{paymentId}/resolve`.
+/// `POST /api/v1/admin/payments/{paymentId}/resolve`: `action` says
+/// which.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct ResolvePaymentRequest {
-    pub action: ResolveActionParam,
-    /// For a credit: the registered user to credit.
-    #[serde(default)]
-    pub user_id: Option<uuid::Uuid>,
-    /// For a credit: the package on sale whose coins are credited.
-    #[serde(default)]
-    #[schema(min_length = 1, max_length = 255)]
-    pub package_id: Option<String>,
-    /// Why (1 to 500 characters, not only spaces).
-    #[schema(min_length = 1, max_length = 500, pattern = "\\S")]
-    pub note: String,
+#[serde(tag = "action", rename_all = "snake_case", rename_all_fields = "camelCase")]
+pub enum ResolvePaymentRequest {
+    /// Credit the payment once to a registered user, a package's coins.
+    Credit {
+        user_id: uuid::Uuid,
+        /// A package on sale.
+        #[schema(min_length = 1, max_length = 255)]
+        package_id: String,
+        /// Why (1 to 500 characters, not only spaces).
+        #[schema(min_length = 1, max_length = 500, pattern = "\\S")]
+        note: String,
+    },
+    /// Close the flags without coins.
+    Dismiss {
+        /// Why (1 to 500 characters, not only spaces).
+        #[schema(min_length = 1, max_length = 500, pattern = "\\S")]
+        note: String,
+    },
 }
 
 /// A payment resolved.

@@ -142,7 +142,7 @@ async fn stripe_finance_credits_an_unknown_users_payment_once_and_dismisses_anot
     refused(&app, &finance.token, "pi_typo", no_user, 422, "validation_failed").await;
     let ghost = uuid::Uuid::now_v7().to_string();
     refused(&app, &finance.token, "pi_typo", credit(&ghost, "coins_500"), 404, "not_found").await;
-    refused(&app, &finance.token, "pi_typo", credit(&erin_id, "coins_9999"), 422, "validation_failed").await;
+    refused(&app, &finance.token, "pi_typo", credit(&erin_id, "coins_9999"), 404, "not_found").await;
     let blank = json!({"action": "dismiss", "note": "   "});
     refused(&app, &finance.token, "pi_typo", blank, 422, "validation_failed").await;
 
