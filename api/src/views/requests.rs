@@ -232,12 +232,16 @@ pub enum ResolveActionParam {
 /// `POST /api/v1/admin/payments/{paymentId}/resolve`: `action` says
 /// which.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-#[serde(tag = "action", rename_all = "snake_case", rename_all_fields = "camelCase")]
+// Fields renamed one by one: the OpenAPI document reads field-level
+// renames, not `rename_all_fields`.
+#[serde(tag = "action", rename_all = "snake_case")]
 pub enum ResolvePaymentRequest {
     /// Credit the payment once to a registered user, a package's coins.
     Credit {
+        #[serde(rename = "userId")]
         user_id: uuid::Uuid,
         /// A package on sale.
+        #[serde(rename = "packageId")]
         #[schema(min_length = 1, max_length = 255)]
         package_id: String,
         /// Why (1 to 500 characters, not only spaces).
