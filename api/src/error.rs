@@ -220,6 +220,7 @@ fn domain_status(e: &DomainError) -> StatusCode {
         DomainError::SessionRevoked | DomainError::RefreshTokenReused => StatusCode::UNAUTHORIZED,
         DomainError::TooManyPendingPayouts { .. }
         | DomainError::PayoutNotPending
+        | DomainError::PaymentNotResolvable
         | DomainError::StreamNotLive
         | DomainError::StreamAlreadyLive
         | DomainError::StreamAlreadyExists

@@ -18,7 +18,7 @@ use utoipa::{Modify, OpenApi};
 use crate::config::Config;
 
 use crate::error::Problem;
-use crate::routes::{account, admin, auth, coins, ledger, ops, payouts, sessions, streams};
+use crate::routes::{account, admin, auth, coins, ledger, ops, payments, payouts, sessions, streams};
 use crate::views;
 
 #[derive(Debug, OpenApi)]
@@ -39,7 +39,7 @@ Commands accept `Idempotency-Key` and answer a log `position`; queries accept `m
         payouts::request, payouts::list_own,
         admin::list_payouts, admin::approve_payout, admin::reject_payout, admin::adjust, admin::change_roles,
         ledger::entries, ledger::trial_balance, ledger::reconciliation,
-        sessions::logout, sessions::revoke_sessions,
+        sessions::logout, sessions::revoke_sessions, payments::resolve,
     ),
     components(schemas(
         Problem,
@@ -53,7 +53,7 @@ Commands accept `Idempotency-Key` and answer a log `position`; queries accept `m
         views::LedgerEntryView, views::AccountBalanceView, views::TrialBalanceView,
         views::TransactionPage, views::StreamPage, views::LeaderboardPage, views::PayoutPage, views::LedgerEntryPage,
         views::CoinPurchaseBody, views::CheckoutCreated, views::PaymentIntentCreated, views::WebhookAck,
-        views::ReconciliationItem, views::ReconciliationView,
+        views::ReconciliationItem, views::ReconciliationView, views::DisputeView, views::ResolutionView, views::ResolvePaymentRequest, views::PaymentResolvedView, views::ResolveActionParam,
         views::LogoutRequest, views::SessionsRevokedView,
         ops::HealthView, ops::HealthChecks, ops::DependencyCheck, ops::ProjectorCheck, ops::ReactorCheck,
     )),

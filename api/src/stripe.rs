@@ -11,8 +11,8 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use domain::payment::{Buyer, PackageRef, PaymentCommand};
-use events_schema::stripe::{CHECKOUT_SESSION_COMPLETED, StripeEventBody, StripeObject};
+use domain::payment::{Buyer, DisputeSeen, Offered, PackageRef, PaymentCommand, Price};
+use events_schema::stripe::{CHECKOUT_SESSION_COMPLETED, DISPUTE_EVENT_PREFIX, StripeEventBody, StripeObject};
 use events_schema::{Money, PaymentFlag, StripeEventRecorded, is_plain_stripe_id};
 use hmac::{Hmac, Mac};
 use rust_decimal::Decimal;
@@ -163,6 +163,25 @@ pub fn read_event(body: &[u8], packages: &[CoinPackage]) -> Result<ReadEvent, Ev
             };
             (pi.to_string(), command)
         }),
+        // A dispute of a charge without a PaymentIntent names no payment of
+        // ours: recorded only.
+        dispute if dispute.starts_with(DISPUTE_EVENT_PREFIX) => events_schema::stripe::dispute(&event).and_then(|d| {
+            let command = PaymentCommand::RecordDispute {
+                stripe_event_id: id.into(),
+                dispute: DisputeSeen {
+                    dispute_id: d.dispute_id,
+                    amount_cents: d.amount_cents,
+                    currency: d.currency,
+                    status: d.status,
+                    reason: d.reason,
+                    fee_cents: d.fee_cents,
+                    balance_transactions: d.balance_transactions,
+                    funds_withdrawn: d.funds_withdrawn,
+                    funds_reinstated: d.funds_reinstated,
+                },
+            };
+            Some((d.payment_id?, command))
+        }),
         _ => None,
     };
     // A payment id that is not a Stripe id is keyed by its hash; it still
@@ -188,15 +207,49 @@ fn confirm(
         Err(_) => Buyer::Unknown(named_user),
     };
     let package_id = metadata.and_then(|m| m.text("packageId")).map(str::to_string).unwrap_or_default();
-    let coins = packages.iter().find(|p| p.id == package_id).map(|p| p.coins);
+    let package = packages.iter().find(|p| p.id == package_id);
     PaymentCommand::ConfirmPurchase {
         stripe_event_id: event_id.into(),
         buyer,
-        package: PackageRef { id: package_id, coins },
+        package: PackageRef {
+            id: package_id,
+            coins: package.map(|p| p.coins),
+            price: package.and_then(catalogue_price),
+        },
         amount_cents: amount_cents.unwrap_or(0).max(0),
-        currency: object.text("currency").unwrap_or("usd").to_string(),
+        currency: object.text("currency").unwrap_or("usd").to_ascii_lowercase(),
+        offered: offered(metadata),
     }
 }
+
+/// The price this service offered, from the object's metadata
+/// (`priceCents`: minor units as a string, as metadata values are;
+/// `priceCurrency`).
+fn offered(metadata: Option<StripeObject<'_>>) -> Offered {
+    let cents = metadata.and_then(|m| m.text(PRICE_CENTS_KEY));
+    let currency = metadata.and_then(|m| m.text(PRICE_CURRENCY_KEY));
+    match (cents, currency) {
+        (None, None) => Offered::NotStated,
+        (Some(cents), Some(currency)) => match cents.parse::<i64>() {
+            Ok(amount_cents) if amount_cents >= 0 && !currency.is_empty() => {
+                Offered::Stated(Price { amount_cents, currency: currency.to_ascii_lowercase() })
+            }
+            _ => Offered::Unreadable(format!("{PRICE_CENTS_KEY} {cents:?}, {PRICE_CURRENCY_KEY} {currency:?}")),
+        },
+        (cents, currency) => {
+            Offered::Unreadable(format!("{PRICE_CENTS_KEY} {cents:?}, {PRICE_CURRENCY_KEY} {currency:?}"))
+        }
+    }
+}
+
+/// The price the catalogue offers for `package`, as Stripe counts it.
+pub fn catalogue_price(package: &CoinPackage) -> Option<Price> {
+    Some(Price { amount_cents: minor_units(&package.price)?, currency: package.price.currency.to_ascii_lowercase() })
+}
+
+/// The metadata keys of the price offered (the contract's names).
+pub const PRICE_CENTS_KEY: &str = "priceCents";
+pub const PRICE_CURRENCY_KEY: &str = "priceCurrency";
 
 /// Currencies without a minor unit at Stripe (amounts are whole units).
 const ZERO_DECIMAL_CURRENCIES: &[&str] =
@@ -295,7 +348,7 @@ impl Gateway {
         let currency = currency(&package.price.currency)?;
         // Only what localstripe also takes: it refuses unknown parameters.
         let request = stripe_core::payment_intent::CreatePaymentIntent::new(amount, currency)
-            .metadata(metadata(user_id, package));
+            .metadata(metadata(user_id, package)?);
         // Our own response type: only the fields we use (see the module).
         let strategy = stripe_strategy(user_id, "payment-intent", package, idempotency_key)?;
         request.build().customize::<CreatedIntent>().request_strategy(strategy).send(client).await.map_err(provider)
@@ -323,12 +376,12 @@ impl Gateway {
         item.price_data = Some(price);
         item.quantity = Some(1);
         let mut intent_data = CreateCheckoutSessionPaymentIntentData::new();
-        intent_data.metadata = Some(metadata(user_id, package));
+        intent_data.metadata = Some(metadata(user_id, package)?);
         let request = CreateCheckoutSession::new()
             .mode(stripe_checkout::CheckoutSessionMode::Payment)
             .line_items(vec![item])
             .client_reference_id(user_id.to_string())
-            .metadata(metadata(user_id, package))
+            .metadata(metadata(user_id, package)?)
             .payment_intent_data(intent_data)
             .success_url(self.success_url.clone())
             .cancel_url(self.cancel_url.clone());
@@ -375,8 +428,16 @@ fn stripe_strategy(
     Ok(stripe::RequestStrategy::Idempotent(key))
 }
 
-fn metadata(user_id: Uuid, package: &CoinPackage) -> HashMap<String, String> {
-    HashMap::from([("userId".to_string(), user_id.to_string()), ("packageId".to_string(), package.id.clone())])
+/// The buyer, the package and the price offered: what a confirmation is
+/// checked against (`read_event`).
+fn metadata(user_id: Uuid, package: &CoinPackage) -> Result<HashMap<String, String>, GatewayError> {
+    let price = catalogue_price(package).ok_or(GatewayError::BadPrice)?;
+    Ok(HashMap::from([
+        ("userId".to_string(), user_id.to_string()),
+        ("packageId".to_string(), package.id.clone()),
+        (PRICE_CENTS_KEY.to_string(), price.amount_cents.to_string()),
+        (PRICE_CURRENCY_KEY.to_string(), price.currency),
+    ]))
 }
 
 fn currency(code: &str) -> Result<stripe_types::Currency, GatewayError> {
@@ -470,6 +531,51 @@ mod tests {
             panic!("a purchase: {:?}", read.payment)
         };
         assert_eq!((pi.as_str(), buyer, package.coins, amount_cents), ("pi_1", Buyer::Known(user), Some(500), 499));
+    }
+
+    #[test]
+    fn the_price_offered_is_read_from_the_metadata() {
+        let read = |stated: &str| {
+            let body = format!(
+                r#"{{"id":"evt_1","type":"payment_intent.succeeded","created":5,"data":{{"object":{{"id":"pi_1",
+                   "amount":499,"amount_received":499,"currency":"USD","metadata":{stated}}}}}}}"#
+            );
+            let read = read_event(body.as_bytes(), &packages()).expect("readable");
+            let Some((_, PaymentCommand::ConfirmPurchase { offered, package, currency, .. })) = read.payment else {
+                panic!("a purchase: {:?}", read.payment)
+            };
+            assert_eq!(package.price, Some(Price { amount_cents: 499, currency: "usd".into() }));
+            assert_eq!(currency, "usd", "lower case");
+            offered
+        };
+        assert_eq!(read(r#"{"packageId":"coins_500"}"#), Offered::NotStated);
+        assert_eq!(
+            read(r#"{"packageId":"coins_500","priceCents":"499","priceCurrency":"USD"}"#),
+            Offered::Stated(Price { amount_cents: 499, currency: "usd".into() })
+        );
+        for bad in [
+            r#"{"packageId":"coins_500","priceCents":"4.99","priceCurrency":"usd"}"#,
+            r#"{"packageId":"coins_500","priceCents":"-1","priceCurrency":"usd"}"#,
+            r#"{"packageId":"coins_500","priceCents":"499"}"#,
+            r#"{"packageId":"coins_500","priceCurrency":"usd"}"#,
+            r#"{"packageId":"coins_500","priceCents":499,"priceCurrency":"usd"}"#,
+        ] {
+            assert!(matches!(read(bad), Offered::Unreadable(_)), "{bad}");
+        }
+    }
+
+    #[test]
+    fn what_this_service_creates_states_the_price_it_offers() {
+        let stated = metadata(Uuid::from_u128(7), &packages()[0]).expect("a price Stripe takes");
+        assert_eq!(stated.get("priceCents").map(String::as_str), Some("499"));
+        assert_eq!(stated.get("priceCurrency").map(String::as_str), Some("usd"));
+        assert_eq!(stated.get("packageId").map(String::as_str), Some("coins_500"));
+        let odd = CoinPackage {
+            id: "odd".into(),
+            coins: 1,
+            price: Money { amount: Decimal::new(4999, 3), currency: "usd".into() },
+        };
+        assert!(matches!(metadata(Uuid::from_u128(7), &odd), Err(GatewayError::BadPrice)));
     }
 
     #[test]

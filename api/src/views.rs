@@ -507,7 +507,8 @@ pub struct ReconciliationItem {
     /// charge's `amount` it is a part of.
     pub amount_refunded_cents: i64,
     pub charge_amount_cents: i64,
-    /// Coins the payment should have issued (its package's), and issued.
+    /// Coins the payment should have issued (its package's), and issued
+    /// (including coins credited back after won disputes).
     pub coins_expected: i64,
     pub coins_issued: i64,
     /// Coins the refunds should have reversed (`ceil(coins * refunded /
@@ -521,7 +522,58 @@ pub struct ReconciliationItem {
     /// `issued_mismatch`, `reversed_mismatch`, `no_stripe_payment` (coins
     /// issued with no payment recorded).
     pub mismatches: Vec<String>,
+    /// Every dispute (chargeback) of the payment, as Stripe described it.
+    pub disputes: Vec<DisputeView>,
+    /// Coins disputes reversed, in total, and credited back after won
+    /// disputes, in total (both included in `coinsReversed` and
+    /// `coinsIssued`, and in their expected figures).
+    pub coins_dispute_withdrawn: i64,
+    pub coins_dispute_reinstated: i64,
+    /// Stripe's dispute fees on this payment, in the minor unit.
+    pub dispute_fee_cents: i64,
+    /// The user and package the purchase's metadata named, as written,
+    /// even when unknown (`userId` and `packageId` are the ones credited).
+    pub claimed_user_id: Option<String>,
+    pub claimed_package_id: Option<String>,
+    /// `open` (flagged, not resolved), `resolved`, or `clear` (no flag).
+    pub status: String,
+    /// How finance settled the flags.
+    pub resolution: Option<ResolutionView>,
     pub position: u64,
+}
+
+/// A flagged payment's resolution.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ResolutionView {
+    /// `credit` or `dismiss`.
+    pub action: String,
+    pub resolved_by: Uuid,
+    pub note: String,
+    pub user_id: Option<Uuid>,
+    pub package_id: Option<String>,
+    /// Coins credited (0 for a dismissal).
+    pub coins: i64,
+}
+
+/// One dispute of a payment.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DisputeView {
+    /// Stripe's dispute id (`dp_...`).
+    pub dispute_id: String,
+    /// The disputed amount, in the minor unit.
+    pub amount_cents: i64,
+    pub currency: String,
+    /// Stripe's status (`needs_response`, `under_review`, `won`, `lost`, ...).
+    pub status: String,
+    pub reason: String,
+    /// Stripe's dispute fee, in the minor unit.
+    pub fee_cents: i64,
+    pub funds_withdrawn: bool,
+    pub funds_reinstated: bool,
+    /// Coins this dispute holds reversed now.
+    pub coins_reversed: i64,
 }
 
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -554,6 +606,36 @@ impl From<&projections::StripePaymentDoc> for ReconciliationItem {
             coins_reversed: d.coins_reversed,
             flags: d.stripe.flags.clone(),
             mismatches: d.mismatches(),
+            disputes: d
+                .stripe
+                .disputes
+                .iter()
+                .map(|x| DisputeView {
+                    dispute_id: x.dispute_id.clone(),
+                    amount_cents: x.amount_cents,
+                    currency: x.currency.clone(),
+                    status: x.status.clone(),
+                    reason: x.reason.clone(),
+                    fee_cents: x.fee_cents,
+                    funds_withdrawn: x.funds_withdrawn,
+                    funds_reinstated: x.funds_reinstated,
+                    coins_reversed: x.coins_reversed,
+                })
+                .collect(),
+            coins_dispute_withdrawn: d.stripe.coins_dispute_withdrawn,
+            coins_dispute_reinstated: d.stripe.coins_dispute_reinstated,
+            dispute_fee_cents: d.dispute_fee_cents(),
+            claimed_user_id: d.stripe.claimed_user_id.clone(),
+            claimed_package_id: d.stripe.claimed_package_id.clone(),
+            status: d.status().to_string(),
+            resolution: d.stripe.resolution.as_ref().map(|r| ResolutionView {
+                action: r.action.clone(),
+                resolved_by: r.resolved_by,
+                note: r.note.clone(),
+                user_id: r.user_id,
+                package_id: r.package_id.clone(),
+                coins: r.coins,
+            }),
             position: d.position,
         }
     }

@@ -49,6 +49,10 @@ pub enum DomainError {
     RefreshTokenReused,
     #[error("the session belongs to another user")]
     NotSessionOwner,
+    /// A resolution of a payment that is not flagged, already resolved, or
+    /// (for a credit) already credited.
+    #[error("the payment is not flagged, or already resolved or credited")]
+    PaymentNotResolvable,
 }
 
 impl DomainError {
@@ -75,6 +79,7 @@ impl DomainError {
             DomainError::SessionRevoked => "session_revoked",
             DomainError::RefreshTokenReused => "refresh_token_reused",
             DomainError::NotSessionOwner => "forbidden",
+            DomainError::PaymentNotResolvable => "payment_not_resolvable",
         }
     }
 

@@ -15,7 +15,20 @@
 //!   so a refund event out of order (a lower `amount_refunded`) or a repeat
 //!   changes nothing;
 //! - a refund seen before its purchase is kept (amounts recorded, nothing
-//!   reversed); `Settle`, run after the purchase is posted, reverses it.
+//!   reversed); `Settle`, run after the purchase is posted, reverses it;
+//! - a dispute (chargeback) is remembered forever, its facts merged over
+//!   every `charge.dispute.*` event (funds withdrawn, funds reinstated,
+//!   status, fee). While its funds are withdrawn and not reinstated it holds
+//!   `ceil(coins * disputed / amount)` coins reversed, never more than
+//!   refunds left; once reinstated it credits back what it held. A dispute
+//!   seen before its purchase, or one that refunds left no room for, is
+//!   applied by `Settle` later.
+//!
+//! So, whatever the order and repetition of the events, once `Settle` has
+//! nothing left to do, the coins the buyer keeps are `coins - min(coins,
+//! refund_due + sum of the withdrawn, not reinstated disputes' shares)`
+//! (the property test's model). Each decision moves coins one way only
+//! (a refund's or dispute's reversal, or a won dispute's credit back).
 //!
 //! # Decide, post, mark
 //!
@@ -32,8 +45,9 @@
 //! once however many times its completion is attempted.
 
 use events_schema::{
-    Event, PaymentFlag, PaymentFlagged, PaymentPosted, PaymentPurchase, PaymentPurchaseCredited, PaymentRefundRecorded,
-    PaymentSnapshot,
+    Event, PaymentClaim, PaymentDispute, PaymentDisputeRecorded, PaymentFlag, PaymentFlagged, PaymentPosted,
+    PaymentPurchase, PaymentPurchaseCredited, PaymentRefundRecorded, PaymentResolution, PaymentResolved,
+    PaymentSnapshot, ResolutionAction,
 };
 use uuid::Uuid;
 
@@ -103,6 +117,8 @@ pub fn evolve(state: PaymentState, event: &Event) -> PaymentState {
         Event::PaymentRefundRecorded(e) => &e.state_after,
         Event::PaymentFlagged(e) => &e.state_after,
         Event::PaymentPosted(e) => &e.state_after,
+        Event::PaymentDisputeRecorded(e) => &e.state_after,
+        Event::PaymentResolved(e) => &e.state_after,
         _ => return state,
     };
     PaymentState {
@@ -127,6 +143,16 @@ pub fn effect(event: &Event) -> Option<LedgerEffect> {
         Event::PaymentRefundRecorded(e) if e.coins > 0 => {
             let purchase = e.state_after.purchase.as_ref()?;
             Some(LedgerEffect { user_id: purchase.user_id, kind: EffectKind::Refund, coins: e.coins })
+        }
+        Event::PaymentResolved(e) => {
+            let purchase = e.purchase.as_ref()?;
+            Some(LedgerEffect { user_id: purchase.user_id, kind: EffectKind::Purchase, coins: purchase.coins })
+        }
+        Event::PaymentDisputeRecorded(e) if e.coins != 0 => {
+            let purchase = e.state_after.purchase.as_ref()?;
+            // A won dispute credits back: the purchase's direction.
+            let kind = if e.coins > 0 { EffectKind::Refund } else { EffectKind::Purchase };
+            Some(LedgerEffect { user_id: purchase.user_id, kind, coins: e.coins.checked_abs()? })
         }
         _ => None,
     }
@@ -166,7 +192,59 @@ pub struct PackageRef {
     pub id: String,
     /// `None`: no package of this id is on sale.
     pub coins: Option<i64>,
+    /// The price the catalogue offers for it (`None`: unknown package, or
+    /// a price Stripe cannot take).
+    pub price: Option<Price>,
 }
+
+/// An amount in a currency's minor unit (as Stripe counts it), with the
+/// lowercase ISO code.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Price {
+    pub amount_cents: i64,
+    pub currency: String,
+}
+
+/// The price a Checkout Session or PaymentIntent says this service offered
+/// (`metadata.priceCents`, `metadata.priceCurrency`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Offered {
+    /// Neither field: an object created before prices were stated; the
+    /// package's current price holds.
+    NotStated,
+    Stated(Price),
+    /// A field missing or unreadable (what it said, for finance).
+    Unreadable(String),
+}
+
+/// A dispute as one `charge.dispute.*` event described it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct DisputeSeen {
+    pub dispute_id: String,
+    /// The disputed amount, in the minor unit.
+    pub amount_cents: i64,
+    pub currency: String,
+    pub status: String,
+    pub reason: String,
+    /// The fee Stripe charged for it (the balance transactions' fees).
+    pub fee_cents: i64,
+    /// How many balance transactions the event listed (more is later).
+    pub balance_transactions: u32,
+    pub funds_withdrawn: bool,
+    pub funds_reinstated: bool,
+}
+
+/// How a flagged payment is settled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Resolve {
+    /// Credit `coins` (the named package's) to `user_id`, once.
+    Credit { user_id: Uuid, package_id: String, coins: i64 },
+    /// Close the flags without coins.
+    Dismiss,
+}
+
+/// A resolution's note is 1 to this many characters.
+pub const RESOLUTION_NOTE_CHARS_MAX: usize = 500;
 
 /// What a verified Stripe event (or the command side, completing a
 /// decision) asks of a payment.
@@ -174,11 +252,26 @@ pub struct PackageRef {
 pub enum PaymentCommand {
     /// `payment_intent.succeeded`, or `checkout.session.completed` with
     /// `payment_status: paid`.
-    ConfirmPurchase { stripe_event_id: String, buyer: Buyer, package: PackageRef, amount_cents: i64, currency: String },
+    ConfirmPurchase {
+        stripe_event_id: String,
+        buyer: Buyer,
+        package: PackageRef,
+        /// What Stripe says was paid.
+        amount_cents: i64,
+        currency: String,
+        /// The price the object says was offered.
+        offered: Offered,
+    },
     /// `charge.refunded`: the charge's `amount` and running
     /// `amount_refunded`.
     RecordRefund { stripe_event_id: String, charge_amount_cents: i64, amount_refunded_cents: i64 },
-    /// Reverses what earlier refunds made due, if the purchase is known.
+    /// `charge.dispute.*`: a dispute's facts, merged with what is known.
+    RecordDispute { stripe_event_id: String, dispute: DisputeSeen },
+    /// Finance settles a flagged payment (`resolved_by`, with a note).
+    Resolve { resolved_by: Uuid, note: String, action: Resolve },
+    /// Reverses what earlier refunds or disputes made due, if the purchase
+    /// is known: one step per decision (a refund's, then each dispute's);
+    /// run until it decides nothing.
     Settle,
     /// An event that names no payment to credit (a paid session without a
     /// PaymentIntent).
@@ -194,10 +287,13 @@ pub fn ledger_user(state: &PaymentState, command: &PaymentCommand) -> Option<Uui
         PaymentCommand::ConfirmPurchase { buyer: Buyer::Known(user), .. } if state.snapshot.purchase.is_none() => {
             Some(*user)
         }
+        PaymentCommand::Resolve { action: Resolve::Credit { user_id, .. }, .. } => Some(*user_id),
         PaymentCommand::ConfirmPurchase { .. } | PaymentCommand::Flag { .. } => None,
-        PaymentCommand::RecordRefund { .. } | PaymentCommand::Settle | PaymentCommand::MarkPosted { .. } => {
-            state.snapshot.purchase.as_ref().map(|p| p.user_id)
-        }
+        PaymentCommand::Resolve { action: Resolve::Dismiss, .. } => None,
+        PaymentCommand::RecordRefund { .. }
+        | PaymentCommand::RecordDispute { .. }
+        | PaymentCommand::Settle
+        | PaymentCommand::MarkPosted { .. } => state.snapshot.purchase.as_ref().map(|p| p.user_id),
     }
 }
 
@@ -214,13 +310,28 @@ pub fn decide(state: &PaymentState, command: &PaymentCommand) -> Result<Vec<Even
     }
     // Every decision carries the posted position forward (written out for
     // a payment whose last event predates it).
-    let base = PaymentSnapshot { posted_position: Some(posted_position(state)), ..state.snapshot.clone() };
+    let mut base = PaymentSnapshot { posted_position: Some(posted_position(state)), ..state.snapshot.clone() };
     match command {
-        PaymentCommand::ConfirmPurchase { stripe_event_id, buyer, package, amount_cents, currency } => {
+        PaymentCommand::ConfirmPurchase { stripe_event_id, buyer, package, amount_cents, currency, offered } => {
             require_id("stripeEventId", stripe_event_id)?;
             if state.snapshot.purchase.is_some() {
                 // Credited already, by this event or the other kind.
                 return Ok(vec![]);
+            }
+            if base.claim.is_none() {
+                // Kept from the first confirmation decided: what Stripe said,
+                // credited or not.
+                let user_id = match buyer {
+                    Buyer::Known(user) => user.to_string(),
+                    Buyer::Unknown(named) => named.clone(),
+                };
+                let text = |value: &str| value.chars().take(STRIPE_TEXT_CHARS_MAX).collect::<String>();
+                base.claim = Some(PaymentClaim {
+                    user_id: text(&user_id),
+                    package_id: text(&package.id),
+                    amount_cents: (*amount_cents).max(0),
+                    currency: text(currency),
+                });
             }
             let user_id = match buyer {
                 Buyer::Known(user) => *user,
@@ -238,6 +349,10 @@ pub fn decide(state: &PaymentState, command: &PaymentCommand) -> Result<Vec<Even
                 return Err(DomainError::invalid("amount", "a payment is not negative"));
             }
             require_text("currency", currency)?;
+            let paid = Price { amount_cents: *amount_cents, currency: currency.clone() };
+            if let Some(detail) = price_mismatch(&paid, offered, package.price.as_ref()) {
+                return Ok(flag(state, base, stripe_event_id, PaymentFlag::AmountMismatch, &detail));
+            }
             let purchase = PaymentPurchase {
                 user_id,
                 package_id: package.id.clone(),
@@ -267,7 +382,19 @@ pub fn decide(state: &PaymentState, command: &PaymentCommand) -> Result<Vec<Even
             }
             reverse_due(state, &base, after, Some(stripe_event_id.clone()))
         }
-        PaymentCommand::Settle => reverse_due(state, &base, base.clone(), None),
+        PaymentCommand::RecordDispute { stripe_event_id, dispute } => {
+            require_id("stripeEventId", stripe_event_id)?;
+            require_id("disputeId", &dispute.dispute_id)?;
+            record_dispute(state, &base, dispute, Some(stripe_event_id.clone()))
+        }
+        PaymentCommand::Settle => {
+            let refund = reverse_due(state, &base, base.clone(), None)?;
+            if !refund.is_empty() {
+                return Ok(refund);
+            }
+            settle_disputes(state, &base)
+        }
+        PaymentCommand::Resolve { resolved_by, note, action } => resolve(state, base, *resolved_by, note, action),
         PaymentCommand::Flag { stripe_event_id, flag: f, detail } => {
             require_id("stripeEventId", stripe_event_id)?;
             Ok(flag(state, base, stripe_event_id, *f, detail))
@@ -331,7 +458,10 @@ fn reverse_due(
     let mut coins = 0;
     if let Some(purchase) = &after.purchase {
         let due = coins_due_back(purchase.coins, after.charge_amount_cents, after.amount_refunded_cents)?;
-        coins = due.checked_sub(after.coins_reversed).ok_or(DomainError::AmountOutOfRange)?.max(0);
+        let wanted = due.checked_sub(after.coins_reversed).ok_or(DomainError::AmountOutOfRange)?.max(0);
+        // Disputes may hold the rest reversed already: never more than the
+        // purchase in total.
+        coins = wanted.min(coins_left(purchase, &after)?);
         if coins > 0 {
             after.coins_reversed = after.coins_reversed.checked_add(coins).ok_or(DomainError::AmountOutOfRange)?;
         }
@@ -348,6 +478,236 @@ fn reverse_due(
         coins,
         state_after: after,
     })])
+}
+
+/// Why `paid` may not be credited, if it may not: the price offered
+/// (stated, or else the package's current one) must be one the catalogue
+/// offers for the package (`catalogue`), and what was paid must equal it.
+pub fn price_mismatch(paid: &Price, offered: &Offered, catalogue: Option<&Price>) -> Option<String> {
+    let show = |p: &Price| format!("{} {}", p.amount_cents, p.currency);
+    let Some(catalogue) = catalogue else {
+        return Some(format!("paid {}; the package has no price on offer", show(paid)));
+    };
+    let expected = match offered {
+        Offered::NotStated => catalogue,
+        Offered::Stated(stated) if stated == catalogue => stated,
+        Offered::Stated(stated) => {
+            return Some(format!(
+                "paid {}; offered {}, not the catalogue's {}",
+                show(paid),
+                show(stated),
+                show(catalogue)
+            ));
+        }
+        Offered::Unreadable(said) => {
+            return Some(format!("paid {}; the price offered is unreadable: {said}", show(paid)));
+        }
+    };
+    (paid != expected).then(|| format!("paid {}; offered {}", show(paid), show(expected)))
+}
+
+/// A flagged payment's resolution: refused unless the payment is flagged
+/// and not resolved yet, and (for a credit) not credited.
+fn resolve(
+    state: &PaymentState,
+    base: PaymentSnapshot,
+    resolved_by: Uuid,
+    note: &str,
+    action: &Resolve,
+) -> Result<Vec<Event>, DomainError> {
+    let note_chars = note.chars().count();
+    if note.trim().is_empty() || note_chars > RESOLUTION_NOTE_CHARS_MAX {
+        return Err(DomainError::invalid("note", format!("1 to {RESOLUTION_NOTE_CHARS_MAX} characters")));
+    }
+    if base.flags.is_empty() || base.resolution.is_some() {
+        return Err(DomainError::PaymentNotResolvable);
+    }
+    let (resolution, purchase) = match action {
+        Resolve::Dismiss => (
+            PaymentResolution {
+                action: ResolutionAction::Dismiss,
+                resolved_by,
+                note: note.to_string(),
+                user_id: None,
+                package_id: None,
+                coins: 0,
+            },
+            None,
+        ),
+        Resolve::Credit { user_id, package_id, coins } => {
+            if base.purchase.is_some() {
+                return Err(DomainError::PaymentNotResolvable);
+            }
+            if *coins <= 0 {
+                return Err(DomainError::invalid("coins", "a package credits coins"));
+            }
+            require_id("packageId", package_id)?;
+            // What Stripe said was paid, when a confirmation said it.
+            let (amount_cents, currency) =
+                base.claim.as_ref().map_or((0, String::new()), |c| (c.amount_cents, c.currency.clone()));
+            let purchase = PaymentPurchase {
+                user_id: *user_id,
+                package_id: package_id.clone(),
+                coins: *coins,
+                amount_cents,
+                currency,
+            };
+            let resolution = PaymentResolution {
+                action: ResolutionAction::Credit,
+                resolved_by,
+                note: note.to_string(),
+                user_id: Some(*user_id),
+                package_id: Some(package_id.clone()),
+                coins: *coins,
+            };
+            (resolution, Some(purchase))
+        }
+    };
+    let state_after = PaymentSnapshot {
+        purchase: purchase.clone().or(base.purchase.clone()),
+        resolution: Some(resolution.clone()),
+        ..base
+    };
+    Ok(vec![Event::PaymentResolved(PaymentResolved {
+        payment_id: state.payment_id.clone(),
+        resolution,
+        purchase,
+        state_after,
+    })])
+}
+
+/// Coins of `purchase` that neither refunds nor disputes hold reversed.
+fn coins_left(purchase: &PaymentPurchase, snapshot: &PaymentSnapshot) -> Result<i64, DomainError> {
+    let held = snapshot
+        .disputes
+        .iter()
+        .try_fold(snapshot.coins_reversed, |total, d| total.checked_add(d.coins_reversed))
+        .ok_or(DomainError::AmountOutOfRange)?;
+    Ok(purchase.coins.checked_sub(held).ok_or(DomainError::AmountOutOfRange)?.max(0))
+}
+
+/// Whether a dispute status is final: kept over any other, so that a late
+/// `needs_response` does not undo a `won`.
+fn is_final_status(status: &str) -> bool {
+    matches!(status, "won" | "lost" | "warning_closed")
+}
+
+/// `old` (if known) with what `seen` adds: facts only grow (flags OR-ed,
+/// amounts and fees their highest), so that any order ends the same.
+fn merge_dispute(old: Option<&PaymentDispute>, seen: &DisputeSeen) -> PaymentDispute {
+    let text = |value: &str| value.chars().take(STRIPE_TEXT_CHARS_MAX).collect::<String>();
+    let mut merged =
+        old.cloned().unwrap_or_else(|| PaymentDispute { dispute_id: text(&seen.dispute_id), ..Default::default() });
+    merged.amount_cents = merged.amount_cents.max(seen.amount_cents.max(0));
+    if merged.currency.is_empty() {
+        merged.currency = text(&seen.currency);
+    }
+    if !seen.status.is_empty() && !is_final_status(&merged.status) {
+        merged.status = text(&seen.status);
+    }
+    if merged.reason.is_empty() {
+        merged.reason = text(&seen.reason);
+    }
+    // The fee of the latest list of balance transactions (Stripe only adds
+    // to it): a won dispute's fee given back lowers it.
+    if seen.balance_transactions > merged.balance_transactions
+        || (seen.balance_transactions == merged.balance_transactions && seen.fee_cents > merged.fee_cents)
+    {
+        merged.balance_transactions = seen.balance_transactions;
+        merged.fee_cents = seen.fee_cents;
+    }
+    merged.funds_withdrawn |= seen.funds_withdrawn;
+    merged.funds_reinstated |= seen.funds_reinstated;
+    merged
+}
+
+/// The coins `dispute` moves now on `snapshot` (positive: reversed;
+/// negative: credited back), with `dispute` and the totals updated.
+fn apply_dispute(snapshot: &mut PaymentSnapshot, dispute: &mut PaymentDispute) -> Result<i64, DomainError> {
+    let Some(purchase) = snapshot.purchase.clone() else { return Ok(0) };
+    if dispute.funds_reinstated {
+        // Won: what it holds goes back, once (it then holds nothing).
+        let back = dispute.coins_reversed;
+        if back == 0 {
+            return Ok(0);
+        }
+        dispute.coins_reversed = 0;
+        snapshot.coins_dispute_reinstated =
+            snapshot.coins_dispute_reinstated.checked_add(back).ok_or(DomainError::AmountOutOfRange)?;
+        return back.checked_neg().ok_or(DomainError::AmountOutOfRange);
+    }
+    if !dispute.funds_withdrawn {
+        return Ok(0);
+    }
+    let share = coins_due_back(purchase.coins, purchase.amount_cents, dispute.amount_cents)?;
+    let wanted = share.checked_sub(dispute.coins_reversed).ok_or(DomainError::AmountOutOfRange)?.max(0);
+    let coins = wanted.min(coins_left(&purchase, snapshot)?);
+    if coins <= 0 {
+        return Ok(0);
+    }
+    dispute.coins_reversed = dispute.coins_reversed.checked_add(coins).ok_or(DomainError::AmountOutOfRange)?;
+    snapshot.coins_dispute_withdrawn =
+        snapshot.coins_dispute_withdrawn.checked_add(coins).ok_or(DomainError::AmountOutOfRange)?;
+    Ok(coins)
+}
+
+/// The event recording `seen` (merged into its dispute) and what it moves,
+/// unless nothing changes.
+fn record_dispute(
+    state: &PaymentState,
+    base: &PaymentSnapshot,
+    seen: &DisputeSeen,
+    stripe_event_id: Option<String>,
+) -> Result<Vec<Event>, DomainError> {
+    let mut after = base.clone();
+    let index = after.disputes.iter().position(|d| d.dispute_id == seen.dispute_id);
+    let mut dispute = merge_dispute(index.map(|i| &after.disputes[i]), seen);
+    // The dispute's own share first, then the others': place it in the
+    // list with its old holding so that `coins_left` counts the others.
+    let index = match index {
+        Some(i) => i,
+        None => {
+            after.disputes.push(dispute.clone());
+            after.disputes.len() - 1
+        }
+    };
+    after.disputes[index].coins_reversed = dispute.coins_reversed;
+    let coins = apply_dispute(&mut after, &mut dispute)?;
+    after.disputes[index] = dispute.clone();
+    if !after.flags.contains(&PaymentFlag::Disputed) {
+        after.flags.push(PaymentFlag::Disputed);
+    }
+    if after == *base {
+        return Ok(vec![]);
+    }
+    Ok(vec![Event::PaymentDisputeRecorded(PaymentDisputeRecorded {
+        payment_id: state.payment_id.clone(),
+        stripe_event_id,
+        dispute,
+        coins,
+        state_after: after,
+    })])
+}
+
+/// The first dispute whose withdrawn share is not all reversed yet (seen
+/// before the purchase, or short of room when it came), applied now.
+fn settle_disputes(state: &PaymentState, base: &PaymentSnapshot) -> Result<Vec<Event>, DomainError> {
+    for index in 0..base.disputes.len() {
+        let mut after = base.clone();
+        let mut dispute = after.disputes[index].clone();
+        let coins = apply_dispute(&mut after, &mut dispute)?;
+        if coins != 0 {
+            after.disputes[index] = dispute.clone();
+            return Ok(vec![Event::PaymentDisputeRecorded(PaymentDisputeRecorded {
+                payment_id: state.payment_id.clone(),
+                stripe_event_id: None,
+                dispute,
+                coins,
+                state_after: after,
+            })]);
+        }
+    }
+    Ok(vec![])
 }
 
 /// The mark of the pending decision as posted, if one is pending.

@@ -444,6 +444,10 @@ pub enum Event {
     PaymentFlagged(PaymentFlagged),
     #[serde(rename = "payment.posted")]
     PaymentPosted(PaymentPosted),
+    #[serde(rename = "payment.dispute_recorded")]
+    PaymentDisputeRecorded(PaymentDisputeRecorded),
+    #[serde(rename = "payment.resolved")]
+    PaymentResolved(PaymentResolved),
     #[serde(rename = "user.sessions_revoked")]
     UserSessionsRevoked(UserSessionsRevoked),
     #[serde(rename = "session.rotated")]
@@ -510,6 +514,8 @@ pub const EVENT_TYPES: &[(&str, u16)] = &[
     ("payment.refund_recorded", 1),
     ("payment.flagged", 1),
     ("payment.posted", 1),
+    ("payment.dispute_recorded", 1),
+    ("payment.resolved", 1),
     ("user.sessions_revoked", 1),
     ("session.rotated", 1),
     ("session.ended", 1),
@@ -542,6 +548,8 @@ impl Event {
             Event::PaymentRefundRecorded(_) => "payment.refund_recorded",
             Event::PaymentFlagged(_) => "payment.flagged",
             Event::PaymentPosted(_) => "payment.posted",
+            Event::PaymentDisputeRecorded(_) => "payment.dispute_recorded",
+            Event::PaymentResolved(_) => "payment.resolved",
             Event::UserSessionsRevoked(_) => "user.sessions_revoked",
             Event::SessionRotated(_) => "session.rotated",
             Event::SessionEnded(_) => "session.ended",
@@ -576,7 +584,9 @@ impl Event {
             Event::PaymentPurchaseCredited(_)
             | Event::PaymentRefundRecorded(_)
             | Event::PaymentFlagged(_)
-            | Event::PaymentPosted(_) => AggregateKind::Payment,
+            | Event::PaymentPosted(_)
+            | Event::PaymentDisputeRecorded(_)
+            | Event::PaymentResolved(_) => AggregateKind::Payment,
             Event::SessionRotated(_) | Event::SessionEnded(_) => AggregateKind::Session,
         }
     }
@@ -609,6 +619,8 @@ impl Event {
             Event::PaymentRefundRecorded(e) => payment_token(&e.payment_id),
             Event::PaymentFlagged(e) => payment_token(&e.payment_id),
             Event::PaymentPosted(e) => payment_token(&e.payment_id),
+            Event::PaymentDisputeRecorded(e) => payment_token(&e.payment_id),
+            Event::PaymentResolved(e) => payment_token(&e.payment_id),
             Event::UserSessionsRevoked(e) => e.user_id.to_string(),
             Event::SessionRotated(e) => e.family_id.to_string(),
             Event::SessionEnded(e) => e.family_id.to_string(),

@@ -92,6 +92,8 @@ pub fn event_schemas() -> Vec<(String, Value)> {
                 "command.recorded" => payload_schema::<CommandRecorded>(),
                 "payment.purchase_credited" => payload_schema::<PaymentPurchaseCredited>(),
                 "payment.refund_recorded" => payload_schema::<PaymentRefundRecorded>(),
+                "payment.dispute_recorded" => payload_schema::<PaymentDisputeRecorded>(),
+                "payment.resolved" => payload_schema::<PaymentResolved>(),
                 "payment.flagged" => payload_schema::<PaymentFlagged>(),
                 "payment.posted" => payload_schema::<PaymentPosted>(),
                 "user.sessions_revoked" => payload_schema::<UserSessionsRevoked>(),

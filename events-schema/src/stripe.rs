@@ -75,6 +75,17 @@ impl<'a> StripeObject<'a> {
         self.object.get(name).filter(|value| value.is_object()).map(|object| StripeObject { object })
     }
 
+    /// The objects of an array field (`balance_transactions`); elements
+    /// that are not objects are skipped, a missing field is empty.
+    pub fn objects(&self, name: &str) -> Vec<StripeObject<'a>> {
+        match self.object.get(name) {
+            Some(Value::Array(items)) => {
+                items.iter().filter(|item| item.is_object()).map(|object| StripeObject { object }).collect()
+            }
+            _ => Vec::new(),
+        }
+    }
+
     /// The id of the object that field `name` refers to: the field itself
     /// when it is an id, or the `id` of the object when it was expanded.
     pub fn id_of(&self, name: &str) -> Option<&'a str> {
@@ -84,6 +95,76 @@ impl<'a> StripeObject<'a> {
             _ => None,
         }
     }
+}
+
+/// The prefix of the four dispute events (`charge.dispute.created`,
+/// `.funds_withdrawn`, `.funds_reinstated`, `.closed`).
+pub const DISPUTE_EVENT_PREFIX: &str = "charge.dispute.";
+/// Balance transactions read from one dispute, at most (Stripe lists one
+/// per withdrawal or reinstatement: a handful).
+pub const DISPUTE_BALANCE_TRANSACTIONS_MAX: usize = 64;
+
+/// A dispute (chargeback), read from a `charge.dispute.*` event by the
+/// fields of Stripe's dispute object the ledger needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StripeDispute {
+    /// `id` (`dp_...`).
+    pub dispute_id: String,
+    /// `payment_intent` (an id or the expanded object); `None` for a
+    /// dispute of a charge made without one.
+    pub payment_id: Option<String>,
+    /// `charge` (an id or the expanded object).
+    pub charge_id: Option<String>,
+    /// `amount`: the disputed amount, in the minor unit.
+    pub amount_cents: i64,
+    pub currency: String,
+    pub status: String,
+    pub reason: String,
+    /// The sum of the balance transactions' `fee` (Stripe's dispute fee,
+    /// less any it gave back), in the minor unit.
+    pub fee_cents: i64,
+    /// How many balance transactions were listed (at most
+    /// `DISPUTE_BALANCE_TRANSACTIONS_MAX` are read).
+    pub balance_transactions: u32,
+    /// Funds were withdrawn: the event is `funds_withdrawn`, or a balance
+    /// transaction has a negative `amount`.
+    pub funds_withdrawn: bool,
+    /// Funds were given back: the event is `funds_reinstated`, or a
+    /// balance transaction has a positive `amount`.
+    pub funds_reinstated: bool,
+}
+
+/// The dispute of a `charge.dispute.*` event; `None` for any other event
+/// or a dispute object without an `id`.
+pub fn dispute(body: &StripeEventBody) -> Option<StripeDispute> {
+    let kind = body.kind()?.strip_prefix(DISPUTE_EVENT_PREFIX)?;
+    let object = body.object();
+    let mut fee_cents: i64 = 0;
+    let mut funds_withdrawn = kind == "funds_withdrawn";
+    let mut funds_reinstated = kind == "funds_reinstated";
+    let transactions = object.objects("balance_transactions");
+    let transactions = &transactions[..transactions.len().min(DISPUTE_BALANCE_TRANSACTIONS_MAX)];
+    for transaction in transactions {
+        fee_cents = fee_cents.saturating_add(transaction.integer("fee").unwrap_or(0));
+        match transaction.integer("amount") {
+            Some(amount) if amount < 0 => funds_withdrawn = true,
+            Some(amount) if amount > 0 => funds_reinstated = true,
+            _ => {}
+        }
+    }
+    Some(StripeDispute {
+        dispute_id: object.text("id")?.to_string(),
+        payment_id: object.id_of("payment_intent").map(str::to_string),
+        charge_id: object.id_of("charge").map(str::to_string),
+        amount_cents: object.integer("amount").unwrap_or(0).max(0),
+        currency: object.text("currency").unwrap_or_default().to_string(),
+        status: object.text("status").unwrap_or_default().to_string(),
+        reason: object.text("reason").unwrap_or_default().to_string(),
+        fee_cents,
+        balance_transactions: u32::try_from(transactions.len()).unwrap_or(u32::MAX),
+        funds_withdrawn,
+        funds_reinstated,
+    })
 }
 
 /// A completed Checkout Session and the PaymentIntent it paid with.
@@ -148,6 +229,49 @@ mod tests {
         assert_eq!(checkout_session(&other), None);
         let not_json = StripeEventRecorded { body: "{".into(), ..recorded(CHECKOUT_SESSION_COMPLETED, Value::Null) };
         assert_eq!(checkout_session(&not_json), None);
+    }
+
+    fn dispute_event(kind: &str, object: Value) -> StripeEventBody {
+        let body = serde_json::json!({"id": "evt_d", "type": kind, "created": 5, "data": {"object": object}});
+        StripeEventBody::parse(&body.to_string()).expect("JSON")
+    }
+
+    #[test]
+    fn a_dispute_is_read_from_stripes_dispute_object() {
+        let object = serde_json::json!({
+            "id": "dp_1", "object": "dispute", "amount": 499, "currency": "usd", "status": "needs_response",
+            "reason": "fraudulent", "charge": "ch_1", "payment_intent": {"id": "pi_1"},
+            "balance_transactions": [{"id": "txn_1", "object": "balance_transaction", "amount": -499,
+                "fee": 1500, "type": "adjustment"}]
+        });
+        let read = dispute(&dispute_event("charge.dispute.created", object)).expect("a dispute");
+        let expected = StripeDispute {
+            dispute_id: "dp_1".into(),
+            payment_id: Some("pi_1".into()),
+            charge_id: Some("ch_1".into()),
+            amount_cents: 499,
+            currency: "usd".into(),
+            status: "needs_response".into(),
+            reason: "fraudulent".into(),
+            fee_cents: 1500,
+            balance_transactions: 1,
+            funds_withdrawn: true,
+            funds_reinstated: false,
+        };
+        assert_eq!(read, expected);
+    }
+
+    #[test]
+    fn the_event_type_says_funds_moved_when_no_balance_transaction_does() {
+        let object = serde_json::json!({"id": "dp_2", "amount": 100, "balance_transactions": []});
+        let withdrawn = dispute(&dispute_event("charge.dispute.funds_withdrawn", object.clone())).expect("dispute");
+        assert!(withdrawn.funds_withdrawn && !withdrawn.funds_reinstated);
+        let reinstated = dispute(&dispute_event("charge.dispute.funds_reinstated", object.clone())).expect("dispute");
+        assert!(reinstated.funds_reinstated && !reinstated.funds_withdrawn);
+        let closed = dispute(&dispute_event("charge.dispute.closed", object.clone())).expect("dispute");
+        assert!(!closed.funds_reinstated && !closed.funds_withdrawn);
+        assert_eq!(dispute(&dispute_event("charge.refunded", object)), None);
+        assert_eq!(dispute(&dispute_event("charge.dispute.created", serde_json::json!({"amount": 1}))), None);
     }
 
     #[test]

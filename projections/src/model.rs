@@ -315,16 +315,83 @@ pub struct StripeSide {
     pub charge_amount_cents: i64,
     pub amount_refunded_cents: i64,
     /// `unknown_user`, `unknown_package`, `no_payment_intent`,
-    /// `invalid_refund`, in order.
+    /// `invalid_refund`, `disputed`, in order.
     pub flags: Vec<String>,
+    /// Every dispute of the payment, in the order first seen.
+    pub disputes: Vec<DisputeDoc>,
+    /// Coins the payment aggregate decided to reverse for refunds.
+    pub coins_refund_reversed: i64,
+    /// Coins it decided to reverse for disputes, in total, and to credit
+    /// back after won disputes, in total.
+    pub coins_dispute_withdrawn: i64,
+    pub coins_dispute_reinstated: i64,
+    /// The user and package the purchase's metadata named, as written
+    /// (unknown ones included).
+    pub claimed_user_id: Option<String>,
+    pub claimed_package_id: Option<String>,
+    /// How finance settled the payment's flags.
+    pub resolution: Option<ResolutionDoc>,
+}
+
+/// A flagged payment's resolution.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ResolutionDoc {
+    /// `credit` or `dismiss`.
+    pub action: String,
+    pub resolved_by: Uuid,
+    pub note: String,
+    pub user_id: Option<Uuid>,
+    pub package_id: Option<String>,
+    pub coins: i64,
+}
+
+/// Which payments a reconciliation query lists.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StripePaymentFilter {
+    /// Only payments carrying this flag (`unknown_user`, ...).
+    pub flag: Option<String>,
+    /// Only flagged payments not resolved (`Open`) or resolved ones.
+    pub status: Option<ResolutionStatus>,
+}
+
+/// Whether a flagged payment still needs finance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResolutionStatus {
+    /// Flagged and not resolved.
+    Open,
+    /// Resolved (credited or dismissed).
+    Resolved,
+}
+
+/// A dispute (chargeback) as the payment aggregate remembers it.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DisputeDoc {
+    pub dispute_id: String,
+    pub amount_cents: i64,
+    pub currency: String,
+    pub status: String,
+    pub reason: String,
+    /// Stripe's dispute fee, in the minor unit.
+    pub fee_cents: i64,
+    pub funds_withdrawn: bool,
+    pub funds_reinstated: bool,
+    /// Coins this dispute holds reversed now.
+    pub coins_reversed: i64,
 }
 
 impl StripePaymentDoc {
     /// Coins the refunds should have taken back: `ceil(coins_expected *
     /// amount_refunded / charge_amount)` (saturating: a read model must
-    /// not panic on a bad log).
+    /// not panic on a bad log). With disputes, refunds and disputes share
+    /// the coins bought (neither takes back more than the other left): the
+    /// coins the payment aggregate decided, refunds' and disputes'.
     pub fn coins_reversal_expected(&self) -> i64 {
         let s = &self.stripe;
+        if !s.disputes.is_empty() {
+            return s.coins_refund_reversed.saturating_add(s.coins_dispute_withdrawn);
+        }
         if s.charge_amount_cents <= 0 || s.amount_refunded_cents <= 0 || s.coins_expected <= 0 {
             return 0;
         }
@@ -334,6 +401,28 @@ impl StripePaymentDoc {
         i64::try_from(due).unwrap_or(i64::MAX)
     }
 
+    /// Coins the payment should have issued: its package's, and again what
+    /// won disputes credited back.
+    pub fn coins_issue_expected(&self) -> i64 {
+        self.stripe.coins_expected.saturating_add(self.stripe.coins_dispute_reinstated)
+    }
+
+    /// `open` (flagged, not resolved), `resolved`, or `clear` (no flag).
+    pub fn status(&self) -> &'static str {
+        if self.stripe.resolution.is_some() {
+            "resolved"
+        } else if self.stripe.flags.is_empty() {
+            "clear"
+        } else {
+            "open"
+        }
+    }
+
+    /// Stripe's dispute fees on this payment, in the minor unit.
+    pub fn dispute_fee_cents(&self) -> i64 {
+        self.stripe.disputes.iter().fold(0i64, |total, d| total.saturating_add(d.fee_cents))
+    }
+
     /// Why the payment does not match its coins (empty when it does): its
     /// flags; `no_stripe_payment` (coins issued with no credited purchase);
     /// `issued_mismatch`; `reversed_mismatch`.
@@ -341,7 +430,7 @@ impl StripePaymentDoc {
         let mut found = self.stripe.flags.clone();
         if self.coins_issued != 0 && self.stripe.coins_expected == 0 {
             found.push("no_stripe_payment".into());
-        } else if self.coins_issued != self.stripe.coins_expected {
+        } else if self.coins_issued != self.coins_issue_expected() {
             found.push("issued_mismatch".into());
         }
         if self.coins_reversed != self.coins_reversal_expected() {

@@ -6,14 +6,15 @@
 
 use chrono::{DateTime, Utc};
 use events_schema::{
-    Account, Envelope, Event, LedgerCommit, PaymentFlag, PaymentSnapshot, StreamStatus, StripeEventRecorded, Transfer,
+    Account, Envelope, Event, LedgerCommit, PaymentFlag, PaymentSnapshot, ResolutionAction, StreamStatus,
+    StripeEventRecorded, Transfer,
 };
 use uuid::Uuid;
 
 use crate::change::{Change, Posting};
 use crate::model::{
-    PayoutDoc, PayoutStatus, Projection, StreamDoc, StripeSide, TransactionDoc, TxMetadata, TxStatus, TxType, UserDoc,
-    WalletDoc,
+    DisputeDoc, PayoutDoc, PayoutStatus, Projection, ResolutionDoc, StreamDoc, StripeSide, TransactionDoc, TxMetadata,
+    TxStatus, TxType, UserDoc, WalletDoc,
 };
 
 /// Appends to `out` the changes `projection` makes of `envelope`, stored at
@@ -318,6 +319,8 @@ fn stripe_payments(event: &Event, out: &mut Vec<Change>) {
         Event::PaymentRefundRecorded(e) => out.push(stripe_state(&e.payment_id, &e.state_after)),
         Event::PaymentFlagged(e) => out.push(stripe_state(&e.payment_id, &e.state_after)),
         Event::PaymentPosted(e) => out.push(stripe_state(&e.payment_id, &e.state_after)),
+        Event::PaymentDisputeRecorded(e) => out.push(stripe_state(&e.payment_id, &e.state_after)),
+        Event::PaymentResolved(e) => out.push(stripe_state(&e.payment_id, &e.state_after)),
         _ => {}
     }
 }
@@ -333,6 +336,8 @@ fn stripe_state(payment_id: &str, s: &PaymentSnapshot) -> Change {
                 PaymentFlag::UnknownPackage => "unknown_package",
                 PaymentFlag::NoPaymentIntent => "no_payment_intent",
                 PaymentFlag::InvalidRefund => "invalid_refund",
+                PaymentFlag::Disputed => "disputed",
+                PaymentFlag::AmountMismatch => "amount_mismatch",
             }
             .to_string()
         })
@@ -343,11 +348,44 @@ fn stripe_state(payment_id: &str, s: &PaymentSnapshot) -> Change {
         state: StripeSide {
             package_id: purchase.map(|p| p.package_id.clone()),
             coins_expected: purchase.map_or(0, |p| p.coins),
-            amount_cents: purchase.map_or(0, |p| p.amount_cents),
-            currency: purchase.map(|p| p.currency.clone()),
+            // What Stripe said was paid, credited or not.
+            amount_cents: purchase.map(|p| p.amount_cents).or(s.claim.as_ref().map(|c| c.amount_cents)).unwrap_or(0),
+            currency: purchase.map(|p| p.currency.clone()).or(s.claim.as_ref().map(|c| c.currency.clone())),
             charge_amount_cents: s.charge_amount_cents,
             amount_refunded_cents: s.amount_refunded_cents,
             flags,
+            disputes: s
+                .disputes
+                .iter()
+                .map(|d| DisputeDoc {
+                    dispute_id: d.dispute_id.clone(),
+                    amount_cents: d.amount_cents,
+                    currency: d.currency.clone(),
+                    status: d.status.clone(),
+                    reason: d.reason.clone(),
+                    fee_cents: d.fee_cents,
+                    funds_withdrawn: d.funds_withdrawn,
+                    funds_reinstated: d.funds_reinstated,
+                    coins_reversed: d.coins_reversed,
+                })
+                .collect(),
+            coins_refund_reversed: s.coins_reversed,
+            coins_dispute_withdrawn: s.coins_dispute_withdrawn,
+            coins_dispute_reinstated: s.coins_dispute_reinstated,
+            claimed_user_id: s.claim.as_ref().map(|c| c.user_id.clone()),
+            claimed_package_id: s.claim.as_ref().map(|c| c.package_id.clone()),
+            resolution: s.resolution.as_ref().map(|r| ResolutionDoc {
+                action: match r.action {
+                    ResolutionAction::Credit => "credit",
+                    ResolutionAction::Dismiss => "dismiss",
+                }
+                .to_string(),
+                resolved_by: r.resolved_by,
+                note: r.note.clone(),
+                user_id: r.user_id,
+                package_id: r.package_id.clone(),
+                coins: r.coins,
+            }),
         },
     }
 }

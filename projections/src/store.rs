@@ -16,8 +16,8 @@ use crate::ProjectionError;
 use crate::change::{ApplyOutcome, ProjectedBatch};
 use crate::model::{
     AccountBalance, Checkpoint, Collection, LeaderboardEntry, LedgerEntryDoc, Page, PageRequest, PayoutDoc,
-    PayoutStatus, Projection, ProjectionVersion, StreamDoc, StripePaymentDoc, TransactionDoc, TransactionFilter,
-    TrialBalance, UserDoc, WalletDoc,
+    PayoutStatus, Projection, ProjectionVersion, StreamDoc, StripePaymentDoc, StripePaymentFilter, TransactionDoc,
+    TransactionFilter, TrialBalance, UserDoc, WalletDoc,
 };
 
 pub type StoreResult<T> = Result<T, ProjectionError>;
@@ -172,7 +172,11 @@ pub trait ReadStore: Send + Sync + fmt::Debug {
     fn stripe_payment<'a>(&'a self, payment_id: &'a str) -> BoxFuture<'a, StoreResult<Option<StripePaymentDoc>>>;
 
     /// Every Stripe payment, by PaymentIntent id (the reconciliation).
-    fn stripe_payments<'a>(&'a self, page: &'a PageRequest) -> BoxFuture<'a, StoreResult<Page<StripePaymentDoc>>>;
+    fn stripe_payments<'a>(
+        &'a self,
+        filter: &'a StripePaymentFilter,
+        page: &'a PageRequest,
+    ) -> BoxFuture<'a, StoreResult<Page<StripePaymentDoc>>>;
 }
 
 /// How many documents a scan page holds at most.

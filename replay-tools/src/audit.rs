@@ -14,8 +14,10 @@
 //!   gifts not yet credited; every gift credited at most once; each user's
 //!   balances equal to the state their last commit carries;
 //! - reconciliation with Stripe as the log holds it: per payment, coins
-//!   purchased once and refunded at most as much; `external:stripe` equal
-//!   to minus (purchased - refunded); every payment decision that moves
+//!   purchased once; reversals (refunds plus disputes' withdrawals) never
+//!   more than what was credited; won disputes' reinstatements never more
+//!   than what disputes withdrew; `external:stripe` equal to minus the net
+//!   (purchased + reinstated - refunded - withdrawn); every payment decision that moves
 //!   coins posted at most once, by a commit of its coins naming its
 //!   position, and marked posted only after (decisions still pending are
 //!   counted: a crash leaves one until Stripe's next delivery).
@@ -148,11 +150,15 @@ pub struct Reconciliation {
     pub payments: u64,
     pub coins_purchased: i64,
     pub coins_refunded: i64,
+    /// Coins disputes took back, and coins won disputes credited again.
+    pub coins_dispute_withdrawn: i64,
+    pub coins_dispute_reinstated: i64,
     pub external_stripe_coins: i64,
     /// Payment decisions that move coins with no posting yet.
     pub decisions_unposted: u64,
-    /// `external:stripe == -(purchased - refunded)` and no payment refunded
-    /// beyond its purchase or purchased twice.
+    /// `external:stripe == -(purchased + reinstated - refunded - withdrawn)`
+    /// and no payment reversed beyond what it credited, reinstated beyond
+    /// what disputes withdrew, or purchased twice.
     pub balanced: bool,
 }
 
@@ -190,6 +196,35 @@ struct Payment {
     purchased: i64,
     purchases: u32,
     refunded: i64,
+    dispute_withdrawn: i64,
+    dispute_reinstated: i64,
+}
+
+impl Payment {
+    /// Coins credited: the purchase and won disputes' credits back.
+    fn credited(&self) -> i64 {
+        self.purchased.saturating_add(self.dispute_reinstated)
+    }
+
+    /// Coins taken back: refunds and disputes' withdrawals.
+    fn reversed(&self) -> i64 {
+        self.refunded.saturating_add(self.dispute_withdrawn)
+    }
+
+    fn consistent(&self) -> bool {
+        self.purchases <= 1 && self.reversed() <= self.credited() && self.dispute_reinstated <= self.dispute_withdrawn
+    }
+}
+
+/// What a payment decision that moves coins is, so that its posting is
+/// counted as what it is (a won dispute's credit back is posted as a
+/// purchase commit, a dispute's withdrawal as a refund commit).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum DecisionKind {
+    Purchase,
+    Refund,
+    DisputeWithdrawal,
+    DisputeReinstatement,
 }
 
 /// The audit's state, fed message by message in log order.
@@ -202,8 +237,8 @@ pub struct Auditor {
     uncredited: HashMap<u64, i64>,
     payments: HashMap<String, Payment>,
     /// Payment decisions that move coins, not posted yet: position ->
-    /// (payment id, coins).
-    unposted: HashMap<u64, (String, i64)>,
+    /// (payment id, coins, kind).
+    unposted: HashMap<u64, (String, i64, DecisionKind)>,
     checkpoints: Vec<NamedCheckpoint>,
     next_checkpoint: usize,
     read_model: Option<ReadModelLedger>,
@@ -367,12 +402,26 @@ impl Auditor {
         match event {
             Event::PaymentPurchaseCredited(e) if e.state_after.posted_position.is_some() => {
                 if let Some(effect) = domain::payment::effect(event) {
-                    self.unposted.insert(position, (e.payment_id.clone(), effect.coins));
+                    self.unposted.insert(position, (e.payment_id.clone(), effect.coins, DecisionKind::Purchase));
                 }
             }
             Event::PaymentRefundRecorded(e) if e.state_after.posted_position.is_some() => {
                 if let Some(effect) = domain::payment::effect(event) {
-                    self.unposted.insert(position, (e.payment_id.clone(), effect.coins));
+                    self.unposted.insert(position, (e.payment_id.clone(), effect.coins, DecisionKind::Refund));
+                }
+            }
+            // A resolution's credit is a purchase: a payment credited by
+            // both is credited twice.
+            Event::PaymentResolved(e) => {
+                if let Some(effect) = domain::payment::effect(event) {
+                    self.unposted.insert(position, (e.payment_id.clone(), effect.coins, DecisionKind::Purchase));
+                }
+            }
+            Event::PaymentDisputeRecorded(e) => {
+                if let Some(effect) = domain::payment::effect(event) {
+                    let kind =
+                        if e.coins > 0 { DecisionKind::DisputeWithdrawal } else { DecisionKind::DisputeReinstatement };
+                    self.unposted.insert(position, (e.payment_id.clone(), effect.coins, kind));
                 }
             }
             Event::PaymentPosted(e) if self.unposted.contains_key(&e.posted_position) => {
@@ -383,14 +432,24 @@ impl Auditor {
         }
     }
 
-    /// A commit posting a payment decision (one that names its source).
-    fn posting(&mut self, position: u64, subject: &str, payment_id: &str, coins: i64, source_position: u64) {
+    /// A commit posting a payment decision (one that names its source):
+    /// the kind of the decision it posts, when it posts one.
+    fn posting(
+        &mut self,
+        position: u64,
+        subject: &str,
+        payment_id: &str,
+        coins: i64,
+        source_position: u64,
+    ) -> Option<DecisionKind> {
         if source_position == 0 {
-            return;
+            return None;
         }
         match self.unposted.remove(&source_position) {
-            Some((decided_id, decided_coins)) if decided_id == payment_id && decided_coins == coins => {}
-            Some((decided_id, decided_coins)) => self.fail(
+            Some((decided_id, decided_coins, kind)) if decided_id == payment_id && decided_coins == coins => {
+                return Some(kind);
+            }
+            Some((decided_id, decided_coins, _)) => self.fail(
                 "reconciliation",
                 Some(position),
                 Some(subject),
@@ -406,6 +465,7 @@ impl Auditor {
                 format!("posts the payment decision at {source_position}, which is unknown or already posted"),
             ),
         }
+        None
     }
 
     fn ledger_commit(&mut self, position: u64, subject: &str, envelope: &Envelope) {
@@ -485,27 +545,39 @@ impl Auditor {
                 }
             }
             Event::CoinsPurchased(e) => {
-                self.posting(position, subject, &e.payment_id, e.coins, e.source_position);
+                let kind = self.posting(position, subject, &e.payment_id, e.coins, e.source_position);
                 let payment = self.payments.entry(e.payment_id.clone()).or_default();
-                payment.purchased += e.coins;
-                payment.purchases += 1;
-                if payment.purchases > 1 {
-                    self.fail(
-                        "reconciliation",
-                        Some(position),
-                        Some(subject),
-                        format!("payment {} credited a second time", e.payment_id),
-                    );
+                let detail = if kind == Some(DecisionKind::DisputeReinstatement) {
+                    payment.dispute_reinstated += e.coins;
+                    (payment.dispute_reinstated > payment.dispute_withdrawn).then(|| {
+                        format!(
+                            "payment {}: {} coins reinstated, disputes withdrew {}",
+                            e.payment_id, payment.dispute_reinstated, payment.dispute_withdrawn
+                        )
+                    })
+                } else {
+                    payment.purchased += e.coins;
+                    payment.purchases += 1;
+                    (payment.purchases > 1).then(|| format!("payment {} credited a second time", e.payment_id))
+                };
+                if let Some(detail) = detail {
+                    self.fail("reconciliation", Some(position), Some(subject), detail);
                 }
             }
             Event::PurchaseRefunded(e) => {
-                self.posting(position, subject, &e.payment_id, e.coins, e.source_position);
+                let kind = self.posting(position, subject, &e.payment_id, e.coins, e.source_position);
                 let payment = self.payments.entry(e.payment_id.clone()).or_default();
-                payment.refunded += e.coins;
-                if payment.refunded > payment.purchased {
+                if kind == Some(DecisionKind::DisputeWithdrawal) {
+                    payment.dispute_withdrawn += e.coins;
+                } else {
+                    payment.refunded += e.coins;
+                }
+                if payment.reversed() > payment.credited() {
                     let detail = format!(
-                        "payment {}: {} coins refunded, {} purchased",
-                        e.payment_id, payment.refunded, payment.purchased
+                        "payment {}: {} coins reversed (refunds and disputes), {} credited",
+                        e.payment_id,
+                        payment.reversed(),
+                        payment.credited()
                     );
                     self.fail("reconciliation", Some(position), Some(subject), detail);
                 }
@@ -577,17 +649,23 @@ impl Auditor {
         }
         let purchased: i64 = self.payments.values().map(|p| p.purchased).sum();
         let refunded: i64 = self.payments.values().map(|p| p.refunded).sum();
+        let withdrawn: i64 = self.payments.values().map(|p| p.dispute_withdrawn).sum();
+        let reinstated: i64 = self.payments.values().map(|p| p.dispute_reinstated).sum();
         let external = get(&self.balances, &Account::ExternalStripe);
-        let stripe_balanced = external == -(purchased - refunded);
+        let net = purchased + reinstated - refunded - withdrawn;
+        let stripe_balanced = external == -net;
         if !stripe_balanced {
             self.fail(
                 "reconciliation",
                 None,
                 None,
-                format!("external:stripe is {external}, purchases minus refunds {}", purchased - refunded),
+                format!(
+                    "external:stripe is {external}, the net of purchases, refunds and disputes {net} \
+                     (purchased {purchased}, reinstated {reinstated}, refunded {refunded}, withdrawn {withdrawn})"
+                ),
             );
         }
-        let per_payment_ok = self.payments.values().all(|p| p.purchases <= 1 && p.refunded <= p.purchased);
+        let per_payment_ok = self.payments.values().all(Payment::consistent);
         let mut sums_by_name: BTreeMap<(u64, String), CheckpointSum> = BTreeMap::new();
         for sum in self.sums.drain(..) {
             sums_by_name.insert((sum.position, sum.name.clone()), sum);
@@ -611,6 +689,8 @@ impl Auditor {
                 payments: self.payments.len() as u64,
                 coins_purchased: purchased,
                 coins_refunded: refunded,
+                coins_dispute_withdrawn: withdrawn,
+                coins_dispute_reinstated: reinstated,
                 external_stripe_coins: external,
                 decisions_unposted: self.unposted.len() as u64,
                 balanced: stripe_balanced && per_payment_ok,

@@ -11,7 +11,11 @@
 //! - records: events of a type the ledger does not use (`customer.updated`),
 //!   verified and recorded (one append);
 //! - repeats: the purchases delivered again (verified, found recorded,
-//!   answered `200` with nothing appended).
+//!   answered `200` with nothing appended);
+//! - disputes: a `charge.dispute.funds_withdrawn` (a dispute object shaped
+//!   like Stripe's, its funds withdrawn) for each purchase, each reversing
+//!   the purchase's coins in the same four single appends (record, the
+//!   payment's dispute decision, the buyer's ledger commit, the mark).
 //!
 //! Closed loop: `BENCH_CONCURRENCY` (default 64) connections send the
 //! pre-signed events as fast as answers come; latency is per request.
@@ -28,6 +32,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use halobuzz_tests::http::TestApp;
 use halobuzz_tests::latency::{ms, percentile};
+use halobuzz_tests::stripe::{DisputeFixture, DisputeMovement, dispute_event};
 use serde_json::json;
 
 const SECRET: &str = "whsec_bench_0123456789";
@@ -55,6 +60,27 @@ fn purchases(users: &[String], count: usize, run: &str) -> Signed {
                     "metadata": {"userId": user, "packageId": "coins_100"}}},
             })
             .to_string();
+            let header = api::stripe::sign(body.as_bytes(), SECRET, now_s());
+            (body, header)
+        })
+        .collect()
+}
+
+/// A lost dispute of each purchase of `purchases` (same `count` and `run`):
+/// the whole 0.99 usd withdrawn, with Stripe's fee.
+fn disputes(count: usize, run: &str) -> Signed {
+    let withdrawal = [DisputeMovement { amount_cents: -99, fee_cents: 1500 }];
+    (0..count)
+        .map(|i| {
+            let (dispute_id, payment_intent) = (format!("dp_{run}_{i}"), format!("pi_{run}_{i}"));
+            let dispute = DisputeFixture {
+                dispute_id: &dispute_id,
+                payment_intent: &payment_intent,
+                amount_cents: 99,
+                status: "needs_response",
+                movements: &withdrawal,
+            };
+            let body = dispute_event(&format!("evt_{run}_d{i}"), "funds_withdrawn", &dispute, now_s());
             let header = api::stripe::sign(body.as_bytes(), SECRET, now_s());
             (body, header)
         })
@@ -156,6 +182,7 @@ fn main() {
         phase(&app, "purchases", signed.clone(), concurrency).await;
         phase(&app, "repeats", signed, concurrency).await;
         phase(&app, "records", Arc::new(records(events, &run)), concurrency).await;
+        phase(&app, "disputes", Arc::new(disputes(events, &run)), concurrency).await;
         app.stop().await;
     });
 }

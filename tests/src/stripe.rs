@@ -154,3 +154,72 @@ pub async fn sign_with_stripe_node(batch: &[ToSign]) -> Vec<String> {
     assert!(output.status.success(), "the Node signer failed");
     serde_json::from_slice(&output.stdout).expect("a JSON array of headers")
 }
+
+/// A balance transaction of a dispute: `amount_cents` (negative: funds
+/// withdrawn; positive: reinstated) and Stripe's `fee_cents` for it.
+#[derive(Debug, Clone, Copy)]
+pub struct DisputeMovement {
+    pub amount_cents: i64,
+    pub fee_cents: i64,
+}
+
+/// A dispute (chargeback) as Stripe describes it at one moment.
+#[derive(Debug, Clone, Copy)]
+pub struct DisputeFixture<'a> {
+    pub dispute_id: &'a str,
+    /// The disputed PaymentIntent (its charge is `ch_<intent>`).
+    pub payment_intent: &'a str,
+    pub amount_cents: i64,
+    /// `warning_needs_response`, `needs_response`, `under_review`, `won`,
+    /// `lost`, ...
+    pub status: &'a str,
+    /// Its `balance_transactions` so far, as Stripe lists them.
+    pub movements: &'a [DisputeMovement],
+}
+
+/// A `charge.dispute.<kind>` event (`created`, `funds_withdrawn`,
+/// `funds_reinstated`, `closed`) whose object is shaped like Stripe's
+/// documented dispute object (API reference, "The Dispute object", API
+/// version 2025-06-30.basil): localstripe has no disputes.
+pub fn dispute_event(event_id: &str, kind: &str, dispute: &DisputeFixture<'_>, created_s: i64) -> String {
+    let DisputeFixture { dispute_id, payment_intent, amount_cents, status, movements } = *dispute;
+    let balance_transactions: Vec<Value> = movements
+        .iter()
+        .enumerate()
+        .map(|(n, m)| {
+            json!({
+                "id": format!("txn_{dispute_id}_{n}"), "object": "balance_transaction",
+                "amount": m.amount_cents, "currency": "usd",
+                "description": if m.amount_cents < 0 { format!("Chargeback withdrawal for ch_{payment_intent}") }
+                    else { format!("Chargeback reversal for ch_{payment_intent}") },
+                "fee": m.fee_cents,
+                "fee_details": if m.fee_cents == 0 { json!([]) } else {
+                    json!([{"amount": m.fee_cents, "currency": "usd", "description": "Dispute fee",
+                        "type": "stripe_fee"}])
+                },
+                "net": m.amount_cents - m.fee_cents, "reporting_category": "dispute",
+                "status": "available", "type": "adjustment", "created": created_s,
+            })
+        })
+        .collect();
+    json!({
+        "id": event_id, "object": "event", "api_version": "2025-06-30.basil", "created": created_s,
+        "livemode": false, "pending_webhooks": 1, "type": format!("charge.dispute.{kind}"),
+        "request": {"id": null, "idempotency_key": null},
+        "data": {"object": {
+            "id": dispute_id, "object": "dispute", "amount": amount_cents,
+            "balance_transactions": balance_transactions,
+            "charge": format!("ch_{payment_intent}"), "created": created_s, "currency": "usd",
+            "enhanced_eligibility_types": [],
+            "evidence": {"customer_name": null, "product_description": null, "uncategorized_text": null},
+            "evidence_details": {"due_by": created_s + 7 * 86_400, "enhanced_eligibility": {},
+                "has_evidence": false, "past_due": false, "submission_count": 0},
+            "is_charge_refundable": false, "livemode": false, "metadata": {},
+            "payment_intent": payment_intent,
+            "payment_method_details": {"card": {"brand": "visa", "case_type": "chargeback",
+                "network_reason_code": "10.4"}, "type": "card"},
+            "reason": "fraudulent", "status": status,
+        }},
+    })
+    .to_string()
+}

@@ -4,13 +4,16 @@
 use axum::Json;
 use axum::extract::State;
 use events_schema::{Account, Role};
-use projections::{PageRequest, Projection};
+use projections::{PageRequest, Projection, ResolutionStatus, StripePaymentFilter};
 
 use crate::error::{ApiResult, AppError, Problem};
 use crate::extract::{ApiPath, ApiQuery, AuthUser, Consistency, FinanceOrAdmin, Privileged};
 use crate::routes::doc::{NeedsFinanceOrAdmin, QueryRefusals, Unauthorized};
 use crate::state::AppState;
-use crate::views::{LedgerEntryPage, PageQuery, ReconciliationItem, ReconciliationView, TrialBalanceView};
+use crate::views::{
+    LedgerEntryPage, PageQuery, ReconciliationItem, ReconciliationQuery, ReconciliationView, ResolutionStatusParam,
+    TrialBalanceView,
+};
 
 /// An account's entries, newest first, each with the balance after it.
 /// Finance and admins read any account; a user reads their own
@@ -83,7 +86,7 @@ pub async fn trial_balance(
 /// `mismatches` lists this page's.
 #[utoipa::path(
     get, path = "/api/v1/ledger/reconciliation", tag = "ledger",
-    params(PageQuery, Consistency),
+    params(ReconciliationQuery, Consistency),
     security(("bearerAuth" = [])),
     responses(
         (status = 200, body = ReconciliationView),
@@ -93,12 +96,19 @@ pub async fn trial_balance(
 pub async fn reconciliation(
     State(app): State<AppState>,
     _caller: Privileged<FinanceOrAdmin>,
-    ApiQuery(query): ApiQuery<PageQuery>,
+    ApiQuery(query): ApiQuery<ReconciliationQuery>,
     consistency: Consistency,
 ) -> ApiResult<Json<ReconciliationView>> {
     app.wait_for(consistency.min_position, &[Projection::StripePayments]).await?;
     let page = PageRequest { limit: query.limit, cursor: query.cursor };
-    let found = app.store.stripe_payments(&page).await?;
+    let filter = StripePaymentFilter {
+        flag: query.flag.map(|f| f.as_str().to_string()),
+        status: query.status.map(|s| match s {
+            ResolutionStatusParam::Open => ResolutionStatus::Open,
+            ResolutionStatusParam::Resolved => ResolutionStatus::Resolved,
+        }),
+    };
+    let found = app.store.stripe_payments(&filter, &page).await?;
     let items: Vec<ReconciliationItem> = found.items.iter().map(ReconciliationItem::from).collect();
     let coins_issued = items.iter().fold(0i64, |t, i| t.saturating_add(i.coins_issued));
     let coins_reversed = items.iter().fold(0i64, |t, i| t.saturating_add(i.coins_reversed));

@@ -14,6 +14,7 @@ pub mod console;
 pub mod doc;
 pub mod ledger;
 pub mod ops;
+pub mod payments;
 pub mod payouts;
 pub mod sessions;
 pub mod streams;
@@ -101,6 +102,7 @@ fn api_routes(state: &AppState) -> Router<AppState> {
         .route("/api/v1/admin/payouts/{id}/approve", command(post(admin::approve_payout)))
         .route("/api/v1/admin/payouts/{id}/reject", command(post(admin::reject_payout)))
         .route("/api/v1/admin/adjustments", command(post(admin::adjust)))
+        .route("/api/v1/admin/payments/{paymentId}/resolve", command(post(payments::resolve)))
         .route("/api/v1/admin/users/{id}/roles", command(post(admin::change_roles)))
         .route("/api/v1/admin/users/{id}/sessions/revoke", command(post(sessions::revoke_sessions)))
         .route("/api/v1/ledger/accounts/{account}/entries", get(ledger::entries))

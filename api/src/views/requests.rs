@@ -193,6 +193,106 @@ pub struct TransactionsQuery {
     pub cursor: Option<String>,
 }
 
+/// A flag a Stripe payment may carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum PaymentFlagParam {
+    UnknownUser,
+    UnknownPackage,
+    NoPaymentIntent,
+    InvalidRefund,
+    Disputed,
+    AmountMismatch,
+}
+
+impl PaymentFlagParam {
+    /// The flag as the read models write it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PaymentFlagParam::UnknownUser => "unknown_user",
+            PaymentFlagParam::UnknownPackage => "unknown_package",
+            PaymentFlagParam::NoPaymentIntent => "no_payment_intent",
+            PaymentFlagParam::InvalidRefund => "invalid_refund",
+            PaymentFlagParam::Disputed => "disputed",
+            PaymentFlagParam::AmountMismatch => "amount_mismatch",
+        }
+    }
+}
+
+/// What a resolution does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ResolveActionParam {
+    /// Credit the payment to `userId`, `packageId`'s coins.
+    Credit,
+    /// Close the flags without coins.
+    Dismiss,
+}
+
+/// `POST /api/v1/admin/payments/{paymentId}/resolve`: `action` says
+/// which.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+// Fields renamed one by one: the OpenAPI document reads field-level
+// renames, not `rename_all_fields`.
+#[serde(tag = "action", rename_all = "snake_case")]
+pub enum ResolvePaymentRequest {
+    /// Credit the payment once to a registered user, a package's coins.
+    Credit {
+        #[serde(rename = "userId")]
+        user_id: uuid::Uuid,
+        /// A package on sale.
+        #[serde(rename = "packageId")]
+        #[schema(min_length = 1, max_length = 255)]
+        package_id: String,
+        /// Why (1 to 500 characters, not only spaces).
+        #[schema(min_length = 1, max_length = 500, pattern = "\\S")]
+        note: String,
+    },
+    /// Close the flags without coins.
+    Dismiss {
+        /// Why (1 to 500 characters, not only spaces).
+        #[schema(min_length = 1, max_length = 500, pattern = "\\S")]
+        note: String,
+    },
+}
+
+/// A payment resolved.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PaymentResolvedView {
+    pub payment_id: String,
+    pub action: ResolveActionParam,
+    /// Query at this position (`minPosition`) to see it, and a credit's
+    /// coins.
+    pub position: u64,
+}
+
+/// Whether a flagged payment is still open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ResolutionStatusParam {
+    /// Flagged and not resolved.
+    Open,
+    /// Resolved (credited or dismissed).
+    Resolved,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ReconciliationQuery {
+    /// Only payments carrying this flag
+    #[param(inline)]
+    pub flag: Option<PaymentFlagParam>,
+    /// `open`: flagged and not resolved; `resolved`
+    #[param(inline)]
+    pub status: Option<ResolutionStatusParam>,
+    /// 1 to 200, default 50
+    #[serde(default, deserialize_with = "page_limit")]
+    pub limit: Option<u32>,
+    /// `nextCursor` of the previous page
+    pub cursor: Option<String>,
+}
+
 #[derive(Debug, Clone, Default, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct LiveStreamsQuery {

@@ -10,7 +10,7 @@ use chrono::Utc;
 use domain::DomainError;
 use domain::ledger::{self, LedgerState};
 use domain::payment::{self, Buyer, PaymentCommand, PaymentState, Posting};
-use events_schema::{Actor, Envelope, Event, EventMeta, StripeEventRecorded, payment_token};
+use events_schema::{Actor, Envelope, Event, EventMeta, PaymentSnapshot, StripeEventRecorded, payment_token};
 use uuid::Uuid;
 
 use super::engine::Last;
@@ -37,6 +37,13 @@ const POSTING_SCAN_SHORT_READ_RETRIES: RetrySchedule = RetrySchedule {
     delay_ms_max: POSTING_SCAN_SHORT_READ_DELAY_MS_MAX,
     retries_max: POSTING_SCAN_SHORT_READS_MAX,
 };
+
+/// `Settle` steps run after a purchase or a dispute, at most: each decides
+/// one reversal (a refund's catch-up, then one per dispute), so a payment
+/// with up to this many disputes less one is settled in one handling (a
+/// charge has one dispute at most; a PaymentIntent rarely more than one
+/// charge). A step with nothing to do decides nothing and costs no append.
+pub const SETTLE_STEPS_MAX: usize = 8;
 
 /// What a verified Stripe event did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -153,16 +160,18 @@ impl Commands {
                     package,
                     amount_cents,
                     currency,
+                    offered,
                 } if !registered => {
                     let buyer = Buyer::Unknown(user.to_string());
-                    PaymentCommand::ConfirmPurchase { stripe_event_id, buyer, package, amount_cents, currency }
+                    PaymentCommand::ConfirmPurchase { stripe_event_id, buyer, package, amount_cents, currency, offered }
                 }
                 other => other,
             };
-            let settles = matches!(command, PaymentCommand::ConfirmPurchase { .. });
+            let settles =
+                matches!(command, PaymentCommand::ConfirmPurchase { .. } | PaymentCommand::RecordDispute { .. });
             let mut commands = vec![command];
             if settles {
-                commands.push(PaymentCommand::Settle);
+                commands.extend(std::iter::repeat_n(PaymentCommand::Settle, SETTLE_STEPS_MAX));
             }
             let ledger = ledger_last.filter(|_| registered);
             let payment_position =
@@ -173,8 +182,9 @@ impl Commands {
         Ok(StripeOutcome { position, recorded, events: written.events })
     }
 
-    /// Reverses what refunds seen before the purchase made due, if anything
-    /// (decided, posted, marked), after completing a pending decision.
+    /// Reverses what refunds or disputes seen before the purchase made due,
+    /// if anything (decided, posted, marked, in up to `SETTLE_STEPS_MAX`
+    /// steps), after completing a pending decision.
     pub async fn settle_payment(&self, payment_id: &str) -> Result<Outcome, CommandError> {
         let command_id = Uuid::now_v7().to_string();
         let meta = EventMeta {
@@ -186,9 +196,61 @@ impl Commands {
         };
         let last = self.last(&payment_subject(payment_id)).await?;
         let mut written = Written::default();
-        let position = self.run_payment(&meta, payment_id, &[PaymentCommand::Settle], last, None, &mut written).await?;
+        let settles = [const { PaymentCommand::Settle }; SETTLE_STEPS_MAX];
+        let position = self.run_payment(&meta, payment_id, &settles, last, None, &mut written).await?;
         let position = if written.events.is_empty() { position } else { written.position };
         Ok(Outcome { position, events: written.events, repeated: false })
+    }
+
+    /// Resolves a flagged payment (finance's `Resolve`), as an event on the
+    /// payment, by `actor`: refused (nothing appended) when the payment is
+    /// unknown (`None`), or the domain refuses (not flagged, already
+    /// resolved or credited, a bad note). A credit is posted and marked by
+    /// the Stripe exactly-once protocol, like a purchase, and refunds or
+    /// disputes seen before it are then settled.
+    pub async fn resolve_payment(
+        &self,
+        payment_id: &str,
+        actor: Uuid,
+        command: PaymentCommand,
+    ) -> Result<Option<Outcome>, CommandError> {
+        let command_id = Uuid::now_v7().to_string();
+        let meta = EventMeta {
+            event_id: Uuid::nil(),
+            occurred_at: Utc::now(),
+            command_id: command_id.clone(),
+            correlation_id: command_id,
+            actor: Actor::user(actor),
+        };
+        let last = self.last(&payment_subject(payment_id)).await?;
+        if last.envelope.is_none() {
+            return Ok(None);
+        }
+        // Refused before anything is appended (a decision left pending by a
+        // crash is completed first only when the resolution may go ahead).
+        let state = payment_state(payment_id, &last);
+        let after_pending = match payment::pending(&state) {
+            // The pending decision's effect does not change what decides a
+            // resolution (flags, resolution, purchase): decide on its state
+            // as if posted.
+            Some(posting) => payment::PaymentState {
+                snapshot: PaymentSnapshot { posted_position: Some(posting.source_position), ..state.snapshot.clone() },
+                ..state.clone()
+            },
+            None => state,
+        };
+        payment::decide(&after_pending, &command)?;
+        let mut commands = vec![command];
+        commands.extend(std::iter::repeat_n(PaymentCommand::Settle, SETTLE_STEPS_MAX));
+        let mut written = Written::default();
+        let position = self.run_payment(&meta, payment_id, &commands, last, None, &mut written).await?;
+        let resolved = written.events.iter().any(|e| matches!(e.event, Event::PaymentResolved(_)));
+        if !resolved {
+            // A concurrent resolution won: this one is refused now.
+            return Err(DomainError::PaymentNotResolvable.into());
+        }
+        let position = if written.events.is_empty() { position } else { written.position };
+        Ok(Some(Outcome { position, events: written.events, repeated: false }))
     }
 
     /// Decides `commands` in order on the payment whose last message is

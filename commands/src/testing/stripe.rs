@@ -1,6 +1,6 @@
 //! Stripe fixtures for tests of the handler's Stripe path.
 
-use domain::payment::{Buyer, PackageRef, PaymentCommand};
+use domain::payment::{Buyer, Offered, PackageRef, PaymentCommand, Price};
 use events_schema::StripeEventRecorded;
 use uuid::Uuid;
 
@@ -19,8 +19,13 @@ pub fn confirm_500_coins(event_id: &str, buyer: Uuid) -> PaymentCommand {
     PaymentCommand::ConfirmPurchase {
         stripe_event_id: event_id.into(),
         buyer: Buyer::Known(buyer),
-        package: PackageRef { id: "coins_500".into(), coins: Some(500) },
+        package: PackageRef {
+            id: "coins_500".into(),
+            coins: Some(500),
+            price: Some(Price { amount_cents: 499, currency: "usd".into() }),
+        },
         amount_cents: 499,
         currency: "usd".into(),
+        offered: Offered::NotStated,
     }
 }

@@ -20,7 +20,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use commands::handler::{CommandError, Commands, ledger_subject, payment_subject, stripe_event_subject};
 use commands::log::EventLog;
 use domain::ledger::{self, GiftToCredit, LedgerCommand};
-use domain::payment::{self, Buyer, PackageRef, PaymentCommand};
+use domain::payment::{self, Buyer, Offered, PackageRef, PaymentCommand, Price};
 use events_schema::{Account, Actor, Envelope, Event, StripeEventRecorded};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
@@ -167,9 +167,14 @@ impl Run<'_> {
         let command = PaymentCommand::ConfirmPurchase {
             stripe_event_id: event_id.clone(),
             buyer: Buyer::Known(self.buyer_of(payment)),
-            package: PackageRef { id: format!("coins_{}", sale.coins), coins: Some(sale.coins) },
+            package: PackageRef {
+                id: format!("coins_{}", sale.coins),
+                coins: Some(sale.coins),
+                price: Some(Price { amount_cents: sale.amount_cents, currency: "usd".into() }),
+            },
             amount_cents: sale.amount_cents,
             currency: "usd".into(),
+            offered: Offered::NotStated,
         };
         (event_id, command)
     }

@@ -3,7 +3,8 @@
 
 use domain::ledger::{self, LedgerState};
 use domain::payment::{
-    self, Buyer, EffectKind, LedgerEffect, PackageRef, PaymentCommand, PaymentState, Posting, coins_due_back,
+    self, Buyer, DisputeSeen, EffectKind, LedgerEffect, Offered, PackageRef, PaymentCommand, PaymentState, Posting,
+    Price, Resolve, coins_due_back,
 };
 use events_schema::{Event, PaymentFlag, PaymentSnapshot};
 use proptest::prelude::*;
@@ -63,13 +64,18 @@ impl World {
     }
 }
 
+fn usd(amount_cents: i64) -> Price {
+    Price { amount_cents, currency: "usd".into() }
+}
+
 fn confirm(event: &str) -> PaymentCommand {
     PaymentCommand::ConfirmPurchase {
         stripe_event_id: event.into(),
         buyer: Buyer::Known(user(1)),
-        package: PackageRef { id: "coins_500".into(), coins: Some(500) },
+        package: PackageRef { id: "coins_500".into(), coins: Some(500), price: Some(usd(499)) },
         amount_cents: 499,
         currency: "usd".into(),
+        offered: Offered::NotStated,
     }
 }
 
@@ -125,9 +131,10 @@ fn an_unknown_user_or_package_is_flagged_once_and_not_credited() {
     let unknown_user = PaymentCommand::ConfirmPurchase {
         stripe_event_id: "evt_1".into(),
         buyer: Buyer::Unknown("nobody".into()),
-        package: PackageRef { id: "coins_500".into(), coins: Some(500) },
+        package: PackageRef { id: "coins_500".into(), coins: Some(500), price: Some(usd(499)) },
         amount_cents: 499,
         currency: "usd".into(),
+        offered: Offered::NotStated,
     };
     let events = w.run(unknown_user.clone());
     assert!(matches!(&events[..], [Event::PaymentFlagged(f)] if f.flag == PaymentFlag::UnknownUser));
@@ -135,9 +142,10 @@ fn an_unknown_user_or_package_is_flagged_once_and_not_credited() {
     let unknown_package = PaymentCommand::ConfirmPurchase {
         stripe_event_id: "evt_2".into(),
         buyer: Buyer::Known(user(1)),
-        package: PackageRef { id: "coins_9".into(), coins: None },
+        package: PackageRef { id: "coins_9".into(), coins: None, price: None },
         amount_cents: 499,
         currency: "usd".into(),
+        offered: Offered::NotStated,
     };
     w.run(unknown_package);
     assert_eq!(w.payment.snapshot.flags, vec![PaymentFlag::UnknownUser, PaymentFlag::UnknownPackage]);
@@ -321,9 +329,10 @@ fn confirm_package(event: &str, coins: i64, amount_cents: i64) -> PaymentCommand
     PaymentCommand::ConfirmPurchase {
         stripe_event_id: event.into(),
         buyer: Buyer::Known(user(1)),
-        package: PackageRef { id: format!("coins_{coins}"), coins: Some(coins) },
+        package: PackageRef { id: format!("coins_{coins}"), coins: Some(coins), price: Some(usd(amount_cents)) },
         amount_cents,
         currency: "usd".into(),
+        offered: Offered::NotStated,
     }
 }
 
@@ -421,4 +430,350 @@ fn the_payment_subject_is_its_paymentintent_id() {
         let token = events_schema::payment_token(id);
         assert!(token.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-'), "{token}");
     }
+}
+
+// Disputes (chargebacks).
+
+/// A dispute event of dispute `id` for `amount_cents`: `withdrawn` and
+/// `reinstated` say which funds movements it reports.
+fn dispute(event: &str, id: &str, amount_cents: i64, withdrawn: bool, reinstated: bool) -> PaymentCommand {
+    PaymentCommand::RecordDispute {
+        stripe_event_id: event.into(),
+        dispute: DisputeSeen {
+            dispute_id: id.into(),
+            amount_cents,
+            currency: "usd".into(),
+            status: if reinstated { "won".into() } else { "needs_response".into() },
+            reason: "fraudulent".into(),
+            fee_cents: if withdrawn { 1500 } else { 0 },
+            balance_transactions: u32::from(withdrawn),
+            funds_withdrawn: withdrawn,
+            funds_reinstated: reinstated,
+        },
+    }
+}
+
+/// Runs `Settle` until it decides nothing (a bounded number of times).
+fn settle(w: &mut World) {
+    for _ in 0..8 {
+        if w.run(PaymentCommand::Settle).is_empty() {
+            return;
+        }
+    }
+    panic!("settling did not end");
+}
+
+#[test]
+fn withdrawn_funds_reverse_the_disputed_share_once_and_a_won_dispute_credits_it_back_once() {
+    let mut w = world();
+    w.run(confirm("evt_p"));
+    let created = w.run(dispute("evt_d1", "dp_1", 499, false, false));
+    let [Event::PaymentDisputeRecorded(recorded)] = &created[..] else { panic!("{created:?}") };
+    assert_eq!(recorded.coins, 0, "opened, no funds moved yet");
+    assert_eq!(w.payment.snapshot.flags, vec![PaymentFlag::Disputed]);
+    assert_eq!(w.wallet(), 500);
+    let withdrawn = w.run(dispute("evt_d2", "dp_1", 499, true, false));
+    let [Event::PaymentDisputeRecorded(recorded)] = &withdrawn[..] else { panic!("{withdrawn:?}") };
+    assert_eq!((recorded.coins, recorded.dispute.fee_cents), (500, 1500));
+    assert_eq!(w.wallet(), 0);
+    assert!(w.run(dispute("evt_d2", "dp_1", 499, true, false)).is_empty(), "a repeat changes nothing");
+    let reinstated = w.run(dispute("evt_d3", "dp_1", 499, false, true));
+    let [Event::PaymentDisputeRecorded(recorded)] = &reinstated[..] else { panic!("{reinstated:?}") };
+    assert_eq!(recorded.coins, -500);
+    assert_eq!(recorded.dispute.status, "won");
+    assert_eq!(w.wallet(), 500);
+    assert!(w.run(dispute("evt_d3", "dp_1", 499, false, true)).is_empty());
+    assert!(w.run(dispute("evt_d2", "dp_1", 499, true, false)).is_empty(), "a late withdrawal changes nothing");
+    let snapshot = &w.payment.snapshot;
+    assert_eq!((snapshot.coins_dispute_withdrawn, snapshot.coins_dispute_reinstated), (500, 500));
+    assert_eq!(snapshot.disputes.len(), 1, "remembered");
+}
+
+#[test]
+fn a_dispute_reverses_the_ceiling_of_its_share_never_more_than_refunds_left() {
+    let mut w = world();
+    w.run(confirm("evt_p"));
+    // 400 of 499 cents refunded: ceil(500 * 400 / 499) = 401 coins.
+    w.run(refund("evt_r", 400));
+    assert_eq!(w.wallet(), 99);
+    // A dispute of 200 cents would be 201 coins: only 99 are left.
+    w.run(dispute("evt_d", "dp_1", 200, true, false));
+    assert_eq!(w.wallet(), 0);
+    assert_eq!(w.payment.snapshot.disputes[0].coins_reversed, 99);
+    // Won: the 99 come back, not 201.
+    w.run(dispute("evt_w", "dp_1", 200, false, true));
+    assert_eq!(w.wallet(), 99);
+}
+
+#[test]
+fn a_partial_dispute_reverses_the_ceiling_of_its_share() {
+    let mut w = world();
+    w.run(confirm("evt_p"));
+    // 100 of 499 cents: ceil(500 * 100 / 499) = 101.
+    w.run(dispute("evt_d", "dp_1", 100, true, false));
+    assert_eq!(w.wallet(), 399);
+}
+
+#[test]
+fn a_dispute_before_its_purchase_is_kept_and_applied_by_settling() {
+    let mut w = world();
+    let events = w.run(dispute("evt_d", "dp_1", 499, true, false));
+    assert_eq!(events.len(), 1, "the dispute is remembered");
+    assert_eq!(w.wallet(), 0);
+    w.run(confirm("evt_p"));
+    assert_eq!(w.wallet(), 500);
+    settle(&mut w);
+    assert_eq!(w.wallet(), 0);
+    // Won later: credited back.
+    w.run(dispute("evt_w", "dp_1", 499, false, true));
+    assert_eq!(w.wallet(), 500);
+}
+
+#[test]
+fn a_reinstatement_seen_before_its_withdrawal_leaves_the_coins_alone() {
+    let mut w = world();
+    w.run(confirm("evt_p"));
+    w.run(dispute("evt_w", "dp_1", 499, false, true));
+    assert!(w.run(dispute("evt_d", "dp_1", 499, true, false)).iter().all(|e| match e {
+        Event::PaymentDisputeRecorded(r) => r.coins == 0,
+        _ => false,
+    }));
+    assert_eq!(w.wallet(), 500);
+}
+
+#[test]
+fn a_refund_after_a_won_dispute_is_caught_up_by_settling() {
+    let mut w = world();
+    w.run(confirm("evt_p"));
+    w.run(dispute("evt_d", "dp_1", 499, true, false));
+    assert_eq!(w.wallet(), 0);
+    // Refunds have no room while the dispute holds everything.
+    w.run(refund("evt_r", 100));
+    assert_eq!(w.wallet(), 0);
+    w.run(dispute("evt_w", "dp_1", 499, false, true));
+    assert_eq!(w.wallet(), 500);
+    settle(&mut w);
+    assert_eq!(w.wallet(), 399, "the refund's 101 coins");
+}
+
+#[test]
+fn a_dispute_of_a_pending_decision_waits_and_its_reversal_posts_to_the_buyer() {
+    let mut w = world();
+    w.run(confirm("evt_p"));
+    w.decide(dispute("evt_d", "dp_1", 499, true, false));
+    let posting = payment::pending(&w.payment).expect("pending");
+    assert_eq!(posting.effect, LedgerEffect { user_id: user(1), kind: EffectKind::Refund, coins: 500 });
+    let refused = payment::decide(&w.payment, &dispute("evt_w", "dp_1", 499, false, true)).map_err(|e| e.code());
+    assert_eq!(refused, Err("validation_failed"), "post it first");
+    let ledger_position = w.post(&posting);
+    w.decide(PaymentCommand::MarkPosted { ledger_position });
+    w.decide(dispute("evt_w", "dp_1", 499, false, true));
+    let posting = payment::pending(&w.payment).expect("pending");
+    assert_eq!(posting.effect, LedgerEffect { user_id: user(1), kind: EffectKind::Purchase, coins: 500 });
+}
+
+/// One event of the property test's payment.
+#[derive(Debug, Clone)]
+enum Happening {
+    Purchase,
+    Refund(i64),
+    /// Dispute index (0 or 1), amount, withdrawn, reinstated.
+    Dispute(usize, i64, bool, bool),
+}
+
+/// The independent model: what the buyer keeps, from the facts alone.
+fn model_net_coins(coins: i64, amount: i64, happenings: &[Happening]) -> i64 {
+    if !happenings.iter().any(|h| matches!(h, Happening::Purchase)) {
+        return 0;
+    }
+    let highest_refund =
+        happenings.iter().filter_map(|h| if let Happening::Refund(r) = h { Some(*r) } else { None }).max();
+    let mut held = model_coins_due_back(coins, amount, highest_refund.unwrap_or(0));
+    for index in 0..2 {
+        let events: Vec<_> = happenings
+            .iter()
+            .filter_map(|h| match h {
+                Happening::Dispute(i, a, w, r) if *i == index => Some((*a, *w, *r)),
+                _ => None,
+            })
+            .collect();
+        let withdrawn = events.iter().any(|e| e.1);
+        let reinstated = events.iter().any(|e| e.2);
+        let disputed = events.iter().map(|e| e.0).max().unwrap_or(0);
+        if withdrawn && !reinstated {
+            held += model_coins_due_back(coins, amount, disputed);
+        }
+    }
+    coins - held.min(coins)
+}
+
+fn happenings() -> impl Strategy<Value = (i64, i64, Vec<Happening>)> {
+    (1i64..=5_000, 1i64..=5_000).prop_flat_map(|(coins, amount)| {
+        let part = prop_oneof![Just(amount), 0i64..=amount];
+        let happening = prop_oneof![
+            1 => Just(Happening::Purchase),
+            2 => part.clone().prop_map(Happening::Refund),
+            4 => (0usize..2, part, any::<bool>(), prop::bool::weighted(0.3))
+                .prop_map(|(i, a, w, r)| Happening::Dispute(i, a, w, r)),
+        ];
+        (Just(coins), Just(amount), proptest::collection::vec(happening, 1..14))
+    })
+}
+
+proptest! {
+    /// Purchases, refunds and disputes in any order and repetition: after
+    /// settling, the buyer keeps what the model says; at every step the
+    /// coins reversed never pass the coins bought, reinstatements never
+    /// pass what disputes withdrew, and the ledger holds exactly what the
+    /// payment decided.
+    #[test]
+    fn net_coins_match_the_model_whatever_the_order_of_purchases_refunds_and_disputes(
+        (coins, amount, happened) in happenings(),
+    ) {
+        let mut w = world();
+        for (n, happening) in happened.iter().enumerate() {
+            let command = match happening {
+                Happening::Purchase => confirm_package(&format!("evt_p{n}"), coins, amount),
+                Happening::Refund(r) => refund_of(&format!("evt_r{n}"), amount, *r),
+                Happening::Dispute(i, a, wd, rs) => {
+                    let PaymentCommand::RecordDispute { dispute: mut seen, .. } =
+                        dispute("x", &format!("dp_{i}"), *a, *wd, *rs) else { unreachable!() };
+                    seen.amount_cents = *a;
+                    PaymentCommand::RecordDispute { stripe_event_id: format!("evt_d{n}"), dispute: seen }
+                }
+            };
+            w.run(command);
+            settle(&mut w);
+            let s = &w.payment.snapshot;
+            let held: i64 = s.coins_reversed + s.disputes.iter().map(|d| d.coins_reversed).sum::<i64>();
+            let bought = s.purchase.as_ref().map_or(0, |p| p.coins);
+            prop_assert!((0..=bought).contains(&held), "held {held} of {bought}");
+            prop_assert!(s.coins_dispute_reinstated <= s.coins_dispute_withdrawn);
+            prop_assert_eq!(w.wallet(), bought - held, "the ledger holds what the payment decided");
+        }
+        prop_assert_eq!(w.wallet(), model_net_coins(coins, amount, &happened));
+    }
+}
+
+// Paid amounts.
+
+fn confirm_paying(event: &str, paid_cents: i64, currency: &str, offered: Offered) -> PaymentCommand {
+    PaymentCommand::ConfirmPurchase {
+        stripe_event_id: event.into(),
+        buyer: Buyer::Known(user(1)),
+        package: PackageRef { id: "coins_500".into(), coins: Some(500), price: Some(usd(499)) },
+        amount_cents: paid_cents,
+        currency: currency.into(),
+        offered,
+    }
+}
+
+#[test]
+fn a_purchase_is_credited_only_when_paid_equals_the_offered_price_the_catalogue_offers() {
+    // The price stated and paid, the catalogue's: credited.
+    let mut w = world();
+    let events = w.run(confirm_paying("evt_1", 499, "usd", Offered::Stated(usd(499))));
+    assert!(matches!(&events[..], [Event::PaymentPurchaseCredited(_)]), "{events:?}");
+    assert_eq!(w.wallet(), 500);
+    // Stated nowhere (created before the rule): held to the current price.
+    let mut w = world();
+    w.run(confirm_paying("evt_1", 499, "usd", Offered::NotStated));
+    assert_eq!(w.wallet(), 500);
+}
+
+#[test]
+fn a_payment_other_than_the_price_offered_is_flagged_amount_mismatch_and_never_credited() {
+    let cases = [
+        // An underpaid Payment Link (no price stated).
+        ("underpaid", confirm_paying("evt_1", 100, "usd", Offered::NotStated)),
+        // Overpaid is not the price either.
+        ("overpaid", confirm_paying("evt_1", 999, "usd", Offered::NotStated)),
+        // Paid in another currency.
+        ("currency", confirm_paying("evt_1", 499, "eur", Offered::NotStated)),
+        // Paid what was stated, but the stated price is not the catalogue's
+        // (an old intent after a price change, or a forged metadata).
+        ("not on offer", confirm_paying("evt_1", 100, "usd", Offered::Stated(usd(100)))),
+        // Stated, but paid less.
+        ("below stated", confirm_paying("evt_1", 400, "usd", Offered::Stated(usd(499)))),
+        ("unreadable", confirm_paying("evt_1", 499, "usd", Offered::Unreadable("priceCents \"4.99\"".into()))),
+    ];
+    for (case, command) in cases {
+        let mut w = world();
+        let events = w.run(command.clone());
+        let [Event::PaymentFlagged(flagged)] = &events[..] else { panic!("{case}: {events:?}") };
+        assert_eq!(flagged.flag, PaymentFlag::AmountMismatch, "{case}");
+        assert!(flagged.detail.starts_with("paid "), "{case}: {}", flagged.detail);
+        assert_eq!(w.wallet(), 0, "{case}");
+        assert_eq!(w.payment.snapshot.purchase, None, "{case}");
+        assert!(w.run(command).is_empty(), "{case}: flagged once");
+    }
+    // A package without a price on offer credits nothing.
+    let mut w = world();
+    let mut command = confirm_paying("evt_1", 499, "usd", Offered::NotStated);
+    if let PaymentCommand::ConfirmPurchase { package, .. } = &mut command {
+        package.price = None;
+    }
+    w.run(command);
+    assert_eq!(w.payment.snapshot.flags, vec![PaymentFlag::AmountMismatch]);
+}
+
+// Resolutions.
+
+fn resolve(action: Resolve) -> PaymentCommand {
+    PaymentCommand::Resolve { resolved_by: user(9), note: "support ticket 42".into(), action }
+}
+
+fn credit_to_user_1() -> Resolve {
+    Resolve::Credit { user_id: user(1), package_id: "coins_500".into(), coins: 500 }
+}
+
+#[test]
+fn a_flagged_payment_is_credited_once_by_its_resolution_and_posted_like_a_purchase() {
+    let mut w = world();
+    let unknown = PaymentCommand::ConfirmPurchase {
+        stripe_event_id: "evt_1".into(),
+        buyer: Buyer::Unknown("typo".into()),
+        package: PackageRef { id: "coins_500".into(), coins: Some(500), price: Some(usd(499)) },
+        amount_cents: 499,
+        currency: "usd".into(),
+        offered: Offered::NotStated,
+    };
+    w.run(unknown.clone());
+    let claim = w.payment.snapshot.claim.clone().expect("what Stripe said is kept");
+    assert_eq!((claim.user_id.as_str(), claim.amount_cents), ("typo", 499));
+    // A refund seen before the resolution is settled after it.
+    w.run(refund("evt_r", 100));
+    let events = w.run(resolve(credit_to_user_1()));
+    let [Event::PaymentResolved(resolved)] = &events[..] else { panic!("{events:?}") };
+    assert_eq!(resolved.purchase.as_ref().map(|p| (p.coins, p.amount_cents)), Some((500, 499)));
+    assert_eq!(w.wallet(), 500);
+    settle(&mut w);
+    assert_eq!(w.wallet(), 399);
+    // Once: again, dismissing, or Stripe's repeat change nothing.
+    for again in [resolve(credit_to_user_1()), resolve(Resolve::Dismiss)] {
+        assert_eq!(payment::decide(&w.payment, &again).map_err(|e| e.code()), Err("payment_not_resolvable"));
+    }
+    assert!(w.run(unknown).is_empty());
+}
+
+#[test]
+fn a_resolution_of_an_unflagged_or_credited_payment_or_without_a_note_is_refused() {
+    let mut w = world();
+    assert_eq!(
+        payment::decide(&w.payment, &resolve(Resolve::Dismiss)).map_err(|e| e.code()),
+        Err("payment_not_resolvable"),
+        "nothing to resolve"
+    );
+    w.run(confirm("evt_p"));
+    w.run(dispute("evt_d", "dp_1", 499, true, false));
+    // Disputed (flagged) but credited: no credit; a dismissal closes it.
+    assert_eq!(
+        payment::decide(&w.payment, &resolve(credit_to_user_1())).map_err(|e| e.code()),
+        Err("payment_not_resolvable")
+    );
+    let blank = PaymentCommand::Resolve { resolved_by: user(9), note: " ".into(), action: Resolve::Dismiss };
+    assert_eq!(payment::decide(&w.payment, &blank).map_err(|e| e.code()), Err("validation_failed"));
+    let events = w.run(resolve(Resolve::Dismiss));
+    assert!(matches!(&events[..], [Event::PaymentResolved(r)] if r.purchase.is_none()), "{events:?}");
+    assert_eq!(w.wallet(), 0, "a dismissal moves nothing");
 }

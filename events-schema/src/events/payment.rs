@@ -1,5 +1,5 @@
 //! The payloads of the Stripe protocol: a verified webhook event, and a
-//! payment's purchase, refunds, posting and flags.
+//! payment's purchase, refunds, disputes, posting and flags.
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -47,6 +47,95 @@ pub enum PaymentFlag {
     /// A refund event whose amounts are not a refund (`amount_refunded`
     /// negative or above `amount`).
     InvalidRefund,
+    /// The card holder disputed the payment (a chargeback): the payment
+    /// has at least one dispute (`PaymentSnapshot::disputes`).
+    Disputed,
+    /// What was paid is not the price offered (`metadata.priceCents` and
+    /// `priceCurrency`, or the package's current price for an object
+    /// without them), or the price offered is not one the catalogue offers
+    /// for the package: recorded, never credited.
+    AmountMismatch,
+}
+
+/// A dispute (chargeback) of the payment's charge, as Stripe's dispute
+/// events described it, merged over every event seen: facts only grow
+/// (funds once withdrawn stay withdrawn), so that any order of the events
+/// leaves the same dispute.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PaymentDispute {
+    /// Stripe's dispute id (`dp_...`).
+    pub dispute_id: String,
+    /// The disputed amount, in the currency's minor unit.
+    pub amount_cents: i64,
+    /// ISO 4217 code in lower case, as Stripe writes it.
+    pub currency: String,
+    /// Stripe's `status` (`needs_response`, `under_review`, `won`, `lost`,
+    /// ...): a final one (`won`, `lost`) is kept over any other.
+    pub status: String,
+    /// Stripe's `reason` (`fraudulent`, ...).
+    pub reason: String,
+    /// The dispute fee Stripe charged, net of fees it gave back (the sum of
+    /// the balance transactions' `fee`), in the minor unit, as the event
+    /// listing the most balance transactions gave it.
+    pub fee_cents: i64,
+    /// How many balance transactions that event listed: Stripe adds one per
+    /// movement of funds, so more is later.
+    #[serde(default)]
+    pub balance_transactions: u32,
+    /// Stripe withdrew the disputed funds (`charge.dispute.funds_withdrawn`,
+    /// or a balance transaction taking money out).
+    pub funds_withdrawn: bool,
+    /// Stripe gave them back: the dispute was won
+    /// (`charge.dispute.funds_reinstated`, or a balance transaction putting
+    /// money back).
+    pub funds_reinstated: bool,
+    /// Coins this dispute holds reversed now (withdrawn, not reinstated).
+    pub coins_reversed: i64,
+}
+
+/// What the first purchase confirmation said about a payment, as Stripe
+/// described it, whether or not it was credited: finance sees it in the
+/// reconciliation even when the user or package is unknown.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PaymentClaim {
+    /// `metadata.userId` (or the session's `client_reference_id`) as
+    /// written, possibly empty or not a user id.
+    pub user_id: String,
+    /// `metadata.packageId` as written, possibly empty.
+    pub package_id: String,
+    /// What Stripe says was paid, in the currency's minor unit.
+    pub amount_cents: i64,
+    pub currency: String,
+}
+
+/// How finance settled a flagged payment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ResolutionAction {
+    /// The payment was credited to a named user, a named package's coins.
+    Credit,
+    /// The flag was closed without coins (refunded in Stripe's dashboard,
+    /// a test, ...).
+    Dismiss,
+}
+
+/// A flagged payment's resolution, by finance or an admin.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PaymentResolution {
+    pub action: ResolutionAction,
+    /// Who resolved it.
+    pub resolved_by: Uuid,
+    pub note: String,
+    /// For a credit: the user credited, the package and its coins.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<Uuid>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub package_id: Option<String>,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub coins: i64,
 }
 
 /// A Stripe payment's state after an event of the payment aggregate
@@ -66,6 +155,24 @@ pub struct PaymentSnapshot {
     pub coins_reversed: i64,
     /// Every reason this payment was flagged, in order, without repeats.
     pub flags: Vec<PaymentFlag>,
+    /// Every dispute of the payment, in the order first seen; remembered
+    /// forever, also when seen before the purchase.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub disputes: Vec<PaymentDispute>,
+    /// Coins disputes took back so far, in total (never less over time).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub coins_dispute_withdrawn: i64,
+    /// Coins credited again after won disputes, in total: never more than
+    /// `coins_dispute_withdrawn`.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub coins_dispute_reinstated: i64,
+    /// What the first purchase confirmation said (absent in events written
+    /// before it was kept).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub claim: Option<PaymentClaim>,
+    /// How finance settled the payment's flags, once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolution: Option<PaymentResolution>,
     /// Log position of the payment's last decision whose ledger effect is
     /// posted (its commit is on the buyer's ledger): a decision that moves
     /// coins at a later position is pending. Absent in events written
@@ -101,6 +208,40 @@ pub struct PaymentRefundRecorded {
     pub charge_amount_cents: i64,
     pub amount_refunded_cents: i64,
     pub coins: i64,
+    pub state_after: PaymentSnapshot,
+}
+
+/// A dispute event seen (`charge.dispute.*`), or a dispute seen earlier
+/// applied now that the purchase is known, or once refunds left room for
+/// it (`stripeEventId` then absent). `coins` is what this event moves:
+/// positive, coins reversed (`wallet -> external:stripe`, posted as
+/// `ledger.purchase_refunded`); negative, coins credited again after a won
+/// dispute (`external:stripe -> wallet`, posted as
+/// `ledger.coins_purchased`); 0, nothing (the dispute's facts changed).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PaymentDisputeRecorded {
+    pub payment_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stripe_event_id: Option<String>,
+    /// The dispute after this event (merged with what was known of it).
+    pub dispute: PaymentDispute,
+    pub coins: i64,
+    pub state_after: PaymentSnapshot,
+}
+
+/// Finance resolved a flagged payment: credited it (its ledger effect, the
+/// purchase's coins on the named user's wallet, is posted like a
+/// purchase's: `ledger.coins_purchased`, then `payment.posted`) or
+/// dismissed its flags.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PaymentResolved {
+    pub payment_id: String,
+    pub resolution: PaymentResolution,
+    /// For a credit: what it credits (then also `stateAfter.purchase`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub purchase: Option<PaymentPurchase>,
     pub state_after: PaymentSnapshot,
 }
 
@@ -143,4 +284,8 @@ pub fn payment_token(payment_id: &str) -> String {
     } else {
         format!("sha256-{}", crate::canonical::sha256_hex(payment_id.as_bytes()))
     }
+}
+
+fn is_zero(value: &i64) -> bool {
+    *value == 0
 }

@@ -183,6 +183,7 @@ pub fn events() -> Vec<Event> {
                 coins_reversed: 101,
                 flags: vec![],
                 posted_position: Some(41),
+                ..PaymentSnapshot::default()
             },
         }),
         Event::PaymentFlagged(PaymentFlagged {
@@ -199,6 +200,38 @@ pub fn events() -> Vec<Event> {
             state_after: PaymentSnapshot {
                 purchase: Some(purchase(u)),
                 posted_position: Some(41),
+                ..PaymentSnapshot::default()
+            },
+        }),
+        Event::PaymentDisputeRecorded(PaymentDisputeRecorded {
+            payment_id: "pi_3Q".into(),
+            stripe_event_id: Some("evt_5".into()),
+            dispute: dispute(),
+            coins: 500,
+            state_after: PaymentSnapshot {
+                purchase: Some(purchase(u)),
+                flags: vec![PaymentFlag::Disputed],
+                disputes: vec![dispute()],
+                coins_dispute_withdrawn: 500,
+                posted_position: Some(43),
+                ..PaymentSnapshot::default()
+            },
+        }),
+        Event::PaymentResolved(PaymentResolved {
+            payment_id: "pi_3R".into(),
+            resolution: PaymentResolution {
+                action: ResolutionAction::Credit,
+                resolved_by: id(9),
+                note: "buyer confirmed by support ticket 881".into(),
+                user_id: Some(u),
+                package_id: Some("coins_500".into()),
+                coins: 500,
+            },
+            purchase: Some(purchase(u)),
+            state_after: PaymentSnapshot {
+                purchase: Some(purchase(u)),
+                flags: vec![PaymentFlag::UnknownUser],
+                posted_position: Some(0),
                 ..PaymentSnapshot::default()
             },
         }),
@@ -229,4 +262,19 @@ fn purchase(user_id: Uuid) -> PaymentPurchase {
 /// Every sample, sealed as the first event of its aggregate.
 pub fn envelopes() -> Vec<Envelope> {
     events().into_iter().enumerate().map(|(i, e)| Envelope::seal(&meta(i as u128), e, 1, GENESIS_HASH)).collect()
+}
+
+fn dispute() -> PaymentDispute {
+    PaymentDispute {
+        dispute_id: "dp_1".into(),
+        amount_cents: 499,
+        currency: "usd".into(),
+        status: "needs_response".into(),
+        reason: "fraudulent".into(),
+        fee_cents: 1500,
+        balance_transactions: 1,
+        funds_withdrawn: true,
+        funds_reinstated: false,
+        coins_reversed: 500,
+    }
 }

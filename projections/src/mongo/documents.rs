@@ -363,6 +363,23 @@ pub fn read_stripe_payment(d: &Document) -> R<StripePaymentDoc> {
                 .get_array("flags")
                 .map(|a| a.iter().filter_map(|f| f.as_str().map(str::to_string)).collect())
                 .unwrap_or_default(),
+            disputes: match d.get("disputes") {
+                None | Some(Bson::Null) => Vec::new(),
+                Some(disputes) => mongodb::bson::from_bson(disputes.clone())
+                    .map_err(|e| ProjectionError::corrupt(C, format!("disputes: {e}")))?,
+            },
+            coins_refund_reversed: optional_whole_number(d, C, "coinsRefundReversed")?.unwrap_or(0),
+            coins_dispute_withdrawn: optional_whole_number(d, C, "coinsDisputeWithdrawn")?.unwrap_or(0),
+            coins_dispute_reinstated: optional_whole_number(d, C, "coinsDisputeReinstated")?.unwrap_or(0),
+            claimed_user_id: optional_string(d, "claimedUserId"),
+            claimed_package_id: optional_string(d, "claimedPackageId"),
+            resolution: match d.get("resolution") {
+                None | Some(Bson::Null) => None,
+                Some(resolution) => Some(
+                    mongodb::bson::from_bson(resolution.clone())
+                        .map_err(|e| ProjectionError::corrupt(C, format!("resolution: {e}")))?,
+                ),
+            },
         },
     })
 }
@@ -379,6 +396,15 @@ pub fn stripe_state_update(user_id: Option<&Uuid>, state: &StripeSide, p: &Bson)
         "chargeAmountCents": state.charge_amount_cents,
         "amountRefundedCents": state.amount_refunded_cents,
         "flags": state.flags.iter().map(|f| Bson::String(f.clone())).collect::<Vec<Bson>>(),
+        // Plain fields only: converting them cannot fail.
+        "disputes": mongodb::bson::to_bson(&state.disputes).unwrap_or(Bson::Array(Vec::new())),
+        "coinsRefundReversed": state.coins_refund_reversed,
+        "coinsDisputeWithdrawn": state.coins_dispute_withdrawn,
+        "coinsDisputeReinstated": state.coins_dispute_reinstated,
+        "claimedUserId": nullable_string(&state.claimed_user_id),
+        "claimedPackageId": nullable_string(&state.claimed_package_id),
+        // Null until resolved, so that the open filter matches it.
+        "resolution": state.resolution.as_ref().map_or(Bson::Null, |r| mongodb::bson::to_bson(r).unwrap_or(Bson::Null)),
     };
     // No `stripeSessionId: null`: its index is sparse.
     let on_insert = doc! {"coinsIssued": 0i64, "coinsReversed": 0i64};

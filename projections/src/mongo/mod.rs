@@ -58,8 +58,8 @@ use crate::ProjectionError;
 use crate::change::{ApplyOutcome, ProjectedBatch};
 use crate::model::{
     Checkpoint, Collection, LeaderboardEntry, LedgerEntryDoc, Page, PageRequest, PayoutDoc, PayoutStatus, Projection,
-    ProjectionVersion, StreamDoc, StripePaymentDoc, TransactionDoc, TransactionFilter, TrialBalance, UserDoc,
-    WalletDoc, cursor,
+    ProjectionVersion, StreamDoc, StripePaymentDoc, StripePaymentFilter, TransactionDoc, TransactionFilter,
+    TrialBalance, UserDoc, WalletDoc, cursor,
 };
 use crate::store::{AnyDoc, ReadStore, SCAN_LIMIT_MAX, ScanPage, StoreResult, normalise_email};
 pub use apply::split_batch;

@@ -340,7 +340,11 @@ impl ReadStore for MongoStore {
         ))
     }
 
-    fn stripe_payments<'a>(&'a self, page: &'a PageRequest) -> BoxFuture<'a, StoreResult<Page<StripePaymentDoc>>> {
+    fn stripe_payments<'a>(
+        &'a self,
+        filter: &'a StripePaymentFilter,
+        page: &'a PageRequest,
+    ) -> BoxFuture<'a, StoreResult<Page<StripePaymentDoc>>> {
         Box::pin(async move {
             let after = match &page.cursor {
                 None => None,
@@ -349,7 +353,7 @@ impl ReadStore for MongoStore {
             let name = self.active_collection(Projection::StripePayments, Collection::StripePayments).await?;
             self.page_of(
                 &name,
-                queries::stripe_payments_query(after.as_deref()),
+                queries::stripe_payments_query(after.as_deref(), filter),
                 page.limit(),
                 documents::read_stripe_payment,
                 |d: &StripePaymentDoc| cursor::encode(&[&d.payment_id]),

@@ -6,7 +6,7 @@ use mongodb::bson::{Bson, DateTime as BsonDateTime, Document, doc};
 use uuid::Uuid;
 
 use super::documents::{R, position_value};
-use crate::model::{PayoutStatus, TransactionFilter};
+use crate::model::{PayoutStatus, ResolutionStatus, StripePaymentFilter, TransactionFilter};
 
 /// A descending keyset condition: `(k, _id) < (value, id)`.
 fn before(field: &str, value: Bson, id_field: &str, id: &str) -> Document {
@@ -95,12 +95,27 @@ pub fn balance_at_query(account: Account, position: u64) -> R<(Document, Documen
     ))
 }
 
-pub fn stripe_payments_query(after: Option<&str>) -> (Document, Document) {
-    let filter = match after {
+pub fn stripe_payments_query(after: Option<&str>, filter: &StripePaymentFilter) -> (Document, Document) {
+    let mut query = match after {
         Some(id) => doc! {"_id": {"$gt": id}},
         None => doc! {},
     };
-    (filter, doc! {"_id": 1})
+    if let Some(flag) = &filter.flag {
+        // An array field matches a value it contains.
+        query.insert("flags", flag.as_str());
+    }
+    match filter.status {
+        None => {}
+        // Absent or null: not resolved; `flags.0` exists: flagged.
+        Some(ResolutionStatus::Open) => {
+            query.insert("resolution", Bson::Null);
+            query.insert("flags.0", doc! {"$exists": true});
+        }
+        Some(ResolutionStatus::Resolved) => {
+            query.insert("resolution", doc! {"$ne": Bson::Null});
+        }
+    }
+    (query, doc! {"_id": 1})
 }
 
 #[cfg(test)]
@@ -132,6 +147,14 @@ mod tests {
         );
         let (q, _) = payouts_query(None, Some(PayoutStatus::Pending), None);
         assert_eq!(q, doc! {"status": "pending"});
-        assert_eq!(stripe_payments_query(Some("pi_1")), (doc! {"_id": {"$gt": "pi_1"}}, doc! {"_id": 1}));
+        let all = StripePaymentFilter::default();
+        assert_eq!(stripe_payments_query(Some("pi_1"), &all), (doc! {"_id": {"$gt": "pi_1"}}, doc! {"_id": 1}));
+        let open = StripePaymentFilter { flag: Some("unknown_user".into()), status: Some(ResolutionStatus::Open) };
+        assert_eq!(
+            stripe_payments_query(None, &open).0,
+            doc! {"flags": "unknown_user", "resolution": Bson::Null, "flags.0": {"$exists": true}}
+        );
+        let resolved = StripePaymentFilter { flag: None, status: Some(ResolutionStatus::Resolved) };
+        assert_eq!(stripe_payments_query(None, &resolved).0, doc! {"resolution": {"$ne": Bson::Null}});
     }
 }

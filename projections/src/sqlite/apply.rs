@@ -532,6 +532,15 @@ fn set_stripe_state(
             state.charge_amount_cents,
             state.amount_refunded_cents,
             state.flags.join(","),
+            // Plain fields only: serializing them cannot fail.
+            serde_json::to_string(&state.disputes).unwrap_or_else(|_| "[]".to_string()),
+            state.coins_refund_reversed,
+            state.coins_dispute_withdrawn,
+            state.coins_dispute_reinstated,
+            state.claimed_user_id,
+            state.claimed_package_id,
+            // Plain fields only, as above.
+            state.resolution.as_ref().map(|r| serde_json::to_string(r).unwrap_or_default()),
         ],
     )?;
     Ok(())

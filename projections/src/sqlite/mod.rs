@@ -46,8 +46,8 @@ use crate::ProjectionError;
 use crate::change::{ApplyOutcome, ProjectedBatch};
 use crate::model::{
     Checkpoint, Collection, LeaderboardEntry, LedgerEntryDoc, Page, PageRequest, PayoutDoc, PayoutStatus, Projection,
-    ProjectionVersion, StreamDoc, StripePaymentDoc, TransactionDoc, TransactionFilter, TrialBalance, UserDoc,
-    WalletDoc, from_micros, pos_u64,
+    ProjectionVersion, StreamDoc, StripePaymentDoc, StripePaymentFilter, TransactionDoc, TransactionFilter,
+    TrialBalance, UserDoc, WalletDoc, from_micros, pos_u64,
 };
 use crate::store::{ReadStore, ScanPage, StoreResult, normalise_email};
 use schema::META_DDL;
@@ -461,8 +461,13 @@ impl ReadStore for SqliteStore {
         Box::pin(self.read(move |tx| queries::stripe_payment(tx, &payment_id)))
     }
 
-    fn stripe_payments<'a>(&'a self, page: &'a PageRequest) -> BoxFuture<'a, StoreResult<Page<StripePaymentDoc>>> {
+    fn stripe_payments<'a>(
+        &'a self,
+        filter: &'a StripePaymentFilter,
+        page: &'a PageRequest,
+    ) -> BoxFuture<'a, StoreResult<Page<StripePaymentDoc>>> {
         let page = page.clone();
-        Box::pin(self.read(move |tx| queries::stripe_payments(tx, &page)))
+        let filter = filter.clone();
+        Box::pin(self.read(move |tx| queries::stripe_payments(tx, &filter, &page)))
     }
 }

@@ -12,8 +12,8 @@ use super::{active_table, active_version, checkpoint_of, db_err, rows};
 use crate::ProjectionError;
 use crate::model::{
     Collection, LeaderboardEntry, LedgerEntryDoc, Page, PageRequest, PayoutDoc, PayoutStatus, Projection,
-    ProjectionVersion, StreamDoc, StripePaymentDoc, TransactionDoc, TransactionFilter, TrialBalance, UserDoc,
-    WalletDoc, cursor, to_micros,
+    ProjectionVersion, ResolutionStatus, StreamDoc, StripePaymentDoc, StripePaymentFilter, TransactionDoc,
+    TransactionFilter, TrialBalance, UserDoc, WalletDoc, cursor, to_micros,
 };
 use crate::store::{StoreResult, into_page};
 
@@ -266,15 +266,31 @@ pub(super) fn stripe_payment(tx: &Transaction<'_>, payment_id: &str) -> StoreRes
     Ok(query_docs(tx, &sql, params![payment_id], rows::stripe_payment)?.pop())
 }
 
-pub(super) fn stripe_payments(tx: &Transaction<'_>, page: &PageRequest) -> StoreResult<Page<StripePaymentDoc>> {
+pub(super) fn stripe_payments(
+    tx: &Transaction<'_>,
+    filter: &StripePaymentFilter,
+    page: &PageRequest,
+) -> StoreResult<Page<StripePaymentDoc>> {
     let table = active_table(tx, Projection::StripePayments, Collection::StripePayments)?;
     let after = match &page.cursor {
         None => String::new(),
         Some(c) => cursor::decode(c, 1)?.remove(0),
     };
     let limit = page.limit();
-    let sql = format!("SELECT {STRIPE_COLS} FROM {table} WHERE payment_id > ?1 ORDER BY payment_id LIMIT ?2");
-    let items = query_docs(tx, &sql, params![after, i64::from(limit) + 1], rows::stripe_payment)?;
+    // `flags` is a comma-separated list: a flag is in it when `,flag,` is
+    // in `,flags,` (flags never hold commas).
+    let status = match filter.status {
+        None => "",
+        Some(ResolutionStatus::Open) => " AND flags != '' AND resolution IS NULL",
+        Some(ResolutionStatus::Resolved) => " AND resolution IS NOT NULL",
+    };
+    let sql = format!(
+        "SELECT {STRIPE_COLS} FROM {table} WHERE payment_id > ?1
+           AND (?3 IS NULL OR instr(',' || flags || ',', ',' || ?3 || ',') > 0){status}
+         ORDER BY payment_id LIMIT ?2"
+    );
+    let items =
+        query_docs(tx, &sql, params![after, i64::from(limit) + 1, filter.flag.as_deref()], rows::stripe_payment)?;
     Ok(into_page(items, limit, |d: &StripePaymentDoc| cursor::encode(&[&d.payment_id])))
 }
 

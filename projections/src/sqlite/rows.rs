@@ -201,6 +201,26 @@ pub(super) fn stripe_payment(row: &Row<'_>) -> RowResult<StripePaymentDoc> {
                 let flags: String = column(row, 12)?;
                 flags.split(',').filter(|f| !f.is_empty()).map(str::to_string).collect()
             },
+            disputes: {
+                let disputes: String = column(row, 13)?;
+                serde_json::from_str(&disputes)
+                    .map_err(|e| ProjectionError::corrupt(TABLE, format!("disputes: {e}")))?
+            },
+            coins_refund_reversed: column(row, 14)?,
+            coins_dispute_withdrawn: column(row, 15)?,
+            coins_dispute_reinstated: column(row, 16)?,
+            claimed_user_id: column(row, 17)?,
+            claimed_package_id: column(row, 18)?,
+            resolution: {
+                let resolution: Option<String> = column(row, 19)?;
+                match resolution {
+                    None => None,
+                    Some(text) => Some(
+                        serde_json::from_str(&text)
+                            .map_err(|e| ProjectionError::corrupt(TABLE, format!("resolution: {e}")))?,
+                    ),
+                }
+            },
         },
     })
 }

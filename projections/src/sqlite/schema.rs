@@ -210,7 +210,11 @@ fn collection_ddl(collection: Collection, version: u32) -> String {
                 coins_reversed INTEGER NOT NULL, stripe_session_id TEXT, position INTEGER NOT NULL,
                 package_id TEXT, coins_expected INTEGER NOT NULL DEFAULT 0, amount_cents INTEGER NOT NULL DEFAULT 0,
                 currency TEXT, charge_amount_cents INTEGER NOT NULL DEFAULT 0,
-                amount_refunded_cents INTEGER NOT NULL DEFAULT 0, flags TEXT NOT NULL DEFAULT '') WITHOUT ROWID;"
+                amount_refunded_cents INTEGER NOT NULL DEFAULT 0, flags TEXT NOT NULL DEFAULT '',
+                disputes TEXT NOT NULL DEFAULT '[]', coins_refund_reversed INTEGER NOT NULL DEFAULT 0,
+                coins_dispute_withdrawn INTEGER NOT NULL DEFAULT 0,
+                coins_dispute_reinstated INTEGER NOT NULL DEFAULT 0, claimed_user_id TEXT,
+                claimed_package_id TEXT, resolution TEXT) WITHOUT ROWID;"
         ),
     }
 }
@@ -233,7 +237,9 @@ pub(super) const ENTRY_COLS: &str =
     "account, position, seq, event_type, counterparty, coins, balance_after, created_at";
 pub(super) const LEADERBOARD_COLS: &str = "stream_id, user_id, coins, position";
 pub(super) const STRIPE_COLS: &str = "payment_id, user_id, coins_issued, coins_reversed, stripe_session_id, position, \
-    package_id, coins_expected, amount_cents, currency, charge_amount_cents, amount_refunded_cents, flags";
+    package_id, coins_expected, amount_cents, currency, charge_amount_cents, amount_refunded_cents, flags, \
+    disputes, coins_refund_reversed, coins_dispute_withdrawn, coins_dispute_reinstated, claimed_user_id, \
+    claimed_package_id, resolution";
 /// The columns the first statements write (the Stripe side keeps its
 /// defaults until a payment event sets it).
 const STRIPE_LEDGER_COLS: &str = "payment_id, user_id, coins_issued, coins_reversed, stripe_session_id, position";
@@ -392,12 +398,17 @@ impl WriteSql {
             ),
             // The user is the ledger's when it has one (a purchase sets both).
             stripe_state: format!(
-                "INSERT OR FAIL INTO {stripe} ({STRIPE_COLS}) VALUES (?1, ?2, 0, 0, NULL, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+                "INSERT OR FAIL INTO {stripe} ({STRIPE_COLS}) VALUES (?1, ?2, 0, 0, NULL, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)
                  ON CONFLICT(payment_id) DO UPDATE SET user_id = COALESCE(user_id, excluded.user_id),
                  position = excluded.position, package_id = excluded.package_id,
                  coins_expected = excluded.coins_expected, amount_cents = excluded.amount_cents,
                  currency = excluded.currency, charge_amount_cents = excluded.charge_amount_cents,
-                 amount_refunded_cents = excluded.amount_refunded_cents, flags = excluded.flags"
+                 amount_refunded_cents = excluded.amount_refunded_cents, flags = excluded.flags,
+                 disputes = excluded.disputes, coins_refund_reversed = excluded.coins_refund_reversed,
+                 coins_dispute_withdrawn = excluded.coins_dispute_withdrawn,
+                 coins_dispute_reinstated = excluded.coins_dispute_reinstated,
+                 claimed_user_id = excluded.claimed_user_id, claimed_package_id = excluded.claimed_package_id,
+                 resolution = excluded.resolution"
             ),
         }
     }

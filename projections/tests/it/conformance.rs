@@ -8,8 +8,8 @@ use std::sync::Arc;
 use events_schema::{Account, Event, StreamSnapshot, StreamStarted, StreamStatus, ViewerJoined};
 use projections::testing::{Generator, GeneratorConfig, MemoryLog, checksum};
 use projections::{
-    Collection, PageRequest, PayoutStatus, Projection, ProjectionError, ProjectionVersion, ReadStore, Runner,
-    RunnerConfig, TransactionFilter, runner::project_messages,
+    Collection, PageRequest, PayoutStatus, Projection, ProjectionError, ProjectionVersion, ReadStore, ResolutionStatus,
+    Runner, RunnerConfig, StripePaymentFilter, TransactionFilter, runner::project_messages,
 };
 use uuid::Uuid;
 
@@ -99,28 +99,45 @@ pub async fn generated_log_projects_consistently(store: Arc<dyn ReadStore>) {
     // The reconciliation: every Stripe payment, paged by id; each credited
     // purchase issued its package's coins, each refund reversed its share;
     // the flagged payments (unknown users) are the only mismatches.
-    let mut payments = Vec::new();
-    let mut page = PageRequest::first(13);
-    loop {
-        let p = store.stripe_payments(&page).await.unwrap();
-        payments.extend(p.items);
-        match p.next_cursor {
-            Some(c) => page = PageRequest::after(13, Some(c)),
-            None => break,
-        }
-    }
+    let all = StripePaymentFilter::default();
+    let payments = every_payment(store.as_ref(), &all).await;
     assert!(payments.len() > 20, "{} payments", payments.len());
     assert!(payments.windows(2).all(|w| w[0].payment_id < w[1].payment_id), "by PaymentIntent id");
     let mut flagged = 0;
+    let mut disputed = 0;
+    let mut dismissed = 0;
     for p in &payments {
         if p.payment_id.starts_with("pi_flagged_") {
             flagged += 1;
             assert_eq!(p.mismatches(), vec!["unknown_user".to_string()]);
+            if p.stripe.resolution.is_some() {
+                dismissed += 1;
+                assert_eq!(p.status(), "resolved");
+            } else {
+                assert_eq!(p.status(), "open");
+            }
+        } else if !p.stripe.disputes.is_empty() {
+            // A lost dispute: its coins match, the dispute is flagged.
+            disputed += 1;
+            assert_eq!(p.mismatches(), vec!["disputed".to_string()], "{p:?}");
+            assert_eq!(p.coins_reversed, p.coins_reversal_expected(), "{p:?}");
         } else {
             assert_eq!(p.mismatches(), Vec::<String>::new(), "{p:?}");
             assert_eq!(p.coins_issued, p.stripe.coins_expected);
+            assert_eq!(p.status(), "clear");
         }
     }
+    assert!(disputed > 0, "the generator disputes some payments");
+    // The filters: by flag, open (flagged, not resolved), resolved.
+    let by_flag = StripePaymentFilter { flag: Some("unknown_user".into()), status: None };
+    let unknown: Vec<_> = every_payment(store.as_ref(), &by_flag).await;
+    assert_eq!(unknown.len(), flagged);
+    assert!(unknown.iter().all(|p| p.payment_id.starts_with("pi_flagged_")));
+    let open = StripePaymentFilter { flag: None, status: Some(ResolutionStatus::Open) };
+    assert_eq!(every_payment(store.as_ref(), &open).await.len(), flagged - dismissed + disputed);
+    let resolved = StripePaymentFilter { flag: None, status: Some(ResolutionStatus::Resolved) };
+    assert_eq!(every_payment(store.as_ref(), &resolved).await.len(), dismissed);
+    assert!(dismissed > 0, "the generator dismisses some flagged payments");
     assert!(flagged > 0);
     let one = store.stripe_payment(&payments[0].payment_id).await.unwrap();
     assert_eq!(one.as_ref(), Some(&payments[0]));
@@ -329,3 +346,17 @@ every_store!(
     paging_is_stable_under_inserts,
     live_streams_most_viewers_first,
 );
+
+/// Every payment the filter lists, page after page (13 a page).
+async fn every_payment(store: &dyn ReadStore, filter: &StripePaymentFilter) -> Vec<projections::StripePaymentDoc> {
+    let mut payments = Vec::new();
+    let mut page = PageRequest::first(13);
+    loop {
+        let p = store.stripe_payments(filter, &page).await.unwrap();
+        payments.extend(p.items);
+        match p.next_cursor {
+            Some(c) => page = PageRequest::after(13, Some(c)),
+            None => return payments,
+        }
+    }
+}

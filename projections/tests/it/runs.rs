@@ -382,7 +382,8 @@ async fn a_table_made_by_an_older_build_is_refused_with_the_rebuild_to_run() {
     assert_eq!(
         difference,
         "missing: package_id, coins_expected, amount_cents, currency, charge_amount_cents, amount_refunded_cents, \
-         flags; not made by this build: none"
+         flags, disputes, coins_refund_reversed, coins_dispute_withdrawn, coins_dispute_reinstated, claimed_user_id, \
+         claimed_package_id, resolution; not made by this build: none"
     );
     assert!(error.to_string().contains("`halobuzz-replay rebuild --projection stripe_payments`"), "{error}");
     let conn = rusqlite::Connection::open(store.path()).unwrap();

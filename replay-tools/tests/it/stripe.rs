@@ -101,3 +101,90 @@ async fn the_audit_passes_on_stripe_payments_written_in_single_appends() {
         audit.findings
     );
 }
+
+fn dispute(event_id: &str, dispute_id: &str, withdrawn: bool, reinstated: bool) -> PaymentCommand {
+    PaymentCommand::RecordDispute {
+        stripe_event_id: event_id.into(),
+        dispute: payment::DisputeSeen {
+            dispute_id: dispute_id.into(),
+            amount_cents: 499,
+            currency: "usd".into(),
+            status: if reinstated { "won".into() } else { "needs_response".into() },
+            reason: "fraudulent".into(),
+            fee_cents: 1500,
+            balance_transactions: u32::from(withdrawn) + u32::from(reinstated),
+            funds_withdrawn: withdrawn,
+            funds_reinstated: reinstated,
+        },
+    }
+}
+
+/// Disputes lost and won, and a flagged payment credited by finance: the
+/// audit counts withdrawals, reinstatements and the resolution's credit,
+/// and `external:stripe` is minus the net. A won dispute credited back
+/// twice (by hand), or a resolution's credit on a payment already
+/// purchased, are caught.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_audit_counts_disputes_and_resolutions_and_catches_a_second_credit() {
+    let server = NatsServer::start_with(SyncMode::Interval).await;
+    let log = server.event_log().await;
+    let c = commands(&log);
+    let buyer = Uuid::now_v7();
+    let register = Register {
+        user_id: buyer,
+        email: "bea@example.com".into(),
+        username: "bea".into(),
+        password_hash: "x".into(),
+        admin_emails: vec![],
+    };
+    let ctx = commands::handler::CommandContext::new(Actor::user(buyer), "reg".into(), "fp".into(), "c".into())
+        .expect("a user's context");
+    c.register(&ctx, register).await.expect("registered");
+    // Lost: 500 withdrawn. Won: 500 withdrawn, 500 reinstated.
+    deliver(&c, "evt_l", "pi_lost", confirm("evt_l", buyer)).await;
+    deliver(&c, "evt_ld", "pi_lost", dispute("evt_ld", "dp_l", true, false)).await;
+    deliver(&c, "evt_w", "pi_won", confirm("evt_w", buyer)).await;
+    deliver(&c, "evt_wd", "pi_won", dispute("evt_wd", "dp_w", true, false)).await;
+    deliver(&c, "evt_wr", "pi_won", dispute("evt_wr", "dp_w", true, true)).await;
+    // An unknown user's payment, credited by finance to the buyer.
+    let typo = PaymentCommand::ConfirmPurchase {
+        stripe_event_id: "evt_t".into(),
+        buyer: payment::Buyer::Unknown("typo".into()),
+        package: payment::PackageRef { id: "coins_500".into(), coins: Some(500), price: None },
+        amount_cents: 499,
+        currency: "usd".into(),
+        offered: payment::Offered::NotStated,
+    };
+    deliver(&c, "evt_t", "pi_typo", typo).await;
+    let resolve = PaymentCommand::Resolve {
+        resolved_by: Uuid::now_v7(),
+        note: "ticket 7".into(),
+        action: payment::Resolve::Credit { user_id: buyer, package_id: "coins_500".into(), coins: 500 },
+    };
+    c.resolve_payment("pi_typo", buyer, resolve).await.expect("resolved").expect("a payment");
+    let audit = replay_tools::audit_log(&log, Vec::new(), None, &Progress::hidden()).await.expect("audit");
+    assert!(audit.passed, "{:#?}", audit.findings);
+    let r = &audit.reconciliation;
+    assert_eq!((r.coins_purchased, r.coins_refunded), (1500, 0));
+    assert_eq!((r.coins_dispute_withdrawn, r.coins_dispute_reinstated), (1000, 500));
+    assert_eq!(r.external_stripe_coins, -(1500 + 500 - 1000));
+    assert!(r.balanced);
+
+    // A credit of the resolved payment posted again as a new purchase (by
+    // hand: the handler never writes one) is a second credit.
+    let (ledger, _) = c.ledger_state(buyer).await.expect("ledger");
+    let again = domain::ledger::decide(
+        &ledger,
+        &domain::ledger::LedgerCommand::PurchaseCoins { payment_id: "pi_typo".into(), coins: 500, source_position: 0 },
+    )
+    .expect("a commit")
+    .remove(0);
+    append_alone(&log, &ledger_subject(buyer), again).await;
+    let audit = replay_tools::audit_log(&log, Vec::new(), None, &Progress::hidden()).await.expect("audit");
+    assert!(!audit.passed);
+    assert!(
+        audit.findings.iter().any(|f| f.detail.contains("payment pi_typo credited a second time")),
+        "{:#?}",
+        audit.findings
+    );
+}

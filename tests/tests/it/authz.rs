@@ -175,6 +175,12 @@ fn cases() -> Vec<Case> {
             [401, 403, 403, 201, 403, 403],
         ),
         post("/api/v1/admin/users/{other}/roles", r#"{"grant":["ops"]}"#, ADMIN_ONLY),
+        // Finance or admin; no such payment here.
+        post(
+            "/api/v1/admin/payments/pi_matrix_unknown/resolve",
+            r#"{"action":"dismiss","note":"matrix"}"#,
+            [401, 403, 403, 404, 404, 403],
+        ),
         get("/api/v1/ledger/accounts/wallet:{user}/entries", [401, 200, 403, 200, 200, 403]),
         get("/api/v1/ledger/accounts/earnings:{user}/entries", [401, 200, 403, 200, 200, 403]),
         get("/api/v1/ledger/accounts/payout_hold:{user}/entries", [401, 200, 403, 200, 200, 403]),

@@ -16,3 +16,5 @@ mod ops;
 mod security;
 mod sessions;
 mod stripe;
+mod stripe_disputes;
+mod stripe_paid;

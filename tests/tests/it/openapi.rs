@@ -37,6 +37,7 @@ const CONTRACT_ROUTES: &[(&str, &str)] = &[
     ("post", "/api/v1/admin/adjustments"),
     ("post", "/api/v1/admin/users/{id}/roles"),
     ("post", "/api/v1/admin/users/{id}/sessions/revoke"),
+    ("post", "/api/v1/admin/payments/{paymentId}/resolve"),
     ("get", "/api/v1/ledger/accounts/{account}/entries"),
     ("get", "/api/v1/ledger/trial-balance"),
     ("get", "/api/v1/ledger/reconciliation"),

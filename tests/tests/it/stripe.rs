@@ -11,17 +11,17 @@ use halobuzz_tests::stripe::{LocalStripe, TEST_STRIPE_KEY, ToSign, sign_with_str
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-const SECRET: &str = "whsec_current_0123456789";
+pub(crate) const SECRET: &str = "whsec_current_0123456789";
 const OLD_SECRET: &str = "whsec_rotated_out_012345";
 const WEBHOOK: &str = "/api/v1/webhooks/stripe";
 
-fn now_s() -> i64 {
+pub(crate) fn now_s() -> i64 {
     i64::try_from(SystemTime::now().duration_since(UNIX_EPOCH).expect("after 1970").as_secs()).expect("in range")
 }
 
 /// The trial balance is zero and `user`'s wallet holds `coins`, as of
 /// `position`.
-async fn assert_books(app: &TestApp, admin: &User, user: &User, coins: i64, position: u64) {
+pub(crate) async fn assert_books(app: &TestApp, admin: &User, user: &User, coins: i64, position: u64) {
     let wallet = app.wallet(user, position).await;
     assert_eq!(wallet["coins"], json!(coins), "{}'s wallet: {wallet}", user.username);
     let tb = app.get(&format!("/api/v1/ledger/trial-balance?minPosition={position}"), Some(&admin.token)).await;
@@ -29,14 +29,14 @@ async fn assert_books(app: &TestApp, admin: &User, user: &User, coins: i64, posi
     assert_eq!(tb.body["totalCoins"], json!(0), "the trial balance: {}", tb.text);
 }
 
-async fn reconciliation(app: &TestApp, admin: &User, position: u64) -> Value {
+pub(crate) async fn reconciliation(app: &TestApp, admin: &User, position: u64) -> Value {
     let r =
         app.get(&format!("/api/v1/ledger/reconciliation?limit=200&minPosition={position}"), Some(&admin.token)).await;
     assert_eq!(r.status, 200, "{}", r.text);
     r.body
 }
 
-fn payment<'a>(reconciliation: &'a Value, payment_id: &str) -> &'a Value {
+pub(crate) fn payment<'a>(reconciliation: &'a Value, payment_id: &str) -> &'a Value {
     reconciliation["items"]
         .as_array()
         .and_then(|items| items.iter().find(|i| i["paymentId"] == json!(payment_id)))
@@ -95,6 +95,9 @@ async fn stripe_localstripe_payment_intent_is_confirmed_signed_and_credited() {
     let confirmed = stripe.post(&format!("/v1/payment_intents/{intent}/confirm"), &[]).await;
     assert_eq!(confirmed["metadata"]["userId"], json!(buyer.id.to_string()), "{confirmed}");
     assert_eq!(confirmed["metadata"]["packageId"], json!("coins_500"));
+    // The price offered travels with it, and is what was paid.
+    assert_eq!(confirmed["metadata"]["priceCents"], json!("499"), "{confirmed}");
+    assert_eq!(confirmed["metadata"]["priceCurrency"], json!("usd"));
 
     // localstripe signs and delivers `payment_intent.succeeded` (its 2017
     // API version) to our webhook; the coins arrive.
@@ -121,7 +124,7 @@ async fn stripe_localstripe_payment_intent_is_confirmed_signed_and_credited() {
 }
 
 /// Stripe events in the current API's shapes.
-fn session_completed(event: &str, session: &str, intent: &str, user: &str, package: &str) -> String {
+pub(crate) fn session_completed(event: &str, session: &str, intent: &str, user: &str, package: &str) -> String {
     json!({
         "id": event, "object": "event", "api_version": "2025-06-30.basil", "created": now_s(),
         "livemode": false, "pending_webhooks": 1, "type": "checkout.session.completed",
@@ -137,12 +140,25 @@ fn session_completed(event: &str, session: &str, intent: &str, user: &str, packa
     .to_string()
 }
 
-fn intent_succeeded(event: &str, intent: &str, user: &str, package: &str) -> String {
+/// The price of a default package, in cents (499 for any other: an
+/// unknown package has none).
+pub(crate) fn price_cents(package: &str) -> i64 {
+    match package {
+        "coins_100" => 99,
+        "coins_1200" => 999,
+        "coins_2500" => 1999,
+        _ => 499,
+    }
+}
+
+/// A `payment_intent.succeeded` that paid the package's price.
+pub(crate) fn intent_succeeded(event: &str, intent: &str, user: &str, package: &str) -> String {
+    let price = price_cents(package);
     json!({
         "id": event, "object": "event", "api_version": "2025-06-30.basil", "created": now_s(),
         "livemode": false, "pending_webhooks": 1, "type": "payment_intent.succeeded",
         "data": {"object": {
-            "id": intent, "object": "payment_intent", "amount": 499, "amount_received": 499,
+            "id": intent, "object": "payment_intent", "amount": price, "amount_received": price,
             "currency": "usd", "status": "succeeded", "latest_charge": format!("ch_{intent}"),
             "metadata": {"userId": user, "packageId": package},
             "automatic_payment_methods": {"enabled": true},
@@ -151,7 +167,7 @@ fn intent_succeeded(event: &str, intent: &str, user: &str, package: &str) -> Str
     .to_string()
 }
 
-fn charge_refunded(event: &str, intent: &str, amount_refunded: i64) -> String {
+pub(crate) fn charge_refunded(event: &str, intent: &str, amount_refunded: i64) -> String {
     json!({
         "id": event, "object": "event", "api_version": "2025-06-30.basil", "created": now_s(),
         "livemode": false, "pending_webhooks": 1, "type": "charge.refunded",
@@ -165,7 +181,7 @@ fn charge_refunded(event: &str, intent: &str, amount_refunded: i64) -> String {
 }
 
 /// Sends `body` with `header` as Stripe would.
-async fn deliver(app: &TestApp, body: &str, header: &str) -> halobuzz_tests::http::Resp {
+pub(crate) async fn deliver(app: &TestApp, body: &str, header: &str) -> halobuzz_tests::http::Resp {
     let r = app
         .client
         .post(format!("{}{WEBHOOK}", app.base))
@@ -184,14 +200,14 @@ async fn deliver(app: &TestApp, body: &str, header: &str) -> halobuzz_tests::htt
 
 /// Signs with Stripe's Node library under `secret` at `timestamp`, and
 /// delivers.
-async fn send(app: &TestApp, body: &str, secret: &str, timestamp: i64) -> halobuzz_tests::http::Resp {
+pub(crate) async fn send(app: &TestApp, body: &str, secret: &str, timestamp: i64) -> halobuzz_tests::http::Resp {
     let headers = sign_with_stripe_node(&[ToSign { payload: body.into(), secret: secret.into(), timestamp }]).await;
     deliver(app, body, &headers[0]).await
 }
 
 /// Delivers a correctly signed event; expects `200` and returns its
 /// position and whether it was a repeat.
-async fn accepted(app: &TestApp, body: &str) -> (u64, bool) {
+pub(crate) async fn accepted(app: &TestApp, body: &str) -> (u64, bool) {
     let r = send(app, body, SECRET, now_s()).await;
     assert_eq!(r.status, 200, "{}", r.text);
     (r.body["position"].as_u64().expect("a position"), r.body["duplicate"] == json!(true))
@@ -342,6 +358,47 @@ async fn stripe_webhooks_credit_once_and_reverse_refunds_exactly_in_any_order() 
         .collect();
     flagged.sort();
     assert_eq!(flagged, vec!["pi_ghost", "pi_nopkg", "pi_nouser"]);
+    // Flagged payments show what Stripe said: how much, from whom (as
+    // claimed), for what.
+    let ghost_item = payment(&rec, "pi_ghost");
+    assert_eq!(ghost_item["claimedUserId"], json!(ghost), "{ghost_item}");
+    assert_eq!(ghost_item["claimedPackageId"], json!("coins_500"));
+    assert_eq!((ghost_item["amountCents"].as_i64(), ghost_item["currency"].as_str()), (Some(499), Some("usd")));
+    assert_eq!((ghost_item["userId"].clone(), ghost_item["status"].as_str()), (Value::Null, Some("open")));
+    assert_eq!(payment(&rec, "pi_nopkg")["claimedPackageId"], json!("coins_9999"));
+    assert_eq!(payment(&rec, "pi_nouser")["claimedUserId"], json!("not-a-user"));
+    assert_eq!(a_item["status"], json!("clear"));
+    // Filtered by flag, by status, and paged.
+    let listed = |query: &'static str| {
+        let app = &app;
+        let token = admin.token.clone();
+        async move {
+            let r = app.get(&format!("/api/v1/ledger/reconciliation?{query}&minPosition={p}"), Some(&token)).await;
+            assert_eq!(r.status, 200, "{query}: {}", r.text);
+            let ids: Vec<String> = r.body["items"]
+                .as_array()
+                .expect("items")
+                .iter()
+                .map(|i| i["paymentId"].as_str().unwrap_or_default().to_string())
+                .collect();
+            (ids, r.body["nextCursor"].clone())
+        }
+    };
+    assert_eq!(listed("flag=unknown_user").await.0, vec!["pi_ghost", "pi_nouser"]);
+    assert_eq!(listed("flag=unknown_package").await.0, vec!["pi_nopkg"]);
+    assert_eq!(listed("status=open").await.0, vec!["pi_ghost", "pi_nopkg", "pi_nouser"]);
+    assert_eq!(listed("status=resolved").await.0, Vec::<String>::new());
+    let (first, cursor) = listed("status=open&limit=2").await;
+    assert_eq!(first, vec!["pi_ghost", "pi_nopkg"]);
+    let cursor = cursor.as_str().expect("a next page").to_string();
+    let next = app
+        .get(&format!("/api/v1/ledger/reconciliation?status=open&limit=2&cursor={cursor}"), Some(&admin.token))
+        .await;
+    assert_eq!(next.body["items"][0]["paymentId"], json!("pi_nouser"), "{}", next.text);
+    for bad in ["flag=nonsense", "status=closed"] {
+        let r = app.get(&format!("/api/v1/ledger/reconciliation?{bad}"), Some(&admin.token)).await;
+        assert_eq!((r.status, r.problem_code()), (422, "validation_failed"), "{bad}: {}", r.text);
+    }
     let forbidden = app.get("/api/v1/ledger/reconciliation", Some(&ann.token)).await;
     assert_eq!(forbidden.status, 403);
     app.stop().await;

@@ -248,7 +248,31 @@ fn a_payments_stripe_side_is_set_whole_and_reads_back() {
         currency: Some("usd".into()),
         charge_amount_cents: 499,
         amount_refunded_cents: 100,
-        flags: vec!["unknown_package".into()],
+        flags: vec!["unknown_package".into(), "disputed".into()],
+        disputes: vec![crate::model::DisputeDoc {
+            dispute_id: "dp_1".into(),
+            amount_cents: 499,
+            currency: "usd".into(),
+            status: "lost".into(),
+            reason: "fraudulent".into(),
+            fee_cents: 1500,
+            funds_withdrawn: true,
+            funds_reinstated: false,
+            coins_reversed: 400,
+        }],
+        coins_refund_reversed: 100,
+        coins_dispute_withdrawn: 400,
+        coins_dispute_reinstated: 0,
+        claimed_user_id: Some("not-a-user".into()),
+        claimed_package_id: Some("coins_500".into()),
+        resolution: Some(crate::model::ResolutionDoc {
+            action: "dismiss".into(),
+            resolved_by: u(9),
+            note: "refunded in Stripe's dashboard".into(),
+            user_id: None,
+            package_id: None,
+            coins: 0,
+        }),
     };
     let b = batch(
         vec![target],
@@ -263,7 +287,12 @@ fn a_payments_stripe_side_is_set_whole_and_reads_back() {
     let set = update.get_document("$set").unwrap();
     assert_eq!(set.get_str("userId").unwrap(), u(1).to_string());
     assert_eq!(set.get_i64("coinsExpected").unwrap(), 500);
-    assert_eq!(set.get_array("flags").unwrap(), &vec![Bson::String("unknown_package".into())]);
+    assert_eq!(
+        set.get_array("flags").unwrap(),
+        &vec![Bson::String("unknown_package".into()), Bson::String("disputed".into())]
+    );
+    assert_eq!(set.get_i64("coinsDisputeWithdrawn").unwrap(), 400);
+    assert_eq!(set.get_array("disputes").unwrap().len(), 1);
     assert!(update.get_document("$setOnInsert").unwrap().get("userId").is_none(), "the user is set, not defaulted");
     let second = plan.writes.iter().find(|w| w.statement.get_document("q").unwrap().get_str("_id") == Ok("pi_2"));
     let update = second.expect("an update of pi_2").statement.get_document("u").unwrap().clone();

@@ -1,8 +1,10 @@
-//! Coin purchases (some through Checkout Sessions) and their refunds.
+//! Coin purchases (some through Checkout Sessions) and their refunds or
+//! lost disputes.
 
 use events_schema::{
-    Account, Actor, ActorKind, CoinsPurchased, Event, PaymentFlag, PaymentFlagged, PaymentPosted, PaymentPurchase,
-    PaymentPurchaseCredited, PaymentRefundRecorded, PaymentSnapshot, PurchaseRefunded, StripeEventRecorded,
+    Account, Actor, ActorKind, CoinsPurchased, Event, PaymentDispute, PaymentDisputeRecorded, PaymentFlag,
+    PaymentFlagged, PaymentPosted, PaymentPurchase, PaymentPurchaseCredited, PaymentRefundRecorded, PaymentResolution,
+    PaymentResolved, PaymentSnapshot, PurchaseRefunded, ResolutionAction, StripeEventRecorded,
 };
 
 use super::*;
@@ -74,18 +76,40 @@ impl Generator {
         self.payment_chains.insert(payment_id.clone(), chain);
         // Now and then a flagged payment beside it.
         if self.rng.percent(5) {
+            let flagged_state = PaymentSnapshot {
+                flags: vec![PaymentFlag::UnknownUser],
+                posted_position: Some(0),
+                ..PaymentSnapshot::default()
+            };
             let flagged = Event::PaymentFlagged(PaymentFlagged {
                 payment_id: format!("pi_flagged_{}", self.counter),
                 stripe_event_id: format!("evt_f{}", self.counter),
                 flag: PaymentFlag::UnknownUser,
                 detail: "nobody".into(),
-                state_after: PaymentSnapshot {
-                    flags: vec![PaymentFlag::UnknownUser],
-                    posted_position: Some(0),
-                    ..PaymentSnapshot::default()
-                },
+                state_after: flagged_state.clone(),
             });
-            self.emit(&meta, flagged, None);
+            let mut flagged_chain = Chain::new();
+            self.emit(&meta, flagged, Some(&mut flagged_chain));
+            // Every other one is dismissed by finance (from the counter, not
+            // the random sequence, so that the rest of the log stays the
+            // same).
+            if self.counter.is_multiple_of(2) {
+                let resolution = PaymentResolution {
+                    action: ResolutionAction::Dismiss,
+                    resolved_by: id,
+                    note: "a test payment".into(),
+                    user_id: None,
+                    package_id: None,
+                    coins: 0,
+                };
+                let dismissed = Event::PaymentResolved(PaymentResolved {
+                    payment_id: format!("pi_flagged_{}", self.counter),
+                    resolution: resolution.clone(),
+                    purchase: None,
+                    state_after: PaymentSnapshot { resolution: Some(resolution), ..flagged_state },
+                });
+                self.emit(&meta, dismissed, Some(&mut flagged_chain));
+            }
         }
         if self.purchases.len() >= PURCHASES_TRACKED_MAX
             && let Some((_, dropped, _, _)) = self.purchases.pop_front()
@@ -112,6 +136,42 @@ impl Generator {
             amount_cents: bought,
             currency: "usd".into(),
         };
+        let mut chain = self.payment_chains.remove(&payment_id).unwrap_or_else(Chain::new);
+        // Every other reversal is a lost dispute rather than a refund (it
+        // moves the same coins the same way). Drawn from the counter, not
+        // the random sequence, so that the rest of the log stays the same.
+        if self.counter.is_multiple_of(2) {
+            let dispute = PaymentDispute {
+                dispute_id: format!("dp_{}", self.counter),
+                amount_cents: coins,
+                currency: "usd".into(),
+                status: "needs_response".into(),
+                reason: "fraudulent".into(),
+                fee_cents: 1500,
+                balance_transactions: 1,
+                funds_withdrawn: true,
+                funds_reinstated: false,
+                coins_reversed: coins,
+            };
+            let state_after = PaymentSnapshot {
+                purchase: Some(purchase),
+                flags: vec![PaymentFlag::Disputed],
+                disputes: vec![dispute.clone()],
+                coins_dispute_withdrawn: coins,
+                posted_position: Some(posted),
+                ..PaymentSnapshot::default()
+            };
+            let recorded = Event::PaymentDisputeRecorded(PaymentDisputeRecorded {
+                payment_id: payment_id.clone(),
+                stripe_event_id: Some(format!("evt_d{}", self.counter)),
+                dispute,
+                coins,
+                state_after: state_after.clone(),
+            });
+            let decision = self.emit(&meta, recorded, Some(&mut chain));
+            let posting = (payment_id.as_str(), coins, Posting::Refund);
+            return self.post_payment(user, &meta, posting, decision, state_after, &mut chain);
+        }
         let state_after = PaymentSnapshot {
             purchase: Some(purchase),
             charge_amount_cents: bought,
@@ -119,8 +179,8 @@ impl Generator {
             coins_reversed: coins,
             flags: vec![],
             posted_position: Some(posted),
+            ..PaymentSnapshot::default()
         };
-        let mut chain = self.payment_chains.remove(&payment_id).unwrap_or_else(Chain::new);
         let recorded = Event::PaymentRefundRecorded(PaymentRefundRecorded {
             payment_id: payment_id.clone(),
             stripe_event_id: Some(format!("evt_r{}", self.counter)),
