@@ -41,9 +41,10 @@ pub mod versions;
 pub use change::{ApplyOutcome, Change, PositionedChange, Posting, ProjectedBatch};
 pub use error::ProjectionError;
 pub use model::{
-    AccountBalance, Checkpoint, Collection, LeaderboardEntry, LedgerEntryDoc, PAGE_LIMIT_DEFAULT, PAGE_LIMIT_MAX, Page,
-    PageRequest, PayoutDoc, PayoutStatus, Projection, ProjectionVersion, StreamDoc, StripePaymentDoc, StripeSide,
-    TransactionDoc, TransactionFilter, TrialBalance, TxMetadata, TxStatus, TxType, UserDoc, WalletDoc,
+    AccountBalance, AdjustmentDoc, AdjustmentStatus, Checkpoint, Collection, LeaderboardEntry, LedgerEntryDoc,
+    PAGE_LIMIT_DEFAULT, PAGE_LIMIT_MAX, Page, PageRequest, PayoutDoc, PayoutStatus, Projection, ProjectionVersion,
+    StreamDoc, StripePaymentDoc, StripeSide, TransactionDoc, TransactionFilter, TrialBalance, TxMetadata, TxStatus,
+    TxType, UserDoc, WalletDoc,
 };
 pub use mongo::MongoStore;
 pub use projection::project;

@@ -235,6 +235,52 @@ impl ReadStore for MongoStore {
         })
     }
 
+    fn ledger_entry_at(
+        &self,
+        account: Account,
+        position_max: u64,
+        time_max: Option<chrono::DateTime<chrono::Utc>>,
+    ) -> BoxFuture<'_, StoreResult<Option<LedgerEntryDoc>>> {
+        Box::pin(async move {
+            let name = self.active_collection(Projection::Ledger, Collection::LedgerEntries).await?;
+            let (filter, sort) = queries::entry_at_query(account, position_max, time_max);
+            let docs = self.find(&name, filter, sort, 1, None).await?;
+            docs.first().map(documents::read_entry).transpose()
+        })
+    }
+
+    fn ledger_entries_window(
+        &self,
+        account: Account,
+        time_min: chrono::DateTime<chrono::Utc>,
+        after: (u64, u32),
+        until: (u64, u32),
+        limit: u32,
+    ) -> BoxFuture<'_, StoreResult<Vec<LedgerEntryDoc>>> {
+        Box::pin(async move {
+            let name = self.active_collection(Projection::Ledger, Collection::LedgerEntries).await?;
+            let (filter, sort) = queries::entries_window_query(account, time_min, after, until);
+            let docs = self.find(&name, filter, sort, limit, None).await?;
+            docs.iter().map(documents::read_entry).collect()
+        })
+    }
+
+    fn adjustments<'a>(
+        &'a self,
+        status: Option<AdjustmentStatus>,
+        page: &'a PageRequest,
+    ) -> BoxFuture<'a, StoreResult<Page<AdjustmentDoc>>> {
+        Box::pin(async move {
+            let after = int_id_cursor(page)?;
+            let name = self.active_collection(Projection::Payouts, Collection::Adjustments).await?;
+            let query = queries::adjustments_query(status, after.as_ref().map(|(t, id)| (*t, id.as_str())));
+            self.page_of(&name, query, page.limit(), documents::read_adjustment, |a: &AdjustmentDoc| {
+                cursor::encode(&[&a.proposed_at.timestamp_millis().to_string(), &a.id.to_string()])
+            })
+            .await
+        })
+    }
+
     fn payout(&self, payout_id: Uuid) -> BoxFuture<'_, StoreResult<Option<PayoutDoc>>> {
         Box::pin(self.one(
             Projection::Payouts,
