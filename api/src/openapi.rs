@@ -48,7 +48,7 @@ Commands accept `Idempotency-Key` and answer a log `position`; queries accept `m
         views::SendGiftRequest, views::PayoutRequestBody, views::ApprovePayoutRequest, views::RejectPayoutRequest,
         views::AdjustmentRequest, views::RolesRequest, views::RejectAdjustmentRequest,
         views::AdjustmentProposedView, views::AdjustmentSettledView, views::AdjustmentItemView, views::AdjustmentPage,
-        views::BalanceAtView, views::AsOfView, views::StatementView,
+        views::BalanceAtView, views::AsOfView, views::StatementView, views::RiskFlagView,
         views::UserView, views::AuthResponse, views::TokensResponse, views::WalletView, views::MoneyView,
         views::CoinPackageView, views::GiftCatalogItem, views::TransactionView, views::TransactionMetadataView,
         views::StreamCreated, views::PositionView, views::StreamView, views::LeaderboardEntryView, views::GiftSentView,

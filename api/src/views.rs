@@ -333,6 +333,10 @@ pub struct PayoutView {
     #[serde(serialize_with = "ts_opt")]
     pub settled_at: Option<DateTime<Utc>>,
     pub position: u64,
+    /// Risk flags for the admin deciding it (the decision stays theirs):
+    /// `gifts_from_negative_wallets` with the coins concerned. Computed for
+    /// the payout queue (`GET /admin/payouts`), empty elsewhere.
+    pub risk: Vec<RiskFlagView>,
 }
 
 pub fn payout_status_name(s: PayoutStatus) -> &'static str {
@@ -353,6 +357,7 @@ impl From<PayoutDoc> for PayoutView {
             requested_at: d.requested_at,
             settled_at: d.settled_at,
             position: d.position,
+            risk: Vec::new(),
         }
     }
 }
@@ -365,6 +370,18 @@ pub struct AdjustmentView {
     /// The user's wallet after the adjustment.
     pub balance: i64,
     pub position: u64,
+}
+
+/// One risk flag of a payout.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RiskFlagView {
+    /// `gifts_from_negative_wallets`: the host received, within the hold
+    /// window (at least a day), gifts from viewers whose wallet is now
+    /// negative after a refund or a chargeback.
+    pub flag: String,
+    /// The coins of those gifts.
+    pub coins: i64,
 }
 
 /// An account's balance at a time or position.

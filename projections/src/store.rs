@@ -198,6 +198,13 @@ pub trait ReadStore: Send + Sync + fmt::Debug {
         limit: u32,
     ) -> BoxFuture<'_, StoreResult<Vec<LedgerEntryDoc>>>;
 
+    /// Risk of a host's payout: the coins gifted to the host's streams live
+    /// at or after `since` by viewers whose wallet is negative now (after
+    /// a refund or a chargeback), from the streams, leaderboards and
+    /// wallets read models. Bounded: at most `RISK_STREAMS_MAX` streams
+    /// and `RISK_GIFTERS_MAX` gifters are looked at.
+    fn gifts_from_negative_wallets(&self, host_id: Uuid, since: DateTime<Utc>) -> BoxFuture<'_, StoreResult<i64>>;
+
     /// Every account's balance (paged, by account) and the total of all.
     fn trial_balance<'a>(&'a self, page: &'a PageRequest) -> BoxFuture<'a, StoreResult<TrialBalance>>;
 
@@ -206,6 +213,11 @@ pub trait ReadStore: Send + Sync + fmt::Debug {
     /// Every Stripe payment, by PaymentIntent id (the reconciliation).
     fn stripe_payments<'a>(&'a self, page: &'a PageRequest) -> BoxFuture<'a, StoreResult<Page<StripePaymentDoc>>>;
 }
+
+/// Streams of one host a risk check looks at, at most.
+pub const RISK_STREAMS_MAX: u32 = 1_000;
+/// Gifters (stream and viewer) a risk check looks at, at most.
+pub const RISK_GIFTERS_MAX: u32 = 10_000;
 
 /// How many documents a scan page holds at most.
 pub const SCAN_LIMIT_MAX: u32 = 5_000;

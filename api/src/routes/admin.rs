@@ -25,7 +25,7 @@ use crate::state::{AppState, command_context, fingerprint};
 use crate::views::{
     AdjustmentPage, AdjustmentProposedView, AdjustmentRequest, AdjustmentSettledView, AdjustmentView, AdjustmentsQuery,
     ApprovePayoutRequest, PayoutPage, PayoutSettled, PayoutsQuery, RejectAdjustmentRequest, RejectPayoutRequest,
-    RolesRequest, RolesView, roles_view,
+    RiskFlagView, RolesRequest, RolesView, roles_view,
 };
 
 /// Roles named in one request, at most.
@@ -65,8 +65,31 @@ pub async fn list_payouts(
     };
     app.wait_for(consistency.min_position, &[Projection::Payouts]).await?;
     let page = PageRequest { limit: query.limit, cursor: query.cursor };
-    Ok(Json(app.store.payouts(status, &page).await?.into()))
+    let mut page: PayoutPage = app.store.payouts(status, &page).await?.into();
+    // Risk, for the payouts still to decide: one bounded query per host of
+    // the page (at most a page's worth).
+    let window_hours = i64::from(app.config.earnings_hold_hours).max(RISK_WINDOW_HOURS_MIN);
+    let since = chrono::Utc::now() - chrono::Duration::hours(window_hours);
+    let mut by_host: std::collections::HashMap<Uuid, i64> = std::collections::HashMap::new();
+    for payout in page.items.iter_mut().filter(|p| p.status == "pending") {
+        let coins = match by_host.get(&payout.user_id) {
+            Some(coins) => *coins,
+            None => {
+                let coins = app.store.gifts_from_negative_wallets(payout.user_id, since).await?;
+                by_host.insert(payout.user_id, coins);
+                coins
+            }
+        };
+        if coins > 0 {
+            payout.risk.push(RiskFlagView { flag: "gifts_from_negative_wallets".into(), coins });
+        }
+    }
+    Ok(Json(page))
 }
+
+/// The risk window looks back the hold, and at least a day: chargebacks
+/// arrive long after a gift, even when earnings are payable at once.
+pub const RISK_WINDOW_HOURS_MIN: i64 = 24;
 
 /// Proposed adjustments (four eyes), newest first, optionally of one status
 /// (`proposed`: the ones waiting for a second admin).

@@ -444,6 +444,14 @@ impl ReadStore for SqliteStore {
         Box::pin(self.read(move |tx| queries::ledger_entries_window(tx, account, time_min, after, until, limit)))
     }
 
+    fn gifts_from_negative_wallets(
+        &self,
+        host_id: Uuid,
+        since: chrono::DateTime<chrono::Utc>,
+    ) -> BoxFuture<'_, StoreResult<i64>> {
+        Box::pin(self.read(move |tx| queries::gifts_from_negative_wallets(tx, host_id, since)))
+    }
+
     fn adjustments<'a>(
         &'a self,
         status: Option<AdjustmentStatus>,

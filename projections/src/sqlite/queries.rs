@@ -272,6 +272,26 @@ pub(super) fn ledger_entries_window(
     )
 }
 
+pub(super) fn gifts_from_negative_wallets(
+    tx: &Transaction<'_>,
+    host_id: Uuid,
+    since: chrono::DateTime<chrono::Utc>,
+) -> StoreResult<i64> {
+    let streams = active_table(tx, Projection::Streams, Collection::Streams)?;
+    let boards = active_table(tx, Projection::GiftLeaderboards, Collection::GiftLeaderboards)?;
+    let wallets = active_table(tx, Projection::Wallets, Collection::Wallets)?;
+    let (streams_max, gifters_max) = (crate::store::RISK_STREAMS_MAX, crate::store::RISK_GIFTERS_MAX);
+    let sql = format!(
+        "SELECT COALESCE(SUM(g.coins), 0) FROM (
+            SELECT l.user_id, l.coins FROM (
+                SELECT id FROM {streams} WHERE host_id = ?1 AND (end_time IS NULL OR end_time >= ?2)
+                ORDER BY start_time DESC LIMIT {streams_max}
+            ) s JOIN {boards} l ON l.stream_id = s.id LIMIT {gifters_max}
+         ) g JOIN {wallets} w ON w.user_id = g.user_id WHERE w.coins < 0"
+    );
+    tx.query_row(&sql, params![host_id.as_bytes(), to_micros(since)], |r| r.get::<_, i64>(0)).map_err(db_err)
+}
+
 pub(super) fn trial_balance(tx: &Transaction<'_>, page: &PageRequest) -> StoreResult<TrialBalance> {
     let version = active_version(tx, Projection::Ledger)?;
     let table = Collection::LedgerAccounts.physical_name(version);
