@@ -300,6 +300,15 @@ pub fn document(config: &Config, last_position: Option<u64>) -> Value {
                     "status" if path == "/api/v1/admin/payouts" => {
                         *schema = json!({"type": "string", "enum": payout_statuses})
                     }
+                    "at" | "from" | "to" if path.starts_with("/api/v1/ledger/accounts/") => {
+                        *schema = json!({"type": "string", "format": "date-time"})
+                    }
+                    "format" if path == "/api/v1/ledger/accounts/{account}/statement" => {
+                        *schema = json!({"type": "string", "enum": ["csv", "json"]})
+                    }
+                    "position" if path == "/api/v1/ledger/accounts/{account}/balance" => {
+                        *schema = json!({"type": "integer", "minimum": 0})
+                    }
                     "status" if path == "/api/v1/admin/adjustments" => {
                         *schema = json!({"type": "string", "enum": ["proposed", "applied", "rejected"]})
                     }

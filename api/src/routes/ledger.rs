@@ -195,7 +195,10 @@ pub async fn balance(
     ),
     security(("bearerAuth" = [])),
     responses(
-        (status = 200, body = StatementView, content_type = "application/json", description = "The statement; `text/csv` with `Accept: text/csv` or `format=csv`"),
+        (status = 200, description = "The statement: JSON, or CSV with `Accept: text/csv` or `format=csv`", content(
+            (StatementView = "application/json"),
+            (String = "text/csv"),
+        )),
         QueryRefusals, Unauthorized,
         (status = 403, description = "Another user's or the platform's account, without finance or admin", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "Not an account", body = Problem, content_type = "application/problem+json"),
