@@ -100,6 +100,12 @@ pub struct Config {
     pub projector_batch_events: u32,
     /// The slow-client limits of the HTTP server.
     pub http: HttpLimits,
+    /// Adjustments of this many coins or more, either way, need a second
+    /// admin (`ADJUSTMENT_APPROVAL_COINS`, default 10000; 0: every one).
+    pub adjustment_approval_coins: i64,
+    /// Host earnings from a gift become payable this long after it
+    /// (`EARNINGS_HOLD_HOURS`, default 72; 0: at once).
+    pub earnings_hold_hours: u32,
 }
 
 /// What a slow or flooding client may hold (`../shared/spec/api.md`,
@@ -189,6 +195,8 @@ pub struct ConfigError {
 /// The shortest `NATS_TOKEN` production accepts (a guessable token is no
 /// authentication).
 pub const NATS_TOKEN_CHARS_MIN: usize = 32;
+/// The longest earnings hold (`EARNINGS_HOLD_HOURS`): a year.
+pub const EARNINGS_HOLD_HOURS_MAX: u32 = 24 * 366;
 
 /// Trusted proxies in a row, at most (`TRUST_PROXY_HOPS`).
 pub const TRUST_PROXY_HOPS_MAX: u32 = 8;
@@ -358,8 +366,21 @@ impl Config {
             commands_in_flight_max: positive(&var, "HTTP_COMMANDS_IN_FLIGHT_MAX", 1024)?,
             queries_in_flight_max: positive(&var, "HTTP_QUERIES_IN_FLIGHT_MAX", 1024)?,
         };
+        let adjustment_approval_coins: i64 = parse(&var, "ADJUSTMENT_APPROVAL_COINS", 10_000)?;
+        if adjustment_approval_coins < 0 {
+            return Err(ConfigError { name: "ADJUSTMENT_APPROVAL_COINS", reason: "must not be negative".into() });
+        }
+        let earnings_hold_hours: u32 = parse(&var, "EARNINGS_HOLD_HOURS", 72)?;
+        if earnings_hold_hours > EARNINGS_HOLD_HOURS_MAX {
+            return Err(ConfigError {
+                name: "EARNINGS_HOLD_HOURS",
+                reason: format!("at most {EARNINGS_HOLD_HOURS_MAX} (a year)"),
+            });
+        }
         Ok(Config {
             http,
+            adjustment_approval_coins,
+            earnings_hold_hours,
             port: parse(&var, "PORT", 5010)?,
             app_env,
             data_dir: var("DATA_DIR").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("./data")),
@@ -425,6 +446,7 @@ impl Config {
         CommandConfig {
             host_share_bps: self.host_share_bps,
             payout_policy: self.payout_policy.clone(),
+            earnings_hold_hours: self.earnings_hold_hours,
             admin_emails: if self.is_development() { self.admin_emails.clone() } else { Vec::new() },
         }
     }

@@ -215,8 +215,14 @@ fn domain_status(e: &DomainError) -> StatusCode {
         DomainError::InsufficientFunds { .. } | DomainError::InsufficientEarnings { .. } => {
             StatusCode::PAYMENT_REQUIRED
         }
-        DomainError::StreamNotFound | DomainError::UserNotFound => StatusCode::NOT_FOUND,
-        DomainError::SelfGift | DomainError::NotStreamHost | DomainError::NotSessionOwner => StatusCode::FORBIDDEN,
+        DomainError::StreamNotFound
+        | DomainError::UserNotFound
+        | DomainError::PayoutNotFound
+        | DomainError::AdjustmentNotFound => StatusCode::NOT_FOUND,
+        DomainError::SelfGift
+        | DomainError::NotStreamHost
+        | DomainError::NotSessionOwner
+        | DomainError::SelfApprovalForbidden => StatusCode::FORBIDDEN,
         DomainError::SessionRevoked | DomainError::RefreshTokenReused => StatusCode::UNAUTHORIZED,
         DomainError::TooManyPendingPayouts { .. }
         | DomainError::PayoutNotPending
@@ -226,7 +232,9 @@ fn domain_status(e: &DomainError) -> StatusCode {
         | DomainError::StreamAlreadyExists
         | DomainError::UserAlreadyRegistered
         | DomainError::EmailTaken
-        | DomainError::UsernameTaken => StatusCode::CONFLICT,
+        | DomainError::UsernameTaken
+        | DomainError::AdjustmentNotProposed
+        | DomainError::AdjustmentAlreadyExists => StatusCode::CONFLICT,
     }
 }
 

@@ -38,14 +38,17 @@ Commands accept `Idempotency-Key` and answer a log `position`; queries accept `m
         streams::get_stream, streams::leaderboard, streams::send_gift,
         payouts::request, payouts::list_own,
         admin::list_payouts, admin::approve_payout, admin::reject_payout, admin::adjust, admin::change_roles,
-        ledger::entries, ledger::trial_balance, ledger::reconciliation,
+        admin::approve_adjustment, admin::reject_adjustment, admin::list_adjustments,
+        ledger::entries, ledger::trial_balance, ledger::reconciliation, ledger::balance, ledger::statement,
         sessions::logout, sessions::revoke_sessions, payments::resolve,
     ),
     components(schemas(
         Problem,
         views::RegisterRequest, views::LoginRequest, views::RefreshRequest, views::StartStreamRequest,
         views::SendGiftRequest, views::PayoutRequestBody, views::ApprovePayoutRequest, views::RejectPayoutRequest,
-        views::AdjustmentRequest, views::RolesRequest,
+        views::AdjustmentRequest, views::RolesRequest, views::RejectAdjustmentRequest,
+        views::AdjustmentProposedView, views::AdjustmentSettledView, views::AdjustmentItemView, views::AdjustmentPage,
+        views::BalanceAtView, views::AsOfView, views::StatementView, views::RiskFlagView,
         views::UserView, views::AuthResponse, views::TokensResponse, views::WalletView, views::MoneyView,
         views::CoinPackageView, views::GiftCatalogItem, views::TransactionView, views::TransactionMetadataView,
         views::StreamCreated, views::PositionView, views::StreamView, views::LeaderboardEntryView, views::GiftSentView,
@@ -169,6 +172,7 @@ fn cursor_parts(path: &str) -> Option<&'static [CursorPart]> {
         "/api/v1/transactions"
         | "/api/v1/payouts"
         | "/api/v1/admin/payouts"
+        | "/api/v1/admin/adjustments"
         | "/api/v1/streams/live"
         | "/api/v1/streams/{id}/leaderboard" => &[Int, Uuid],
         "/api/v1/ledger/accounts/{account}/entries" => &[Int, Int],
@@ -230,6 +234,7 @@ pub fn document(config: &Config, last_position: Option<u64>) -> Value {
             json!({"type": "integer", "minimum": -domain::ledger::ADJUSTMENT_COINS_MAX, "maximum": domain::ledger::ADJUSTMENT_COINS_MAX, "not": {"const": 0}}),
         ),
         ("AdjustmentRequest", "reason", not_blank(text_max)),
+        ("RejectAdjustmentRequest", "reason", not_blank(text_max)),
         (
             "RolesRequest",
             "grant",
@@ -295,6 +300,18 @@ pub fn document(config: &Config, last_position: Option<u64>) -> Value {
                     "status" if path == "/api/v1/admin/payouts" => {
                         *schema = json!({"type": "string", "enum": payout_statuses})
                     }
+                    "at" | "from" | "to" if path.starts_with("/api/v1/ledger/accounts/") => {
+                        *schema = json!({"type": "string", "format": "date-time"})
+                    }
+                    "format" if path == "/api/v1/ledger/accounts/{account}/statement" => {
+                        *schema = json!({"type": "string", "enum": ["csv", "json"]})
+                    }
+                    "position" if path == "/api/v1/ledger/accounts/{account}/balance" => {
+                        *schema = json!({"type": "integer", "minimum": 0})
+                    }
+                    "status" if path == "/api/v1/admin/adjustments" => {
+                        *schema = json!({"type": "string", "enum": ["proposed", "applied", "rejected"]})
+                    }
                     _ => {}
                 }
             }
@@ -346,7 +363,7 @@ mod tests {
                 }
             }
         }
-        // The table's eight paths, each a list.
-        assert_eq!(lists.len(), 8, "{lists:?}");
+        // The table's eight paths and the adjustments queue, each a list.
+        assert_eq!(lists.len(), 9, "{lists:?}");
     }
 }

@@ -91,6 +91,10 @@ pub struct WalletView {
     pub earnings: i64,
     /// Earnings reserved by pending payouts (`payout_hold:<id>`).
     pub held: i64,
+    /// Earnings payable now: those whose gifts are at least
+    /// `EARNINGS_HOLD_HOURS` old (rounded up to the hour). From the ledger
+    /// in the log, as a payout request is decided.
+    pub earnings_available: i64,
     /// Log position of the user's last ledger commit these figures include.
     pub position: u64,
 }
@@ -329,6 +333,10 @@ pub struct PayoutView {
     #[serde(serialize_with = "ts_opt")]
     pub settled_at: Option<DateTime<Utc>>,
     pub position: u64,
+    /// Risk flags for the admin deciding it (the decision stays theirs):
+    /// `gifts_from_negative_wallets` with the coins concerned. Computed for
+    /// the payout queue (`GET /admin/payouts`), empty elsewhere.
+    pub risk: Vec<RiskFlagView>,
 }
 
 pub fn payout_status_name(s: PayoutStatus) -> &'static str {
@@ -349,6 +357,7 @@ impl From<PayoutDoc> for PayoutView {
             requested_at: d.requested_at,
             settled_at: d.settled_at,
             position: d.position,
+            risk: Vec::new(),
         }
     }
 }
@@ -360,6 +369,121 @@ pub struct AdjustmentView {
     pub coins: i64,
     /// The user's wallet after the adjustment.
     pub balance: i64,
+    pub position: u64,
+}
+
+/// One risk flag of a payout.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RiskFlagView {
+    /// `gifts_from_negative_wallets`: the host received, within the hold
+    /// window (at least a day), gifts from viewers whose wallet is now
+    /// negative after a refund or a chargeback.
+    pub flag: String,
+    /// The coins of those gifts.
+    pub coins: i64,
+}
+
+/// An account's balance at a time or position.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BalanceAtView {
+    pub account: String,
+    pub balance: i64,
+    pub as_of: AsOfView,
+}
+
+/// The entry a balance is as of: its log position and time (0 and null:
+/// no entry yet).
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AsOfView {
+    pub position: u64,
+    #[serde(serialize_with = "ts_opt")]
+    pub time: Option<DateTime<Utc>>,
+}
+
+/// A statement (JSON): opening and closing balances and the window's
+/// entries, oldest first.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StatementView {
+    pub account: String,
+    pub from: String,
+    pub to: String,
+    /// The balance before `from`.
+    pub opening_balance: i64,
+    /// The balance at `to`.
+    pub closing_balance: i64,
+    pub entries: Vec<LedgerEntryView>,
+}
+
+/// A proposed adjustment in the four-eyes queue.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AdjustmentItemView {
+    pub id: Uuid,
+    pub user_id: Uuid,
+    /// Signed: positive credits the wallet.
+    pub coins: i64,
+    pub reason: String,
+    /// `proposed`, `applied` or `rejected`.
+    pub status: String,
+    pub proposed_by: Uuid,
+    /// The admin who approved or rejected it.
+    pub decided_by: Option<Uuid>,
+    /// Why it was rejected.
+    pub decision_reason: Option<String>,
+    #[serde(serialize_with = "ts")]
+    pub proposed_at: DateTime<Utc>,
+    #[serde(serialize_with = "ts_opt")]
+    pub decided_at: Option<DateTime<Utc>>,
+    pub position: u64,
+}
+
+impl From<projections::AdjustmentDoc> for AdjustmentItemView {
+    fn from(d: projections::AdjustmentDoc) -> Self {
+        AdjustmentItemView {
+            id: d.id,
+            user_id: d.user_id,
+            coins: d.coins,
+            reason: d.reason,
+            status: d.status.as_str().to_string(),
+            proposed_by: d.proposed_by,
+            decided_by: d.decided_by,
+            decision_reason: d.decision_reason,
+            proposed_at: d.proposed_at,
+            decided_at: d.decided_at,
+            position: d.position,
+        }
+    }
+}
+
+/// A large adjustment, proposed: it moves nothing until another admin
+/// approves it (`202`).
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AdjustmentProposedView {
+    pub adjustment_id: Uuid,
+    /// `proposed`.
+    pub status: String,
+    pub user_id: Uuid,
+    pub coins: i64,
+    pub position: u64,
+}
+
+/// A proposed adjustment approved (`applied`) or rejected.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AdjustmentSettledView {
+    pub adjustment_id: Uuid,
+    /// `applied` or `rejected`.
+    pub status: String,
+    pub user_id: Uuid,
+    pub coins: i64,
+    /// The user's wallet after an applied adjustment; absent when rejected.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub balance: Option<i64>,
     pub position: u64,
 }
 
@@ -454,6 +578,7 @@ page_type!(TransactionPage, TransactionView);
 page_type!(StreamPage, StreamView);
 page_type!(LeaderboardPage, LeaderboardEntryView);
 page_type!(PayoutPage, PayoutView);
+page_type!(AdjustmentPage, AdjustmentItemView);
 page_type!(LedgerEntryPage, LedgerEntryView);
 
 /// `POST /coins/checkout` and `POST /coins/payment-intent`.

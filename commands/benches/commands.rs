@@ -61,6 +61,7 @@ fn config() -> CommandConfig {
             min_coins: 1000,
         },
         admin_emails: vec![],
+        earnings_hold_hours: 0,
     }
 }
 

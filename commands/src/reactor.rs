@@ -448,6 +448,7 @@ impl Worker {
     ) -> Result<Step, CommandError> {
         let mut hosts: Vec<Uuid> = Vec::new();
         let mut gifts: HashMap<Uuid, Vec<GiftToCredit>> = HashMap::new();
+        let hold_hours = self.commands.config().earnings_hold_hours;
         let mut recorded: Vec<(u64, Envelope, i64)> = Vec::new();
         let mut resolved: Vec<CommandKey> = Vec::new();
         for message in batch {
@@ -482,12 +483,15 @@ impl Worker {
                     hosts.push(sent.host_id);
                     Vec::new()
                 });
+                let sent_at = envelope.header.occurred_at;
                 entry.push(GiftToCredit {
                     source_position: position,
                     viewer_id: sent.user_id,
                     stream_id: sent.stream_id,
                     coins: sent.coins,
                     host_share_bps: sent.host_share_bps,
+                    sent_at,
+                    matures_at: sent_at + chrono::Duration::hours(i64::from(hold_hours)),
                 });
             }
         }

@@ -25,6 +25,15 @@ pub fn channel_subject(host_id: Uuid) -> String {
 pub fn reservation_subject(kind: ReservationKind, value: &str) -> String {
     subject(AggregateKind::Reservation.as_str(), &reservation_id(kind, value))
 }
+/// The log's reference from a payout id to its ledger (written with the
+/// request).
+pub fn payout_reference_subject(payout_id: Uuid) -> String {
+    reservation_subject(ReservationKind::Payout, &payout_id.to_string())
+}
+/// A proposed adjustment (four eyes).
+pub fn adjustment_subject(adjustment_id: Uuid) -> String {
+    subject(AggregateKind::Adjustment.as_str(), &adjustment_id.to_string())
+}
 /// The session aggregate of one login (a refresh-token family).
 pub fn session_subject(family_id: Uuid) -> String {
     subject(AggregateKind::Session.as_str(), &family_id.to_string())

@@ -88,6 +88,8 @@ fn main() {
             stream_id: Uuid::from_u128(3),
             coins: 10 + (i as i64 % 7),
             host_share_bps: 7000,
+            sent_at: Default::default(),
+            matures_at: Default::default(),
         })
         .collect();
     let credit = LedgerCommand::CreditGifts { gifts };

@@ -53,6 +53,20 @@ pub enum DomainError {
     /// (for a credit) already credited.
     #[error("the payment is not flagged, or already resolved or credited")]
     PaymentNotResolvable,
+    /// Four eyes: nobody approves or rejects their own payout, adjusts
+    /// their own wallet, or approves their own proposed adjustment.
+    #[error("an admin may not approve, reject or adjust their own money")]
+    SelfApprovalForbidden,
+    /// No payout with this id was ever requested (the log keeps a
+    /// reference from each payout id to its ledger).
+    #[error("no such payout")]
+    PayoutNotFound,
+    #[error("no such adjustment")]
+    AdjustmentNotFound,
+    #[error("the adjustment was already approved or rejected")]
+    AdjustmentNotProposed,
+    #[error("an adjustment with this id already exists")]
+    AdjustmentAlreadyExists,
 }
 
 impl DomainError {
@@ -80,6 +94,11 @@ impl DomainError {
             DomainError::RefreshTokenReused => "refresh_token_reused",
             DomainError::NotSessionOwner => "forbidden",
             DomainError::PaymentNotResolvable => "payment_not_resolvable",
+            DomainError::SelfApprovalForbidden => "self_approval_forbidden",
+            DomainError::PayoutNotFound => "not_found",
+            DomainError::AdjustmentNotFound => "not_found",
+            DomainError::AdjustmentNotProposed => "adjustment_not_proposed",
+            DomainError::AdjustmentAlreadyExists => "conflict",
         }
     }
 
@@ -108,6 +127,10 @@ pub enum Violation {
     HoldMismatch { held_coins: i64, pending_coins: i64 },
     #[error("a balance overflowed")]
     Overflow,
+    #[error(
+        "the maturing earnings ({maturing_coins}) are out of order, unbounded or over the earnings ({earnings_coins})"
+    )]
+    MaturingMismatch { maturing_coins: i64, earnings_coins: i64 },
     #[error("the event is not a ledger commit")]
     NotALedgerCommit,
 }

@@ -2,9 +2,11 @@
 //! aggregate. Every decision is one commit of transfers that balances to
 //! zero by construction and carries the state after it.
 
+use chrono::{DateTime, Utc};
 use events_schema::{
-    Account, CoinsPurchased, Event, GiftsReceived, LedgerAdjusted, LedgerCommit, LedgerSnapshot, Money, PayoutApproved,
-    PayoutRejected, PayoutRequested, PendingPayout, PurchaseRefunded, ReceivedGift, Transfer,
+    Account, CoinsPurchased, Event, GiftsReceived, LedgerAdjusted, LedgerCommit, LedgerSnapshot, MaturingEarnings,
+    Money, PayoutApproved, PayoutRejected, PayoutRequested, PendingPayout, PurchaseRefunded, ReceivedGift,
+    ReservationClaimed, ReservationKind, Transfer,
 };
 use rust_decimal::{Decimal, RoundingStrategy};
 use uuid::Uuid;
@@ -54,6 +56,61 @@ pub struct GiftToCredit {
     pub stream_id: Uuid,
     pub coins: i64,
     pub host_share_bps: u32,
+    /// When the gift was sent (its commit's time): the credit's clock.
+    pub sent_at: DateTime<Utc>,
+    /// When the host's share becomes payable: `sent_at` plus
+    /// `EARNINGS_HOLD_HOURS`. Equal to `sent_at`: payable at once.
+    pub matures_at: DateTime<Utc>,
+}
+
+/// At most this many maturity buckets (one per hour) are carried in a
+/// ledger's state, whatever the hold and the number of gifts: past it, the
+/// two earliest merge into the later hour (coins mature later, never
+/// earlier). A 72-hour hold needs at most 73.
+pub const MATURING_BUCKETS_MAX: usize = 200;
+
+const SECONDS_PER_HOUR: i64 = 3600;
+
+/// The whole hour at or after `t` (hours since the Unix epoch): a bucket
+/// matures at a whole hour, so a gift matures at the first whole hour at or
+/// after its hold ends (up to an hour late, never early).
+pub fn hour_at_or_after(t: DateTime<Utc>) -> i64 {
+    let secs = t.timestamp();
+    let exact = secs.rem_euclid(SECONDS_PER_HOUR) == 0 && t.timestamp_subsec_nanos() == 0;
+    secs.div_euclid(SECONDS_PER_HOUR) + i64::from(!exact)
+}
+
+/// The whole hour at or before `t`: buckets at or before it have matured.
+fn hour_at_or_before(t: DateTime<Utc>) -> i64 {
+    t.timestamp().div_euclid(SECONDS_PER_HOUR)
+}
+
+/// Earnings payable at `now`: the balance less what has not matured yet.
+pub fn earnings_available(snap: &LedgerSnapshot, now: DateTime<Utc>) -> i64 {
+    let hour = hour_at_or_before(now);
+    let maturing =
+        snap.maturing.iter().filter(|b| b.matures_at_hour > hour).fold(0i64, |sum, b| sum.saturating_add(b.coins));
+    snap.earnings_coins.saturating_sub(maturing).clamp(0, snap.earnings_coins.max(0))
+}
+
+/// `maturing` without the buckets matured at `now`.
+fn pruned(maturing: &[MaturingEarnings], now: DateTime<Utc>) -> Vec<MaturingEarnings> {
+    let hour = hour_at_or_before(now);
+    maturing.iter().filter(|b| b.matures_at_hour > hour).cloned().collect()
+}
+
+/// Adds `coins` maturing at `hour`, keeping the buckets sorted, one per
+/// hour, and at most `MATURING_BUCKETS_MAX`.
+fn add_maturing(maturing: &mut Vec<MaturingEarnings>, hour: i64, coins: i64) -> Result<(), DomainError> {
+    match maturing.binary_search_by_key(&hour, |b| b.matures_at_hour) {
+        Ok(i) => maturing[i].coins = checked_coins(maturing[i].coins.checked_add(coins))?,
+        Err(i) => maturing.insert(i, MaturingEarnings { matures_at_hour: hour, coins }),
+    }
+    while maturing.len() > MATURING_BUCKETS_MAX {
+        let first = maturing.remove(0);
+        maturing[0].coins = checked_coins(maturing[0].coins.checked_add(first.coins))?;
+    }
+    Ok(())
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -76,11 +133,14 @@ pub enum LedgerCommand {
     CreditGifts {
         gifts: Vec<GiftToCredit>,
     },
+    /// At most the earnings matured at `requested_at` (the clock arrives in
+    /// the command).
     RequestPayout {
         payout_id: Uuid,
         coins: i64,
         destination: String,
         policy: PayoutPolicy,
+        requested_at: DateTime<Utc>,
     },
     ApprovePayout {
         payout_id: Uuid,
@@ -129,17 +189,15 @@ pub fn decide(state: &LedgerState, command: &LedgerCommand) -> Result<Vec<Event>
             })
         }
         LedgerCommand::CreditGifts { gifts } => return decide_credit(state, gifts),
-        LedgerCommand::RequestPayout { payout_id, coins, destination, policy } => {
+        LedgerCommand::RequestPayout { payout_id, coins, destination, policy, requested_at } => {
             require_text("destination", destination, TEXT_CHARS_MAX)?;
             require_positive("coins", *coins)?;
             if *coins < policy.min_coins {
                 return Err(DomainError::BelowMinimum { coins: *coins, min_coins: policy.min_coins });
             }
-            if snap.earnings_coins < *coins {
-                return Err(DomainError::InsufficientEarnings {
-                    needed_coins: *coins,
-                    available_coins: snap.earnings_coins,
-                });
+            let available = earnings_available(snap, *requested_at);
+            if available < *coins {
+                return Err(DomainError::InsufficientEarnings { needed_coins: *coins, available_coins: available });
             }
             if snap.pending_payouts.len() >= PENDING_PAYOUTS_MAX {
                 return Err(DomainError::TooManyPendingPayouts { max: PENDING_PAYOUTS_MAX });
@@ -150,13 +208,15 @@ pub fn decide(state: &LedgerState, command: &LedgerCommand) -> Result<Vec<Event>
             let fiat = payout_fiat(*coins, &policy.rate_per_coin)?;
             let transfers = vec![transfer(Account::Earnings(user), Account::PayoutHold(user), *coins)];
             let pending = PendingPayout { payout_id: *payout_id, coins: *coins };
+            // What matured by now leaves the state.
+            let maturing = pruned(&snap.maturing, *requested_at);
             Event::PayoutRequested(PayoutRequested {
                 user_id: user,
                 payout_id: *payout_id,
                 coins: *coins,
                 fiat,
                 destination: destination.clone(),
-                commit: build_commit(state, transfers, PendingChange::Add(pending))?,
+                commit: build_commit_maturing(state, transfers, PendingChange::Add(pending), maturing)?,
             })
         }
         LedgerCommand::ApprovePayout { payout_id, external_ref } => {
@@ -184,6 +244,9 @@ pub fn decide(state: &LedgerState, command: &LedgerCommand) -> Result<Vec<Event>
             })
         }
         LedgerCommand::Adjust { coins, reason, admin_id } => {
+            if *admin_id == user {
+                return Err(DomainError::SelfApprovalForbidden);
+            }
             require_text("reason", reason, TEXT_CHARS_MAX)?;
             if *coins == 0 {
                 return Err(DomainError::invalid("coins", "an adjustment is not zero"));
@@ -212,12 +275,58 @@ pub fn decide(state: &LedgerState, command: &LedgerCommand) -> Result<Vec<Event>
     Ok(vec![event])
 }
 
+/// A payout request together with the log's reference from its id to this
+/// ledger (a `reservation.claimed` of kind `payout`, appended in the same
+/// atomic batch): what lets an approval find the payout from the log alone.
+/// `reference` is the reservation of the payout id as the log has it.
+pub fn decide_payout_request(
+    state: &LedgerState,
+    reference: &Option<Uuid>,
+    command: &LedgerCommand,
+) -> Result<Vec<Event>, DomainError> {
+    let LedgerCommand::RequestPayout { payout_id, .. } = command else {
+        return Err(DomainError::invalid("command", "not a payout request"));
+    };
+    if reference.is_some() {
+        return Err(DomainError::invalid("payoutId", "a payout with this id was already requested"));
+    }
+    let mut events = decide(state, command)?;
+    events.push(Event::ReservationClaimed(ReservationClaimed {
+        kind: ReservationKind::Payout,
+        value: payout_id.to_string(),
+        user_id: state.user_id,
+    }));
+    Ok(events)
+}
+
+/// Approving or rejecting a payout by `admin_id`: nobody settles their own
+/// payout (four eyes), whatever roles they hold.
+pub fn decide_settlement(
+    state: &LedgerState,
+    admin_id: Uuid,
+    command: &LedgerCommand,
+) -> Result<Vec<Event>, DomainError> {
+    if !matches!(command, LedgerCommand::ApprovePayout { .. } | LedgerCommand::RejectPayout { .. }) {
+        return Err(DomainError::invalid("command", "not a payout settlement"));
+    }
+    if admin_id == state.user_id {
+        return Err(DomainError::SelfApprovalForbidden);
+    }
+    decide(state, command)
+}
+
 fn decide_credit(state: &LedgerState, gifts: &[GiftToCredit]) -> Result<Vec<Event>, DomainError> {
     if gifts.len() > CREDIT_BATCH_GIFTS_MAX {
         return Err(DomainError::invalid("gifts", format!("at most {CREDIT_BATCH_GIFTS_MAX} per batch")));
     }
     let user = state.user_id;
     let mut last_position = state.snapshot.last_credited_position;
+    // The credit's clock: the latest gift's time.
+    let now = gifts.iter().map(|g| g.sent_at).max();
+    let mut maturing = match now {
+        Some(now) => pruned(&state.snapshot.maturing, now),
+        None => state.snapshot.maturing.clone(),
+    };
     let mut received = Vec::with_capacity(gifts.len());
     let mut host_total: i64 = 0;
     let mut platform_total: i64 = 0;
@@ -232,6 +341,9 @@ fn decide_credit(state: &LedgerState, gifts: &[GiftToCredit]) -> Result<Vec<Even
             return Err(DomainError::SelfGift);
         }
         let host_coins = host_share_coins(gift.coins, gift.host_share_bps)?;
+        if host_coins > 0 && gift.matures_at > gift.sent_at {
+            add_maturing(&mut maturing, hour_at_or_after(gift.matures_at), host_coins)?;
+        }
         host_total = checked_coins(host_total.checked_add(host_coins))?;
         platform_total = checked_coins(platform_total.checked_add(gift.coins - host_coins))?;
         last_position = gift.source_position;
@@ -253,7 +365,7 @@ fn decide_credit(state: &LedgerState, gifts: &[GiftToCredit]) -> Result<Vec<Even
     if platform_total > 0 {
         transfers.push(transfer(Account::TransitGifts, Account::PlatformRevenue, platform_total));
     }
-    let commit = build_commit(state, transfers, PendingChange::CreditedUpTo(last_position))?;
+    let commit = build_commit_maturing(state, transfers, PendingChange::CreditedUpTo(last_position), maturing)?;
     Ok(vec![Event::GiftsReceived(GiftsReceived { user_id: user, gifts: received, commit })])
 }
 
@@ -287,10 +399,16 @@ pub fn check_commit(prev: &LedgerState, event: &Event) -> Result<(), Violation> 
         },
         _ => PendingChange::None,
     };
-    let next = next_snapshot(prev, &commit.transfers, change).map_err(|e| match e {
+    let mut next = next_snapshot(prev, &commit.transfers, change).map_err(|e| match e {
         NextError::Violation(v) => v,
         NextError::Overflow => Violation::Overflow,
     })?;
+    // The maturity schedule is not a balance: only host credits and payout
+    // requests change it (by the clock in their command, which the event
+    // does not keep), and `check_snapshot` bounds it against the earnings.
+    if matches!(event, Event::GiftsReceived(_) | Event::PayoutRequested(_)) {
+        next.maturing = commit.state_after.maturing.clone();
+    }
     if next != commit.state_after {
         return Err(Violation::StateMismatch);
     }
@@ -309,6 +427,18 @@ pub fn check_snapshot(snap: &LedgerSnapshot) -> Result<(), Violation> {
         snap.pending_payouts.iter().try_fold(0i64, |sum, p| sum.checked_add(p.coins)).ok_or(Violation::Overflow)?;
     if pending_coins != snap.held_coins {
         return Err(Violation::HoldMismatch { held_coins: snap.held_coins, pending_coins });
+    }
+    check_maturing(snap)
+}
+
+/// The maturity buckets: at most `MATURING_BUCKETS_MAX`, one per hour in
+/// order, each positive, together at most the earnings.
+fn check_maturing(snap: &LedgerSnapshot) -> Result<(), Violation> {
+    let m = &snap.maturing;
+    let ordered = m.windows(2).all(|w| w[0].matures_at_hour < w[1].matures_at_hour);
+    let total = m.iter().try_fold(0i64, |sum, b| sum.checked_add(b.coins)).ok_or(Violation::Overflow)?;
+    if m.len() > MATURING_BUCKETS_MAX || !ordered || m.iter().any(|b| b.coins <= 0) || total > snap.earnings_coins {
+        return Err(Violation::MaturingMismatch { maturing_coins: total, earnings_coins: snap.earnings_coins });
     }
     Ok(())
 }
@@ -332,8 +462,18 @@ fn build_commit(
     transfers: Vec<Transfer>,
     change: PendingChange,
 ) -> Result<LedgerCommit, DomainError> {
+    build_commit_maturing(state, transfers, change, state.snapshot.maturing.clone())
+}
+
+/// `build_commit`, with the maturity schedule after the commit.
+fn build_commit_maturing(
+    state: &LedgerState,
+    transfers: Vec<Transfer>,
+    change: PendingChange,
+    maturing: Vec<MaturingEarnings>,
+) -> Result<LedgerCommit, DomainError> {
     let state_after = match next_snapshot(state, &transfers, change) {
-        Ok(next) => next,
+        Ok(next) => LedgerSnapshot { maturing, ..next },
         Err(NextError::Overflow) => return Err(DomainError::AmountOutOfRange),
         Err(NextError::Violation(v)) => panic!("a decider built an invalid commit: {v}"),
     };

@@ -9,6 +9,7 @@
 //! state after it. This crate must never do IO, read a clock, draw a random
 //! number or run async code: time and ids arrive inside the commands.
 
+pub mod adjustment;
 pub mod aggregate;
 pub mod error;
 pub mod gift;

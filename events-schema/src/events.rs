@@ -65,6 +65,21 @@ pub struct LedgerSnapshot {
     /// Log position of the last viewer-side gift credited to this user as a
     /// host: the reactor's exactly-once guard.
     pub last_credited_position: u64,
+    /// Host earnings not yet payable (`EARNINGS_HOLD_HOURS`), by the hour
+    /// they mature, earliest first; absent when everything is payable (and
+    /// in commits written before earnings matured).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub maturing: Vec<MaturingEarnings>,
+}
+
+/// Earnings that become payable at `matures_at_hour` (hours since the Unix
+/// epoch, UTC): the coins credited from gifts whose hold ends within the
+/// hour before it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MaturingEarnings {
+    pub matures_at_hour: i64,
+    pub coins: i64,
 }
 
 /// What every ledger event carries: its transfers and the state after them.
@@ -163,6 +178,10 @@ pub struct SessionEnded {
 pub enum ReservationKind {
     Email,
     Username,
+    /// A payout id, claimed for the user who requested it in the same
+    /// atomic batch as the request: the log's own reference from a payout
+    /// to its ledger, so that approving it reads no read model.
+    Payout,
 }
 
 /// A unique value (an email, a username) claimed by a user. Appended to its
@@ -393,6 +412,44 @@ pub struct CommandRecorded {
     pub event_positions: Vec<u64>,
 }
 
+/// An adjustment of `ADJUSTMENT_APPROVAL_COINS` or more coins (either way),
+/// proposed by one admin: it moves nothing until another admin approves it.
+/// The first event on its own subject (`hb.adjustment.<id>`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AdjustmentProposed {
+    pub adjustment_id: Uuid,
+    pub user_id: Uuid,
+    /// Signed: positive credits the wallet, negative debits it.
+    pub coins: i64,
+    pub reason: String,
+    pub proposed_by: Uuid,
+}
+
+/// A proposed adjustment approved by a second admin: appended in one atomic
+/// batch with the `ledger.adjusted` that applies it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AdjustmentApproved {
+    pub adjustment_id: Uuid,
+    pub user_id: Uuid,
+    pub coins: i64,
+    pub proposed_by: Uuid,
+    pub approved_by: Uuid,
+}
+
+/// A proposed adjustment turned down: it never moves coins.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AdjustmentRejected {
+    pub adjustment_id: Uuid,
+    pub user_id: Uuid,
+    pub coins: i64,
+    pub proposed_by: Uuid,
+    pub rejected_by: Uuid,
+    pub reason: String,
+}
+
 /// Every event of the system. Serialised adjacently tagged, as the envelope's
 /// `type` and `payload`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -454,6 +511,12 @@ pub enum Event {
     SessionRotated(SessionRotated),
     #[serde(rename = "session.ended")]
     SessionEnded(SessionEnded),
+    #[serde(rename = "adjustment.proposed")]
+    AdjustmentProposed(AdjustmentProposed),
+    #[serde(rename = "adjustment.approved")]
+    AdjustmentApproved(AdjustmentApproved),
+    #[serde(rename = "adjustment.rejected")]
+    AdjustmentRejected(AdjustmentRejected),
 }
 
 /// The kind of aggregate an event belongs to: the second token of its subject.
@@ -470,6 +533,9 @@ pub enum AggregateKind {
     Payment,
     /// One login's refresh-token family: its rotations and its end.
     Session,
+    /// A proposed adjustment (four eyes): proposed, then approved or
+    /// rejected.
+    Adjustment,
 }
 
 impl AggregateKind {
@@ -485,6 +551,7 @@ impl AggregateKind {
             AggregateKind::Command => "command",
             AggregateKind::Payment => "payment",
             AggregateKind::Session => "session",
+            AggregateKind::Adjustment => "adjustment",
         }
     }
 }
@@ -519,6 +586,9 @@ pub const EVENT_TYPES: &[(&str, u16)] = &[
     ("user.sessions_revoked", 1),
     ("session.rotated", 1),
     ("session.ended", 1),
+    ("adjustment.proposed", 1),
+    ("adjustment.approved", 1),
+    ("adjustment.rejected", 1),
 ];
 
 impl Event {
@@ -553,6 +623,9 @@ impl Event {
             Event::UserSessionsRevoked(_) => "user.sessions_revoked",
             Event::SessionRotated(_) => "session.rotated",
             Event::SessionEnded(_) => "session.ended",
+            Event::AdjustmentProposed(_) => "adjustment.proposed",
+            Event::AdjustmentApproved(_) => "adjustment.approved",
+            Event::AdjustmentRejected(_) => "adjustment.rejected",
         }
     }
 
@@ -588,6 +661,9 @@ impl Event {
             | Event::PaymentDisputeRecorded(_)
             | Event::PaymentResolved(_) => AggregateKind::Payment,
             Event::SessionRotated(_) | Event::SessionEnded(_) => AggregateKind::Session,
+            Event::AdjustmentProposed(_) | Event::AdjustmentApproved(_) | Event::AdjustmentRejected(_) => {
+                AggregateKind::Adjustment
+            }
         }
     }
 
@@ -624,6 +700,9 @@ impl Event {
             Event::UserSessionsRevoked(e) => e.user_id.to_string(),
             Event::SessionRotated(e) => e.family_id.to_string(),
             Event::SessionEnded(e) => e.family_id.to_string(),
+            Event::AdjustmentProposed(e) => e.adjustment_id.to_string(),
+            Event::AdjustmentApproved(e) => e.adjustment_id.to_string(),
+            Event::AdjustmentRejected(e) => e.adjustment_id.to_string(),
         }
     }
 
@@ -654,6 +733,7 @@ pub fn reservation_id(kind: ReservationKind, value: &str) -> String {
     let prefix = match kind {
         ReservationKind::Email => "email",
         ReservationKind::Username => "username",
+        ReservationKind::Payout => "payout",
     };
     format!("{prefix}-{}", crate::canonical::sha256_hex(value.as_bytes()))
 }

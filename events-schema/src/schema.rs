@@ -99,6 +99,9 @@ pub fn event_schemas() -> Vec<(String, Value)> {
                 "user.sessions_revoked" => payload_schema::<UserSessionsRevoked>(),
                 "session.rotated" => payload_schema::<SessionRotated>(),
                 "session.ended" => payload_schema::<SessionEnded>(),
+                "adjustment.proposed" => payload_schema::<AdjustmentProposed>(),
+                "adjustment.approved" => payload_schema::<AdjustmentApproved>(),
+                "adjustment.rejected" => payload_schema::<AdjustmentRejected>(),
                 other => unreachable!("EVENT_TYPES lists {other} without a schema"),
             };
             let file = format!("{type_name}.v{version}.json");

@@ -13,7 +13,8 @@ use events_schema::{Account, Role};
 use uuid::Uuid;
 
 use crate::model::{
-    LedgerEntryDoc, PayoutDoc, PayoutStatus, ProjectionVersion, StreamDoc, TransactionDoc, TxStatus, UserDoc, WalletDoc,
+    AdjustmentDoc, AdjustmentStatus, LedgerEntryDoc, PayoutDoc, PayoutStatus, ProjectionVersion, StreamDoc,
+    TransactionDoc, TxStatus, UserDoc, WalletDoc,
 };
 
 /// One store operation on one projection's collections.
@@ -52,6 +53,16 @@ pub enum Change {
         external_ref: Option<String>,
         reason: Option<String>,
         settled_at: DateTime<Utc>,
+    },
+    /// `adjustments`: insert the proposal.
+    AdjustmentProposed(AdjustmentDoc),
+    /// `adjustments`: applied or rejected, by whom (and why, when rejected).
+    AdjustmentDecided {
+        adjustment_id: Uuid,
+        status: AdjustmentStatus,
+        decided_by: Uuid,
+        reason: Option<String>,
+        decided_at: DateTime<Utc>,
     },
     /// `ledger_entries` + `ledger_accounts`: append the entry (if absent)
     /// and set the account's balance. `balance_after` is `None` for the

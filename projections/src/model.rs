@@ -229,6 +229,54 @@ pub struct PayoutDoc {
     pub position: u64,
 }
 
+/// A proposed adjustment's lifecycle (four eyes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AdjustmentStatus {
+    Proposed,
+    Applied,
+    Rejected,
+}
+
+impl AdjustmentStatus {
+    pub const ALL: [AdjustmentStatus; 3] =
+        [AdjustmentStatus::Proposed, AdjustmentStatus::Applied, AdjustmentStatus::Rejected];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AdjustmentStatus::Proposed => "proposed",
+            AdjustmentStatus::Applied => "applied",
+            AdjustmentStatus::Rejected => "rejected",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<AdjustmentStatus> {
+        AdjustmentStatus::ALL.into_iter().find(|t| t.as_str() == s)
+    }
+}
+
+/// A proposed adjustment (`adjustments`), kept by the payouts projection
+/// beside the payout queue: what finance approves.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AdjustmentDoc {
+    /// `_id`.
+    pub id: Uuid,
+    pub user_id: Uuid,
+    /// Signed: positive credits the wallet.
+    pub coins: i64,
+    pub reason: String,
+    pub status: AdjustmentStatus,
+    pub proposed_by: Uuid,
+    /// The admin who approved or rejected it.
+    pub decided_by: Option<Uuid>,
+    /// Why it was rejected.
+    pub decision_reason: Option<String>,
+    pub proposed_at: DateTime<Utc>,
+    pub decided_at: Option<DateTime<Utc>>,
+    pub position: u64,
+}
+
 /// One side of one transfer, on one account (`ledger_entries`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -485,6 +533,8 @@ pub enum Collection {
     LedgerAccounts,
     GiftLeaderboards,
     StripePayments,
+    /// Proposed adjustments (four eyes), owned by the payouts projection.
+    Adjustments,
 }
 
 impl Collection {
@@ -502,6 +552,7 @@ impl Collection {
             Collection::LedgerAccounts => "ledger_accounts",
             Collection::GiftLeaderboards => "gift_leaderboards",
             Collection::StripePayments => "stripe_payments",
+            Collection::Adjustments => "adjustments",
         }
     }
 
@@ -563,7 +614,7 @@ impl Projection {
             Projection::Wallets => &[Collection::Wallets],
             Projection::Transactions => &[Collection::Transactions, Collection::StripeSessions],
             Projection::Streams => &[Collection::Streams, Collection::StreamViewers],
-            Projection::Payouts => &[Collection::Payouts],
+            Projection::Payouts => &[Collection::Payouts, Collection::Adjustments],
             Projection::Ledger => &[Collection::LedgerEntries, Collection::LedgerAccounts],
             Projection::GiftLeaderboards => &[Collection::GiftLeaderboards],
             Projection::StripePayments => &[Collection::StripePayments],

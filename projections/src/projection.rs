@@ -13,8 +13,8 @@ use uuid::Uuid;
 
 use crate::change::{Change, Posting};
 use crate::model::{
-    DisputeDoc, PayoutDoc, PayoutStatus, Projection, ResolutionDoc, StreamDoc, StripeSide, TransactionDoc, TxMetadata,
-    TxStatus, TxType, UserDoc, WalletDoc,
+    AdjustmentDoc, AdjustmentStatus, DisputeDoc, PayoutDoc, PayoutStatus, Projection, ResolutionDoc, StreamDoc,
+    StripeSide, TransactionDoc, TxMetadata, TxStatus, TxType, UserDoc, WalletDoc,
 };
 
 /// Appends to `out` the changes `projection` makes of `envelope`, stored at
@@ -240,6 +240,33 @@ fn payouts(event: &Event, at: DateTime<Utc>, position: u64, out: &mut Vec<Change
             external_ref: None,
             reason: Some(e.reason.clone()),
             settled_at: at,
+        }),
+        Event::AdjustmentProposed(e) => out.push(Change::AdjustmentProposed(AdjustmentDoc {
+            id: e.adjustment_id,
+            user_id: e.user_id,
+            coins: e.coins,
+            reason: e.reason.clone(),
+            status: AdjustmentStatus::Proposed,
+            proposed_by: e.proposed_by,
+            decided_by: None,
+            decision_reason: None,
+            proposed_at: at,
+            decided_at: None,
+            position,
+        })),
+        Event::AdjustmentApproved(e) => out.push(Change::AdjustmentDecided {
+            adjustment_id: e.adjustment_id,
+            status: AdjustmentStatus::Applied,
+            decided_by: e.approved_by,
+            reason: None,
+            decided_at: at,
+        }),
+        Event::AdjustmentRejected(e) => out.push(Change::AdjustmentDecided {
+            adjustment_id: e.adjustment_id,
+            status: AdjustmentStatus::Rejected,
+            decided_by: e.rejected_by,
+            reason: Some(e.reason.clone()),
+            decided_at: at,
         }),
         _ => {}
     }

@@ -8,6 +8,7 @@
 
 use std::fmt;
 
+use chrono::{DateTime, Utc};
 use events_schema::Account;
 use futures_util::future::BoxFuture;
 use uuid::Uuid;
@@ -15,9 +16,9 @@ use uuid::Uuid;
 use crate::ProjectionError;
 use crate::change::{ApplyOutcome, ProjectedBatch};
 use crate::model::{
-    AccountBalance, Checkpoint, Collection, LeaderboardEntry, LedgerEntryDoc, Page, PageRequest, PayoutDoc,
-    PayoutStatus, Projection, ProjectionVersion, StreamDoc, StripePaymentDoc, StripePaymentFilter, TransactionDoc,
-    TransactionFilter, TrialBalance, UserDoc, WalletDoc,
+    AccountBalance, AdjustmentDoc, AdjustmentStatus, Checkpoint, Collection, LeaderboardEntry, LedgerEntryDoc, Page,
+    PageRequest, PayoutDoc, PayoutStatus, Projection, ProjectionVersion, StreamDoc, StripePaymentDoc,
+    StripePaymentFilter, TransactionDoc, TransactionFilter, TrialBalance, UserDoc, WalletDoc,
 };
 
 pub type StoreResult<T> = Result<T, ProjectionError>;
@@ -39,6 +40,7 @@ pub enum AnyDoc {
     LedgerAccount(AccountBalance),
     Leaderboard(LeaderboardEntry),
     StripePayment(StripePaymentDoc),
+    Adjustment(AdjustmentDoc),
 }
 
 /// One page of a scan: documents in key order and the key to continue after.
@@ -156,6 +158,14 @@ pub trait ReadStore: Send + Sync + fmt::Debug {
         page: &'a PageRequest,
     ) -> BoxFuture<'a, StoreResult<Page<PayoutDoc>>>;
 
+    /// Proposed adjustments (four eyes), newest first, optionally of one
+    /// status.
+    fn adjustments<'a>(
+        &'a self,
+        status: Option<AdjustmentStatus>,
+        page: &'a PageRequest,
+    ) -> BoxFuture<'a, StoreResult<Page<AdjustmentDoc>>>;
+
     /// One payout by id, whatever its status.
     fn payout(&self, payout_id: Uuid) -> BoxFuture<'_, StoreResult<Option<PayoutDoc>>>;
 
@@ -165,6 +175,35 @@ pub trait ReadStore: Send + Sync + fmt::Debug {
         account: Account,
         page: &'a PageRequest,
     ) -> BoxFuture<'a, StoreResult<Page<LedgerEntryDoc>>>;
+
+    /// The last entry of an account at or before log position
+    /// `position_max` and time `time_max` (when given): its `balance_after`
+    /// is the account's balance there. `None`: no entry yet (balance 0).
+    fn ledger_entry_at(
+        &self,
+        account: Account,
+        position_max: u64,
+        time_max: Option<DateTime<Utc>>,
+    ) -> BoxFuture<'_, StoreResult<Option<LedgerEntryDoc>>>;
+
+    /// An account's entries created at or after `time_min`, with `(position,
+    /// seq)` after `after` and at most `until`, oldest first, at most
+    /// `limit` (one page of a streamed statement).
+    fn ledger_entries_window(
+        &self,
+        account: Account,
+        time_min: DateTime<Utc>,
+        after: (u64, u32),
+        until: (u64, u32),
+        limit: u32,
+    ) -> BoxFuture<'_, StoreResult<Vec<LedgerEntryDoc>>>;
+
+    /// Risk of a host's payout: the coins gifted to the host's streams live
+    /// at or after `since` by viewers whose wallet is negative now (after
+    /// a refund or a chargeback), from the streams, leaderboards and
+    /// wallets read models. Bounded: at most `RISK_STREAMS_MAX` streams
+    /// and `RISK_GIFTERS_MAX` gifters are looked at.
+    fn gifts_from_negative_wallets(&self, host_id: Uuid, since: DateTime<Utc>) -> BoxFuture<'_, StoreResult<i64>>;
 
     /// Every account's balance (paged, by account) and the total of all.
     fn trial_balance<'a>(&'a self, page: &'a PageRequest) -> BoxFuture<'a, StoreResult<TrialBalance>>;
@@ -178,6 +217,11 @@ pub trait ReadStore: Send + Sync + fmt::Debug {
         page: &'a PageRequest,
     ) -> BoxFuture<'a, StoreResult<Page<StripePaymentDoc>>>;
 }
+
+/// Streams of one host a risk check looks at, at most.
+pub const RISK_STREAMS_MAX: u32 = 1_000;
+/// Gifters (stream and viewer) a risk check looks at, at most.
+pub const RISK_GIFTERS_MAX: u32 = 10_000;
 
 /// How many documents a scan page holds at most.
 pub const SCAN_LIMIT_MAX: u32 = 5_000;

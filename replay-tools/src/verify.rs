@@ -78,6 +78,7 @@ pub fn doc_id(doc: &AnyDoc) -> String {
         AnyDoc::LedgerAccount(d) => d.account.to_string(),
         AnyDoc::Leaderboard(d) => format!("{}/{}", d.stream_id, d.user_id),
         AnyDoc::StripePayment(d) => d.payment_id.clone(),
+        AnyDoc::Adjustment(d) => d.id.to_string(),
     }
 }
 

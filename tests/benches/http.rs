@@ -16,6 +16,13 @@
 //!
 //! Run: `cargo bench -p halobuzz-tests --bench http` (it builds the server
 //! first with `cargo build --profile bench -p api --bin halobuzz-api`).
+//!
+//! `BENCH_MODE=statement` measures a finance read instead: it sends
+//! `BENCH_STATEMENT_ENTRIES` gifts (default 1,000,000; each is an entry of
+//! `transit:gifts`), waits for the projector, then streams the account's
+//! CSV statement over the window and reports rows per second, megabytes
+//! per second, and the server's resident memory sampled while it streams
+//! (the goal: flat in the number of entries).
 //! Sizes: `BENCH_SECONDS` (per phase, default 10), `BENCH_CONCURRENCY`
 //! (default 64), `BENCH_SYNC` (`interval`, `always` or `both`, the default);
 //! `BENCH_SERVER_ENV` (`K=V K=V`) adds variables to the server's
@@ -141,6 +148,9 @@ impl Server {
             .env("APP_ENV", "test")
             .env("RATE_LIMIT_MAX_REQUESTS", "0")
             .env("ADMIN_EMAILS", "admin@bench.halobuzz.com")
+            // The setup funds viewers with large adjustments: not what four
+            // eyes is about here.
+            .env("ADJUSTMENT_APPROVAL_COINS", "1000000000000")
             .env("JWT_SECRET", "bench-access-secret-0123456789-0123456789")
             .env("JWT_REFRESH_SECRET", "bench-refresh-secret-0123456789-012345678")
             .env("LOG_FORMAT", "json")
@@ -199,6 +209,7 @@ async fn call(
 struct Setup {
     stream: String,
     viewers: Vec<String>,
+    admin: String,
 }
 
 async fn setup(client: &reqwest::Client, base: &str, viewers: usize) -> Setup {
@@ -251,7 +262,7 @@ async fn setup(client: &reqwest::Client, base: &str, viewers: usize) -> Setup {
     )
     .await;
     assert_eq!(status, 201, "stream: {body}");
-    Setup { stream: body["streamId"].as_str().unwrap_or_default().to_string(), viewers: tokens }
+    Setup { stream: body["streamId"].as_str().unwrap_or_default().to_string(), viewers: tokens, admin: admin.clone() }
 }
 
 fn gift_request(client: &reqwest::Client, base: &str, stream: &str, token: &str, key: u64) -> reqwest::RequestBuilder {
@@ -450,8 +461,114 @@ async fn bench(binary: &PathBuf, sync: &str, seconds: u64, concurrency: usize) {
     server.stop();
 }
 
+/// Sends `gifts` gifts from the setup's viewers, `concurrency` at a time
+/// (each worker its own viewer); returns the failures.
+async fn send_gifts(client: &reqwest::Client, base: &str, s: &Setup, concurrency: usize, gifts: u64) -> u64 {
+    let next = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(AtomicU64::new(0));
+    let keys = rand_seed();
+    let mut tasks = Vec::with_capacity(concurrency);
+    for worker in 0..concurrency {
+        let (client, base, next, failed) = (client.clone(), base.to_string(), next.clone(), failed.clone());
+        let (stream, token) = (s.stream.clone(), s.viewers[worker % s.viewers.len()].clone());
+        tasks.push(tokio::spawn(async move {
+            while next.fetch_add(1, Ordering::Relaxed) < gifts {
+                let key = keys.wrapping_add(next.load(Ordering::Relaxed)).wrapping_mul(31).wrapping_add(worker as u64);
+                if !succeeded(gift_request(&client, &base, &stream, &token, key)).await {
+                    failed.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }));
+    }
+    for task in tasks {
+        let _ = task.await;
+    }
+    failed.load(Ordering::Relaxed)
+}
+
+/// The statement bench (`BENCH_MODE=statement`).
+async fn statement_bench(binary: &PathBuf, entries: u64, concurrency: usize) {
+    let server = Server::start(binary, "interval");
+    let client = reqwest::Client::builder().pool_max_idle_per_host(1024).build().expect("a client");
+    wait_ready(&client, &server.base).await;
+    let s = setup(&client, &server.base, concurrency).await;
+    let from = chrono::Utc::now() - chrono::Duration::hours(1);
+    let seeding = Instant::now();
+    let failures = send_gifts(&client, &server.base, &s, concurrency, entries).await;
+    let seeding_s = seeding.elapsed().as_secs_f64();
+    // The projector must have every entry before the statement is read.
+    let deadline = Instant::now() + Duration::from_secs(1_800);
+    while Instant::now() < deadline {
+        let health: Value = match client.get(format!("{}/health", server.base)).send().await {
+            Ok(r) => r.json().await.unwrap_or(Value::Null),
+            Err(_) => Value::Null,
+        };
+        if health["checks"]["projector"]["lagEvents"].as_u64() == Some(0) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let to = chrono::Utc::now() + chrono::Duration::minutes(1);
+    let (hwm_before, rss_before) = memory_mib(server.pid());
+    // Resident memory sampled while the statement streams.
+    let streaming = Arc::new(AtomicBool::new(true));
+    let peak_kib = Arc::new(AtomicU64::new(0));
+    let sampler = {
+        let (streaming, peak_kib, pid) = (streaming.clone(), peak_kib.clone(), server.pid());
+        std::thread::spawn(move || {
+            while streaming.load(Ordering::Relaxed) {
+                let (_, rss) = memory_mib(pid);
+                peak_kib.fetch_max((rss * 1024.0) as u64, Ordering::Relaxed);
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        })
+    };
+    let stamp = |t: chrono::DateTime<chrono::Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let url = format!(
+        "{}/api/v1/ledger/accounts/transit:gifts/statement?from={}&to={}&format=csv",
+        server.base,
+        stamp(from),
+        stamp(to)
+    );
+    let started = Instant::now();
+    let mut response = client.get(url).bearer_auth(&s.admin).send().await.expect("the statement answers");
+    let status = response.status().as_u16();
+    let (mut bytes, mut lines) = (0u64, 0u64);
+    while let Ok(Some(chunk)) = response.chunk().await {
+        bytes += chunk.len() as u64;
+        lines += chunk.iter().filter(|b| **b == b'\n').count() as u64;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    streaming.store(false, Ordering::Relaxed);
+    let _ = sampler.join();
+    let rows = lines.saturating_sub(2);
+    println!("--- statement: {entries} gifts sent in {seeding_s:.1} s (failures {failures}) ---");
+    println!(
+        "CSV statement of transit:gifts: status {status}, {rows} entry rows, {:.1} MB in {seconds:.2} s: {:.0} rows/s, {:.1} MB/s",
+        bytes as f64 / 1e6,
+        rows as f64 / seconds.max(1e-9),
+        bytes as f64 / 1e6 / seconds.max(1e-9)
+    );
+    println!(
+        "server memory: VmRSS {rss_before:.1} MiB before, peak VmRSS {:.1} MiB while streaming (VmHWM {hwm_before:.1} MiB before, over the seeding)",
+        peak_kib.load(Ordering::Relaxed) as f64 / 1024.0
+    );
+    server.stop();
+}
+
 fn main() {
     // `cargo bench` passes `--bench`; nothing else is read from the args.
+    if std::env::var("BENCH_MODE").as_deref() == Ok("statement") {
+        let entries = env_number("BENCH_STATEMENT_ENTRIES", 1_000_000);
+        let concurrency = usize::try_from(env_number("BENCH_CONCURRENCY", 64)).unwrap_or(64).max(1);
+        let binary = server_binary();
+        println!(
+            "command: BENCH_MODE=statement cargo bench -p halobuzz-tests --bench http  (BENCH_STATEMENT_ENTRIES={entries} BENCH_CONCURRENCY={concurrency})"
+        );
+        let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("a runtime");
+        runtime.block_on(statement_bench(&binary, entries, concurrency));
+        return;
+    }
     let seconds = env_number("BENCH_SECONDS", 10);
     let concurrency = usize::try_from(env_number("BENCH_CONCURRENCY", 64)).unwrap_or(64).max(1);
     let syncs: Vec<&str> = match std::env::var("BENCH_SYNC").as_deref() {

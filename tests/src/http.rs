@@ -110,6 +110,12 @@ pub fn test_env(nats_url: &str, data_dir: &std::path::Path) -> HashMap<String, S
         ("ADMIN_EMAILS", ADMIN_EMAIL),
         ("RATE_LIMIT_MAX_REQUESTS", "0"),
         ("PAYOUT_MIN_COINS", "100"),
+        // `fund` credits test users with adjustments of any size: four eyes
+        // is tested where a test sets a threshold (`payout_controls`).
+        ("ADJUSTMENT_APPROVAL_COINS", "1000000000000"),
+        // Most journeys pay out right after gifts: the hold is tested where
+        // a test sets one (`payout_controls`).
+        ("EARNINGS_HOLD_HOURS", "0"),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))

@@ -50,9 +50,15 @@ pub async fn wallet(
     consistency: Consistency,
 ) -> ApiResult<Json<WalletView>> {
     app.wait_for(consistency.min_position, &[Projection::Wallets]).await?;
+    // What a payout request would be decided against now: the ledger's
+    // last commit in the log (one direct get), never the read model.
+    let (ledger, _) = app.commands.ledger_state(caller.id).await.map_err(AppError::from)?;
+    let earnings_available = domain::ledger::earnings_available(&ledger.snapshot, chrono::Utc::now());
     let view = match app.store.wallet(caller.id).await? {
-        Some(w) => WalletView { coins: w.coins, earnings: w.earnings, held: w.held, position: w.position },
-        None => WalletView { coins: 0, earnings: 0, held: 0, position: 0 },
+        Some(w) => {
+            WalletView { coins: w.coins, earnings: w.earnings, held: w.held, earnings_available, position: w.position }
+        }
+        None => WalletView { coins: 0, earnings: 0, held: 0, earnings_available, position: 0 },
     };
     Ok(Json(view))
 }

@@ -26,6 +26,22 @@ pub struct Unauthorized(pub Problem);
 pub struct NeedsAdmin(pub Problem);
 
 #[derive(Debug, IntoResponses)]
+#[response(
+    status = 403,
+    description = "Needs admin; `self_approval_forbidden`: one's own payout, wallet or proposal",
+    content_type = "application/problem+json"
+)]
+pub struct NeedsOtherAdmin(pub Problem);
+
+#[derive(Debug, IntoResponses)]
+#[response(
+    status = 409,
+    description = "`adjustment_not_proposed` (already applied or rejected), `idempotency_key_reused`, `contention`",
+    content_type = "application/problem+json"
+)]
+pub struct AdjustmentNotProposed(pub Problem);
+
+#[derive(Debug, IntoResponses)]
 #[response(status = 403, description = "Needs finance or admin", content_type = "application/problem+json")]
 pub struct NeedsFinanceOrAdmin(pub Problem);
 

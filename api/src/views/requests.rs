@@ -123,6 +123,13 @@ pub struct AdjustmentRequest {
     pub reason: String,
 }
 
+/// Why a proposed adjustment is turned down.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RejectAdjustmentRequest {
+    pub reason: String,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RolesRequest {
@@ -297,6 +304,38 @@ pub struct ReconciliationQuery {
 #[into_params(parameter_in = Query)]
 pub struct LiveStreamsQuery {
     pub category: Option<String>,
+    /// 1 to 200, default 50
+    #[serde(default, deserialize_with = "page_limit")]
+    pub limit: Option<u32>,
+    /// `nextCursor` of the previous page
+    pub cursor: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct BalanceQuery {
+    /// An RFC 3339 time: the balance after the last entry at or before it.
+    pub at: Option<String>,
+    /// A log position: the balance after the last entry at or before it.
+    pub position: Option<u64>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct StatementQuery {
+    /// Start of the window (RFC 3339, inclusive).
+    pub from: Option<String>,
+    /// End of the window (RFC 3339, inclusive); at most 400 days after `from`.
+    pub to: Option<String>,
+    /// `csv` or `json` (default: by `Accept`, else JSON).
+    pub format: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct AdjustmentsQuery {
+    /// proposed, applied or rejected
+    pub status: Option<String>,
     /// 1 to 200, default 50
     #[serde(default, deserialize_with = "page_limit")]
     pub limit: Option<u32>,

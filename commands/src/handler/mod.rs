@@ -27,6 +27,7 @@
 //!
 //! The subject names are in [`crate::subjects`] (re-exported here).
 
+mod controls;
 mod engine;
 mod idempotency;
 mod stripe;
@@ -49,8 +50,8 @@ use crate::aggregate_cache::AggregateCache;
 use crate::log::{EventLog, LogError};
 use crate::retry::RetrySchedule;
 pub use crate::subjects::{
-    channel_subject, ledger_subject, payment_subject, reservation_subject, session_subject, stream_subject,
-    stripe_event_subject, user_subject,
+    adjustment_subject, channel_subject, ledger_subject, payment_subject, payout_reference_subject,
+    reservation_subject, session_subject, stream_subject, stripe_event_subject, user_subject,
 };
 
 /// How many times a command is decided again after losing a race.
@@ -132,6 +133,9 @@ pub struct CommandConfig {
     pub payout_policy: PayoutPolicy,
     /// `ADMIN_EMAILS`.
     pub admin_emails: Vec<String>,
+    /// `EARNINGS_HOLD_HOURS`: a gift's host earnings become payable that
+    /// long after the gift (0: at once).
+    pub earnings_hold_hours: u32,
 }
 
 /// The command side: every command of the design, each a load-decide-append
@@ -262,7 +266,19 @@ impl Commands {
         destination: String,
     ) -> Result<Outcome, CommandError> {
         let policy = self.config.payout_policy.clone();
-        self.ledger(ctx, user_id, LedgerCommand::RequestPayout { payout_id, coins, destination, policy }).await
+        let requested_at = chrono::Utc::now();
+        let command = LedgerCommand::RequestPayout { payout_id, coins, destination, policy, requested_at };
+        let ledger_subject = ledger_subject(user_id);
+        let reference_subject = payout_reference_subject(payout_id);
+        let subjects = vec![ledger_subject.clone(), reference_subject.clone()];
+        self.execute_with(Some(ctx), &ctx.actor, subjects, Some(&ledger_subject), |lasts| {
+            ledger::decide_payout_request(
+                &lasts.state(&ledger_subject, ledger::initial_state(user_id), ledger::evolve),
+                &lasts.state(&reference_subject, None, user::evolve_reservation),
+                &command,
+            )
+        })
+        .await
     }
 
     /// A payout request by the holder of a token: refused when the token's
@@ -276,14 +292,17 @@ impl Commands {
         destination: String,
     ) -> Result<Outcome, CommandError> {
         let policy = self.config.payout_policy.clone();
-        let command = LedgerCommand::RequestPayout { payout_id, coins, destination, policy };
+        let requested_at = chrono::Utc::now();
+        let command = LedgerCommand::RequestPayout { payout_id, coins, destination, policy, requested_at };
         let ledger_subject = ledger_subject(caller.user_id);
         let user_subject = user_subject(caller.user_id);
-        let subjects = vec![ledger_subject.clone(), user_subject.clone()];
+        let reference_subject = payout_reference_subject(payout_id);
+        let subjects = vec![ledger_subject.clone(), user_subject.clone(), reference_subject.clone()];
         self.execute_with(Some(ctx), &ctx.actor, subjects, Some(&ledger_subject), |lasts| {
             user::check_session_of(&lasts.state(&user_subject, None, user::evolve), caller.sessions_epoch)?;
-            ledger::decide(
+            ledger::decide_payout_request(
                 &lasts.state(&ledger_subject, ledger::initial_state(caller.user_id), ledger::evolve),
+                &lasts.state(&reference_subject, None, user::evolve_reservation),
                 &command,
             )
         })

@@ -277,6 +277,8 @@ impl Run<'_> {
                                 stream_id: g.stream_id,
                                 coins: g.coins,
                                 host_share_bps: g.host_share_bps,
+                                sent_at: e.header.occurred_at,
+                                matures_at: e.header.occurred_at,
                             })
                         }
                         _ => None,

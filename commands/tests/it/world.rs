@@ -24,6 +24,7 @@ pub fn config() -> CommandConfig {
             min_coins: 1000,
         },
         admin_emails: vec!["boss@halobuzz.com".into()],
+        earnings_hold_hours: 0,
     }
 }
 

@@ -14,11 +14,25 @@ fn purchase(coins: i64) -> domain::ledger::LedgerCommand {
 }
 
 fn gift(position: u64, viewer: Uuid, coins: i64) -> GiftToCredit {
-    GiftToCredit { source_position: position, viewer_id: viewer, stream_id: user(900), coins, host_share_bps: 7000 }
+    GiftToCredit {
+        source_position: position,
+        viewer_id: viewer,
+        stream_id: user(900),
+        coins,
+        host_share_bps: 7000,
+        sent_at: at(0),
+        matures_at: at(0),
+    }
 }
 
 fn payout(id: u128, coins: i64) -> domain::ledger::LedgerCommand {
-    RequestPayout { payout_id: user(500 + id), coins, destination: "acct_123".into(), policy: policy() }
+    RequestPayout {
+        payout_id: user(500 + id),
+        coins,
+        destination: "acct_123".into(),
+        policy: policy(),
+        requested_at: at(0),
+    }
 }
 
 #[test]
@@ -244,6 +258,6 @@ fn an_adjustment_needs_a_reason_an_amount_and_cannot_overdraw() {
 fn a_payout_policy_with_a_zero_minimum_still_needs_positive_coins() {
     let p = PayoutPolicy { min_coins: 0, ..policy() };
     host_with_earnings(10)
-        .when(RequestPayout { payout_id: user(1), coins: 0, destination: "d".into(), policy: p })
+        .when(RequestPayout { payout_id: user(1), coins: 0, destination: "d".into(), policy: p, requested_at: at(0) })
         .then_error("validation_failed");
 }

@@ -1,5 +1,6 @@
 //! Specifications of every decider, and the ledger's properties.
 
+mod controls_spec;
 mod gift_spec;
 mod ledger_spec;
 mod payment_spec;

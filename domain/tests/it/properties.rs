@@ -202,6 +202,8 @@ impl World {
                             stream_id: command.stream_id,
                             coins,
                             host_share_bps: HOST_SHARE_BPS,
+                            sent_at: at(0),
+                            matures_at: at(0),
                         },
                     });
                 }
@@ -252,7 +254,13 @@ impl World {
                 } else {
                     Ok(())
                 };
-                let command = LedgerCommand::RequestPayout { payout_id, coins, destination: "acct".into(), policy };
+                let command = LedgerCommand::RequestPayout {
+                    payout_id,
+                    coins,
+                    destination: "acct".into(),
+                    policy,
+                    requested_at: at(0),
+                };
                 let result = self.decide(host, &command);
                 assert_eq!(result.as_ref().map(|_| ()).map_err(|e| *e), expected);
                 if let Ok(events) = result {

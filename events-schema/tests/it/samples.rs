@@ -29,6 +29,7 @@ fn commit(transfers: Vec<Transfer>, wallet: i64, earnings: i64, held: i64) -> Le
             held_coins: held,
             pending_payouts: if held > 0 { vec![PendingPayout { payout_id: id(50), coins: held }] } else { vec![] },
             last_credited_position: 0,
+            maturing: vec![],
         },
     }
 }
@@ -251,6 +252,28 @@ pub fn events() -> Vec<Event> {
             user_id: u,
             generation: 1,
             reason: SessionEndReason::Reuse,
+        }),
+        Event::AdjustmentProposed(AdjustmentProposed {
+            adjustment_id: id(70),
+            user_id: u,
+            coins: -25_000,
+            reason: "duplicate credit".into(),
+            proposed_by: id(9),
+        }),
+        Event::AdjustmentApproved(AdjustmentApproved {
+            adjustment_id: id(70),
+            user_id: u,
+            coins: -25_000,
+            proposed_by: id(9),
+            approved_by: id(8),
+        }),
+        Event::AdjustmentRejected(AdjustmentRejected {
+            adjustment_id: id(71),
+            user_id: u,
+            coins: 50_000,
+            proposed_by: id(9),
+            rejected_by: id(8),
+            reason: "no ticket".into(),
         }),
     ]
 }

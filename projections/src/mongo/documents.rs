@@ -12,9 +12,9 @@ use uuid::Uuid;
 
 use crate::ProjectionError;
 use crate::model::{
-    AccountBalance, LeaderboardEntry, LedgerEntryDoc, PayoutDoc, PayoutStatus, StreamDoc, StripePaymentDoc, StripeSide,
-    TransactionDoc, TxMetadata, TxStatus, TxType, UserDoc, WalletDoc, parse_role, parse_stream_status, role_str,
-    stream_status_str,
+    AccountBalance, AdjustmentDoc, AdjustmentStatus, LeaderboardEntry, LedgerEntryDoc, PayoutDoc, PayoutStatus,
+    StreamDoc, StripePaymentDoc, StripeSide, TransactionDoc, TxMetadata, TxStatus, TxType, UserDoc, WalletDoc,
+    parse_role, parse_stream_status, role_str, stream_status_str,
 };
 
 pub(crate) type R<T> = Result<T, ProjectionError>;
@@ -101,6 +101,33 @@ pub fn payout_doc(p: &PayoutDoc) -> R<Document> {
         "destination": &p.destination, "status": p.status.as_str(), "externalRef": nullable_string(&p.external_ref),
         "reason": nullable_string(&p.reason), "requestedAt": time(p.requested_at),
         "settledAt": p.settled_at.map_or(Bson::Null, time), "position": position_value(p.position)?,
+    })
+}
+
+pub fn adjustment_doc(a: &AdjustmentDoc) -> R<Document> {
+    Ok(doc! {
+        "_id": a.id.to_string(), "userId": a.user_id.to_string(), "coins": a.coins, "reason": &a.reason,
+        "status": a.status.as_str(), "proposedBy": a.proposed_by.to_string(),
+        "decidedBy": a.decided_by.map_or(Bson::Null, |u| Bson::String(u.to_string())),
+        "decisionReason": nullable_string(&a.decision_reason), "proposedAt": time(a.proposed_at),
+        "decidedAt": a.decided_at.map_or(Bson::Null, time), "position": position_value(a.position)?,
+    })
+}
+
+pub fn read_adjustment(d: &Document) -> R<AdjustmentDoc> {
+    const C: &str = "adjustments";
+    Ok(AdjustmentDoc {
+        id: uuid_field(d, C, "_id")?,
+        user_id: uuid_field(d, C, "userId")?,
+        coins: whole_number_field(d, C, "coins")?,
+        reason: required_string(d, C, "reason")?.to_string(),
+        status: AdjustmentStatus::parse(required_string(d, C, "status")?).ok_or_else(|| corrupt(C, "status"))?,
+        proposed_by: uuid_field(d, C, "proposedBy")?,
+        decided_by: optional_uuid(d, C, "decidedBy")?,
+        decision_reason: optional_string(d, "decisionReason"),
+        proposed_at: date_time(d, C, "proposedAt")?,
+        decided_at: optional_date_time(d, C, "decidedAt")?,
+        position: position(d, C)?,
     })
 }
 

@@ -235,6 +235,89 @@ impl ReadStore for MongoStore {
         })
     }
 
+    fn ledger_entry_at(
+        &self,
+        account: Account,
+        position_max: u64,
+        time_max: Option<chrono::DateTime<chrono::Utc>>,
+    ) -> BoxFuture<'_, StoreResult<Option<LedgerEntryDoc>>> {
+        Box::pin(async move {
+            let name = self.active_collection(Projection::Ledger, Collection::LedgerEntries).await?;
+            let (filter, sort) = queries::entry_at_query(account, position_max, time_max);
+            let docs = self.find(&name, filter, sort, 1, None).await?;
+            docs.first().map(documents::read_entry).transpose()
+        })
+    }
+
+    fn ledger_entries_window(
+        &self,
+        account: Account,
+        time_min: chrono::DateTime<chrono::Utc>,
+        after: (u64, u32),
+        until: (u64, u32),
+        limit: u32,
+    ) -> BoxFuture<'_, StoreResult<Vec<LedgerEntryDoc>>> {
+        Box::pin(async move {
+            let name = self.active_collection(Projection::Ledger, Collection::LedgerEntries).await?;
+            let (filter, sort) = queries::entries_window_query(account, time_min, after, until);
+            let docs = self.find(&name, filter, sort, limit, None).await?;
+            docs.iter().map(documents::read_entry).collect()
+        })
+    }
+
+    fn gifts_from_negative_wallets(
+        &self,
+        host_id: Uuid,
+        since: chrono::DateTime<chrono::Utc>,
+    ) -> BoxFuture<'_, StoreResult<i64>> {
+        Box::pin(async move {
+            let streams = self.active_collection(Projection::Streams, Collection::Streams).await?;
+            let boards = self.active_collection(Projection::GiftLeaderboards, Collection::GiftLeaderboards).await?;
+            let wallets = self.active_collection(Projection::Wallets, Collection::Wallets).await?;
+            let since = Bson::DateTime(mongodb::bson::DateTime::from_millis(since.timestamp_millis()));
+            let filter =
+                doc! {"hostId": host_id.to_string(), "$or": [{"endTime": Bson::Null}, {"endTime": {"$gte": since}}]};
+            let found =
+                self.find(&streams, filter, doc! {"startTime": -1}, crate::store::RISK_STREAMS_MAX, None).await?;
+            let ids: Vec<Bson> = found.iter().filter_map(|d| d.get_str("_id").ok()).map(Bson::from).collect();
+            if ids.is_empty() {
+                return Ok(0);
+            }
+            let filter = doc! {"streamId": {"$in": ids}};
+            let gifts = self.find(&boards, filter, doc! {"_id": 1}, crate::store::RISK_GIFTERS_MAX, None).await?;
+            let gifts: Vec<LeaderboardEntry> =
+                gifts.iter().map(documents::read_leaderboard).collect::<StoreResult<_>>()?;
+            let users: Vec<Bson> = gifts.iter().map(|g| Bson::from(g.user_id.to_string())).collect();
+            if users.is_empty() {
+                return Ok(0);
+            }
+            let filter = doc! {"_id": {"$in": users}, "coins": {"$lt": 0}};
+            let negative = self.find(&wallets, filter, doc! {"_id": 1}, crate::store::RISK_GIFTERS_MAX, None).await?;
+            let negative: std::collections::HashSet<&str> =
+                negative.iter().filter_map(|d| d.get_str("_id").ok()).collect();
+            Ok(gifts
+                .iter()
+                .filter(|g| negative.contains(g.user_id.to_string().as_str()))
+                .fold(0i64, |sum, g| sum.saturating_add(g.coins)))
+        })
+    }
+
+    fn adjustments<'a>(
+        &'a self,
+        status: Option<AdjustmentStatus>,
+        page: &'a PageRequest,
+    ) -> BoxFuture<'a, StoreResult<Page<AdjustmentDoc>>> {
+        Box::pin(async move {
+            let after = int_id_cursor(page)?;
+            let name = self.active_collection(Projection::Payouts, Collection::Adjustments).await?;
+            let query = queries::adjustments_query(status, after.as_ref().map(|(t, id)| (*t, id.as_str())));
+            self.page_of(&name, query, page.limit(), documents::read_adjustment, |a: &AdjustmentDoc| {
+                cursor::encode(&[&a.proposed_at.timestamp_millis().to_string(), &a.id.to_string()])
+            })
+            .await
+        })
+    }
+
     fn payout(&self, payout_id: Uuid) -> BoxFuture<'_, StoreResult<Option<PayoutDoc>>> {
         Box::pin(self.one(
             Projection::Payouts,

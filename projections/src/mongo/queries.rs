@@ -6,7 +6,7 @@ use mongodb::bson::{Bson, DateTime as BsonDateTime, Document, doc};
 use uuid::Uuid;
 
 use super::documents::{R, position_value};
-use crate::model::{PayoutStatus, ResolutionStatus, StripePaymentFilter, TransactionFilter};
+use crate::model::{AdjustmentStatus, PayoutStatus, ResolutionStatus, StripePaymentFilter, TransactionFilter};
 
 /// A descending keyset condition: `(k, _id) < (value, id)`.
 fn before(field: &str, value: Bson, id_field: &str, id: &str) -> Document {
@@ -74,6 +74,18 @@ pub fn payouts_query(
     (q, doc! {"requestedAt": -1, "_id": -1})
 }
 
+/// Proposed adjustments (of a status, or all) after `(proposedAt ms, _id)`.
+pub fn adjustments_query(status: Option<AdjustmentStatus>, after: Option<(i64, &str)>) -> (Document, Document) {
+    let mut q = Document::new();
+    if let Some(status) = status {
+        q.insert("status", status.as_str());
+    }
+    if let Some((ms, id)) = after {
+        q.extend(before("proposedAt", Bson::DateTime(BsonDateTime::from_millis(ms)), "_id", id));
+    }
+    (q, doc! {"proposedAt": -1, "_id": -1})
+}
+
 /// An account's entries after `(position, seq)`, newest first.
 pub fn entries_query(account: Account, after: Option<(i64, i64)>) -> (Document, Document) {
     let mut q = doc! {"account": account.to_string()};
@@ -93,6 +105,39 @@ pub fn balance_at_query(account: Account, position: u64) -> R<(Document, Documen
         doc! {"account": account.to_string(), "position": {"$lte": position_value(position)?}},
         doc! {"position": -1, "seq": -1},
     ))
+}
+
+/// The last entry of an account at or before a position and a time.
+pub fn entry_at_query(
+    account: Account,
+    position_max: u64,
+    time_max: Option<chrono::DateTime<chrono::Utc>>,
+) -> (Document, Document) {
+    let mut q = doc! {"account": account.to_string(),
+    "position": {"$lte": i64::try_from(position_max).unwrap_or(i64::MAX)}};
+    if let Some(t) = time_max {
+        q.insert("createdAt", doc! {"$lte": Bson::DateTime(BsonDateTime::from_millis(t.timestamp_millis()))});
+    }
+    (q, doc! {"position": -1, "seq": -1})
+}
+
+/// A page of an account's entries in a window, oldest first.
+pub fn entries_window_query(
+    account: Account,
+    time_min: chrono::DateTime<chrono::Utc>,
+    after: (u64, u32),
+    until: (u64, u32),
+) -> (Document, Document) {
+    let pos = |p: u64| i64::try_from(p).unwrap_or(i64::MAX);
+    let q = doc! {
+        "account": account.to_string(),
+        "createdAt": {"$gte": Bson::DateTime(BsonDateTime::from_millis(time_min.timestamp_millis()))},
+        "$and": [
+            {"$or": [{"position": {"$gt": pos(after.0)}}, {"position": pos(after.0), "seq": {"$gt": i64::from(after.1)}}]},
+            {"$or": [{"position": {"$lt": pos(until.0)}}, {"position": pos(until.0), "seq": {"$lte": i64::from(until.1)}}]},
+        ],
+    };
+    (q, doc! {"position": 1, "seq": 1})
 }
 
 pub fn stripe_payments_query(after: Option<&str>, filter: &StripePaymentFilter) -> (Document, Document) {

@@ -75,6 +75,10 @@ pub fn indexes(collection: Collection) -> Vec<IndexSpec> {
         Collection::GiftLeaderboards => {
             vec![index("streamId_1_coins_-1_userId_-1", doc! {"streamId": 1, "coins": -1, "userId": -1})]
         }
+        Collection::Adjustments => vec![
+            index("status_1_proposedAt_-1__id_-1", doc! {"status": 1, "proposedAt": -1, "_id": -1}),
+            index("proposedAt_-1__id_-1", doc! {"proposedAt": -1, "_id": -1}),
+        ],
         Collection::StripePayments => {
             vec![IndexSpec { sparse: true, ..index("stripeSessionId_1", doc! {"stripeSessionId": 1}) }]
         }

@@ -17,8 +17,8 @@ use mongodb::bson::{Bson, Document, doc};
 use uuid::Uuid;
 
 use super::documents::{
-    R, entry_doc, leaderboard_id, nullable_string, payout_doc, position_value, roles, stream_doc, stripe_state_update,
-    time, transaction_doc, user_doc,
+    R, adjustment_doc, entry_doc, leaderboard_id, nullable_string, payout_doc, position_value, roles, stream_doc,
+    stripe_state_update, time, transaction_doc, user_doc,
 };
 use crate::ProjectionError;
 use crate::change::{Change, ProjectedBatch};
@@ -221,6 +221,16 @@ pub fn plan_batch(batch: &ProjectedBatch, checkpoints: &[u64], inputs: &mut Plan
                 guarded(payout_id.to_string(), &p),
                 doc! {"$set": {"status": status.as_str(), "externalRef": nullable_string(external_ref),
                 "reason": nullable_string(reason), "settledAt": time(*settled_at), "position": p.clone()}},
+                false,
+            )),
+            Change::AdjustmentProposed(a) => {
+                w.push(insert_if_absent(&name(Collection::Adjustments), adjustment_doc(a)?))
+            }
+            Change::AdjustmentDecided { adjustment_id, status, decided_by, reason, decided_at } => w.push(update(
+                &name(Collection::Adjustments),
+                guarded(adjustment_id.to_string(), &p),
+                doc! {"$set": {"status": status.as_str(), "decidedBy": decided_by.to_string(),
+                "decisionReason": nullable_string(reason), "decidedAt": time(*decided_at), "position": p.clone()}},
                 false,
             )),
             Change::Posting(posting) => {

@@ -279,6 +279,37 @@ fn apply_change(
         Change::PayoutSettled { payout_id, status, external_ref, reason, settled_at } => {
             settle_payout(db, *payout_id, *status, external_ref, reason, *settled_at, position)?
         }
+        Change::AdjustmentProposed(a) => {
+            db.execute(
+                &db.sql.adjustment_insert,
+                params![
+                    a.id.as_bytes(),
+                    a.user_id.as_bytes(),
+                    a.coins,
+                    a.reason,
+                    a.status.as_str(),
+                    a.proposed_by.as_bytes(),
+                    a.decided_by.as_ref().map(|u| u.as_bytes().to_vec()),
+                    a.decision_reason,
+                    to_micros(a.proposed_at),
+                    a.decided_at.map(to_micros),
+                    position
+                ],
+            )?;
+        }
+        Change::AdjustmentDecided { adjustment_id, status, decided_by, reason, decided_at } => {
+            db.execute(
+                &db.sql.adjustment_decide,
+                params![
+                    adjustment_id.as_bytes(),
+                    status.as_str(),
+                    decided_by.as_bytes(),
+                    reason,
+                    to_micros(*decided_at),
+                    position
+                ],
+            )?;
+        }
         Change::Posting(posting) => return post_entry(db, acc, pc.target, posting, pc.position),
         Change::LeaderboardGift { stream_id, user_id, coins } => {
             return acc.add_leaderboard_gift(pc.target, *stream_id, *user_id, *coins, pc.position);

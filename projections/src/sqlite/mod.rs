@@ -45,9 +45,9 @@ use uuid::Uuid;
 use crate::ProjectionError;
 use crate::change::{ApplyOutcome, ProjectedBatch};
 use crate::model::{
-    Checkpoint, Collection, LeaderboardEntry, LedgerEntryDoc, Page, PageRequest, PayoutDoc, PayoutStatus, Projection,
-    ProjectionVersion, StreamDoc, StripePaymentDoc, StripePaymentFilter, TransactionDoc, TransactionFilter,
-    TrialBalance, UserDoc, WalletDoc, from_micros, pos_u64,
+    AdjustmentDoc, AdjustmentStatus, Checkpoint, Collection, LeaderboardEntry, LedgerEntryDoc, Page, PageRequest,
+    PayoutDoc, PayoutStatus, Projection, ProjectionVersion, StreamDoc, StripePaymentDoc, StripePaymentFilter,
+    TransactionDoc, TransactionFilter, TrialBalance, UserDoc, WalletDoc, from_micros, pos_u64,
 };
 use crate::store::{ReadStore, ScanPage, StoreResult, normalise_email};
 use schema::META_DDL;
@@ -422,6 +422,43 @@ impl ReadStore for SqliteStore {
     ) -> BoxFuture<'a, StoreResult<Page<LeaderboardEntry>>> {
         let page = page.clone();
         Box::pin(self.read(move |tx| queries::leaderboard(tx, stream_id, &page)))
+    }
+
+    fn ledger_entry_at(
+        &self,
+        account: Account,
+        position_max: u64,
+        time_max: Option<chrono::DateTime<chrono::Utc>>,
+    ) -> BoxFuture<'_, StoreResult<Option<LedgerEntryDoc>>> {
+        Box::pin(self.read(move |tx| queries::ledger_entry_at(tx, account, position_max, time_max)))
+    }
+
+    fn ledger_entries_window(
+        &self,
+        account: Account,
+        time_min: chrono::DateTime<chrono::Utc>,
+        after: (u64, u32),
+        until: (u64, u32),
+        limit: u32,
+    ) -> BoxFuture<'_, StoreResult<Vec<LedgerEntryDoc>>> {
+        Box::pin(self.read(move |tx| queries::ledger_entries_window(tx, account, time_min, after, until, limit)))
+    }
+
+    fn gifts_from_negative_wallets(
+        &self,
+        host_id: Uuid,
+        since: chrono::DateTime<chrono::Utc>,
+    ) -> BoxFuture<'_, StoreResult<i64>> {
+        Box::pin(self.read(move |tx| queries::gifts_from_negative_wallets(tx, host_id, since)))
+    }
+
+    fn adjustments<'a>(
+        &'a self,
+        status: Option<AdjustmentStatus>,
+        page: &'a PageRequest,
+    ) -> BoxFuture<'a, StoreResult<Page<AdjustmentDoc>>> {
+        let page = page.clone();
+        Box::pin(self.read(move |tx| queries::adjustments(tx, status, &page)))
     }
 
     fn payout(&self, payout_id: Uuid) -> BoxFuture<'_, StoreResult<Option<PayoutDoc>>> {

@@ -6,14 +6,15 @@ use uuid::Uuid;
 
 use super::keys::account_key;
 use super::schema::{
-    ENTRY_COLS, LEADERBOARD_COLS, PAYOUT_COLS, STREAM_COLS, STRIPE_COLS, TX_COLS, USER_COLS, WALLET_COLS,
+    ADJUSTMENT_COLS, ENTRY_COLS, LEADERBOARD_COLS, PAYOUT_COLS, STREAM_COLS, STRIPE_COLS, TX_COLS, USER_COLS,
+    WALLET_COLS,
 };
 use super::{active_table, active_version, checkpoint_of, db_err, rows};
 use crate::ProjectionError;
 use crate::model::{
-    Collection, LeaderboardEntry, LedgerEntryDoc, Page, PageRequest, PayoutDoc, PayoutStatus, Projection,
-    ProjectionVersion, ResolutionStatus, StreamDoc, StripePaymentDoc, StripePaymentFilter, TransactionDoc,
-    TransactionFilter, TrialBalance, UserDoc, WalletDoc, cursor, to_micros,
+    AdjustmentDoc, AdjustmentStatus, Collection, LeaderboardEntry, LedgerEntryDoc, Page, PageRequest, PayoutDoc,
+    PayoutStatus, Projection, ProjectionVersion, ResolutionStatus, StreamDoc, StripePaymentDoc, StripePaymentFilter,
+    TransactionDoc, TransactionFilter, TrialBalance, UserDoc, WalletDoc, cursor, to_micros,
 };
 use crate::store::{StoreResult, into_page};
 
@@ -225,6 +226,72 @@ pub(super) fn ledger_entries(
     Ok(into_page(items, limit, |d: &LedgerEntryDoc| cursor::encode(&[&d.position.to_string(), &d.seq.to_string()])))
 }
 
+pub(super) fn ledger_entry_at(
+    tx: &Transaction<'_>,
+    account: Account,
+    position_max: u64,
+    time_max: Option<chrono::DateTime<chrono::Utc>>,
+) -> StoreResult<Option<LedgerEntryDoc>> {
+    let table = active_table(tx, Projection::Ledger, Collection::LedgerEntries)?;
+    let position_max = i64::try_from(position_max).unwrap_or(TOP_INT);
+    let time_max = time_max.map_or(TOP_INT, to_micros);
+    let sql = format!(
+        "SELECT {ENTRY_COLS} FROM {table} WHERE account = ?1 AND position <= ?2 AND created_at <= ?3
+         ORDER BY position DESC, seq DESC LIMIT 1"
+    );
+    Ok(query_docs(tx, &sql, params![account_key(&account), position_max, time_max], rows::entry)?.pop())
+}
+
+pub(super) fn ledger_entries_window(
+    tx: &Transaction<'_>,
+    account: Account,
+    time_min: chrono::DateTime<chrono::Utc>,
+    after: (u64, u32),
+    until: (u64, u32),
+    limit: u32,
+) -> StoreResult<Vec<LedgerEntryDoc>> {
+    let table = active_table(tx, Projection::Ledger, Collection::LedgerEntries)?;
+    let pos = |p: u64| i64::try_from(p).unwrap_or(TOP_INT);
+    let sql = format!(
+        "SELECT {ENTRY_COLS} FROM {table} WHERE account = ?1 AND (position, seq) > (?2, ?3)
+         AND (position, seq) <= (?4, ?5) AND created_at >= ?6 ORDER BY position, seq LIMIT ?7"
+    );
+    query_docs(
+        tx,
+        &sql,
+        params![
+            account_key(&account),
+            pos(after.0),
+            after.1,
+            pos(until.0),
+            until.1,
+            to_micros(time_min),
+            i64::from(limit.max(1))
+        ],
+        rows::entry,
+    )
+}
+
+pub(super) fn gifts_from_negative_wallets(
+    tx: &Transaction<'_>,
+    host_id: Uuid,
+    since: chrono::DateTime<chrono::Utc>,
+) -> StoreResult<i64> {
+    let streams = active_table(tx, Projection::Streams, Collection::Streams)?;
+    let boards = active_table(tx, Projection::GiftLeaderboards, Collection::GiftLeaderboards)?;
+    let wallets = active_table(tx, Projection::Wallets, Collection::Wallets)?;
+    let (streams_max, gifters_max) = (crate::store::RISK_STREAMS_MAX, crate::store::RISK_GIFTERS_MAX);
+    let sql = format!(
+        "SELECT COALESCE(SUM(g.coins), 0) FROM (
+            SELECT l.user_id, l.coins FROM (
+                SELECT id FROM {streams} WHERE host_id = ?1 AND (end_time IS NULL OR end_time >= ?2)
+                ORDER BY start_time DESC LIMIT {streams_max}
+            ) s JOIN {boards} l ON l.stream_id = s.id LIMIT {gifters_max}
+         ) g JOIN {wallets} w ON w.user_id = g.user_id WHERE w.coins < 0"
+    );
+    tx.query_row(&sql, params![host_id.as_bytes(), to_micros(since)], |r| r.get::<_, i64>(0)).map_err(db_err)
+}
+
 pub(super) fn trial_balance(tx: &Transaction<'_>, page: &PageRequest) -> StoreResult<TrialBalance> {
     let version = active_version(tx, Projection::Ledger)?;
     let table = Collection::LedgerAccounts.physical_name(version);
@@ -292,6 +359,26 @@ pub(super) fn stripe_payments(
     let items =
         query_docs(tx, &sql, params![after, i64::from(limit) + 1, filter.flag.as_deref()], rows::stripe_payment)?;
     Ok(into_page(items, limit, |d: &StripePaymentDoc| cursor::encode(&[&d.payment_id])))
+}
+
+pub(super) fn adjustments(
+    tx: &Transaction<'_>,
+    status: Option<AdjustmentStatus>,
+    page: &PageRequest,
+) -> StoreResult<Page<AdjustmentDoc>> {
+    let table = active_table(tx, Projection::Payouts, Collection::Adjustments)?;
+    let (c_time, c_id) = desc_cursor(page)?;
+    let limit = page.limit();
+    // An empty status matches every row: one statement for both cases.
+    let status = status.map_or("", AdjustmentStatus::as_str);
+    let sql = format!(
+        "SELECT {ADJUSTMENT_COLS} FROM {table} WHERE (?1 = '' OR status = ?1) AND (proposed_at, id) < (?2, ?3)
+         ORDER BY proposed_at DESC, id DESC LIMIT ?4"
+    );
+    let items = query_docs(tx, &sql, params![status, c_time, c_id, i64::from(limit) + 1], rows::adjustment)?;
+    Ok(into_page(items, limit, |d: &AdjustmentDoc| {
+        cursor::encode(&[&to_micros(d.proposed_at).to_string(), &d.id.to_string()])
+    }))
 }
 
 fn payout_cursor(d: &PayoutDoc) -> String {

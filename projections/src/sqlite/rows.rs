@@ -6,9 +6,9 @@ use uuid::Uuid;
 
 use crate::ProjectionError;
 use crate::model::{
-    AccountBalance, LeaderboardEntry, LedgerEntryDoc, PayoutDoc, PayoutStatus, StreamDoc, StripePaymentDoc, StripeSide,
-    TransactionDoc, TxMetadata, TxStatus, TxType, UserDoc, WalletDoc, from_micros, parse_role, parse_stream_status,
-    pos_u64,
+    AccountBalance, AdjustmentDoc, AdjustmentStatus, LeaderboardEntry, LedgerEntryDoc, PayoutDoc, PayoutStatus,
+    StreamDoc, StripePaymentDoc, StripeSide, TransactionDoc, TxMetadata, TxStatus, TxType, UserDoc, WalletDoc,
+    from_micros, parse_role, parse_stream_status, pos_u64,
 };
 
 /// A document (or a field of one) read from a row.
@@ -144,6 +144,29 @@ pub(super) fn payout(row: &Row<'_>) -> RowResult<PayoutDoc> {
         requested_at: time(TABLE, row, 9)?,
         settled_at: settled_at.map(|us| from_micros(TABLE, us)).transpose()?,
         position: position(TABLE, row, 11)?,
+    })
+}
+
+pub(super) fn adjustment(row: &Row<'_>) -> RowResult<AdjustmentDoc> {
+    const TABLE: &str = "adjustments";
+    let status: String = column(row, 4)?;
+    let decided_by: Option<Vec<u8>> = column(row, 6)?;
+    let decided_at: Option<i64> = column(row, 9)?;
+    Ok(AdjustmentDoc {
+        id: uuid(TABLE, row, 0)?,
+        user_id: uuid(TABLE, row, 1)?,
+        coins: column(row, 2)?,
+        reason: column(row, 3)?,
+        status: AdjustmentStatus::parse(&status)
+            .ok_or_else(|| ProjectionError::corrupt(TABLE, format!("status {status:?}")))?,
+        proposed_by: uuid(TABLE, row, 5)?,
+        decided_by: decided_by
+            .map(|b| Uuid::from_slice(&b).map_err(|_| ProjectionError::corrupt(TABLE, "decided_by")))
+            .transpose()?,
+        decision_reason: column(row, 7)?,
+        proposed_at: time(TABLE, row, 8)?,
+        decided_at: decided_at.map(|us| from_micros(TABLE, us)).transpose()?,
+        position: position(TABLE, row, 10)?,
     })
 }
 

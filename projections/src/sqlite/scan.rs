@@ -7,7 +7,8 @@ use uuid::Uuid;
 use super::keys::account_key;
 use super::queries::query_docs;
 use super::schema::{
-    ENTRY_COLS, LEADERBOARD_COLS, PAYOUT_COLS, STREAM_COLS, STRIPE_COLS, TX_COLS, USER_COLS, WALLET_COLS,
+    ADJUSTMENT_COLS, ENTRY_COLS, LEADERBOARD_COLS, PAYOUT_COLS, STREAM_COLS, STRIPE_COLS, TX_COLS, USER_COLS,
+    WALLET_COLS,
 };
 use super::{db_err, rows};
 use crate::ProjectionError;
@@ -58,6 +59,7 @@ pub(super) fn scan_blocking(
         Collection::StripePayments => {
             (STRIPE_COLS, "payment_id", 1, |r| rows::stripe_payment(r).map(AnyDoc::StripePayment))
         }
+        Collection::Adjustments => (ADJUSTMENT_COLS, "id", 1, |r| rows::adjustment(r).map(AnyDoc::Adjustment)),
     };
     let fetch = i64::from(limit) + 1;
     let docs = match after {
@@ -106,7 +108,8 @@ fn scan_key_values(collection: Collection, parts: &[&str]) -> StoreResult<Vec<ru
             | Collection::Wallets
             | Collection::Transactions
             | Collection::Streams
-            | Collection::Payouts,
+            | Collection::Payouts
+            | Collection::Adjustments,
             [a],
         ) => Ok(vec![id(a)?]),
         _ => Err(ProjectionError::BadCursor),
@@ -127,5 +130,6 @@ fn scan_key(doc: &AnyDoc) -> String {
         AnyDoc::LedgerAccount(d) => d.account.to_string(),
         AnyDoc::Leaderboard(d) => format!("{}|{}", d.stream_id, d.user_id),
         AnyDoc::StripePayment(d) => d.payment_id.clone(),
+        AnyDoc::Adjustment(d) => d.id.to_string(),
     }
 }

@@ -216,6 +216,14 @@ fn collection_ddl(collection: Collection, version: u32) -> String {
                 coins_dispute_reinstated INTEGER NOT NULL DEFAULT 0, claimed_user_id TEXT,
                 claimed_package_id TEXT, resolution TEXT) WITHOUT ROWID;"
         ),
+        Collection::Adjustments => format!(
+            "CREATE TABLE IF NOT EXISTS {t} (id BLOB PRIMARY KEY, user_id BLOB NOT NULL, coins INTEGER NOT NULL,
+                reason TEXT NOT NULL, status TEXT NOT NULL, proposed_by BLOB NOT NULL, decided_by BLOB,
+                decision_reason TEXT, proposed_at INTEGER NOT NULL, decided_at INTEGER,
+                position INTEGER NOT NULL) WITHOUT ROWID;
+             CREATE INDEX IF NOT EXISTS {t}_status_proposed ON {t}(status, proposed_at DESC, id DESC);
+             CREATE INDEX IF NOT EXISTS {t}_proposed ON {t}(proposed_at DESC, id DESC);"
+        ),
     }
 }
 
@@ -229,6 +237,8 @@ pub(super) const STREAM_COLS: &str =
     "id, host_id, title, category, status, is_live, start_time, end_time, viewers, peak_viewers, gifts_coins, position";
 pub(super) const PAYOUT_COLS: &str = "id, user_id, coins, fiat_amount, fiat_currency, destination, status, \
     external_ref, reason, requested_at, settled_at, position";
+pub(super) const ADJUSTMENT_COLS: &str = "id, user_id, coins, reason, status, proposed_by, decided_by, \
+    decision_reason, proposed_at, decided_at, position";
 /// Ledger entries written by one statement (the bulk of a batch's rows:
 /// one statement's setup, cursors and bindings serve them all).
 pub(super) const ENTRY_ROWS_PER_INSERT: usize = 32;
@@ -270,6 +280,8 @@ pub(super) struct WriteSql {
     pub stream_gifts: String,
     pub payout_insert: String,
     pub payout_settle: String,
+    pub adjustment_insert: String,
+    pub adjustment_decide: String,
     pub entry_insert: String,
     /// `entry_insert` for `ENTRY_ROWS_PER_INSERT` rows at once.
     pub entry_insert_many: String,
@@ -291,6 +303,7 @@ impl WriteSql {
         let streams = Collection::Streams.physical_name(version);
         let viewers = Collection::StreamViewers.physical_name(version);
         let payouts = Collection::Payouts.physical_name(version);
+        let adjustments = Collection::Adjustments.physical_name(version);
         let entries = Collection::LedgerEntries.physical_name(version);
         let accounts = Collection::LedgerAccounts.physical_name(version);
         let boards = Collection::GiftLeaderboards.physical_name(version);
@@ -361,6 +374,14 @@ impl WriteSql {
             payout_settle: format!(
                 "UPDATE OR FAIL {payouts} SET status = ?2, external_ref = ?3, reason = ?4, settled_at = ?5, position = ?6
                  WHERE id = ?1"
+            ),
+            adjustment_insert: format!(
+                "INSERT OR FAIL INTO {adjustments} ({ADJUSTMENT_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+                 ON CONFLICT(id) DO NOTHING"
+            ),
+            adjustment_decide: format!(
+                "UPDATE OR FAIL {adjustments} SET status = ?2, decided_by = ?3, decision_reason = ?4, decided_at = ?5,
+                 position = ?6 WHERE id = ?1"
             ),
             entry_insert: format!(
                 "INSERT OR FAIL INTO {entries} ({ENTRY_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)

@@ -21,7 +21,10 @@ fn commands(log: &JetStreamLog) -> Commands {
         rate_per_coin: Money { amount: "0.01".parse().expect("a rate"), currency: "usd".into() },
         min_coins: 1000,
     };
-    Commands::new(log, CommandConfig { host_share_bps: 7000, payout_policy, admin_emails: vec![] })
+    Commands::new(
+        log,
+        CommandConfig { host_share_bps: 7000, payout_policy, admin_emails: vec![], earnings_hold_hours: 0 },
+    )
 }
 
 async fn deliver(c: &Commands, event_id: &str, payment_id: &str, command: PaymentCommand) {

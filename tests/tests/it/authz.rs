@@ -181,6 +181,23 @@ fn cases() -> Vec<Case> {
             r#"{"action":"dismiss","note":"matrix"}"#,
             [401, 403, 403, 404, 404, 403],
         ),
+        get("/api/v1/admin/adjustments?status=proposed", FINANCE_READ),
+        // No such proposal: admins learn so, nobody else gets that far.
+        post(
+            "/api/v1/admin/adjustments/0190aaaa-0000-7000-8000-000000000001/approve",
+            "{}",
+            [401, 403, 403, 404, 403, 403],
+        ),
+        post(
+            "/api/v1/admin/adjustments/0190aaaa-0000-7000-8000-000000000001/reject",
+            r#"{"reason":"no"}"#,
+            [401, 403, 403, 404, 403, 403],
+        ),
+        get("/api/v1/ledger/accounts/wallet:{user}/balance", [401, 200, 403, 200, 200, 403]),
+        get(
+            "/api/v1/ledger/accounts/wallet:{user}/statement?from=2026-01-01T00:00:00Z&to=2026-02-01T00:00:00Z",
+            [401, 200, 403, 200, 200, 403],
+        ),
         get("/api/v1/ledger/accounts/wallet:{user}/entries", [401, 200, 403, 200, 200, 403]),
         get("/api/v1/ledger/accounts/earnings:{user}/entries", [401, 200, 403, 200, 200, 403]),
         get("/api/v1/ledger/accounts/payout_hold:{user}/entries", [401, 200, 403, 200, 200, 403]),
@@ -254,9 +271,12 @@ async fn every_route_answers_each_role_as_the_matrix_says() {
         .map(|c| format!("{} {}", c.method, c.path))
         .collect();
     assert!(undocumented.is_empty(), "rows of routes the document does not have: {undocumented:?}");
-    for funded in [&other, &admin, &finance, &ops] {
+    for funded in [&other, &finance, &ops] {
         app.fund(&admin, funded, 100_000).await;
     }
+    // Nobody adjusts their own wallet: a second admin funds the first.
+    let deputy = granted(&app, &admin, "matrix_deputy", "admin").await;
+    app.fund(&deputy, &admin, 100_000).await;
     // Earnings for the user: another viewer's gifts, credited by the reactor.
     let stream = app.start_stream(&user, "matrix").await;
     let gift = app.gift(&other.token, stream, "castle", 10).await;

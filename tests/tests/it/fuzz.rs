@@ -61,15 +61,17 @@ async fn schemathesis_finds_no_failure_as_an_admin_and_as_a_user() {
         ("STRIPE_SECRET_KEY", TEST_STRIPE_KEY),
         ("STRIPE_API_BASE", &stripe.base),
         ("STRIPE_WEBHOOK_SECRET", "whsec_fuzz"),
+        ("ADMIN_EMAILS", "admin@test.halobuzz.com,deputy@test.halobuzz.com"),
     ])
     .await;
     let admin = app.admin().await;
+    // Nobody adjusts their own wallet: a second admin funds the first.
+    let deputy = app.register_email("fuzz_deputy", "deputy@test.halobuzz.com").await;
     let user = app.register("fuzz_user").await;
     // Whose roles the runs change (see tests/support/schemathesis.toml).
     let roles_target = app.register("fuzz_roles").await;
-    for funded in [&admin, &user] {
-        app.fund(&admin, funded, FUNDS_COINS).await;
-    }
+    app.fund(&deputy, &admin, FUNDS_COINS).await;
+    app.fund(&admin, &user, FUNDS_COINS).await;
     // Earnings for both (each sends gifts to the other's stream), so that
     // their payouts can succeed and the stateful phase can settle them.
     for (host, viewer) in [(&admin, &user), (&user, &admin)] {

@@ -41,6 +41,12 @@ const CONTRACT_ROUTES: &[(&str, &str)] = &[
     ("get", "/api/v1/ledger/accounts/{account}/entries"),
     ("get", "/api/v1/ledger/trial-balance"),
     ("get", "/api/v1/ledger/reconciliation"),
+    // v1.1, money out and finance reads.
+    ("get", "/api/v1/admin/adjustments"),
+    ("post", "/api/v1/admin/adjustments/{id}/approve"),
+    ("post", "/api/v1/admin/adjustments/{id}/reject"),
+    ("get", "/api/v1/ledger/accounts/{account}/balance"),
+    ("get", "/api/v1/ledger/accounts/{account}/statement"),
 ];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

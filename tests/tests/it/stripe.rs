@@ -428,3 +428,60 @@ async fn stripe_concurrent_deliveries_of_both_purchase_events_credit_once() {
     assert_books(&app, &admin, &cara, 500, last).await;
     app.stop().await;
 }
+
+/// The payout queue flags a host whose gifts came from a viewer whose
+/// wallet a refund drove negative (issue 16: the dispute flow of the Stripe
+/// issue is built in parallel; a refund drives the wallet negative the same
+/// way). Both read stores.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_payout_is_flagged_when_its_gifts_came_from_a_wallet_a_refund_drove_negative() {
+    let uri = projections::mongo_server::surrogate_target(projections::mongo_server::Topology::ReplicaSet).await.uri;
+    let database = projections::mongo_server::database_name("risk");
+    for mongo in [false, true] {
+        let mut env = vec![("STRIPE_WEBHOOK_SECRET", SECRET)];
+        if mongo {
+            env.extend([("MONGODB_URI", uri.as_str()), ("MONGODB_DB", database.as_str())]);
+        }
+        let app = TestApp::start_with(&env).await;
+        let admin = app.admin().await;
+        let [host, viewer] = app.register_all(["risk_host", "risk_viewer"]).await;
+        let v = viewer.id.to_string();
+        accepted(&app, &intent_succeeded("evt_risk_intent", "pi_risk", &v, "coins_500")).await;
+        let stream = app.start_stream(&host, "risky").await;
+        let gift = app.gift(&viewer.token, stream, "crown", 5).await;
+        assert_eq!(gift.status, 201, "{}", gift.text);
+        let settled = app.settle_reactor().await;
+        assert_eq!(app.wallet(&host, settled).await["earnings"], json!(350));
+        let payout = app.post("/api/v1/payouts", Some(&host.token), json!({"coins": 350, "destination": "iban"})).await;
+        assert_eq!(payout.status, 201, "{}", payout.text);
+        let queue = |position: u64| {
+            let app = &app;
+            let token = admin.token.clone();
+            async move {
+                let r = app
+                    .get(&format!("/api/v1/admin/payouts?status=pending&minPosition={position}"), Some(&token))
+                    .await;
+                assert_eq!(r.status, 200, "{}", r.text);
+                r.body["items"][0].clone()
+            }
+        };
+        let before = queue(payout.position()).await;
+        assert_eq!(before["risk"], json!([]), "mongo {mongo}: no risk yet: {before}");
+        // The purchase behind the gifts is refunded: the viewer's wallet is -500.
+        let (p, _) = accepted(&app, &charge_refunded("evt_risk_refund", "pi_risk", 499)).await;
+        assert_eq!(app.wallet(&viewer, p).await["coins"], json!(-500));
+        let after = queue(p).await;
+        assert_eq!(
+            after["risk"],
+            json!([{"flag": "gifts_from_negative_wallets", "coins": 500}]),
+            "mongo {mongo}: {after}"
+        );
+        // The decision stays the admin's: the flagged payout can be paid.
+        let id = after["id"].as_str().expect("an id").to_string();
+        let paid = app.decide_payout(&admin, &id, "approve", json!({"externalRef": "wire"})).await;
+        assert_eq!(paid.status, 200, "{}", paid.text);
+        app.stop().await;
+    }
+    let store = projections::MongoStore::connect(&uri, Some(&database)).await.expect("connect");
+    store.drop_database().await.expect("drop");
+}

@@ -1,10 +1,11 @@
 //! Registrations, streams, gifts and credits, payouts, adjustments, roles.
 
 use events_schema::{
-    Account, Actor, CommandRecorded, Event, GiftSent, GiftsReceived, LedgerAdjusted, LedgerSnapshot, Money,
-    PayoutApproved, PayoutRejected, PayoutRequested, PendingPayout, ReceivedGift, ReservationClaimed, ReservationKind,
-    Role, SessionEndReason, SessionEnded, SessionRotated, StreamEnded, StreamSnapshot, StreamStarted, StreamStatus,
-    UserRegistered, UserRolesChanged, UserSessionsRevoked, UserSnapshot, ViewerJoined, ViewerLeft,
+    Account, Actor, AdjustmentApproved, AdjustmentProposed, AdjustmentRejected, CommandRecorded, Event, GiftSent,
+    GiftsReceived, LedgerAdjusted, LedgerSnapshot, Money, PayoutApproved, PayoutRejected, PayoutRequested,
+    PendingPayout, ReceivedGift, ReservationClaimed, ReservationKind, Role, SessionEndReason, SessionEnded,
+    SessionRotated, StreamEnded, StreamSnapshot, StreamStarted, StreamStatus, UserRegistered, UserRolesChanged,
+    UserSessionsRevoked, UserSnapshot, ViewerJoined, ViewerLeft,
 };
 
 use super::*;
@@ -326,6 +327,11 @@ impl Generator {
         let user = self.random_user();
         let id = self.users[user].id;
         let admin = self.users[0].id;
+        // One in four goes through four eyes: proposed by one admin, then
+        // approved (and applied) or rejected by another.
+        if self.users.len() > 2 && user > 1 && self.rng.percent(25) {
+            return self.four_eyes(user);
+        }
         let wallet = self.users[user].ledger.wallet_coins;
         let (coins, transfers) = if wallet >= 50 && self.rng.percent(40) {
             (-50, vec![transfer(Account::Wallet(id), Account::PlatformAdjustments, 50)])
@@ -342,6 +348,57 @@ impl Generator {
             commit,
         });
         self.ledger_event(user, &meta, event);
+    }
+
+    /// A large credit proposed by the first user (an admin), then approved
+    /// by the second (the `adjustment.approved` and its `ledger.adjusted`)
+    /// or rejected.
+    fn four_eyes(&mut self, user: usize) {
+        let id = self.users[user].id;
+        let (proposer, second) = (self.users[0].id, self.users[1].id);
+        let adjustment_id = self.uuid();
+        let coins = 20_000;
+        let mut chain = Chain::new();
+        let meta = self.meta(Actor::admin(proposer));
+        let proposed = Event::AdjustmentProposed(AdjustmentProposed {
+            adjustment_id,
+            user_id: id,
+            coins,
+            reason: "migration".into(),
+            proposed_by: proposer,
+        });
+        self.emit(&meta, proposed, Some(&mut chain));
+        let meta = self.meta(Actor::admin(second));
+        if self.rng.percent(70) {
+            let transfers = vec![transfer(Account::PlatformAdjustments, Account::Wallet(id), coins)];
+            let commit = self.commit(user, transfers, PendingEdit::None);
+            let adjusted = Event::LedgerAdjusted(LedgerAdjusted {
+                user_id: id,
+                coins,
+                reason: "migration".into(),
+                admin_id: second,
+                commit,
+            });
+            self.ledger_event(user, &meta, adjusted);
+            let approved = Event::AdjustmentApproved(AdjustmentApproved {
+                adjustment_id,
+                user_id: id,
+                coins,
+                proposed_by: proposer,
+                approved_by: second,
+            });
+            self.emit(&meta, approved, Some(&mut chain));
+        } else {
+            let rejected = Event::AdjustmentRejected(AdjustmentRejected {
+                adjustment_id,
+                user_id: id,
+                coins,
+                proposed_by: proposer,
+                rejected_by: second,
+                reason: "no ticket".into(),
+            });
+            self.emit(&meta, rejected, Some(&mut chain));
+        }
     }
 
     pub(super) fn command_record(&mut self) {
