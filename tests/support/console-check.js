@@ -6,19 +6,21 @@
 // Environment: CHROMIUM_BIN, PLAYWRIGHT_DIR (folder holding
 // node_modules/playwright-core), CONSOLE_URL (the service's base URL),
 // CONSOLE_OUT (screenshot folder), CONSOLE_ACCOUNTS (JSON: [{name, email,
-// password, sees, decides}] with `sees` one of "trial", "workers-only",
-// "refused", and `decides` true for the account that approves the
-// payout), CONSOLE_SCENE (JSON: {payoutId, account, balance}: a pending
-// payout, and an account with its balance after its last entry).
+// password, sees, does}] with `sees` one of "trial", "workers-only",
+// "refused", and `does` the actions to take: "payout" (approve it),
+// "own-adjustment" (try to approve one's own proposal: refused with the
+// API's message), "adjustment" (approve it), "resolve" (credit the flagged
+// payment), "account" (entries, balance at a time, the CSV statement
+// compared with the entries)), CONSOLE_SCENE (JSON: {payoutId, account,
+// balance, adjustmentId, paymentId, creditUserId, from, to}).
 
+const fs = require("fs");
 const path = require("path");
 const { chromium } = require(path.join(process.env.PLAYWRIGHT_DIR, "node_modules", "playwright-core"));
 
 const STEP_TIMEOUT_MS = 15000;
 
-// The payout queue (approve through the confirmation dialog, the payout
-// leaves the queue), reconciliation, and an account's entries.
-async function decideAndLookUp(page, account, scene, out, failures) {
+async function approvePayout(page, account, scene, out, failures) {
   await page.getByRole("button", { name: "Payout queue" }).click();
   const row = page.locator(`tr[data-payout="${scene.payoutId}"]`);
   await row.waitFor();
@@ -28,26 +30,92 @@ async function decideAndLookUp(page, account, scene, out, failures) {
   await page.getByLabel("External reference of the transfer").fill("wire-console-1");
   await page.screenshot({ path: path.join(out, `payout-confirm-${account.name}.png`) });
   await page.getByRole("button", { name: "Confirm" }).click();
-  await page.getByRole("status").filter({ hasText: "approved" }).waitFor();
-  const result = await page.getByRole("status").innerText();
+  await page.locator("#payout-result").filter({ hasText: "approved" }).waitFor();
+  const result = await page.locator("#payout-result").innerText();
   if (!/position \d+/.test(result)) failures.push(`${account.name}: the approval reads ${JSON.stringify(result)}`);
   await row.waitFor({ state: "detached" });
+}
 
+async function approveAdjustment(page, account, scene, out, failures, expectRefusal) {
+  await page.getByRole("button", { name: "Payout queue" }).click();
+  const row = page.locator(`tr[data-adjustment="${scene.adjustmentId}"]`);
+  await row.waitFor();
+  await page.getByRole("button", { name: `Approve adjustment ${scene.adjustmentId}` }).click();
+  await page.getByRole("dialog").waitFor();
+  await page.getByRole("button", { name: "Confirm" }).click();
+  if (expectRefusal) {
+    const alert = page.locator("#problem");
+    await alert.waitFor({ state: "visible" });
+    const text = await alert.innerText();
+    if (!text.includes("their own money")) failures.push(`${account.name}: own approval reads ${JSON.stringify(text)}`);
+    await page.screenshot({ path: path.join(out, `adjustment-refused-${account.name}.png`), fullPage: true });
+    if (!(await row.isVisible())) failures.push(`${account.name}: the refused adjustment left the queue`);
+  } else {
+    await page.locator("#payout-result").filter({ hasText: "applied" }).waitFor();
+    await row.waitFor({ state: "detached" });
+    await page.screenshot({ path: path.join(out, `adjustment-applied-${account.name}.png`), fullPage: true });
+  }
+}
+
+async function resolvePayment(page, account, scene, out, failures) {
   await page.getByRole("button", { name: "Reconciliation" }).click();
-  await page.locator("#reconciliation").waitFor({ state: "visible" });
-  await page.waitForFunction(() => !document.getElementById("payments-empty").hidden || document.querySelector("#payment-rows tr"));
+  await page.getByLabel("Status").selectOption("open");
+  await page.getByRole("button", { name: "Show", exact: true }).click();
+  const row = page.locator(`tr[data-payment="${scene.paymentId}"]`);
+  await row.waitFor();
   await page.screenshot({ path: path.join(out, `reconciliation-${account.name}.png`), fullPage: true });
+  await page.getByRole("button", { name: `Credit payment ${scene.paymentId}` }).click();
+  await page.getByRole("dialog").waitFor();
+  const dialog = page.getByRole("dialog");
+  await dialog.getByLabel("User id", { exact: true }).fill(scene.creditUserId);
+  await dialog.getByLabel("Note", { exact: true }).fill("support ticket, console");
+  await page.getByRole("button", { name: "Confirm" }).click();
+  await page.locator("#reconciliation-result").filter({ hasText: "credited" }).waitFor();
+  await row.waitFor({ state: "detached" });
+  await page.getByLabel("Status").selectOption("resolved");
+  await page.getByRole("button", { name: "Show", exact: true }).click();
+  await row.waitFor();
+  const text = await row.innerText();
+  if (!text.includes("resolved")) failures.push(`${account.name}: the resolved payment reads ${JSON.stringify(text)}`);
+}
 
+async function lookUpAccount(page, account, scene, out, failures) {
   await page.getByRole("button", { name: "Accounts" }).click();
   await page.getByLabel("Account or user id").fill(scene.account);
   await page.getByRole("button", { name: "Show entries" }).click();
   await page.locator("#entry-rows tr").first().waitFor();
-  const balances = await page.locator("#entry-rows tr td:nth-child(5)").allInnerTexts();
-  if (!balances.map((text) => text.trim()).includes(String(scene.balance))) {
+  const balances = (await page.locator("#entry-rows tr td:nth-child(5)").allInnerTexts()).map((t) => t.trim());
+  if (!balances.includes(String(scene.balance))) {
     failures.push(`${account.name}: ${scene.account} shows balances ${balances.join(", ")}, not ${scene.balance}`);
   }
+  const coins = (await page.locator("#entry-rows tr td:nth-child(4)").allInnerTexts()).map((t) => Number(t.trim()));
+
+  await page.getByLabel("Balance at").fill(scene.to);
+  await page.getByRole("button", { name: "Show balance" }).click();
+  await page.locator("#balance-result").filter({ hasText: "coins" }).waitFor();
+  const at = await page.locator("#balance-result").innerText();
+  if (!at.includes(`: ${scene.balance} coins`)) failures.push(`${account.name}: balance at reads ${JSON.stringify(at)}`);
+
+  await page.getByLabel("Statement from").fill(scene.from);
+  await page.getByLabel("to", { exact: true }).fill(scene.to);
+  const [download] = await Promise.all([
+    page.waitForEvent("download"),
+    page.getByRole("button", { name: "Download CSV statement" }).click(),
+  ]);
+  const file = path.join(out, `statement-${account.name}.csv`);
+  await download.saveAs(file);
+  const lines = fs.readFileSync(file, "utf8").trim().split("\n");
+  const header = lines[0].split(",");
+  const column = header.indexOf("coins");
+  const rows = lines.slice(1).map((line) => line.split(","));
+  const entryRows = rows.filter((cells) => !cells.join(",").includes("opening_balance"));
+  const sum = rows.reduce((total, cells) => total + Number(cells[column]), 0);
+  if (column < 0) failures.push(`${account.name}: the statement has no coins column: ${lines[0]}`);
+  if (entryRows.length !== coins.length) {
+    failures.push(`${account.name}: the statement has ${entryRows.length} entries, the entries route ${coins.length}`);
+  }
+  if (sum !== scene.balance) failures.push(`${account.name}: the statement's coins sum to ${sum}, not ${scene.balance}`);
   await page.screenshot({ path: path.join(out, `accounts-${account.name}.png`), fullPage: true });
-  await page.getByRole("button", { name: "Overview" }).click();
 }
 
 async function main() {
@@ -71,13 +139,17 @@ async function main() {
   const failures = [];
   try {
     for (const account of accounts) {
-      const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
+      const context = await browser.newContext({ viewport: { width: 1280, height: 800 }, timezoneId: "UTC", acceptDownloads: true });
       const page = await context.newPage();
       page.setDefaultTimeout(STEP_TIMEOUT_MS);
       const errors = [];
       page.on("pageerror", (error) => errors.push(`page error: ${error.message}`));
       page.on("console", (message) => {
-        if (message.type() === "error") errors.push(`console error: ${message.text()}`);
+        // Chromium logs every 4xx answer as a failed resource; a refusal the
+        // page shows as its problem (checked below) is not a page error.
+        // Everything else, 5xx included, is.
+        const refusal = /Failed to load resource: the server responded with a status of 4\d\d/;
+        if (message.type() === "error" && !refusal.test(message.text())) errors.push(`console error: ${message.text()}`);
       });
       const response = await page.goto(`${base}/console`);
       if (!response || response.status() !== 200) {
@@ -110,7 +182,13 @@ async function main() {
           if (text !== "(finance and admin)") failures.push(`${account.name}: sees the trial total ${text}`);
         }
         await page.screenshot({ path: path.join(out, `overview-${account.name}.png`), fullPage: true });
-        if (account.decides) await decideAndLookUp(page, account, scene, out, failures);
+        const does = account.does || [];
+        if (does.includes("payout")) await approvePayout(page, account, scene, out, failures);
+        if (does.includes("own-adjustment")) await approveAdjustment(page, account, scene, out, failures, true);
+        if (does.includes("adjustment")) await approveAdjustment(page, account, scene, out, failures, false);
+        if (does.includes("resolve")) await resolvePayment(page, account, scene, out, failures);
+        if (does.includes("account")) await lookUpAccount(page, account, scene, out, failures);
+        await page.getByRole("button", { name: "Overview" }).click();
         await page.getByRole("button", { name: "Sign out" }).click();
         await page.locator("#sign-in-section").waitFor({ state: "visible" });
       }

@@ -165,14 +165,24 @@ async function showView(name) {
   if (loaders[name]) await loaders[name]();
 }
 
-// Asks for confirmation with one required text field; resolves to its value,
-// or null when cancelled. Every action that moves money goes through here.
-function confirmAction(title, text, label) {
+// Asks for confirmation, with required text fields ([{name, label,
+// value}]); resolves to {name: value}, or null when cancelled. Every action
+// that moves money goes through here.
+function confirmAction(title, text, fields) {
   const dialog = $("confirm");
   $("confirm-title").textContent = title;
   $("confirm-text").textContent = text;
-  $("confirm-label").textContent = label;
-  $("confirm-input").value = "";
+  const inputs = fields.map((field, index) => {
+    const input = document.createElement("input");
+    input.id = `confirm-field-${index}`;
+    input.required = true;
+    input.value = field.value || "";
+    const label = document.createElement("label");
+    label.htmlFor = input.id;
+    label.textContent = field.label;
+    return { field, label, input };
+  });
+  $("confirm-fields").replaceChildren(...inputs.flatMap(({ label, input }) => [label, input]));
   return new Promise((resolve) => {
     const done = (value) => {
       $("confirm-form").onsubmit = null;
@@ -183,19 +193,39 @@ function confirmAction(title, text, label) {
     };
     $("confirm-form").onsubmit = (event) => {
       event.preventDefault();
-      const value = $("confirm-input").value.trim();
-      if (value) done(value);
+      const values = {};
+      for (const { field, input } of inputs) {
+        const value = input.value.trim();
+        if (!value) return;
+        values[field.name] = value;
+      }
+      done(values);
     };
     $("confirm-cancel").onclick = () => done(null);
     dialog.onclose = () => done(null);
     dialog.showModal();
-    $("confirm-input").focus();
+    if (inputs.length > 0) inputs[0].input.focus();
   });
 }
 
-async function loadPayouts() {
+function actionButton(text, label, onClick) {
+  const button = document.createElement("button");
+  button.type = "button";
+  button.textContent = text;
+  button.setAttribute("aria-label", label);
+  button.addEventListener("click", onClick);
+  return button;
+}
+
+// `minPosition`, after an action: the lists read at least its position,
+// so that what the action changed shows at once.
+function atLeast(position) {
+  return position ? `&minPosition=${position}` : "";
+}
+
+async function loadPayouts(position) {
   try {
-    const page = await call("GET", `${API}/admin/payouts?status=pending&limit=200`);
+    const page = await call("GET", `${API}/admin/payouts?status=pending&limit=200${atLeast(position)}`);
     const isAdmin = session.user.roles.includes("admin");
     const rows = page.items.map((payout) => {
       const row = document.createElement("tr");
@@ -207,25 +237,23 @@ async function loadPayouts() {
         cell(money(payout.fiat.amount, payout.fiat.currency), true),
         cell(new Date(payout.requestedAt).toLocaleString()),
       );
+      const risk = cell((payout.risk || []).map((r) => `${r.flag}: ${r.coins} coins`).join("; "));
+      if ((payout.risk || []).length > 0) risk.classList.add("risk");
+      row.append(risk);
       const actions = document.createElement("td");
       if (isAdmin) {
-        const approve = document.createElement("button");
-        approve.type = "button";
-        approve.textContent = "Approve";
-        approve.setAttribute("aria-label", `Approve payout ${payout.id}`);
-        approve.addEventListener("click", () => decidePayout(payout, "approve"));
-        const reject = document.createElement("button");
-        reject.type = "button";
-        reject.textContent = "Reject";
-        reject.setAttribute("aria-label", `Reject payout ${payout.id}`);
-        reject.addEventListener("click", () => decidePayout(payout, "reject"));
-        actions.append(approve, " ", reject);
+        actions.append(
+          actionButton("Approve", `Approve payout ${payout.id}`, () => decidePayout(payout, "approve")),
+          " ",
+          actionButton("Reject", `Reject payout ${payout.id}`, () => decidePayout(payout, "reject")),
+        );
       }
       row.append(actions);
       return row;
     });
     $("payout-rows").replaceChildren(...rows);
     $("payouts-empty").hidden = rows.length > 0;
+    await loadAdjustments(isAdmin, position);
   } catch (problem) {
     showProblem(problem.title, problem.detail);
   }
@@ -234,18 +262,95 @@ async function loadPayouts() {
 async function decidePayout(payout, verdict) {
   clearProblem();
   const approving = verdict === "approve";
-  const value = await confirmAction(
+  const values = await confirmAction(
     approving ? "Approve payout" : "Reject payout",
     `${approving ? "Pay out" : "Return"} ${payout.coins} coins (${money(payout.fiat.amount, payout.fiat.currency)}) ${approving ? "to" : "of"} host ${payout.userId}.`,
-    approving ? "External reference of the transfer" : "Reason",
+    [{ name: "value", label: approving ? "External reference of the transfer" : "Reason" }],
   );
-  if (value === null) return;
+  if (values === null) return;
   try {
-    const body = approving ? { externalRef: value } : { reason: value };
+    const body = approving ? { externalRef: values.value } : { reason: values.value };
     const answer = await call("POST", `${API}/admin/payouts/${payout.id}/${verdict}`, body);
     $("payout-result").textContent =
       `Payout ${payout.id} ${approving ? "approved" : "rejected"}: the ledger is at position ${answer.position}.`;
-    await loadPayouts();
+    await loadPayouts(answer.position);
+  } catch (problem) {
+    showProblem(problem.title, problem.detail);
+  }
+}
+
+async function loadAdjustments(isAdmin, position) {
+  const page = await call("GET", `${API}/admin/adjustments?status=proposed&limit=200${atLeast(position)}`);
+  const rows = page.items.map((adjustment) => {
+    const row = document.createElement("tr");
+    row.dataset.adjustment = adjustment.id;
+    row.append(
+      cell(adjustment.id),
+      cell(adjustment.userId),
+      cell(adjustment.coins, true),
+      cell(adjustment.reason),
+      cell(adjustment.proposedBy),
+    );
+    const actions = document.createElement("td");
+    if (isAdmin) {
+      actions.append(
+        actionButton("Approve", `Approve adjustment ${adjustment.id}`, () => decideAdjustment(adjustment, "approve")),
+        " ",
+        actionButton("Reject", `Reject adjustment ${adjustment.id}`, () => decideAdjustment(adjustment, "reject")),
+      );
+    }
+    row.append(actions);
+    return row;
+  });
+  $("adjustment-rows").replaceChildren(...rows);
+  $("adjustments-empty").hidden = rows.length > 0;
+}
+
+async function decideAdjustment(adjustment, verdict) {
+  clearProblem();
+  const approving = verdict === "approve";
+  const values = await confirmAction(
+    approving ? "Approve adjustment" : "Reject adjustment",
+    `${approving ? "Apply" : "Reject"} ${adjustment.coins} coins to the wallet of ${adjustment.userId} (${adjustment.reason}).`,
+    approving ? [] : [{ name: "reason", label: "Reason" }],
+  );
+  if (values === null) return;
+  try {
+    const answer = await call("POST", `${API}/admin/adjustments/${adjustment.id}/${verdict}`, approving ? {} : values);
+    $("payout-result").textContent =
+      `Adjustment ${adjustment.id} ${approving ? "applied" : "rejected"}: the ledger is at position ${answer.position}.`;
+    await loadPayouts(answer.position);
+  } catch (problem) {
+    showProblem(problem.title, problem.detail);
+  }
+}
+
+async function resolvePayment(item, action) {
+  clearProblem();
+  const crediting = action === "credit";
+  const values = await confirmAction(
+    crediting ? "Credit payment" : "Dismiss flag",
+    crediting
+      ? `Credit payment ${item.paymentId} once, a package's coins to a user.`
+      : `Close the flags of payment ${item.paymentId} without coins.`,
+    crediting
+      ? [
+          { name: "userId", label: "User id", value: item.claimedUserId || item.userId || "" },
+          { name: "packageId", label: "Package id", value: item.claimedPackageId || item.packageId || "" },
+          { name: "note", label: "Note" },
+        ]
+      : [{ name: "note", label: "Note" }],
+  );
+  if (values === null) return;
+  try {
+    const answer = await call("POST", `${API}/admin/payments/${encodeURIComponent(item.paymentId)}/resolve`, {
+      action,
+      ...values,
+    });
+    $("reconciliation-result").textContent =
+      `Payment ${item.paymentId} ${crediting ? "credited" : "dismissed"}: the ledger is at position ${answer.position}.`;
+    session.seen = Math.max(session.seen || 0, answer.position);
+    await loadReconciliation();
   } catch (problem) {
     showProblem(problem.title, problem.detail);
   }
@@ -253,21 +358,37 @@ async function decidePayout(payout, verdict) {
 
 async function loadReconciliation() {
   try {
-    const page = await call("GET", `${API}/ledger/reconciliation?limit=200`);
+    const status = $("payment-status").value;
+    const query = new URLSearchParams({ limit: "200" });
+    if (status) query.set("status", status);
+    // At least the console's own last resolution.
+    if (session.seen) query.set("minPosition", String(session.seen));
+    const page = await call("GET", `${API}/ledger/reconciliation?${query}`);
+    const resolves = roleOf(session.user).some((role) => role === "admin" || role === "finance");
     const mismatched = new Set(page.mismatches.map((item) => item.paymentId));
     const rows = page.items.map((item) => {
       const row = document.createElement("tr");
       const flags = [...(item.flags || [])];
       if (mismatched.has(item.paymentId) && flags.length === 0) flags.push("mismatch");
+      row.dataset.payment = item.paymentId;
       row.append(
         cell(item.paymentId),
-        cell(item.userId),
-        cell(item.packageId),
+        cell(item.userId || item.claimedUserId),
+        cell(item.packageId || item.claimedPackageId),
         cell(money((item.amountCents / 100).toFixed(2), item.currency), true),
         cell(item.coinsIssued, true),
         cell(item.coinsReversed, true),
         cell(flags.join(", ")),
+        cell(item.resolution ? `${item.status} (${item.resolution.action}: ${item.resolution.note})` : item.status),
       );
+      const actions = document.createElement("td");
+      if (resolves && item.status === "open") {
+        if (item.coinsIssued === 0) {
+          actions.append(actionButton("Credit", `Credit payment ${item.paymentId}`, () => resolvePayment(item, "credit")), " ");
+        }
+        actions.append(actionButton("Dismiss", `Dismiss payment ${item.paymentId}`, () => resolvePayment(item, "dismiss")));
+      }
+      row.append(actions);
       return row;
     });
     $("payment-rows").replaceChildren(...rows);
@@ -322,3 +443,54 @@ $("account-lookup").addEventListener("submit", (event) => {
   loadEntries(accountName($("account-name").value), null);
 });
 $("entries-next").addEventListener("click", () => loadEntries(entries.account, entries.cursor));
+$("reconciliation-filter").addEventListener("submit", (event) => {
+  event.preventDefault();
+  loadReconciliation();
+});
+
+// A datetime-local value (the browser's local time) as RFC 3339 in UTC.
+function rfc3339(local) {
+  return new Date(local).toISOString().replace(/\.\d{3}Z$/, "Z");
+}
+
+$("balance-at").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  clearProblem();
+  const account = accountName($("account-name").value);
+  try {
+    const at = rfc3339($("balance-time").value);
+    const answer = await call("GET", `${API}/ledger/accounts/${encodeURIComponent(account)}/balance?at=${encodeURIComponent(at)}`);
+    $("balance-result").textContent = `${answer.account}: ${answer.balance} coins at ${at} (position ${answer.asOf.position}).`;
+  } catch (problem) {
+    showProblem(problem.title, problem.detail);
+  }
+});
+
+// The statement as CSV, fetched with the token (never in a URL) and saved.
+$("statement").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  clearProblem();
+  const account = accountName($("account-name").value);
+  const from = rfc3339($("statement-from").value);
+  const to = rfc3339($("statement-to").value);
+  const query = new URLSearchParams({ from, to });
+  try {
+    const response = await fetch(`${API}/ledger/accounts/${encodeURIComponent(account)}/statement?${query}`, {
+      headers: { Accept: "text/csv", Authorization: `Bearer ${session.access}` },
+    });
+    if (!response.ok) {
+      const problem = await response.json().catch(() => ({}));
+      throw { title: problem.title || `HTTP ${response.status}`, detail: problem.detail || "" };
+    }
+    const blob = await response.blob();
+    const link = document.createElement("a");
+    link.href = URL.createObjectURL(blob);
+    link.download = `statement-${account.replace(/[^a-z0-9_-]/gi, "_")}.csv`;
+    document.body.append(link);
+    link.click();
+    link.remove();
+    setTimeout(() => URL.revokeObjectURL(link.href), 10000);
+  } catch (problem) {
+    showProblem(problem.title, problem.detail);
+  }
+});

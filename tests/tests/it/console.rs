@@ -1,14 +1,21 @@
 //! The finance and ops console in a real browser: Debian's headless
 //! Chromium driven by playwright-core (`tests/support/console-check.js`)
-//! against the real service. Each role signs in and sees what it may see;
-//! a plain user is turned away; a page that fails to load or logs a
-//! JavaScript error fails the test. Screenshots go to the test's output
-//! folder (`target/tmp/console/`).
+//! against the real service, with a seeded history (a purchase flagged
+//! through a signed webhook, gifts, a pending payout, a proposed
+//! adjustment). Each role signs in and sees what it may see; a plain user
+//! is turned away; an admin approves the payout and sees it leave the
+//! queue, and is refused their own proposal with the API's message; a
+//! second admin approves it; finance credits the flagged payment, reads a
+//! balance at a time and downloads a statement whose rows match the
+//! entries route. A page that fails to load or logs a JavaScript error
+//! fails the test. Screenshots go to `target/tmp/console/`.
 
 use std::process::Command;
 
 use halobuzz_tests::http::{PASSWORD, TestApp};
 use serde_json::json;
+
+use crate::stripe::{SECRET, accepted, intent_succeeded};
 
 /// The tools `scripts/ensure-browser.sh` installs (`scripts/test.sh` exports
 /// them); the test fails without them.
@@ -22,12 +29,18 @@ fn browser_tools() -> (String, String) {
 async fn each_role_signs_in_to_the_console_and_sees_what_it_may() {
     let (chromium, driver) = browser_tools();
     // Earnings payable at once, so that the host can ask for a payout.
-    let app = TestApp::start_with(&[("EARNINGS_HOLD_HOURS", "0")]).await;
+    let app = TestApp::start_with(&[
+        ("EARNINGS_HOLD_HOURS", "0"),
+        ("ADJUSTMENT_APPROVAL_COINS", "10000"),
+        ("STRIPE_WEBHOOK_SECRET", SECRET),
+    ])
+    .await;
     // Some history, so that the trial balance has accounts to sum.
     let scene = app.stream_scene("console", 1_000).await;
     let admin = &scene.admin;
-    let [finance, ops, viewer] = app.register_all(["console_finance", "console_ops", "console_plain"]).await;
-    for (user, role) in [(&finance, "finance"), (&ops, "ops")] {
+    let [finance, ops, viewer, deputy] =
+        app.register_all(["console_finance", "console_ops", "console_plain", "console_deputy"]).await;
+    for (user, role) in [(&finance, "finance"), (&ops, "ops"), (&deputy, "admin")] {
         let granted = app
             .post(&format!("/api/v1/admin/users/{}/roles", user.id), Some(&admin.token), json!({"grant": [role]}))
             .await;
@@ -42,10 +55,29 @@ async fn each_role_signs_in_to_the_console_and_sees_what_it_may() {
         app.post("/api/v1/payouts", Some(&scene.host.token), json!({"coins": 100, "destination": "iban:DE00"})).await;
     assert_eq!(payout.status, 201, "{}", payout.text);
     let payout_id = payout.body["payoutId"].as_str().expect("a payout id").to_string();
+    // A purchase whose metadata names nobody of ours: flagged, not credited.
+    accepted(&app, &intent_succeeded("evt_console", "pi_console", "console-typo", "coins_500")).await;
+    // A large adjustment: proposed by the admin, for another admin to approve.
+    let proposed = app
+        .post(
+            "/api/v1/admin/adjustments",
+            Some(&admin.token),
+            json!({"userId": scene.viewer.id, "coins": 20_000, "reason": "console migration"}),
+        )
+        .await;
+    assert_eq!(proposed.status, 202, "{}", proposed.text);
+    let adjustment_id = proposed.body["adjustmentId"].as_str().expect("an adjustment id").to_string();
+    let now = chrono::Utc::now();
+    let local = |t: chrono::DateTime<chrono::Utc>| t.format("%Y-%m-%dT%H:%M:%S").to_string();
     let scene_json = json!({
         "payoutId": payout_id,
         "account": format!("earnings:{}", scene.host.id),
         "balance": earnings - 100,
+        "adjustmentId": adjustment_id,
+        "paymentId": "pi_console",
+        "creditUserId": viewer.id,
+        "from": local(now - chrono::Duration::days(1)),
+        "to": local(now + chrono::Duration::hours(1)),
     });
 
     let page = app.get("/console", None).await;
@@ -56,8 +88,9 @@ async fn each_role_signs_in_to_the_console_and_sees_what_it_may() {
     let out = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("console");
     std::fs::create_dir_all(&out).expect("the screenshot folder");
     let accounts = json!([
-        {"name": "admin", "email": admin.email, "password": PASSWORD, "sees": "trial", "decides": true},
-        {"name": "finance", "email": finance.email, "password": PASSWORD, "sees": "trial"},
+        {"name": "admin", "email": admin.email, "password": PASSWORD, "sees": "trial", "does": ["payout", "own-adjustment"]},
+        {"name": "deputy", "email": deputy.email, "password": PASSWORD, "sees": "trial", "does": ["adjustment"]},
+        {"name": "finance", "email": finance.email, "password": PASSWORD, "sees": "trial", "does": ["resolve", "account"]},
         {"name": "ops", "email": ops.email, "password": PASSWORD, "sees": "workers-only"},
         {"name": "viewer", "email": viewer.email, "password": PASSWORD, "sees": "refused"},
     ]);
@@ -75,12 +108,26 @@ async fn each_role_signs_in_to_the_console_and_sees_what_it_may() {
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "the browser check failed:\n{stderr}\n{stdout}");
-    for name in ["overview-admin", "payouts-admin", "reconciliation-admin", "accounts-admin", "refused-viewer"] {
+    for name in [
+        "overview-admin",
+        "payouts-admin",
+        "adjustment-refused-admin",
+        "adjustment-applied-deputy",
+        "reconciliation-finance",
+        "accounts-finance",
+        "refused-viewer",
+    ] {
         let shot = out.join(format!("{name}.png"));
         assert!(shot.metadata().is_ok_and(|m| m.len() > 0), "no screenshot {}", shot.display());
     }
-    // The payout left the queue for good: approved in the log.
+    // What the console did is in the log: the payout approved, the
+    // adjustment applied, the payment credited to the viewer.
     let after = app.get("/api/v1/admin/payouts?status=pending", Some(&admin.token)).await;
     assert!(!after.text.contains(&payout_id), "{}", after.text);
+    let proposals = app.get("/api/v1/admin/adjustments?status=proposed", Some(&admin.token)).await;
+    assert!(!proposals.text.contains(&adjustment_id), "{}", proposals.text);
+    let end = app.last_position().await;
+    let wallet = app.wallet(&viewer, end).await;
+    assert_eq!(wallet["coins"], json!(500), "the credited package: {wallet}");
     app.stop().await;
 }
