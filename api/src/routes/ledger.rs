@@ -45,13 +45,7 @@ pub async fn entries(
     ApiQuery(query): ApiQuery<PageQuery>,
     consistency: Consistency,
 ) -> ApiResult<Json<LedgerEntryPage>> {
-    let account: Account = account.parse().map_err(|_| AppError::not_found("no such account"))?;
-    if account.owner() != Some(caller.id) {
-        let roles = app.roles_checked(&caller).await?;
-        if !roles.iter().any(|r| matches!(r, Role::Admin | Role::Finance)) {
-            return Err(AppError::Forbidden("only finance and admins read accounts other than one's own"));
-        }
-    }
+    let account = readable_account(&app, &caller, &account).await?;
     app.wait_for(consistency.min_position, &[Projection::Ledger]).await?;
     let page = PageRequest { limit: query.limit, cursor: query.cursor };
     Ok(Json(app.store.ledger_entries(account, &page).await?.into()))
@@ -129,7 +123,8 @@ pub const STATEMENT_WINDOW_DAYS_MAX: i64 = 400;
 const STATEMENT_PAGE_ENTRIES: u32 = 1_000;
 
 /// The account of the path, if the caller may read it (the entries route's
-/// rule: finance and admins any account, a user their own).
+/// rule: finance and admins any account, a user their own); the entries,
+/// balance and statement routes all check it here.
 async fn readable_account(app: &AppState, caller: &AuthUser, account: &str) -> ApiResult<Account> {
     let account: Account = account.parse().map_err(|_| AppError::not_found("no such account"))?;
     if account.owner() != Some(caller.id) {

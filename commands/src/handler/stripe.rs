@@ -186,14 +186,7 @@ impl Commands {
     /// if anything (decided, posted, marked, in up to `SETTLE_STEPS_MAX`
     /// steps), after completing a pending decision.
     pub async fn settle_payment(&self, payment_id: &str) -> Result<Outcome, CommandError> {
-        let command_id = Uuid::now_v7().to_string();
-        let meta = EventMeta {
-            event_id: Uuid::nil(),
-            occurred_at: Utc::now(),
-            command_id: command_id.clone(),
-            correlation_id: command_id,
-            actor: Actor::system("stripe-settle"),
-        };
+        let meta = fresh_command_meta(Actor::system("stripe-settle"));
         let last = self.last(&payment_subject(payment_id)).await?;
         let mut written = Written::default();
         let settles = [const { PaymentCommand::Settle }; SETTLE_STEPS_MAX];
@@ -214,14 +207,7 @@ impl Commands {
         actor: Uuid,
         command: PaymentCommand,
     ) -> Result<Option<Outcome>, CommandError> {
-        let command_id = Uuid::now_v7().to_string();
-        let meta = EventMeta {
-            event_id: Uuid::nil(),
-            occurred_at: Utc::now(),
-            command_id: command_id.clone(),
-            correlation_id: command_id,
-            actor: Actor::user(actor),
-        };
+        let meta = fresh_command_meta(Actor::user(actor));
         let last = self.last(&payment_subject(payment_id)).await?;
         if last.envelope.is_none() {
             return Ok(None);
@@ -577,5 +563,19 @@ fn ledger_state(user: Uuid, last: &Last) -> LedgerState {
     match last.event() {
         Some(event) => ledger::evolve(ledger::initial_state(user), event),
         None => ledger::initial_state(user),
+    }
+}
+
+/// The meta of a payment command no client named (a settlement, a
+/// resolution): a command id of its own; each event's id and time are
+/// drawn when it is sealed.
+fn fresh_command_meta(actor: Actor) -> EventMeta {
+    let command_id = Uuid::now_v7().to_string();
+    EventMeta {
+        event_id: Uuid::nil(),
+        occurred_at: Utc::now(),
+        command_id: command_id.clone(),
+        correlation_id: command_id,
+        actor,
     }
 }
