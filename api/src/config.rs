@@ -106,6 +106,10 @@ pub struct Config {
     /// Host earnings from a gift become payable this long after it
     /// (`EARNINGS_HOLD_HOURS`, default 72; 0: at once).
     pub earnings_hold_hours: u32,
+    /// A command's id is remembered this long at least
+    /// (`IDEMPOTENCY_HORIZON_HOURS`, default and floor 24, the contract's):
+    /// the age of its record in the records stream (decision 0017).
+    pub idempotency_horizon_hours: u32,
 }
 
 /// What a slow or flooding client may hold (`../shared/spec/api.md`,
@@ -195,7 +199,11 @@ pub struct ConfigError {
 /// The shortest `NATS_TOKEN` production accepts (a guessable token is no
 /// authentication).
 pub const NATS_TOKEN_CHARS_MIN: usize = 32;
-/// The longest earnings hold (`EARNINGS_HOLD_HOURS`): a year.
+/// The shortest idempotency horizon: the contract remembers an
+/// `Idempotency-Key` at least a day.
+pub const IDEMPOTENCY_HORIZON_HOURS_MIN: u32 = 24;
+/// The longest earnings hold (`EARNINGS_HOLD_HOURS`), and the longest
+/// idempotency horizon: a year.
 pub const EARNINGS_HOLD_HOURS_MAX: u32 = 24 * 366;
 
 /// Trusted proxies in a row, at most (`TRUST_PROXY_HOPS`).
@@ -377,10 +385,21 @@ impl Config {
                 reason: format!("at most {EARNINGS_HOLD_HOURS_MAX} (a year)"),
             });
         }
+        let idempotency_horizon_hours: u32 = parse(&var, "IDEMPOTENCY_HORIZON_HOURS", IDEMPOTENCY_HORIZON_HOURS_MIN)?;
+        if !(IDEMPOTENCY_HORIZON_HOURS_MIN..=EARNINGS_HOLD_HOURS_MAX).contains(&idempotency_horizon_hours) {
+            return Err(ConfigError {
+                name: "IDEMPOTENCY_HORIZON_HOURS",
+                reason: format!(
+                    "from {IDEMPOTENCY_HORIZON_HOURS_MIN} (the contract remembers a key a day) to \
+                     {EARNINGS_HOLD_HOURS_MAX} (a year)"
+                ),
+            });
+        }
         Ok(Config {
             http,
             adjustment_approval_coins,
             earnings_hold_hours,
+            idempotency_horizon_hours,
             port: parse(&var, "PORT", 5010)?,
             app_env,
             data_dir: var("DATA_DIR").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("./data")),
@@ -447,6 +466,7 @@ impl Config {
             host_share_bps: self.host_share_bps,
             payout_policy: self.payout_policy.clone(),
             earnings_hold_hours: self.earnings_hold_hours,
+            idempotency_horizon_hours: self.idempotency_horizon_hours,
             admin_emails: if self.is_development() { self.admin_emails.clone() } else { Vec::new() },
         }
     }

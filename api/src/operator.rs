@@ -119,6 +119,7 @@ pub async fn connect(config: &Config) -> anyhow::Result<JetStreamLog> {
     let mut log_config = LogConfig::new(urls);
     log_config.replicas = config.nats_stream_replicas;
     log_config.token = token;
+    log_config.idempotency_horizon_ms = u64::from(config.idempotency_horizon_hours) * 3_600_000;
     log_config.connect_timeout_ms = log_config.connect_timeout_ms.min(PROBE_TIMEOUT_MS * 4);
     tokio::time::timeout(Duration::from_millis(PROBE_TIMEOUT_MS * 8), JetStreamLog::connect(log_config))
         .await

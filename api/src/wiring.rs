@@ -84,6 +84,7 @@ pub async fn open_log(config: &Config, managed: ManagedServer) -> anyhow::Result
     let mut log_config = LogConfig::new(urls);
     log_config.replicas = config.nats_stream_replicas;
     log_config.token = token;
+    log_config.idempotency_horizon_ms = u64::from(config.idempotency_horizon_hours) * 3_600_000;
     match JetStreamLog::connect(log_config).await.context("connecting the event log (NATS_URL)") {
         Ok(log) => Ok(LogConnection { log, managed: server }),
         Err(e) => {

@@ -62,6 +62,7 @@ fn config() -> CommandConfig {
         },
         admin_emails: vec![],
         earnings_hold_hours: 0,
+        idempotency_horizon_hours: 24,
     }
 }
 

@@ -115,6 +115,8 @@ const RECORD_GRACE: Duration = Duration::from_secs(2);
 /// Events waiting for their record check, at most; past it, the oldest are
 /// checked at once.
 const PENDING_RECORDS_MAX: usize = 100_000;
+/// Command records looked up in one batched read.
+const RECORD_LOOKUPS_PER_READ: usize = 256;
 
 /// The pauses of one host's credit, or one record check, that failed: at
 /// most `retries_max` of them, then the reactor drops its consumer and
@@ -451,6 +453,8 @@ impl Worker {
         let hold_hours = self.commands.config().earnings_hold_hours;
         let mut recorded: Vec<(u64, Envelope, i64)> = Vec::new();
         let mut resolved: Vec<CommandKey> = Vec::new();
+        let horizon_ms = i64::from(self.commands.config().idempotency_horizon_hours) * 3_600_000;
+        let forgotten_before_ms = now_ms().saturating_sub(horizon_ms);
         for message in batch {
             let Ok(info) = message.info() else {
                 tracing::error!(subject = %message.subject, "gift reactor: a message without JetStream metadata");
@@ -474,8 +478,11 @@ impl Worker {
                 resolved.push((record.scope.clone(), record.command_id.clone()));
                 continue;
             }
-            if envelope.header.command_fingerprint.is_some() {
-                let stored_at_ms = i64::try_from(info.published.unix_timestamp_nanos() / 1_000_000).unwrap_or(0);
+            let stored_at_ms = i64::try_from(info.published.unix_timestamp_nanos() / 1_000_000).unwrap_or(0);
+            // A record older than the horizon has expired by design: none
+            // is written again for an event that old (a reactor replaying
+            // an old log would otherwise rewrite every one).
+            if envelope.header.command_fingerprint.is_some() && stored_at_ms > forgotten_before_ms {
                 recorded.push((position, envelope.clone(), stored_at_ms));
             }
             if let Event::GiftSent(sent) = envelope.event {
@@ -537,7 +544,28 @@ impl Worker {
                 ripe.push((position, envelope));
             }
         }
-        let repairs = futures_util::stream::iter(ripe.into_iter().map(|(position, envelope)| {
+        // Most records are there (written right after their event, in the
+        // records stream the reactor does not read): look them up in
+        // batched reads, and repair only the missing.
+        let mut missing = Vec::new();
+        for chunk in ripe.chunks(RECORD_LOOKUPS_PER_READ) {
+            let subjects: Vec<String> = chunk.iter().filter_map(|(_, e)| command_record_subject(e)).collect();
+            if subjects.len() != chunk.len() {
+                missing.extend(chunk.iter().cloned());
+                continue;
+            }
+            // A replica's "empty" is checked by the repair's own read.
+            match self.commands.log().last_on_subjects_appended_expecting_empty(&subjects, subjects.len()).await {
+                Ok(found) => {
+                    missing.extend(chunk.iter().zip(found).filter(|(_, f)| f.is_none()).map(|(entry, _)| entry.clone()))
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "gift reactor: cannot look command records up; checking one by one");
+                    missing.extend(chunk.iter().cloned());
+                }
+            }
+        }
+        let repairs = futures_util::stream::iter(missing.into_iter().map(|(position, envelope)| {
             let mut stop = stop.clone();
             async move { self.ensure_record(position, &envelope, &mut stop).await }
         }))

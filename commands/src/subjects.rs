@@ -1,7 +1,10 @@
 //! The subjects of the aggregates: `hb.<kind>.<id>`, built with
 //! `events_schema::subject` (only `events-schema` knows the stored names).
 
-use events_schema::{AggregateKind, Event, ReservationKind, command_record_id, payment_token, reservation_id, subject};
+use events_schema::{
+    AggregateKind, Event, ReservationKind, command_record_id, expiring_record_subject, payment_token, reservation_id,
+    subject,
+};
 use uuid::Uuid;
 
 /// The subject an event is appended to.
@@ -47,7 +50,14 @@ pub fn payment_subject(payment_id: &str) -> String {
 pub fn stripe_event_subject(stripe_event_id: &str) -> String {
     subject(AggregateKind::Stripe.as_str(), stripe_event_id)
 }
-/// The subject of the record of the command `command_id` in `scope`.
+/// The subject of the record of the command `command_id` in `scope`, in
+/// the records stream, where it expires after the idempotency horizon.
 pub(crate) fn record_subject(scope: &str, command_id: &str) -> String {
+    expiring_record_subject(&command_record_id(scope, command_id))
+}
+/// Where logs written before decision 0017 keep the same record: in the
+/// ledger's stream, for ever. Still looked up, in the same read, so that a
+/// command recorded before the upgrade is still answered as a repeat.
+pub(crate) fn legacy_record_subject(scope: &str, command_id: &str) -> String {
     subject(AggregateKind::Command.as_str(), &command_record_id(scope, command_id))
 }

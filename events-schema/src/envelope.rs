@@ -313,6 +313,19 @@ pub fn subject(kind: &str, aggregate_id: &str) -> String {
     format!("hb.{kind}.{aggregate_id}")
 }
 
+/// The first token of the subjects of expiring command records: a stream of
+/// their own, outside the ledger's `hb.>`, keeps them for the idempotency
+/// horizon only (decision 0017).
+pub const RECORD_SUBJECT_PREFIX: &str = "hbcmd";
+
+/// Where the record of a command (`command_record_id`) is kept while its id
+/// is remembered: `hbcmd.<record id>`. Logs written before decision 0017
+/// hold records on `subject("command", record_id)` in the ledger's stream,
+/// for ever.
+pub fn expiring_record_subject(record_id: &str) -> String {
+    format!("{RECORD_SUBJECT_PREFIX}.{record_id}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

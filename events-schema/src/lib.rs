@@ -16,7 +16,10 @@ pub mod stripe;
 pub mod upcast;
 
 pub use account::{Account, AccountParseError};
-pub use envelope::{Actor, ActorKind, Envelope, EventMeta, GENESIS_HASH, Header, subject};
+pub use envelope::{
+    Actor, ActorKind, Envelope, EventMeta, GENESIS_HASH, Header, RECORD_SUBJECT_PREFIX, expiring_record_subject,
+    subject,
+};
 pub use events::*;
 
 /// Why stored bytes could not be read as an event.

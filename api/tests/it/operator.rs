@@ -48,7 +48,13 @@ async fn the_roles_subcommand_grants_and_revokes_by_email_with_the_operator_as_a
         PayoutPolicy { rate_per_coin: Money { amount: Decimal::new(1, 2), currency: "usd".into() }, min_coins: 1 };
     let commands = Commands::new(
         log.clone(),
-        CommandConfig { host_share_bps: 7000, payout_policy: policy, admin_emails: vec![], earnings_hold_hours: 0 },
+        CommandConfig {
+            host_share_bps: 7000,
+            payout_policy: policy,
+            admin_emails: vec![],
+            earnings_hold_hours: 0,
+            idempotency_horizon_hours: 24,
+        },
     );
     let user_id = Uuid::now_v7();
     let ctx = CommandContext {

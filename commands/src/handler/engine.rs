@@ -17,7 +17,7 @@ use uuid::Uuid;
 use super::idempotency::{CommandContext, command_msg_id, record_request};
 use super::{CONFLICT_RETRIES, CONFLICT_RETRY_MAX, CommandError, Commands, Outcome, corrupt};
 use crate::log::{AppendRequest, Appended, LogError, StoredMessage};
-use crate::subjects::{event_subject, record_subject};
+use crate::subjects::{event_subject, legacy_record_subject, record_subject};
 
 /// The last messages of the subjects a decision reads, by subject.
 #[derive(Debug, Default)]
@@ -155,12 +155,20 @@ impl Commands {
                 subjects.iter().filter(|s| cached.as_ref().is_none_or(|(w, _)| s.as_str() != *w)).cloned().collect();
             let aggregates_read = wanted.len();
             if let Some(c) = ctx {
+                // Where a single-event command's record is, and where a
+                // batch's (or any record before decision 0017) is.
                 wanted.push(record_subject(&c.scope, &c.command_id));
+                wanted.push(legacy_record_subject(&c.scope, &c.command_id));
             }
-            // The record is only ever appended expecting its subject empty.
-            let records = usize::from(ctx.is_some());
+            // Records are only ever appended expecting their subject empty.
+            let records = if ctx.is_some() { 2 } else { 0 };
             let mut messages = self.log.last_on_subjects_appended_expecting_empty(&wanted, records).await?;
-            let record = if ctx.is_some() { messages.pop().flatten() } else { None };
+            let record = if ctx.is_some() {
+                let legacy = messages.pop().flatten();
+                messages.pop().flatten().or(legacy)
+            } else {
+                None
+            };
             if let (Some(ctx), Some(record)) = (ctx, record) {
                 return self.answer_from_record(ctx, &record).await;
             }
@@ -323,7 +331,7 @@ impl Commands {
             envelopes.push(envelope);
         }
         if with_record && let Some(ctx) = ctx {
-            requests.push(record_request(ctx, actor, vec![], event_count));
+            requests.push(record_request(ctx, actor, vec![], event_count, legacy_record_subject));
         }
         Ok((requests, envelopes))
     }

@@ -1,7 +1,11 @@
 //! Idempotency: a command that names an id (`CommandContext`) appends a
-//! `command.recorded` event on `hb.command.<hash of scope and id>`,
-//! expecting that subject empty; a repeat finds the record and answers
-//! the first answer, read back from the log.
+//! `command.recorded` event, expecting its subject empty; a repeat finds the
+//! record and answers the first answer, read back from the log. A
+//! single-event command's record goes to the records stream
+//! (`hbcmd.<hash of scope and id>`), where it expires after the
+//! idempotency horizon; a command that writes several aggregates keeps its
+//! record in its atomic batch, on `hb.command.<hash>` in the ledger's
+//! stream (decision 0017).
 
 use bytes::Bytes;
 use chrono::Utc;
@@ -11,7 +15,7 @@ use uuid::Uuid;
 use super::engine::Lasts;
 use super::{CommandError, Commands, Outcome, corrupt};
 use crate::log::{AppendRequest, LogError, StoredMessage};
-use crate::subjects::record_subject;
+use crate::subjects::{legacy_record_subject, record_subject};
 
 /// Who asks, and under which id, for an idempotent command. Build it with
 /// `CommandContext::new`, which derives the scope from the actor, so that a
@@ -47,13 +51,18 @@ impl CommandContext {
 impl Commands {
     /// The answer of an earlier run of the command, if it was recorded.
     async fn recorded(&self, ctx: &CommandContext) -> Result<Option<Outcome>, CommandError> {
-        match self.log.last_on_subject(&record_subject(&ctx.scope, &ctx.command_id)).await? {
+        let subjects =
+            [record_subject(&ctx.scope, &ctx.command_id), legacy_record_subject(&ctx.scope, &ctx.command_id)];
+        let found = self.log.last_on_subjects(&subjects).await?;
+        match found.into_iter().flatten().next() {
             None => Ok(None),
             Some(msg) => self.answer_from_record(ctx, &msg).await.map(Some),
         }
     }
 
-    /// The first answer, read back from the log through the command's record.
+    /// The first answer, read back from the log through the command's
+    /// record. Its position is the last event's (a record in the records
+    /// stream counts in another sequence).
     pub(super) async fn answer_from_record(
         &self,
         ctx: &CommandContext,
@@ -81,10 +90,12 @@ impl Commands {
             }
         }
         let mut events = Vec::with_capacity(stored.len());
+        let mut position = if record.event_positions.is_empty() { msg.position } else { 0 };
         for m in stored {
+            position = position.max(m.position);
             events.push(Envelope::decode(&m.payload).map_err(|e| corrupt(m.position, e))?);
         }
-        Ok(Outcome { position: msg.position, events, repeated: true })
+        Ok(Outcome { position, events, repeated: true })
     }
 
     /// Appends the record of a command whose event is at `position`. The
@@ -99,9 +110,9 @@ impl Commands {
         events: Vec<Envelope>,
         ours: bool,
     ) -> Result<Outcome, CommandError> {
-        let request = record_request(ctx, actor, vec![position], events.len());
+        let request = record_request(ctx, actor, vec![position], events.len(), record_subject);
         match self.log.append(request).await {
-            Ok(appended) => Ok(Outcome { position: appended.position, events, repeated: !ours }),
+            Ok(_) => Ok(Outcome { position, events, repeated: !ours }),
             Err(LogError::Conflict { .. } | LogError::Duplicate { .. }) => match self.recorded(ctx).await? {
                 // Another run recorded it first, or the reactor did, for
                 // this run's event (which keeps this run a first run).
@@ -152,12 +163,15 @@ pub(super) fn command_msg_id(ctx: &CommandContext) -> String {
 
 /// The append of a command's record, on a subject that must be empty: its
 /// uniqueness comes from the subject, so a racing repeat loses as a
-/// conflict.
+/// conflict. `subject` builds it from the scope and id: `record_subject`
+/// (the records stream) or `legacy_record_subject` (the ledger's, for a
+/// record inside an atomic batch).
 pub(super) fn record_request(
     ctx: &CommandContext,
     actor: &Actor,
     event_positions: Vec<u64>,
     event_count: usize,
+    subject: fn(&str, &str) -> String,
 ) -> AppendRequest {
     let record = Event::CommandRecorded(CommandRecorded {
         scope: ctx.scope.clone(),
@@ -173,9 +187,9 @@ pub(super) fn record_request(
         correlation_id: ctx.correlation_id.clone(),
         actor: actor.clone(),
     };
-    let (envelope, bytes) = Envelope::seal_encoded(&meta, None, record, 1, GENESIS_HASH);
+    let (_, bytes) = Envelope::seal_encoded(&meta, None, record, 1, GENESIS_HASH);
     AppendRequest {
-        subject: envelope.subject(),
+        subject: subject(&ctx.scope, &ctx.command_id),
         payload: Bytes::from(bytes),
         // The subject is the command's and must be empty: the expected
         // sequence alone keeps the record unique, and a message id would
@@ -197,7 +211,7 @@ pub fn repair_record_request(envelope: &Envelope, position: u64) -> Option<Appen
         correlation_id: envelope.header.correlation_id.clone(),
         actor: envelope.header.actor.clone(),
     };
-    Some(record_request(&ctx, &ctx.actor, vec![position], 1))
+    Some(record_request(&ctx, &ctx.actor, vec![position], 1, record_subject))
 }
 
 /// The id space of a command sent by `actor`: its user for users and

@@ -136,6 +136,10 @@ pub struct CommandConfig {
     /// `EARNINGS_HOLD_HOURS`: a gift's host earnings become payable that
     /// long after the gift (0: at once).
     pub earnings_hold_hours: u32,
+    /// `IDEMPOTENCY_HORIZON_HOURS`: how long a command's id is remembered
+    /// (its record's age limit, `LogConfig::idempotency_horizon_ms`); the
+    /// gift reactor writes no missing record for an event older than that.
+    pub idempotency_horizon_hours: u32,
 }
 
 /// The command side: every command of the design, each a load-decide-append

@@ -60,6 +60,9 @@ struct Inner {
     seen_position: std::sync::atomic::AtomicU64,
     /// Callers waiting for a coalesced `last_on_subjects`.
     multi_last: multi_last::Coalescer,
+    /// The stream of command records (`hbcmd.>`), on the same connections;
+    /// `None` in the records stream's own adapter.
+    records: Option<JetStreamLog>,
 }
 
 impl fmt::Debug for JetStreamLog {
@@ -115,7 +118,36 @@ impl JetStreamLog {
         let server_version = client.server_info().version;
         check_server_version(&server_version)?;
 
-        let log = JetStreamLog {
+        let records_config = config.records_stream();
+        records_config.validate()?;
+        let records = JetStreamLog::on_connections(
+            client.clone(),
+            read_client.clone(),
+            records_config,
+            server_version.clone(),
+            None,
+        );
+        let log = JetStreamLog::on_connections(client, read_client, config, server_version, Some(records.clone()));
+        log.retrying("ensure stream", || log.ensure_stream()).await?;
+        records.retrying("ensure stream", || records.ensure_stream()).await?;
+        tracing::info!(
+            stream = %log.inner.config.stream_name,
+            server_version = %log.inner.server_version,
+            replicas = log.inner.config.replicas,
+            idempotency_horizon_ms = log.inner.config.idempotency_horizon_ms,
+            "event log ready"
+        );
+        Ok(log)
+    }
+
+    fn on_connections(
+        client: Client,
+        read_client: Client,
+        config: LogConfig,
+        server_version: String,
+        records: Option<JetStreamLog>,
+    ) -> JetStreamLog {
+        JetStreamLog {
             inner: Arc::new(Inner {
                 subject_direct_get: format!("$JS.API.DIRECT.GET.{}", config.stream_name),
                 subject_stream_info: format!("$JS.API.STREAM.INFO.{}", config.stream_name),
@@ -126,16 +158,23 @@ impl JetStreamLog {
                 client,
                 config,
                 server_version,
+                records,
             }),
-        };
-        log.retrying("ensure stream", || log.ensure_stream()).await?;
-        tracing::info!(
-            stream = %log.inner.config.stream_name,
-            server_version = %log.inner.server_version,
-            replicas = log.inner.config.replicas,
-            "event log ready"
-        );
-        Ok(log)
+        }
+    }
+
+    /// The adapter of the stream holding `subject`: the records stream for
+    /// `hbcmd.` subjects, else this one.
+    fn holding(&self, subject: &str) -> &JetStreamLog {
+        match &self.inner.records {
+            Some(records) if LogConfig::is_record_subject(subject) => records,
+            _ => self,
+        }
+    }
+
+    /// The adapter of the command records' stream (its name, its figures).
+    pub fn records(&self) -> Option<&JetStreamLog> {
+        self.inner.records.as_ref()
     }
 
     /// Version of the server this client first connected to.
@@ -214,6 +253,10 @@ impl JetStreamLog {
                     // Servers before 2.12 refuse to change it; later ones
                     // would silently reset the operator's choice.
                     update.max_consumers = found.max_consumers;
+                    // The records' horizon is a floor (see `stream_matches`).
+                    if !wanted.max_age.is_zero() {
+                        update.max_age = found.max_age.max(wanted.max_age);
+                    }
                     // Keep subjects the operator added: only require ours.
                     for subject in &found.subjects {
                         if !update.subjects.contains(subject) {
@@ -264,8 +307,9 @@ impl JetStreamLog {
 impl EventLog for JetStreamLog {
     fn append(&self, request: AppendRequest) -> BoxFuture<'_, Result<Appended, LogError>> {
         async move {
-            let appended = self.append_with_retries(request).await?;
-            self.observe(appended.position);
+            let log = self.holding(&request.subject);
+            let appended = log.append_with_retries(request).await?;
+            log.observe(appended.position);
             Ok(appended)
         }
         .boxed()
@@ -273,6 +317,12 @@ impl EventLog for JetStreamLog {
 
     fn append_atomic(&self, requests: Vec<AppendRequest>) -> BoxFuture<'_, Result<Vec<u64>, LogError>> {
         async move {
+            if let Some(request) = requests.iter().find(|r| !std::ptr::eq(self.holding(&r.subject), self)) {
+                return Err(LogError::Invalid(format!(
+                    "{} is a command record's subject: records are never in a ledger batch",
+                    request.subject
+                )));
+            }
             let positions = self.append_atomic_with_retries(requests).await?;
             if let Some(last) = positions.iter().max() {
                 self.observe(*last);
@@ -283,14 +333,15 @@ impl EventLog for JetStreamLog {
     }
 
     fn last_on_subject<'a>(&'a self, subject: &'a str) -> BoxFuture<'a, Result<Option<StoredMessage>, LogError>> {
-        self.retrying("last on subject", move || self.last_on_subject_consistent_once(subject)).boxed()
+        let log = self.holding(subject);
+        log.retrying("last on subject", move || log.last_on_subject_consistent_once(subject)).boxed()
     }
 
     fn last_on_subjects<'a>(
         &'a self,
         subjects: &'a [String],
     ) -> BoxFuture<'a, Result<Vec<Option<StoredMessage>>, LogError>> {
-        self.retrying("last on subjects", move || self.last_on_subjects_consistent_once(subjects, 0)).boxed()
+        self.last_on_subjects_appended_expecting_empty(subjects, 0)
     }
 
     fn last_on_subjects_appended_expecting_empty<'a>(
@@ -298,9 +349,38 @@ impl EventLog for JetStreamLog {
         subjects: &'a [String],
         appended_expecting_empty: usize,
     ) -> BoxFuture<'a, Result<Vec<Option<StoredMessage>>, LogError>> {
-        self.retrying("last on subjects", move || {
-            self.last_on_subjects_consistent_once(subjects, appended_expecting_empty)
-        })
+        async move {
+            let Some(records) = &self.inner.records else {
+                return self.last_on_subjects_here(subjects, appended_expecting_empty).await;
+            };
+            let (in_records, here): (Vec<usize>, Vec<usize>) =
+                (0..subjects.len()).partition(|index| LogConfig::is_record_subject(&subjects[*index]));
+            if in_records.is_empty() {
+                return self.last_on_subjects_here(subjects, appended_expecting_empty).await;
+            }
+            // Records are only ever appended expecting their subject empty;
+            // of the ledger's subjects, those among the caller's last ones.
+            let expecting_from = subjects.len().saturating_sub(appended_expecting_empty);
+            let here_expecting = here.iter().filter(|index| **index >= expecting_from).count();
+            let here_subjects: Vec<String> = here.iter().map(|index| subjects[*index].clone()).collect();
+            let record_subjects: Vec<String> = in_records.iter().map(|index| subjects[*index].clone()).collect();
+            let (found_here, found_records) = futures_util::future::try_join(
+                async {
+                    if here_subjects.is_empty() {
+                        Ok(Vec::new())
+                    } else {
+                        self.last_on_subjects_here(&here_subjects, here_expecting).await
+                    }
+                },
+                records.last_on_subjects_here(&record_subjects, record_subjects.len()),
+            )
+            .await?;
+            let mut found: Vec<Option<StoredMessage>> = vec![None; subjects.len()];
+            for (index, message) in here.into_iter().zip(found_here).chain(in_records.into_iter().zip(found_records)) {
+                found[index] = message;
+            }
+            Ok(found)
+        }
         .boxed()
     }
 
@@ -314,7 +394,7 @@ impl EventLog for JetStreamLog {
         position: u64,
         max_messages: u32,
     ) -> BoxFuture<'a, Result<Vec<StoredMessage>, LogError>> {
-        self.read_from_inner(Some(subject), position, max_messages).boxed()
+        self.holding(subject).read_from_inner(Some(subject), position, max_messages).boxed()
     }
 
     fn read_stream(&self, position: u64) -> BoxStream<'static, Result<StoredMessage, LogError>> {
@@ -323,5 +403,19 @@ impl EventLog for JetStreamLog {
 
     fn last_position(&self) -> BoxFuture<'_, Result<u64, LogError>> {
         self.retrying("last position", || self.last_position_once()).boxed()
+    }
+}
+
+impl JetStreamLog {
+    /// `last_on_subjects` on this adapter's own stream.
+    async fn last_on_subjects_here(
+        &self,
+        subjects: &[String],
+        appended_expecting_empty: usize,
+    ) -> Result<Vec<Option<StoredMessage>>, LogError> {
+        self.retrying("last on subjects", move || {
+            self.last_on_subjects_consistent_once(subjects, appended_expecting_empty)
+        })
+        .await
     }
 }

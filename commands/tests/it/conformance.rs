@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use commands::log::{
@@ -422,6 +423,20 @@ async fn connect_creates_checks_and_repairs_the_stream() {
     assert!(info.config.allow_direct);
     assert!(info.config.deny_delete && info.config.deny_purge);
     assert_eq!(info.config.max_messages, -1);
+
+    // The records stream keeps each record for the horizon, a floor: a
+    // longer one raises it, a client with the default never shortens it.
+    let records_age = |context: async_nats::jetstream::Context| async move {
+        let mut stream = context.get_stream("HALOBUZZ_COMMANDS").await.expect("records stream");
+        stream.info().await.expect("info").config.max_age
+    };
+    assert_eq!(records_age(context.clone()).await, Duration::from_secs(24 * 3600));
+    let mut longer = server.log_config();
+    longer.idempotency_horizon_ms = 48 * 3_600_000;
+    JetStreamLog::connect(longer).await.expect("update");
+    assert_eq!(records_age(context.clone()).await, Duration::from_secs(48 * 3600));
+    server.event_log().await;
+    assert_eq!(records_age(context.clone()).await, Duration::from_secs(48 * 3600));
 
     // A stream JetStream cannot convert (memory storage) is refused.
     context

@@ -253,7 +253,7 @@ async fn a_record_the_reactor_wrote_first_still_answers_a_first_run() {
 
 /// Appends the event of a gift command as a run that died before writing
 /// its record would have left it.
-async fn orphan_gift(world: &World, viewer: Uuid, stream_id: Uuid, key: &str, unit_coins: i64) -> u64 {
+pub(crate) async fn orphan_gift(world: &World, viewer: Uuid, stream_id: Uuid, key: &str, unit_coins: i64) -> u64 {
     use commands::log::{AppendRequest, EventLog};
     use domain::{Loaded, gift, ledger, stream};
     let c = ctx(viewer, key);

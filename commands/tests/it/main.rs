@@ -8,6 +8,7 @@ mod handler;
 mod load;
 mod managed;
 mod reactor;
+mod records;
 mod retries;
 mod stripe;
 mod stripe_interleavings;

@@ -25,6 +25,7 @@ pub fn config() -> CommandConfig {
         },
         admin_emails: vec!["boss@halobuzz.com".into()],
         earnings_hold_hours: 0,
+        idempotency_horizon_hours: 24,
     }
 }
 
@@ -54,13 +55,18 @@ impl World {
     }
 
     /// Every stored event, in log order, with its position.
+    /// Every event of the ledger's stream, then every command record of
+    /// the records stream (with that stream's positions).
     pub async fn read_all(&self) -> Vec<(u64, Envelope)> {
         let mut out = Vec::new();
-        let mut stream = self.log.read_stream(1);
-        while let Some(message) = stream.next().await {
-            let message = message.expect("the log reads back");
-            let envelope = Envelope::verify(&message.payload).expect("every stored event verifies");
-            out.push((message.position, envelope));
+        let records = self.log.records().expect("the ledger has a records stream");
+        for log in [&*self.log, records] {
+            let mut stream = log.read_stream(1);
+            while let Some(message) = stream.next().await {
+                let message = message.expect("the log reads back");
+                let envelope = Envelope::verify(&message.payload).expect("every stored event verifies");
+                out.push((message.position, envelope));
+            }
         }
         out
     }

@@ -23,7 +23,13 @@ fn commands(log: &JetStreamLog) -> Commands {
     };
     Commands::new(
         log,
-        CommandConfig { host_share_bps: 7000, payout_policy, admin_emails: vec![], earnings_hold_hours: 0 },
+        CommandConfig {
+            host_share_bps: 7000,
+            payout_policy,
+            admin_emails: vec![],
+            earnings_hold_hours: 0,
+            idempotency_horizon_hours: 24,
+        },
     )
 }
 

@@ -45,6 +45,14 @@ pub struct LogConfig {
     /// The token the server wants from its clients (the managed server's;
     /// `NATS_URL` servers authenticate as their URL says).
     pub token: Option<NatsToken>,
+    /// How long a command's record is kept, and so its id remembered
+    /// (`IDEMPOTENCY_HORIZON_HOURS`; the contract's floor is 24 hours): the
+    /// `max_age` of the records stream (`records_stream`), so that the
+    /// server's memory follows the commands of one horizon, not the log.
+    pub idempotency_horizon_ms: u64,
+    /// Messages older than this are removed; 0 keeps every message, as the
+    /// ledger's stream must. Only `records_stream` sets it.
+    pub max_age_ms: u64,
 }
 
 impl LogConfig {
@@ -73,7 +81,29 @@ impl LogConfig {
             deny_delete_and_purge: true,
             multi_last_bytes_max: 4 * 1024 * 1024,
             token: None,
+            idempotency_horizon_ms: 24 * 60 * 60 * 1_000,
+            max_age_ms: 0,
         }
+    }
+
+    /// The settings of the stream of command records that go with this
+    /// ledger stream: `<stream_name>_COMMANDS` on `hbcmd.>`, each record
+    /// kept for the idempotency horizon (decision 0017).
+    pub fn records_stream(&self) -> LogConfig {
+        LogConfig {
+            stream_name: format!("{}_COMMANDS", self.stream_name),
+            subjects: vec![format!("{}.>", events_schema::RECORD_SUBJECT_PREFIX)],
+            max_age_ms: self.idempotency_horizon_ms,
+            // A record carries no message id; the server wants a window no
+            // longer than the age limit.
+            duplicate_window_ms: self.duplicate_window_ms.min(self.idempotency_horizon_ms),
+            ..self.clone()
+        }
+    }
+
+    /// Whether `subject` belongs to the records stream.
+    pub fn is_record_subject(subject: &str) -> bool {
+        subject.strip_prefix(events_schema::RECORD_SUBJECT_PREFIX).is_some_and(|rest| rest.starts_with('.'))
     }
 
     /// The schedule of every retry of an `Unavailable` failure: at most
@@ -111,13 +141,17 @@ impl LogConfig {
         if self.duplicate_window_ms == 0 {
             return Err(LogError::Invalid("the duplicate window must be positive: retries rely on it".into()));
         }
+        if self.idempotency_horizon_ms == 0 {
+            return Err(LogError::Invalid("the idempotency horizon must be positive".into()));
+        }
         if self.request_timeout_ms == 0 || self.connect_timeout_ms == 0 {
             return Err(LogError::Invalid("timeouts must be positive".into()));
         }
         Ok(())
     }
 
-    /// The stream configuration this adapter needs.
+    /// The stream configuration this adapter needs: the ledger keeps every
+    /// message (`max_age_ms` 0); the records stream keeps one horizon.
     pub(super) fn stream_config(&self) -> StreamConfig {
         StreamConfig {
             name: self.stream_name.clone(),
@@ -125,11 +159,12 @@ impl LogConfig {
             retention: RetentionPolicy::Limits,
             storage: StorageType::File,
             num_replicas: self.replicas,
-            // The ledger keeps everything: no limit may ever discard a commit.
+            // The ledger keeps everything: no limit but the records stream's
+            // age may ever discard a message.
             max_messages: -1,
             max_bytes: -1,
             max_messages_per_subject: -1,
-            max_age: Duration::ZERO,
+            max_age: Duration::from_millis(self.max_age_ms),
             max_message_size: -1,
             max_consumers: -1,
             discard: DiscardPolicy::Old,
@@ -150,7 +185,10 @@ pub(super) fn stream_matches(found: &StreamConfig, wanted: &StreamConfig) -> boo
         && found.max_messages < 0
         && found.max_bytes < 0
         && found.max_messages_per_subject < 0
-        && found.max_age.is_zero()
+        // The ledger keeps every message; the records stream keeps them at
+        // least the horizon (a floor: a tool with the default never
+        // shortens an operator's longer one).
+        && (if wanted.max_age.is_zero() { found.max_age.is_zero() } else { found.max_age >= wanted.max_age })
         && found.duplicate_window == wanted.duplicate_window
         && found.allow_direct
         && found.allow_atomic_publish

@@ -166,8 +166,13 @@ impl JetStreamLog {
     }
 
     pub(super) async fn last_position_once(&self) -> Result<u64, LogError> {
+        Ok(self.state_once().await?.0)
+    }
+
+    /// The last position, and how many messages the stream holds.
+    async fn state_once(&self) -> Result<(u64, u64), LogError> {
         match self.api::<StreamInfoReply>(self.inner.subject_stream_info.clone(), Bytes::new()).await? {
-            ApiReply::Ok(info) => Ok(info.state.last_seq),
+            ApiReply::Ok(info) => Ok((info.state.last_seq, info.state.messages)),
             ApiReply::Err(error) => Err(classify(&error)),
         }
     }
@@ -213,9 +218,10 @@ impl JetStreamLog {
         let (sender, receiver) = tokio::sync::mpsc::channel::<Result<StoredMessage, LogError>>(1_024);
         tokio::spawn(async move {
             let run = async {
-                let end = log.retrying("last position", || log.last_position_once()).await?;
+                let (end, held) = log.retrying("last position", || log.state_once()).await?;
                 let start = position.max(1);
-                if start > end {
+                // Nothing held: every record of the records stream expired.
+                if start > end || held == 0 {
                     return Ok(());
                 }
                 let mut messages = log.ordered_messages(start).await?;

@@ -80,6 +80,9 @@ pub(super) struct StreamInfoReply {
 #[derive(Debug, Deserialize)]
 pub(super) struct StreamStateReply {
     pub(super) last_seq: u64,
+    /// Messages held now (fewer than `last_seq` once records expire).
+    #[serde(default)]
+    pub(super) messages: u64,
 }
 
 /// Outcome of one JetStream API call before classification.
