@@ -13,7 +13,10 @@
 //! one sync mode. `BENCH_ONLY=memory` runs only the nats-server's resident
 //! memory as gift commands accumulate (`BENCH_MEMORY_COMMANDS`, default
 //! 3,000,000, sampled every `BENCH_MEMORY_STEP`, default 500,000; sync
-//! `interval`): not part of the default run, it takes minutes.
+//! `interval`; command records kept `BENCH_MEMORY_HORIZON_S`, default 60,
+//! where production keeps them 24 hours: the bench shows memory following
+//! one horizon of commands in minutes): not part of the default run, it
+//! takes minutes.
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
@@ -21,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use commands::handler::{CommandConfig, CommandContext, Commands, ledger_subject};
-use commands::log::{EventLog, JetStreamLog};
+use commands::log::{EventLog, JetStreamLog, LogConfig};
 use commands::reactor::{GiftReactor, ReactorConfig};
 use commands::testing::{NatsServer, SyncMode};
 use domain::Loaded;
@@ -83,8 +86,12 @@ struct Setup {
 }
 
 async fn setup(sync: SyncMode) -> Setup {
+    setup_with(sync, |config| config).await
+}
+
+async fn setup_with(sync: SyncMode, tune: impl FnOnce(LogConfig) -> LogConfig) -> Setup {
     let server = NatsServer::start_with(sync).await;
-    let log = Arc::new(server.event_log().await);
+    let log = Arc::new(JetStreamLog::connect(tune(server.log_config())).await.expect("the event log connects"));
     let commands = Commands::new(log.clone(), config());
     Setup { server, log, commands }
 }
@@ -143,7 +150,11 @@ async fn handler_throughput(s: &Setup, gifts: u64, concurrency: usize) -> (u64, 
     let size_of = |prefix: &str| {
         sample.iter().find(|m| m.subject.starts_with(prefix)).map(|m| m.payload.len()).expect("a sample message")
     };
-    (rate, vec![size_of("hb.ledger."), size_of("hb.command.")])
+    // The record is in the records stream.
+    let records = s.log.records().expect("a records stream");
+    let record = records.read_from(0, 1).await.expect("read a record");
+    let record_bytes = record.first().map(|m| m.payload.len()).expect("a sample record");
+    (rate, vec![size_of("hb.ledger."), record_bytes])
 }
 
 /// Raw async JetStream publish (no expectations, no reads), `WINDOW` in
@@ -501,12 +512,25 @@ fn memory_mib(pid: u32) -> (u64, u64) {
     (field("VmRSS:"), field("VmHWM:"))
 }
 
+/// Messages the records stream holds now.
+async fn records_held(log: &JetStreamLog) -> u64 {
+    let Some(records) = log.records() else { return 0 };
+    let context = async_nats::jetstream::new(log.client().clone());
+    let mut stream = context.get_stream(records.stream_name()).await.expect("records stream");
+    stream.info().await.expect("records stream info").state.messages
+}
+
 /// The nats-server's resident memory as gift commands accumulate: each gift
 /// is a commit on the viewer's ledger and a command record on a subject of
-/// its own; sampled every `step` commands.
-async fn server_memory(total: u64, step: u64) {
+/// its own in the records stream, kept `horizon_s`; sampled every `step`
+/// commands.
+async fn server_memory(total: u64, step: u64, horizon_s: u64) {
     const VIEWERS: u64 = 256;
-    let s = setup(SyncMode::Interval).await;
+    let s = setup_with(SyncMode::Interval, |mut config| {
+        config.idempotency_horizon_ms = horizon_s * 1_000;
+        config
+    })
+    .await;
     let pid = s.server.pid().expect("the server runs");
     let viewers: Vec<Uuid> = (0..VIEWERS).map(|_| Uuid::now_v7()).collect();
     for v in &viewers {
@@ -514,7 +538,8 @@ async fn server_memory(total: u64, step: u64) {
     }
     let stream_id = start_stream(&s.commands, Uuid::now_v7()).await;
     let (rss, hwm) = memory_mib(pid);
-    println!("| 0 | {} | {rss} | {hwm} | 0 |", s.log.last_position().await.expect("position"));
+    let held = records_held(&s.log).await;
+    println!("| 0 | {} | {held} | {rss} | {hwm} | 0 |", s.log.last_position().await.expect("position"));
     let started = Instant::now();
     let steps = total.div_ceil(step.max(1));
     for round in 0..steps {
@@ -535,7 +560,8 @@ async fn server_memory(total: u64, step: u64) {
         let done = (round + 1) * per_viewer * VIEWERS;
         let (rss, hwm) = memory_mib(pid);
         let position = s.log.last_position().await.expect("position");
-        println!("| {done} | {position} | {rss} | {hwm} | {} |", started.elapsed().as_secs());
+        let held = records_held(&s.log).await;
+        println!("| {done} | {position} | {held} | {rss} | {hwm} | {} |", started.elapsed().as_secs());
     }
 }
 
@@ -565,10 +591,14 @@ fn main() {
         if only == "memory" {
             let total = env_number("BENCH_MEMORY_COMMANDS", 3_000_000);
             let step = env_number("BENCH_MEMORY_STEP", 500_000);
-            println!("## nats-server resident memory as gift commands accumulate (sync interval, 256 viewers)");
-            println!("| gift commands | log messages | nats-server VmRSS MiB | VmHWM MiB | seconds |");
-            println!("| ---: | ---: | ---: | ---: | ---: |");
-            server_memory(total, step).await;
+            let horizon_s = env_number("BENCH_MEMORY_HORIZON_S", 60);
+            println!(
+                "## nats-server resident memory as gift commands accumulate (sync interval, 256 viewers, \
+                 records kept {horizon_s} s)"
+            );
+            println!("| gift commands | ledger messages | records held | nats-server VmRSS MiB | VmHWM MiB | seconds |");
+            println!("| ---: | ---: | ---: | ---: | ---: | ---: |");
+            server_memory(total, step, horizon_s).await;
             return;
         }
         if run("throughput") {
