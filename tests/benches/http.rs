@@ -50,7 +50,8 @@
 //! rate; for B also at half of A's rate (the same offered load, the fairer
 //! comparison); the trivial route; the non-2xx answers and the errors (no
 //! answer) of every phase; each process's CPU over the saturation phase
-//! and the CPU per gift; each process's resident memory; then B/A. Every
+//! (the stream leader's node named) and the CPU per gift, with how busy
+//! the whole machine was; each process's resident memory; then B/A. Every
 //! process is checked healthy (the reactor active) before the measurement
 //! and after it, and is killed at the end, also on a panic. The cost of
 //! replicas=3 on one append's latency, without HTTP, is measured by
@@ -73,6 +74,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use commands::log::LogConfig;
 use commands::testing::NatsCluster;
 use futures_util::StreamExt;
 use halobuzz_tests::cluster::{ServiceProcess, wait_reactor_status, with_role};
@@ -201,11 +203,18 @@ fn machine_ticks() -> (u64, u64, usize) {
 }
 
 /// The nats-server processes among this process's children (the scaling
-/// mode's cluster nodes).
-fn nats_children() -> Vec<u32> {
+/// mode's cluster nodes), each with its node index: the harness starts
+/// node `i` with `-c <dir>/n<i>/nats-server.conf`.
+fn nats_children() -> Vec<(Option<usize>, u32)> {
     children_of(std::process::id())
         .into_iter()
         .filter(|pid| std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "nats-server"))
+        .map(|pid| {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let cmdline = String::from_utf8_lossy(&cmdline);
+            let index = (0..CLUSTER_NODES).find(|i| cmdline.contains(&format!("/n{i}/nats-server.conf")));
+            (index, pid)
+        })
         .collect()
 }
 
@@ -950,7 +959,18 @@ async fn scaling_bench(binary: &PathBuf, sync: &str, seconds: u64, concurrency: 
         processes.push(("halobuzz-api bench-workers (role workers)".to_string(), pid(&workers)));
         let nodes = nats_children();
         assert_eq!(nodes.len(), CLUSTER_NODES, "the cluster's nodes among this process's children: {nodes:?}");
-        processes.extend(nodes.into_iter().enumerate().map(|(i, pid)| (format!("nats-server node {i}"), pid)));
+        // Every append goes through the stream's leader.
+        let leader = cluster
+            .wait_for_stream_leader(LogConfig::DEFAULT_STREAM_NAME, Duration::from_millis(REACTOR_ACTIVE_MS_MAX))
+            .await;
+        processes.extend(nodes.into_iter().map(|(index, pid)| {
+            let name = match index {
+                Some(i) if i == leader => format!("nats-server node {i} (stream leader)"),
+                Some(i) => format!("nats-server node {i}"),
+                None => format!("nats-server pid {pid}"),
+            };
+            (name, pid)
+        }));
         let topology = Topology {
             label: format!(
                 "B: {API_REPLICAS} API replicas + 1 workers process on a {CLUSTER_NODES}-node NATS cluster (stream replicas {CLUSTER_NODES}, sync always)"
