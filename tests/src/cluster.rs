@@ -4,6 +4,10 @@
 //! starts again; and an HTTP client that reports a dead replica as an error
 //! instead of panicking, as a mobile app sees it.
 //!
+//! The multi-node test (tests/tests/it/cluster.rs) and the scaling bench
+//! (`BENCH_MODE=scaling`, tests/benches/http.rs) start their processes
+//! through these, each with [`with_role`] on one shared environment.
+//!
 //! Panics on setup failures: tests fail, they never skip.
 
 use std::fs::File;
@@ -86,6 +90,11 @@ impl ServiceProcess {
         self.child.is_some()
     }
 
+    /// The process id while it runs (the bench reads its CPU and memory).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// SIGKILL, and wait for the process to be gone.
     pub fn kill9(&mut self) {
         if let Some(mut child) = self.child.take() {
@@ -146,6 +155,43 @@ impl ServiceProcess {
 impl Drop for ServiceProcess {
     fn drop(&mut self) {
         self.kill9();
+    }
+}
+
+/// `env` with `HALOBUZZ_ROLE=role` appended (last, so that it wins over a
+/// role already in `env`).
+pub fn with_role(env: &[(String, String)], role: &str) -> Vec<(String, String)> {
+    let mut env = env.to_vec();
+    env.push(("HALOBUZZ_ROLE".into(), role.into()));
+    env
+}
+
+/// The reactor's status and position in a `/health` answer (`""` and 0
+/// when the process runs none).
+pub fn reactor_of(health: &Value) -> (&str, u64) {
+    let reactor = &health["checks"]["reactor"];
+    (reactor["status"].as_str().unwrap_or(""), reactor["position"].as_u64().unwrap_or(0))
+}
+
+/// Waits until the process's reactor reports `status` (`active`: it holds
+/// the lease); panics after `timeout` with the process's log.
+pub async fn wait_reactor_status(process: &ServiceProcess, status: &str, timeout: Duration) {
+    let remote = Remote::new(&process.base());
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Ok(health) = remote.send(Method::GET, "/health", None, None, None).await
+            && reactor_of(&health.body).0 == status
+        {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{}'s reactor never {status} in {} ms\n--- its log ---\n{}",
+            process.name(),
+            timeout.as_millis(),
+            process.log_tail()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 

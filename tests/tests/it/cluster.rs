@@ -22,12 +22,12 @@ use std::time::{Duration, Instant};
 use commands::log::{EventLog, JetStreamLog, LogConfig};
 use commands::reactor::ReactorConfig;
 use commands::testing::NatsCluster;
-use halobuzz_tests::cluster::{Remote, ServiceProcess};
+use halobuzz_tests::cluster::{Remote, ServiceProcess, reactor_of, with_role};
 use halobuzz_tests::http::{ADMIN_EMAIL, PASSWORD, test_env};
 use projections::mongo_server::{Topology, database_name, surrogate_target};
 use replay_tools::Progress;
 use reqwest::Method;
-use serde_json::{Value, json};
+use serde_json::json;
 use tokio::sync::Mutex;
 
 /// Viewers sending gifts at once (one gift in flight each).
@@ -95,19 +95,14 @@ async fn the_service_on_a_three_node_cluster_keeps_every_gift_exact_through_kill
         ("HOST_SHARE_BPS".to_string(), HOST_SHARE_BPS.to_string()),
         ("RUST_LOG".to_string(), "warn".to_string()),
     ]);
-    let with_role = |role: &str| {
-        let mut env = env.clone();
-        env.push(("HALOBUZZ_ROLE".into(), role.into()));
-        env
-    };
     let binary = std::path::PathBuf::from(env!("CARGO_BIN_EXE_halobuzz-api-node"));
     // The first workers process takes the leases; the second stands by.
-    let mut workers = vec![ServiceProcess::start(&binary, "workers1", &with_role("workers")).await];
+    let mut workers = vec![ServiceProcess::start(&binary, "workers1", &with_role(&env, "workers")).await];
     wait_reactor_status(&workers[0], "active").await;
-    workers.push(ServiceProcess::start(&binary, "workers2", &with_role("workers")).await);
+    workers.push(ServiceProcess::start(&binary, "workers2", &with_role(&env, "workers")).await);
     let mut api = vec![
-        ServiceProcess::start(&binary, "api1", &with_role("api")).await,
-        ServiceProcess::start(&binary, "api2", &with_role("api")).await,
+        ServiceProcess::start(&binary, "api1", &with_role(&env, "api")).await,
+        ServiceProcess::start(&binary, "api2", &with_role(&env, "api")).await,
     ];
     let remotes: Vec<Remote> = api.iter().map(|p| Remote::new(&p.base())).collect();
     let mut log_config = LogConfig::new(cluster.urls());
@@ -371,24 +366,9 @@ async fn settled_get(
     }
 }
 
-fn reactor_of(health: &Value) -> (&str, u64) {
-    let reactor = &health["checks"]["reactor"];
-    (reactor["status"].as_str().unwrap_or(""), reactor["position"].as_u64().unwrap_or(0))
-}
-
 /// Waits until the process's reactor reports `status` (bounded).
 async fn wait_reactor_status(process: &ServiceProcess, status: &str) {
-    let remote = Remote::new(&process.base());
-    let deadline = Instant::now() + Duration::from_millis(SETTLE_MS_MAX);
-    loop {
-        if let Ok(health) = remote.send(Method::GET, "/health", None, None, None).await
-            && reactor_of(&health.body).0 == status
-        {
-            return;
-        }
-        assert!(Instant::now() < deadline, "{}'s reactor never {status}", process.name());
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    halobuzz_tests::cluster::wait_reactor_status(process, status, Duration::from_millis(SETTLE_MS_MAX)).await;
 }
 
 /// Which of the workers processes holds the reactor's lease.
