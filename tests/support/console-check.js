@@ -91,9 +91,15 @@ async function approvePayout(page, account, scene, out, failures) {
   const result = await page.locator("#payout-result").innerText();
   if (!/position \d+/.test(result)) failures.push(`${account.name}: the approval reads ${JSON.stringify(result)}`);
   await row.waitFor({ state: "detached" });
-  // Its button went with the row: focus is on the result, not lost.
-  const focused = await page.evaluate(() => document.activeElement && document.activeElement.id);
-  if (focused !== "payout-result") failures.push(`${account.name}: after the approval, focus is on ${JSON.stringify(focused)}`);
+  // Its button went with the row: focus moves to the result (once the
+  // queue is read again), not lost.
+  const moved = await page
+    .waitForFunction(() => document.activeElement && document.activeElement.id === "payout-result")
+    .then(() => true, () => false);
+  if (!moved) {
+    const focused = await page.evaluate(() => document.activeElement && document.activeElement.id);
+    failures.push(`${account.name}: after the approval, focus is on ${JSON.stringify(focused)}`);
+  }
 }
 
 async function approveAdjustment(page, account, scene, out, failures, expectRefusal) {
@@ -294,13 +300,18 @@ async function main() {
           if (text !== "0" || state !== "ok") failures.push(`${account.name}: trial total ${text} (${state})`);
         } else {
           const text = (await total.innerText()).trim();
-          if (text !== "(finance and admin)") failures.push(`${account.name}: sees the trial total ${text}`);
+          const note = await page.locator("#trial-as-of").innerText();
+          if (text !== "—" || !note.includes("for finance and admin")) {
+            failures.push(`${account.name}: sees the trial total ${text} (${note})`);
+          }
         }
         await checkChart(page, account, account.chart === "today" ? scene.today : null, failures);
         await page.screenshot({ path: path.join(out, `overview-${account.name}.png`), fullPage: true });
         await checkWidths(page, account, "overview", out, failures);
-        const focused = await page.evaluate(() => document.activeElement && document.activeElement.id);
-        if (focused !== "overview-title") failures.push(`${account.name}: after signing in, focus is on ${JSON.stringify(focused)}`);
+        const signedIn = await page
+          .waitForFunction(() => document.activeElement && document.activeElement.id === "overview-title")
+          .then(() => true, () => false);
+        if (!signedIn) failures.push(`${account.name}: after signing in, focus is not on the overview`);
         const does = account.does || [];
         if (does.includes("payout")) await approvePayout(page, account, scene, out, failures);
         if (does.includes("own-adjustment")) await approveAdjustment(page, account, scene, out, failures, true);

@@ -129,7 +129,9 @@ async function refreshOverview() {
       total.dataset.state = trial.totalCoins === 0 ? "ok" : "broken";
       $("trial-as-of").textContent = `${trial.accountsCount} accounts, as of position ${trial.position}.`;
     } else {
-      $("trial-total").textContent = "(finance and admin)";
+      // Ops see the workers and the chart; the total is not theirs.
+      $("trial-total").textContent = "—";
+      $("trial-as-of").textContent = "The trial balance is for finance and admin accounts.";
     }
     await refreshDaily();
     const health = await call("GET", "/health");
