@@ -203,6 +203,13 @@ impl RoleSet for FinanceOrAdmin {
     const ROLES: &'static [Role] = &[Role::Admin, Role::Finance];
 }
 
+/// `admin`, `finance` or `ops`: the console's overview.
+#[derive(Debug, Clone, Copy)]
+pub struct ConsoleReader;
+impl RoleSet for ConsoleReader {
+    const ROLES: &'static [Role] = &[Role::Admin, Role::Finance, Role::Ops];
+}
+
 impl<S, R> FromRequestParts<S> for Privileged<R>
 where
     AppState: FromRef<S>,

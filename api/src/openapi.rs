@@ -39,7 +39,7 @@ Commands accept `Idempotency-Key` and answer a log `position`; queries accept `m
         payouts::request, payouts::list_own,
         admin::list_payouts, admin::approve_payout, admin::reject_payout, admin::adjust, admin::change_roles,
         admin::approve_adjustment, admin::reject_adjustment, admin::list_adjustments,
-        ledger::entries, ledger::trial_balance, ledger::reconciliation, ledger::balance, ledger::statement,
+        ledger::entries, ledger::trial_balance, ledger::daily, ledger::reconciliation, ledger::balance, ledger::statement,
         sessions::logout, sessions::revoke_sessions, payments::resolve,
     ),
     components(schemas(
@@ -53,7 +53,8 @@ Commands accept `Idempotency-Key` and answer a log `position`; queries accept `m
         views::CoinPackageView, views::GiftCatalogItem, views::TransactionView, views::TransactionMetadataView,
         views::StreamCreated, views::PositionView, views::StreamView, views::LeaderboardEntryView, views::GiftSentView,
         views::PayoutCreated, views::PayoutSettled, views::PayoutView, views::AdjustmentView, views::RolesView,
-        views::LedgerEntryView, views::AccountBalanceView, views::TrialBalanceView,
+        views::LedgerEntryView, views::AccountBalanceView, views::TrialBalanceView, views::LedgerDayView,
+        views::LedgerDailyView,
         views::TransactionPage, views::StreamPage, views::LeaderboardPage, views::PayoutPage, views::LedgerEntryPage,
         views::CoinPurchaseBody, views::CheckoutCreated, views::PaymentIntentCreated, views::WebhookAck,
         views::ReconciliationItem, views::ReconciliationView, views::DisputeView, views::ResolutionView, views::ResolvePaymentRequest, views::PaymentResolvedView, views::ResolveActionParam,
@@ -308,6 +309,10 @@ pub fn document(config: &Config, last_position: Option<u64>) -> Value {
                     }
                     "position" if path == "/api/v1/ledger/accounts/{account}/balance" => {
                         *schema = json!({"type": "integer", "minimum": 0})
+                    }
+                    "days" if path == "/api/v1/ledger/daily" => {
+                        *schema =
+                            json!({"type": "integer", "minimum": 1, "maximum": projections::store::LEDGER_DAYS_MAX})
                     }
                     "status" if path == "/api/v1/admin/adjustments" => {
                         *schema = json!({"type": "string", "enum": ["proposed", "applied", "rejected"]})

@@ -555,6 +555,46 @@ pub struct TrialBalanceView {
     pub position: u64,
 }
 
+/// The coins that moved on one UTC day, by kind (see the daily route).
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LedgerDayView {
+    /// The UTC day.
+    pub day: chrono::NaiveDate,
+    pub purchased_coins: i64,
+    pub gifted_coins: i64,
+    pub credited_coins: i64,
+    pub paid_out_coins: i64,
+    pub reversed_coins: i64,
+}
+
+impl LedgerDayView {
+    pub fn new(day: chrono::NaiveDate, t: projections::DayTotals) -> LedgerDayView {
+        LedgerDayView {
+            day,
+            purchased_coins: t.purchased_coins,
+            gifted_coins: t.gifted_coins,
+            credited_coins: t.credited_coins,
+            paid_out_coins: t.paid_out_coins,
+            reversed_coins: t.reversed_coins,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LedgerDailyView {
+    /// Every UTC day from `from` to `to`, oldest first; a day nothing
+    /// moved on reads 0 in every kind.
+    pub days: Vec<LedgerDayView>,
+    /// The first day (UTC).
+    pub from: chrono::NaiveDate,
+    /// The last day: today (UTC).
+    pub to: chrono::NaiveDate,
+    /// The daily projection's checkpoint the figures are as of.
+    pub position: u64,
+}
+
 /// Pages: `{items, nextCursor}`; `nextCursor` is null on the last page.
 macro_rules! page_type {
     ($name:ident, $item:ty) => {

@@ -78,6 +78,8 @@ pub enum Change {
     StripeSession { payment_id: String, session_id: String },
     /// `stripe_payments`: the payment aggregate's state (the Stripe side).
     StripeState { payment_id: String, user_id: Option<Uuid>, state: crate::model::StripeSide },
+    /// `ledger_daily`: add to the day's totals (one change per commit).
+    LedgerDay { day: chrono::NaiveDate, totals: crate::model::DayTotals },
 }
 
 /// One side of one transfer. When `balance_after` is `None`, the store

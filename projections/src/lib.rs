@@ -41,10 +41,10 @@ pub mod versions;
 pub use change::{ApplyOutcome, Change, PositionedChange, Posting, ProjectedBatch};
 pub use error::ProjectionError;
 pub use model::{
-    AccountBalance, AdjustmentDoc, AdjustmentStatus, Checkpoint, Collection, DisputeDoc, LeaderboardEntry,
-    LedgerEntryDoc, PAGE_LIMIT_DEFAULT, PAGE_LIMIT_MAX, Page, PageRequest, PayoutDoc, PayoutStatus, Projection,
-    ProjectionVersion, ResolutionDoc, ResolutionStatus, StreamDoc, StripePaymentDoc, StripePaymentFilter, StripeSide,
-    TransactionDoc, TransactionFilter, TrialBalance, TxMetadata, TxStatus, TxType, UserDoc, WalletDoc,
+    AccountBalance, AdjustmentDoc, AdjustmentStatus, Checkpoint, Collection, DayTotals, DisputeDoc, LeaderboardEntry,
+    LedgerDayDoc, LedgerEntryDoc, PAGE_LIMIT_DEFAULT, PAGE_LIMIT_MAX, Page, PageRequest, PayoutDoc, PayoutStatus,
+    Projection, ProjectionVersion, ResolutionDoc, ResolutionStatus, StreamDoc, StripePaymentDoc, StripePaymentFilter,
+    StripeSide, TransactionDoc, TransactionFilter, TrialBalance, TxMetadata, TxStatus, TxType, UserDoc, WalletDoc,
 };
 pub use mongo::MongoStore;
 pub use projection::project;

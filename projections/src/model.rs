@@ -4,7 +4,7 @@
 //! These types are the read side's own: they serialise (for checksums and
 //! for whoever wants JSON) but are never an event's stored shape.
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use events_schema::{Account, Money, Role, StreamStatus};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -488,6 +488,60 @@ impl StripePaymentDoc {
     }
 }
 
+/// The coins that moved on one UTC day, by kind (`ledger_daily`), from the
+/// ledger commits that occurred that day (the envelope's `occurredAt`).
+/// Every figure is a sum of positive transfer amounts; none nets another.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LedgerDayDoc {
+    /// `_id`: the UTC day (`YYYY-MM-DD`).
+    pub day: NaiveDate,
+    #[serde(flatten)]
+    pub totals: DayTotals,
+    /// Log position of the last commit counted.
+    pub position: u64,
+}
+
+/// One day's coins by kind; see `projection::day_totals` for which
+/// transfers count where.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DayTotals {
+    /// `external:stripe -> wallet` (`ledger.coins_purchased`): Stripe
+    /// purchases, finance's credits of flagged payments, and coins credited
+    /// back when a dispute is won.
+    pub purchased_coins: i64,
+    /// `wallet -> transit:gifts` (`ledger.gift_sent`): the viewers' side.
+    pub gifted_coins: i64,
+    /// `transit:gifts -> earnings` (`ledger.gifts_received`): the hosts'
+    /// share, credited by the gift reactor (the platform's commission is
+    /// not counted).
+    pub credited_coins: i64,
+    /// `payout_hold -> external:payouts` (`ledger.payout_approved`).
+    pub paid_out_coins: i64,
+    /// `wallet -> external:stripe` (`ledger.purchase_refunded`): refunds and
+    /// coins withdrawn by disputes (chargebacks).
+    pub reversed_coins: i64,
+}
+
+impl DayTotals {
+    pub fn is_zero(&self) -> bool {
+        *self == DayTotals::default()
+    }
+
+    /// Adds `other`, checked: a day's total past i64 is an error, never a
+    /// wrap.
+    pub fn checked_add(&self, other: &DayTotals) -> Option<DayTotals> {
+        Some(DayTotals {
+            purchased_coins: self.purchased_coins.checked_add(other.purchased_coins)?,
+            gifted_coins: self.gifted_coins.checked_add(other.gifted_coins)?,
+            credited_coins: self.credited_coins.checked_add(other.credited_coins)?,
+            paid_out_coins: self.paid_out_coins.checked_add(other.paid_out_coins)?,
+            reversed_coins: self.reversed_coins.checked_add(other.reversed_coins)?,
+        })
+    }
+}
+
 /// A projector's checkpoint (`projector_checkpoints`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -535,6 +589,8 @@ pub enum Collection {
     StripePayments,
     /// Proposed adjustments (four eyes), owned by the payouts projection.
     Adjustments,
+    /// Coins moved per UTC day, by kind.
+    LedgerDaily,
 }
 
 impl Collection {
@@ -553,6 +609,7 @@ impl Collection {
             Collection::GiftLeaderboards => "gift_leaderboards",
             Collection::StripePayments => "stripe_payments",
             Collection::Adjustments => "adjustments",
+            Collection::LedgerDaily => "ledger_daily",
         }
     }
 
@@ -575,10 +632,14 @@ pub enum Projection {
     Ledger,
     GiftLeaderboards,
     StripePayments,
+    /// Coins moved per UTC day (the console's chart): a projection of its
+    /// own, so that adding it built it from the log beside the others
+    /// rather than changing the ledger projection's version.
+    LedgerDaily,
 }
 
 impl Projection {
-    pub const ALL: [Projection; 8] = [
+    pub const ALL: [Projection; 9] = [
         Projection::Users,
         Projection::Wallets,
         Projection::Transactions,
@@ -587,6 +648,7 @@ impl Projection {
         Projection::Ledger,
         Projection::GiftLeaderboards,
         Projection::StripePayments,
+        Projection::LedgerDaily,
     ];
 
     /// Permanent: the key of its checkpoint, lease and version registry.
@@ -600,6 +662,7 @@ impl Projection {
             Projection::Ledger => "ledger",
             Projection::GiftLeaderboards => "gift_leaderboards",
             Projection::StripePayments => "stripe_payments",
+            Projection::LedgerDaily => "ledger_daily",
         }
     }
 
@@ -618,6 +681,7 @@ impl Projection {
             Projection::Ledger => &[Collection::LedgerEntries, Collection::LedgerAccounts],
             Projection::GiftLeaderboards => &[Collection::GiftLeaderboards],
             Projection::StripePayments => &[Collection::StripePayments],
+            Projection::LedgerDaily => &[Collection::LedgerDaily],
         }
     }
 

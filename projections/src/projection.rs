@@ -13,8 +13,8 @@ use uuid::Uuid;
 
 use crate::change::{Change, Posting};
 use crate::model::{
-    AdjustmentDoc, AdjustmentStatus, DisputeDoc, PayoutDoc, PayoutStatus, Projection, ResolutionDoc, StreamDoc,
-    StripeSide, TransactionDoc, TxMetadata, TxStatus, TxType, UserDoc, WalletDoc,
+    AdjustmentDoc, AdjustmentStatus, DayTotals, DisputeDoc, PayoutDoc, PayoutStatus, Projection, ResolutionDoc,
+    StreamDoc, StripeSide, TransactionDoc, TxMetadata, TxStatus, TxType, UserDoc, WalletDoc,
 };
 
 /// Appends to `out` the changes `projection` makes of `envelope`, stored at
@@ -31,6 +31,7 @@ pub fn project(projection: Projection, envelope: &Envelope, position: u64, out: 
         Projection::Ledger => ledger(&envelope.event, at, out),
         Projection::GiftLeaderboards => leaderboards(&envelope.event, out),
         Projection::StripePayments => stripe_payments(&envelope.event, out),
+        Projection::LedgerDaily => ledger_daily(&envelope.event, at, out),
     }
 }
 
@@ -321,6 +322,49 @@ fn ledger(event: &Event, at: DateTime<Utc>, out: &mut Vec<Change>) {
         p.balance_after = Some(*balance);
         *balance = balance.saturating_sub(p.coins);
     }
+}
+
+/// One change per ledger commit that moves coins of the five kinds, on the
+/// UTC day the commit occurred.
+fn ledger_daily(event: &Event, at: DateTime<Utc>, out: &mut Vec<Change>) {
+    let totals = day_totals(event);
+    if !totals.is_zero() {
+        out.push(Change::LedgerDay { day: at.date_naive(), totals });
+    }
+}
+
+/// What a ledger commit adds to its day, read off its transfers (the
+/// amounts the ledger moved, whatever the event's other fields say), each
+/// kind from the one event type that moves coins that way:
+///
+/// - purchased: `external:stripe -> wallet` in `ledger.coins_purchased`
+///   (purchases, finance's credits, coins a won dispute gives back);
+/// - gifted: `wallet -> transit:gifts` in `ledger.gift_sent`;
+/// - credited: `transit:gifts -> earnings` in `ledger.gifts_received`
+///   (the hosts' share; the commission to `platform:revenue` is not);
+/// - paid out: `payout_hold -> external:payouts` in
+///   `ledger.payout_approved`;
+/// - reversed: `wallet -> external:stripe` in `ledger.purchase_refunded`
+///   (refunds and dispute withdrawals).
+///
+/// Payout requests and rejections (coins that stay the host's) and admin
+/// adjustments count in none. Saturating: a commit's amounts are checked
+/// sums already, and a read model must not panic on a bad log.
+pub fn day_totals(event: &Event) -> DayTotals {
+    let mut totals = DayTotals::default();
+    let Some(commit) = event.ledger_commit() else { return totals };
+    for t in &commit.transfers {
+        let field = match (event, t.from, t.to) {
+            (Event::CoinsPurchased(_), Account::ExternalStripe, Account::Wallet(_)) => &mut totals.purchased_coins,
+            (Event::GiftSent(_), Account::Wallet(_), Account::TransitGifts) => &mut totals.gifted_coins,
+            (Event::GiftsReceived(_), Account::TransitGifts, Account::Earnings(_)) => &mut totals.credited_coins,
+            (Event::PayoutApproved(_), Account::PayoutHold(_), Account::ExternalPayouts) => &mut totals.paid_out_coins,
+            (Event::PurchaseRefunded(_), Account::Wallet(_), Account::ExternalStripe) => &mut totals.reversed_coins,
+            _ => continue,
+        };
+        *field = field.saturating_add(t.amount_coins);
+    }
+    totals
 }
 
 fn leaderboards(event: &Event, out: &mut Vec<Change>) {

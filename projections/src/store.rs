@@ -8,7 +8,7 @@
 
 use std::fmt;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use events_schema::Account;
 use futures_util::future::BoxFuture;
 use uuid::Uuid;
@@ -16,9 +16,9 @@ use uuid::Uuid;
 use crate::ProjectionError;
 use crate::change::{ApplyOutcome, ProjectedBatch};
 use crate::model::{
-    AccountBalance, AdjustmentDoc, AdjustmentStatus, Checkpoint, Collection, LeaderboardEntry, LedgerEntryDoc, Page,
-    PageRequest, PayoutDoc, PayoutStatus, Projection, ProjectionVersion, StreamDoc, StripePaymentDoc,
-    StripePaymentFilter, TransactionDoc, TransactionFilter, TrialBalance, UserDoc, WalletDoc,
+    AccountBalance, AdjustmentDoc, AdjustmentStatus, Checkpoint, Collection, LeaderboardEntry, LedgerDayDoc,
+    LedgerEntryDoc, Page, PageRequest, PayoutDoc, PayoutStatus, Projection, ProjectionVersion, StreamDoc,
+    StripePaymentDoc, StripePaymentFilter, TransactionDoc, TransactionFilter, TrialBalance, UserDoc, WalletDoc,
 };
 
 pub type StoreResult<T> = Result<T, ProjectionError>;
@@ -41,6 +41,7 @@ pub enum AnyDoc {
     Leaderboard(LeaderboardEntry),
     StripePayment(StripePaymentDoc),
     Adjustment(AdjustmentDoc),
+    LedgerDay(LedgerDayDoc),
 }
 
 /// One page of a scan: documents in key order and the key to continue after.
@@ -216,6 +217,26 @@ pub trait ReadStore: Send + Sync + fmt::Debug {
         filter: &'a StripePaymentFilter,
         page: &'a PageRequest,
     ) -> BoxFuture<'a, StoreResult<Page<StripePaymentDoc>>>;
+
+    /// The coins moved on each UTC day from `first` to `last` (both
+    /// included), oldest first; a day nothing moved on has no document.
+    /// At most `LEDGER_DAYS_MAX` days: a longer range is `InvalidInput`.
+    fn ledger_days(&self, first: NaiveDate, last: NaiveDate) -> BoxFuture<'_, StoreResult<Vec<LedgerDayDoc>>>;
+}
+
+/// The most days one `ledger_days` query spans (a leap year).
+pub const LEDGER_DAYS_MAX: u32 = 366;
+
+/// Checks a `ledger_days` range (both adapters alike): `first` not after
+/// `last`, at most `LEDGER_DAYS_MAX` days.
+pub(crate) fn check_day_range(first: NaiveDate, last: NaiveDate) -> StoreResult<()> {
+    let days = last.signed_duration_since(first).num_days();
+    if days < 0 || days >= i64::from(LEDGER_DAYS_MAX) {
+        return Err(ProjectionError::InvalidInput(format!(
+            "a range of days runs forward over at most {LEDGER_DAYS_MAX} days"
+        )));
+    }
+    Ok(())
 }
 
 /// Streams of one host a risk check looks at, at most.

@@ -79,6 +79,7 @@ pub fn doc_id(doc: &AnyDoc) -> String {
         AnyDoc::Leaderboard(d) => format!("{}/{}", d.stream_id, d.user_id),
         AnyDoc::StripePayment(d) => d.payment_id.clone(),
         AnyDoc::Adjustment(d) => d.id.to_string(),
+        AnyDoc::LedgerDay(d) => d.day.to_string(),
     }
 }
 

@@ -80,6 +80,8 @@ async function signIn(event) {
     }
     $("views").hidden = false;
     await showView("overview");
+    // The form that had focus is hidden: focus moves to what replaced it.
+    $("overview-title").focus();
     session.timer = setInterval(() => {
       if (!$("overview").hidden) refreshOverview();
     }, REFRESH_MS);
@@ -103,6 +105,7 @@ async function signOut() {
   $("views").hidden = true;
   for (const view of VIEWS) $(view).hidden = true;
   $("sign-in-section").hidden = false;
+  $("email").focus();
 }
 
 function workerRow(name, status, position, lag) {
@@ -126,8 +129,11 @@ async function refreshOverview() {
       total.dataset.state = trial.totalCoins === 0 ? "ok" : "broken";
       $("trial-as-of").textContent = `${trial.accountsCount} accounts, as of position ${trial.position}.`;
     } else {
-      $("trial-total").textContent = "(finance and admin)";
+      // Ops see the workers and the chart; the total is not theirs.
+      $("trial-total").textContent = "—";
+      $("trial-as-of").textContent = "The trial balance is for finance and admin accounts.";
     }
+    await refreshDaily();
     const health = await call("GET", "/health");
     const rows = [
       workerRow("Projectors", health.checks.projector.status, health.checks.projector.checkpoint, health.checks.projector.lagEvents),
@@ -141,6 +147,122 @@ async function refreshOverview() {
   } catch (problem) {
     showProblem(problem.title, problem.detail);
   }
+}
+
+// The five kinds of the daily route, in the legend's order.
+const KINDS = [
+  { key: "purchasedCoins", name: "purchased", css: "kind-purchased", label: "Purchased" },
+  { key: "giftedCoins", name: "gifted", css: "kind-gifted", label: "Gifted" },
+  { key: "creditedCoins", name: "credited", css: "kind-credited", label: "Credited to hosts" },
+  { key: "paidOutCoins", name: "paidOut", css: "kind-paidOut", label: "Paid out" },
+  { key: "reversedCoins", name: "reversed", css: "kind-reversed", label: "Reversed" },
+];
+const DAILY_DAYS = 30;
+const SVG = "http://www.w3.org/2000/svg";
+
+function svg(name, attributes, text) {
+  const element = document.createElementNS(SVG, name);
+  for (const [key, value] of Object.entries(attributes || {})) element.setAttribute(key, String(value));
+  if (text !== undefined) element.textContent = text;
+  return element;
+}
+
+// The smallest of 1, 2, 5 times a power of ten at or above `value`.
+function niceCeiling(value) {
+  if (value <= 0) return 1;
+  const power = 10 ** Math.floor(Math.log10(value));
+  for (const step of [1, 2, 5, 10]) if (step * power >= value) return step * power;
+  return 10 * power;
+}
+
+// The chart: one group of five bars per UTC day (attributes say the day,
+// the kind and the coins, so that a test or a script can read it back), a
+// title and a description for assistive technology, and the same figures
+// as a table under it.
+function drawDaily(daily) {
+  const width = 960;
+  const height = 260;
+  const left = 64;
+  const right = 8;
+  const top = 12;
+  const bottom = 28;
+  const plotWidth = width - left - right;
+  const plotHeight = height - top - bottom;
+  const days = daily.days;
+  const peak = Math.max(0, ...days.flatMap((d) => KINDS.map((k) => d[k.key])));
+  const scaleMax = niceCeiling(peak);
+  const slot = plotWidth / days.length;
+  const bar = Math.max(1, (slot - 4) / KINDS.length);
+  const totals = Object.fromEntries(KINDS.map((k) => [k.key, days.reduce((t, d) => t + d[k.key], 0)]));
+  const today = days[days.length - 1];
+  const sentence = (day) => KINDS.map((k) => `${k.label.toLowerCase()} ${day[k.key]}`).join(", ");
+  const chart = svg("svg", {
+    viewBox: `0 0 ${width} ${height}`,
+    role: "img",
+    "aria-labelledby": "daily-svg-title daily-svg-desc",
+    preserveAspectRatio: "xMidYMid meet",
+  });
+  chart.append(
+    svg("title", { id: "daily-svg-title" }, `Coins per day from ${daily.from} to ${daily.to} (UTC)`),
+    svg(
+      "desc",
+      { id: "daily-svg-desc" },
+      `Today (${today.day}): ${sentence(today)} coins. Over ${days.length} days: ${sentence(totals)} coins. The figures are in the table below the chart.`,
+    ),
+  );
+  const axis = svg("g", { class: "axis" });
+  for (let tick = 0; tick <= 4; tick += 1) {
+    const value = (scaleMax * tick) / 4;
+    const y = top + plotHeight - (plotHeight * tick) / 4;
+    axis.append(svg("line", { class: tick === 0 ? "baseline" : "grid", x1: left, x2: width - right, y1: y, y2: y }));
+    axis.append(svg("text", { x: left - 6, y: y + 4, "text-anchor": "end" }, value.toLocaleString("en-US")));
+  }
+  days.forEach((day, index) => {
+    if (index % 5 === (days.length - 1) % 5) {
+      const x = left + slot * index + slot / 2;
+      axis.append(svg("text", { x, y: height - 8, "text-anchor": "middle" }, day.day.slice(5)));
+    }
+  });
+  chart.append(axis);
+  days.forEach((day, index) => {
+    const group = svg("g", { "data-day": day.day });
+    const x0 = left + slot * index + 2;
+    if (index === days.length - 1) {
+      group.append(svg("rect", { class: "today", x: x0 - 2, y: top, width: slot, height: plotHeight }));
+    }
+    KINDS.forEach((kind, k) => {
+      const coins = day[kind.key];
+      // A day with coins of a kind shows at least a sliver of it.
+      const h = coins > 0 ? Math.max(1, (plotHeight * coins) / scaleMax) : 0;
+      const rect = svg("rect", {
+        class: kind.css,
+        x: x0 + bar * k,
+        y: top + plotHeight - h,
+        width: Math.max(1, bar - 1),
+        height: h,
+        "data-kind": kind.name,
+        "data-coins": coins,
+      });
+      rect.append(svg("title", {}, `${day.day}, ${kind.label.toLowerCase()}: ${coins} coins`));
+      group.append(rect);
+    });
+    chart.append(group);
+  });
+  $("daily-svg").replaceChildren(chart);
+  $("daily-summary").textContent =
+    `Today (${today.day}): ${sentence(today)} coins. As of position ${daily.position}.`;
+  $("daily-rows").replaceChildren(
+    ...[...days].reverse().map((day) => {
+      const row = document.createElement("tr");
+      row.append(cell(day.day), ...KINDS.map((k) => cell(day[k.key], true)));
+      return row;
+    }),
+  );
+}
+
+async function refreshDaily() {
+  const daily = await call("GET", `${API}/ledger/daily?days=${DAILY_DAYS}`);
+  drawDaily(daily);
 }
 
 function cell(value, numeric) {
@@ -183,12 +305,16 @@ function confirmAction(title, text, fields) {
     return { field, label, input };
   });
   $("confirm-fields").replaceChildren(...inputs.flatMap(({ label, input }) => [label, input]));
+  // Focus goes back where it was when the dialog closes (Escape, Cancel
+  // or Confirm); `settleFocus` moves it on if that element is re-rendered.
+  const opener = document.activeElement;
   return new Promise((resolve) => {
     const done = (value) => {
       $("confirm-form").onsubmit = null;
       $("confirm-cancel").onclick = null;
       dialog.onclose = null;
       if (dialog.open) dialog.close();
+      if (opener && opener.isConnected && typeof opener.focus === "function") opener.focus();
       resolve(value);
     };
     $("confirm-form").onsubmit = (event) => {
@@ -206,6 +332,13 @@ function confirmAction(title, text, fields) {
     dialog.showModal();
     if (inputs.length > 0) inputs[0].input.focus();
   });
+}
+
+// After an action re-rendered the table its button was in, focus is on
+// nothing: it moves to the action's result, which says what happened.
+function settleFocus(resultId) {
+  const active = document.activeElement;
+  if (!active || active === document.body || !active.isConnected) $(resultId).focus();
 }
 
 function actionButton(text, label, onClick) {
@@ -241,6 +374,7 @@ async function loadPayouts(position) {
       if ((payout.risk || []).length > 0) risk.classList.add("risk");
       row.append(risk);
       const actions = document.createElement("td");
+      actions.className = "actions";
       if (isAdmin) {
         actions.append(
           actionButton("Approve", `Approve payout ${payout.id}`, () => decidePayout(payout, "approve")),
@@ -274,6 +408,7 @@ async function decidePayout(payout, verdict) {
     $("payout-result").textContent =
       `Payout ${payout.id} ${approving ? "approved" : "rejected"}: the ledger is at position ${answer.position}.`;
     await loadPayouts(answer.position);
+    settleFocus("payout-result");
   } catch (problem) {
     showProblem(problem.title, problem.detail);
   }
@@ -292,6 +427,7 @@ async function loadAdjustments(isAdmin, position) {
       cell(adjustment.proposedBy),
     );
     const actions = document.createElement("td");
+    actions.className = "actions";
     if (isAdmin) {
       actions.append(
         actionButton("Approve", `Approve adjustment ${adjustment.id}`, () => decideAdjustment(adjustment, "approve")),
@@ -320,6 +456,7 @@ async function decideAdjustment(adjustment, verdict) {
     $("payout-result").textContent =
       `Adjustment ${adjustment.id} ${approving ? "applied" : "rejected"}: the ledger is at position ${answer.position}.`;
     await loadPayouts(answer.position);
+    settleFocus("payout-result");
   } catch (problem) {
     showProblem(problem.title, problem.detail);
   }
@@ -351,6 +488,7 @@ async function resolvePayment(item, action) {
       `Payment ${item.paymentId} ${crediting ? "credited" : "dismissed"}: the ledger is at position ${answer.position}.`;
     session.seen = Math.max(session.seen || 0, answer.position);
     await loadReconciliation();
+    settleFocus("reconciliation-result");
   } catch (problem) {
     showProblem(problem.title, problem.detail);
   }
@@ -382,6 +520,7 @@ async function loadReconciliation() {
         cell(item.resolution ? `${item.status} (${item.resolution.action}: ${item.resolution.note})` : item.status),
       );
       const actions = document.createElement("td");
+      actions.className = "actions";
       if (resolves && item.status === "open") {
         if (item.coinsIssued === 0) {
           actions.append(actionButton("Credit", `Credit payment ${item.paymentId}`, () => resolvePayment(item, "credit")), " ");

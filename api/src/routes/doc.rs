@@ -46,6 +46,10 @@ pub struct AdjustmentNotProposed(pub Problem);
 pub struct NeedsFinanceOrAdmin(pub Problem);
 
 #[derive(Debug, IntoResponses)]
+#[response(status = 403, description = "Needs finance, ops or admin", content_type = "application/problem+json")]
+pub struct NeedsConsoleRole(pub Problem);
+
+#[derive(Debug, IntoResponses)]
 #[response(status = 404, content_type = "application/problem+json")]
 pub struct NotFound(pub Problem);
 

@@ -13,12 +13,13 @@ use futures_util::StreamExt;
 use projections::{LedgerEntryDoc, PageRequest, Projection, ResolutionStatus, StripePaymentFilter};
 
 use crate::error::{ApiResult, AppError, Problem};
-use crate::extract::{ApiPath, ApiQuery, AuthUser, Consistency, FinanceOrAdmin, Privileged};
-use crate::routes::doc::{NeedsFinanceOrAdmin, QueryRefusals, Unauthorized};
+use crate::extract::{ApiPath, ApiQuery, AuthUser, Consistency, ConsoleReader, FinanceOrAdmin, Privileged};
+use crate::routes::doc::{NeedsConsoleRole, NeedsFinanceOrAdmin, QueryRefusals, Unauthorized};
 use crate::state::AppState;
 use crate::views::{
-    AsOfView, BalanceAtView, BalanceQuery, LedgerEntryPage, LedgerEntryView, PageQuery, ReconciliationItem,
-    ReconciliationQuery, ReconciliationView, ResolutionStatusParam, StatementQuery, StatementView, TrialBalanceView,
+    AsOfView, BalanceAtView, BalanceQuery, DailyQuery, LedgerDailyView, LedgerDayView, LedgerEntryPage,
+    LedgerEntryView, PageQuery, ReconciliationItem, ReconciliationQuery, ReconciliationView, ResolutionStatusParam,
+    StatementQuery, StatementView, TrialBalanceView,
 };
 
 /// An account's entries, newest first, each with the balance after it.
@@ -78,6 +79,71 @@ pub async fn trial_balance(
         position: tb.position,
     }))
 }
+
+/// Coins moved per UTC day, for the last `days` days (today, UTC, last;
+/// every day present, 0 when nothing moved), from the ledger commits of
+/// each day (their `occurredAt`), in five kinds, each the sum of one kind
+/// of transfer in one event type, integers, none netted against another:
+/// - `purchasedCoins`: `external:stripe -> wallet` in
+///   `ledger.coins_purchased`: Stripe purchases, finance's credits of
+///   flagged payments, and coins credited back when a dispute is won
+///   (funds reinstated);
+/// - `giftedCoins`: `wallet -> transit:gifts` in `ledger.gift_sent`: the
+///   viewers' side of gifts, when sent;
+/// - `creditedCoins`: `transit:gifts -> earnings` in
+///   `ledger.gifts_received`: the hosts' share of gifts, when the gift
+///   reactor credited it (the platform's commission is not counted);
+/// - `paidOutCoins`: `payout_hold -> external:payouts` in
+///   `ledger.payout_approved`: payouts approved and paid;
+/// - `reversedCoins`: `wallet -> external:stripe` in
+///   `ledger.purchase_refunded`: coins taken back for Stripe refunds and
+///   for disputes whose funds were withdrawn (chargebacks).
+///
+/// Payout requests and rejections (coins that stay the host's) and admin
+/// adjustments are in no kind. Finance, ops and admins.
+#[utoipa::path(
+    get, path = "/api/v1/ledger/daily", tag = "ledger",
+    params(DailyQuery, Consistency),
+    security(("bearerAuth" = [])),
+    responses(
+        (status = 200, body = LedgerDailyView),
+        QueryRefusals, Unauthorized, NeedsConsoleRole,
+    )
+)]
+pub async fn daily(
+    State(app): State<AppState>,
+    _caller: Privileged<ConsoleReader>,
+    ApiQuery(query): ApiQuery<DailyQuery>,
+    consistency: Consistency,
+) -> ApiResult<Json<LedgerDailyView>> {
+    app.wait_for(consistency.min_position, &[Projection::LedgerDaily]).await?;
+    let days = query.days.unwrap_or(DAILY_DAYS_DEFAULT);
+    let to = Utc::now().date_naive();
+    let from = to - chrono::Days::new(u64::from(days.saturating_sub(1)));
+    let found = app.store.ledger_days(from, to).await?;
+    // The checkpoint of the version that serves (the figures' as-of).
+    let position = app
+        .store
+        .checkpoints()
+        .await?
+        .into_iter()
+        .find(|c| c.projection == Projection::LedgerDaily && c.active)
+        .map_or(0, |c| c.position);
+    let mut found = found.into_iter().peekable();
+    let mut out = Vec::with_capacity(usize::try_from(days).unwrap_or(0));
+    // Bounded by `days` (at most 366): one entry per day, zero-filled.
+    for day in from.iter_days().take_while(|d| *d <= to) {
+        let totals = match found.next_if(|d| d.day == day) {
+            Some(d) => d.totals,
+            None => projections::DayTotals::default(),
+        };
+        out.push(LedgerDayView::new(day, totals));
+    }
+    Ok(Json(LedgerDailyView { days: out, from, to, position }))
+}
+
+/// Days the daily route answers when the caller does not say.
+pub const DAILY_DAYS_DEFAULT: u32 = 30;
 
 /// Each Stripe payment against the coins issued and reversed for it, and
 /// what does not match: flagged events (unknown user or package, a refund

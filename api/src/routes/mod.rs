@@ -111,6 +111,7 @@ fn api_routes(state: &AppState) -> Router<AppState> {
         .route("/api/v1/ledger/accounts/{account}/balance", get(ledger::balance))
         .route("/api/v1/ledger/accounts/{account}/statement", get(ledger::statement))
         .route("/api/v1/ledger/trial-balance", get(ledger::trial_balance))
+        .route("/api/v1/ledger/daily", get(ledger::daily))
         .route("/api/v1/ledger/reconciliation", get(ledger::reconciliation))
 }
 

@@ -322,6 +322,22 @@ pub struct BalanceQuery {
 
 #[derive(Debug, Clone, Default, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
+pub struct DailyQuery {
+    /// 1 to 366, default 30: that many UTC days, today's last
+    #[serde(default, deserialize_with = "ledger_days")]
+    pub days: Option<u32>,
+}
+
+fn ledger_days<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<u32>, D::Error> {
+    let days = u32::deserialize(deserializer)?;
+    if !(1..=projections::store::LEDGER_DAYS_MAX).contains(&days) {
+        return Err(serde::de::Error::custom(format!("days must be 1 to {}", projections::store::LEDGER_DAYS_MAX)));
+    }
+    Ok(Some(days))
+}
+
+#[derive(Debug, Clone, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct StatementQuery {
     /// Start of the window (RFC 3339, inclusive).
     pub from: Option<String>,

@@ -12,9 +12,9 @@ use uuid::Uuid;
 
 use crate::ProjectionError;
 use crate::model::{
-    AccountBalance, AdjustmentDoc, AdjustmentStatus, LeaderboardEntry, LedgerEntryDoc, PayoutDoc, PayoutStatus,
-    StreamDoc, StripePaymentDoc, StripeSide, TransactionDoc, TxMetadata, TxStatus, TxType, UserDoc, WalletDoc,
-    parse_role, parse_stream_status, role_str, stream_status_str,
+    AccountBalance, AdjustmentDoc, AdjustmentStatus, DayTotals, LeaderboardEntry, LedgerDayDoc, LedgerEntryDoc,
+    PayoutDoc, PayoutStatus, StreamDoc, StripePaymentDoc, StripeSide, TransactionDoc, TxMetadata, TxStatus, TxType,
+    UserDoc, WalletDoc, parse_role, parse_stream_status, role_str, stream_status_str,
 };
 
 pub(crate) type R<T> = Result<T, ProjectionError>;
@@ -366,6 +366,22 @@ pub fn read_leaderboard(d: &Document) -> R<LeaderboardEntry> {
         stream_id: uuid_field(d, C, "streamId")?,
         user_id: uuid_field(d, C, "userId")?,
         coins: whole_number_field(d, C, "coins")?,
+        position: position(d, C)?,
+    })
+}
+
+pub fn read_ledger_day(d: &Document) -> R<LedgerDayDoc> {
+    const C: &str = "ledger_daily";
+    let day = required_string(d, C, "_id")?;
+    Ok(LedgerDayDoc {
+        day: day.parse().map_err(|_| corrupt(C, "_id"))?,
+        totals: DayTotals {
+            purchased_coins: whole_number_field(d, C, "purchasedCoins")?,
+            gifted_coins: whole_number_field(d, C, "giftedCoins")?,
+            credited_coins: whole_number_field(d, C, "creditedCoins")?,
+            paid_out_coins: whole_number_field(d, C, "paidOutCoins")?,
+            reversed_coins: whole_number_field(d, C, "reversedCoins")?,
+        },
         position: position(d, C)?,
     })
 }

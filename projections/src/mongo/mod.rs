@@ -57,9 +57,9 @@ use uuid::Uuid;
 use crate::ProjectionError;
 use crate::change::{ApplyOutcome, ProjectedBatch};
 use crate::model::{
-    AdjustmentDoc, AdjustmentStatus, Checkpoint, Collection, LeaderboardEntry, LedgerEntryDoc, Page, PageRequest,
-    PayoutDoc, PayoutStatus, Projection, ProjectionVersion, StreamDoc, StripePaymentDoc, StripePaymentFilter,
-    TransactionDoc, TransactionFilter, TrialBalance, UserDoc, WalletDoc, cursor,
+    AdjustmentDoc, AdjustmentStatus, Checkpoint, Collection, LeaderboardEntry, LedgerDayDoc, LedgerEntryDoc, Page,
+    PageRequest, PayoutDoc, PayoutStatus, Projection, ProjectionVersion, StreamDoc, StripePaymentDoc,
+    StripePaymentFilter, TransactionDoc, TransactionFilter, TrialBalance, UserDoc, WalletDoc, cursor,
 };
 use crate::store::{AnyDoc, ReadStore, SCAN_LIMIT_MAX, ScanPage, StoreResult, normalise_email};
 pub use apply::split_batch;
@@ -572,6 +572,7 @@ fn read_any(collection: Collection, d: &Document) -> StoreResult<AnyDoc> {
         Collection::GiftLeaderboards => AnyDoc::Leaderboard(documents::read_leaderboard(d)?),
         Collection::StripePayments => AnyDoc::StripePayment(documents::read_stripe_payment(d)?),
         Collection::Adjustments => AnyDoc::Adjustment(documents::read_adjustment(d)?),
+        Collection::LedgerDaily => AnyDoc::LedgerDay(documents::read_ledger_day(d)?),
     })
 }
 

@@ -444,6 +444,21 @@ impl ReadStore for MongoStore {
             .await
         })
     }
+
+    fn ledger_days(
+        &self,
+        first: chrono::NaiveDate,
+        last: chrono::NaiveDate,
+    ) -> BoxFuture<'_, StoreResult<Vec<LedgerDayDoc>>> {
+        Box::pin(async move {
+            crate::store::check_day_range(first, last)?;
+            let name = self.active_collection(Projection::LedgerDaily, Collection::LedgerDaily).await?;
+            // `_id` is `YYYY-MM-DD`, which sorts as the dates do.
+            let filter = doc! {"_id": {"$gte": first.to_string(), "$lte": last.to_string()}};
+            let docs = self.find(&name, filter, doc! {"_id": 1}, crate::store::LEDGER_DAYS_MAX, None).await?;
+            docs.iter().map(documents::read_ledger_day).collect()
+        })
+    }
 }
 
 fn payout_cursor(p: &PayoutDoc) -> String {

@@ -82,7 +82,10 @@ pub fn indexes(collection: Collection) -> Vec<IndexSpec> {
         Collection::StripePayments => {
             vec![IndexSpec { sparse: true, ..index("stripeSessionId_1", doc! {"stripeSessionId": 1}) }]
         }
-        Collection::Wallets | Collection::StripeSessions | Collection::LedgerAccounts => vec![],
+        // Days are read by `_id` ranges.
+        Collection::Wallets | Collection::StripeSessions | Collection::LedgerAccounts | Collection::LedgerDaily => {
+            vec![]
+        }
     }
 }
 

@@ -285,6 +285,14 @@ pub fn plan_batch(batch: &ProjectedBatch, checkpoints: &[u64], inputs: &mut Plan
                 stripe_state_update(user_id.as_ref(), state, &p),
                 true,
             )),
+            Change::LedgerDay { day, totals: t } => w.push(update(
+                &name(Collection::LedgerDaily),
+                guarded(day.to_string(), &p),
+                doc! {"$inc": {"purchasedCoins": t.purchased_coins, "giftedCoins": t.gifted_coins,
+                "creditedCoins": t.credited_coins, "paidOutCoins": t.paid_out_coins,
+                "reversedCoins": t.reversed_coins}, "$set": {"position": p.clone()}},
+                true,
+            )),
         }
     }
     for key in account_order {

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use events_schema::{Account, Role};
 use rusqlite::{Connection, OptionalExtension, params};
 use uuid::Uuid;
@@ -15,8 +15,8 @@ use super::{Inner, active_version, checkpoint_of, db_err};
 use crate::ProjectionError;
 use crate::change::{ApplyOutcome, Change, PositionedChange, Posting, ProjectedBatch};
 use crate::model::{
-    PayoutDoc, PayoutStatus, StreamDoc, StripeSide, TransactionDoc, TxStatus, UserDoc, WalletDoc, pos_i64, role_str,
-    stream_status_str, to_micros,
+    DayTotals, PayoutDoc, PayoutStatus, StreamDoc, StripeSide, TransactionDoc, TxStatus, UserDoc, WalletDoc, pos_i64,
+    role_str, stream_status_str, to_micros,
 };
 use crate::store::StoreResult;
 
@@ -109,9 +109,19 @@ struct Accumulated {
     wallets: HashMap<(u8, Uuid), WalletDoc>,
     /// Ledger entries to insert, in order, per target (written in bulk).
     entries: Vec<(u8, EntryRow)>,
+    /// (target, day) -> (coins to add, last position).
+    days: HashMap<(u8, NaiveDate), (DayTotals, u64)>,
 }
 
 impl Accumulated {
+    fn add_day(&mut self, target: u8, day: NaiveDate, totals: &DayTotals, position: u64) -> StoreResult<()> {
+        let slot = self.days.entry((target, day)).or_default();
+        slot.0 =
+            slot.0.checked_add(totals).ok_or_else(|| ProjectionError::Store(format!("coins of {day} overflow i64")))?;
+        slot.1 = position;
+        Ok(())
+    }
+
     fn set_wallet(&mut self, target: u8, wallet: &WalletDoc) {
         self.wallets.insert((target, wallet.user_id), wallet.clone());
     }
@@ -211,6 +221,31 @@ fn write_accumulated(
     for ((target, stream, user), (coins, position)) in acc.leaderboard {
         let Some(sql) = sql(target) else { continue };
         exec(&sql.leaderboard_inc, params![stream.as_bytes(), user.as_bytes(), coins, pos_i64(position)?])?;
+        counter.tick()?;
+    }
+    for ((target, day), (added, position)) in acc.days {
+        let Some(sql) = sql(target) else { continue };
+        let day_text = day.to_string();
+        let stored = tx
+            .prepare_cached(&sql.day_get)
+            .and_then(|mut s| s.query_row([&day_text], |row| Ok(super::rows::ledger_day(row))).optional())
+            .map_err(db_err)?
+            .transpose()?;
+        let before = stored.map(|d| d.totals).unwrap_or_default();
+        let t =
+            before.checked_add(&added).ok_or_else(|| ProjectionError::Store(format!("coins of {day} overflow i64")))?;
+        exec(
+            &sql.day_put,
+            params![
+                day_text,
+                t.purchased_coins,
+                t.gifted_coins,
+                t.credited_coins,
+                t.paid_out_coins,
+                t.reversed_coins,
+                pos_i64(position)?
+            ],
+        )?;
         counter.tick()?;
     }
     for ((target, user), w) in acc.wallets {
@@ -326,6 +361,7 @@ fn apply_change(
         Change::StripeState { payment_id, user_id, state } => {
             set_stripe_state(db, payment_id, user_id.as_ref(), state, position)?
         }
+        Change::LedgerDay { day, totals } => return acc.add_day(pc.target, *day, totals, pc.position),
     }
     counter.tick()
 }

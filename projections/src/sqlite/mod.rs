@@ -45,9 +45,9 @@ use uuid::Uuid;
 use crate::ProjectionError;
 use crate::change::{ApplyOutcome, ProjectedBatch};
 use crate::model::{
-    AdjustmentDoc, AdjustmentStatus, Checkpoint, Collection, LeaderboardEntry, LedgerEntryDoc, Page, PageRequest,
-    PayoutDoc, PayoutStatus, Projection, ProjectionVersion, StreamDoc, StripePaymentDoc, StripePaymentFilter,
-    TransactionDoc, TransactionFilter, TrialBalance, UserDoc, WalletDoc, from_micros, pos_u64,
+    AdjustmentDoc, AdjustmentStatus, Checkpoint, Collection, LeaderboardEntry, LedgerDayDoc, LedgerEntryDoc, Page,
+    PageRequest, PayoutDoc, PayoutStatus, Projection, ProjectionVersion, StreamDoc, StripePaymentDoc,
+    StripePaymentFilter, TransactionDoc, TransactionFilter, TrialBalance, UserDoc, WalletDoc, from_micros, pos_u64,
 };
 use crate::store::{ReadStore, ScanPage, StoreResult, normalise_email};
 use schema::META_DDL;
@@ -506,5 +506,13 @@ impl ReadStore for SqliteStore {
         let page = page.clone();
         let filter = filter.clone();
         Box::pin(self.read(move |tx| queries::stripe_payments(tx, &filter, &page)))
+    }
+
+    fn ledger_days(
+        &self,
+        first: chrono::NaiveDate,
+        last: chrono::NaiveDate,
+    ) -> BoxFuture<'_, StoreResult<Vec<LedgerDayDoc>>> {
+        Box::pin(self.read(move |tx| queries::ledger_days(tx, first, last)))
     }
 }

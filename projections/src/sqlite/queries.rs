@@ -6,15 +6,15 @@ use uuid::Uuid;
 
 use super::keys::account_key;
 use super::schema::{
-    ADJUSTMENT_COLS, ENTRY_COLS, LEADERBOARD_COLS, PAYOUT_COLS, STREAM_COLS, STRIPE_COLS, TX_COLS, USER_COLS,
+    ADJUSTMENT_COLS, DAY_COLS, ENTRY_COLS, LEADERBOARD_COLS, PAYOUT_COLS, STREAM_COLS, STRIPE_COLS, TX_COLS, USER_COLS,
     WALLET_COLS,
 };
 use super::{active_table, active_version, checkpoint_of, db_err, rows};
 use crate::ProjectionError;
 use crate::model::{
-    AdjustmentDoc, AdjustmentStatus, Collection, LeaderboardEntry, LedgerEntryDoc, Page, PageRequest, PayoutDoc,
-    PayoutStatus, Projection, ProjectionVersion, ResolutionStatus, StreamDoc, StripePaymentDoc, StripePaymentFilter,
-    TransactionDoc, TransactionFilter, TrialBalance, UserDoc, WalletDoc, cursor, to_micros,
+    AdjustmentDoc, AdjustmentStatus, Collection, LeaderboardEntry, LedgerDayDoc, LedgerEntryDoc, Page, PageRequest,
+    PayoutDoc, PayoutStatus, Projection, ProjectionVersion, ResolutionStatus, StreamDoc, StripePaymentDoc,
+    StripePaymentFilter, TransactionDoc, TransactionFilter, TrialBalance, UserDoc, WalletDoc, cursor, to_micros,
 };
 use crate::store::{StoreResult, into_page};
 
@@ -359,6 +359,19 @@ pub(super) fn stripe_payments(
     let items =
         query_docs(tx, &sql, params![after, i64::from(limit) + 1, filter.flag.as_deref()], rows::stripe_payment)?;
     Ok(into_page(items, limit, |d: &StripePaymentDoc| cursor::encode(&[&d.payment_id])))
+}
+
+/// The days' documents, oldest first: `day` is `YYYY-MM-DD` text, which
+/// sorts as the dates do.
+pub(super) fn ledger_days(
+    tx: &Transaction<'_>,
+    first: chrono::NaiveDate,
+    last: chrono::NaiveDate,
+) -> StoreResult<Vec<LedgerDayDoc>> {
+    crate::store::check_day_range(first, last)?;
+    let table = active_table(tx, Projection::LedgerDaily, Collection::LedgerDaily)?;
+    let sql = format!("SELECT {DAY_COLS} FROM {table} WHERE day >= ?1 AND day <= ?2 ORDER BY day");
+    query_docs(tx, &sql, params![first.to_string(), last.to_string()], rows::ledger_day)
 }
 
 pub(super) fn adjustments(

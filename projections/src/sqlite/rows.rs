@@ -6,9 +6,9 @@ use uuid::Uuid;
 
 use crate::ProjectionError;
 use crate::model::{
-    AccountBalance, AdjustmentDoc, AdjustmentStatus, LeaderboardEntry, LedgerEntryDoc, PayoutDoc, PayoutStatus,
-    StreamDoc, StripePaymentDoc, StripeSide, TransactionDoc, TxMetadata, TxStatus, TxType, UserDoc, WalletDoc,
-    from_micros, parse_role, parse_stream_status, pos_u64,
+    AccountBalance, AdjustmentDoc, AdjustmentStatus, DayTotals, LeaderboardEntry, LedgerDayDoc, LedgerEntryDoc,
+    PayoutDoc, PayoutStatus, StreamDoc, StripePaymentDoc, StripeSide, TransactionDoc, TxMetadata, TxStatus, TxType,
+    UserDoc, WalletDoc, from_micros, parse_role, parse_stream_status, pos_u64,
 };
 
 /// A document (or a field of one) read from a row.
@@ -201,6 +201,22 @@ pub(super) fn leaderboard(row: &Row<'_>) -> RowResult<LeaderboardEntry> {
         user_id: uuid(TABLE, row, 1)?,
         coins: column(row, 2)?,
         position: position(TABLE, row, 3)?,
+    })
+}
+
+pub(super) fn ledger_day(row: &Row<'_>) -> RowResult<LedgerDayDoc> {
+    const TABLE: &str = "ledger_daily";
+    let day: String = column(row, 0)?;
+    Ok(LedgerDayDoc {
+        day: day.parse().map_err(|_| ProjectionError::corrupt(TABLE, format!("day {day:?}")))?,
+        totals: DayTotals {
+            purchased_coins: column(row, 1)?,
+            gifted_coins: column(row, 2)?,
+            credited_coins: column(row, 3)?,
+            paid_out_coins: column(row, 4)?,
+            reversed_coins: column(row, 5)?,
+        },
+        position: position(TABLE, row, 6)?,
     })
 }
 

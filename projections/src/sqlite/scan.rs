@@ -7,7 +7,7 @@ use uuid::Uuid;
 use super::keys::account_key;
 use super::queries::query_docs;
 use super::schema::{
-    ADJUSTMENT_COLS, ENTRY_COLS, LEADERBOARD_COLS, PAYOUT_COLS, STREAM_COLS, STRIPE_COLS, TX_COLS, USER_COLS,
+    ADJUSTMENT_COLS, DAY_COLS, ENTRY_COLS, LEADERBOARD_COLS, PAYOUT_COLS, STREAM_COLS, STRIPE_COLS, TX_COLS, USER_COLS,
     WALLET_COLS,
 };
 use super::{db_err, rows};
@@ -60,6 +60,7 @@ pub(super) fn scan_blocking(
             (STRIPE_COLS, "payment_id", 1, |r| rows::stripe_payment(r).map(AnyDoc::StripePayment))
         }
         Collection::Adjustments => (ADJUSTMENT_COLS, "id", 1, |r| rows::adjustment(r).map(AnyDoc::Adjustment)),
+        Collection::LedgerDaily => (DAY_COLS, "day", 1, |r| rows::ledger_day(r).map(AnyDoc::LedgerDay)),
     };
     let fetch = i64::from(limit) + 1;
     let docs = match after {
@@ -99,7 +100,9 @@ fn scan_key_values(collection: Collection, parts: &[&str]) -> StoreResult<Vec<ru
     };
     let int = |p: &str| -> StoreResult<Value> { Ok(Value::Integer(cursor::int(p)?)) };
     match (collection, parts) {
-        (Collection::StripeSessions | Collection::StripePayments, [p]) => Ok(vec![Value::Text((*p).to_string())]),
+        (Collection::StripeSessions | Collection::StripePayments | Collection::LedgerDaily, [p]) => {
+            Ok(vec![Value::Text((*p).to_string())])
+        }
         (Collection::LedgerAccounts, [a]) => Ok(vec![account(a)?]),
         (Collection::LedgerEntries, [a, position, seq]) => Ok(vec![account(a)?, int(position)?, int(seq)?]),
         (Collection::StreamViewers | Collection::GiftLeaderboards, [a, b]) => Ok(vec![id(a)?, id(b)?]),
@@ -131,5 +134,6 @@ fn scan_key(doc: &AnyDoc) -> String {
         AnyDoc::Leaderboard(d) => format!("{}|{}", d.stream_id, d.user_id),
         AnyDoc::StripePayment(d) => d.payment_id.clone(),
         AnyDoc::Adjustment(d) => d.id.to_string(),
+        AnyDoc::LedgerDay(d) => d.day.to_string(),
     }
 }

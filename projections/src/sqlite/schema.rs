@@ -224,6 +224,11 @@ fn collection_ddl(collection: Collection, version: u32) -> String {
              CREATE INDEX IF NOT EXISTS {t}_status_proposed ON {t}(status, proposed_at DESC, id DESC);
              CREATE INDEX IF NOT EXISTS {t}_proposed ON {t}(proposed_at DESC, id DESC);"
         ),
+        Collection::LedgerDaily => format!(
+            "CREATE TABLE IF NOT EXISTS {t} (day TEXT PRIMARY KEY, purchased_coins INTEGER NOT NULL,
+                gifted_coins INTEGER NOT NULL, credited_coins INTEGER NOT NULL, paid_out_coins INTEGER NOT NULL,
+                reversed_coins INTEGER NOT NULL, position INTEGER NOT NULL) WITHOUT ROWID;"
+        ),
     }
 }
 
@@ -246,6 +251,8 @@ pub(super) const ENTRY_ROWS_PER_INSERT: usize = 32;
 pub(super) const ENTRY_COLS: &str =
     "account, position, seq, event_type, counterparty, coins, balance_after, created_at";
 pub(super) const LEADERBOARD_COLS: &str = "stream_id, user_id, coins, position";
+pub(super) const DAY_COLS: &str =
+    "day, purchased_coins, gifted_coins, credited_coins, paid_out_coins, reversed_coins, position";
 pub(super) const STRIPE_COLS: &str = "payment_id, user_id, coins_issued, coins_reversed, stripe_session_id, position, \
     package_id, coins_expected, amount_cents, currency, charge_amount_cents, amount_refunded_cents, flags, \
     disputes, coins_refund_reversed, coins_dispute_withdrawn, coins_dispute_reinstated, claimed_user_id, \
@@ -292,6 +299,8 @@ pub(super) struct WriteSql {
     pub stripe_reversed: String,
     pub stripe_session: String,
     pub stripe_state: String,
+    pub day_get: String,
+    pub day_put: String,
 }
 
 impl WriteSql {
@@ -308,6 +317,7 @@ impl WriteSql {
         let accounts = Collection::LedgerAccounts.physical_name(version);
         let boards = Collection::GiftLeaderboards.physical_name(version);
         let stripe = Collection::StripePayments.physical_name(version);
+        let daily = Collection::LedgerDaily.physical_name(version);
         WriteSql {
             user_upsert: format!(
                 "INSERT OR FAIL INTO {users} ({USER_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
@@ -430,6 +440,16 @@ impl WriteSql {
                  coins_dispute_reinstated = excluded.coins_dispute_reinstated,
                  claimed_user_id = excluded.claimed_user_id, claimed_package_id = excluded.claimed_package_id,
                  resolution = excluded.resolution"
+            ),
+            day_get: format!("SELECT {DAY_COLS} FROM {daily} WHERE day = ?1"),
+            // The day's new totals, summed in Rust with checked arithmetic
+            // (SQLite's `+` turns an overflow into a float).
+            day_put: format!(
+                "INSERT OR FAIL INTO {daily} ({DAY_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                 ON CONFLICT(day) DO UPDATE SET purchased_coins = excluded.purchased_coins,
+                 gifted_coins = excluded.gifted_coins, credited_coins = excluded.credited_coins,
+                 paid_out_coins = excluded.paid_out_coins, reversed_coins = excluded.reversed_coins,
+                 position = excluded.position"
             ),
         }
     }

@@ -473,7 +473,112 @@ fn postings_of_a_user_carry_balances_walked_back_from_the_state_after() {
     );
 }
 
+/// The five kinds of coins per UTC day: each from its own transfers, the
+/// host's share only, payout requests, rejections and adjustments in none;
+/// days summed over several batches; a range reads only its days.
+pub async fn daily_totals_count_each_kind_on_the_day_its_commit_occurred(store: Arc<dyn ReadStore>) {
+    let mut given = Given::new();
+    let (viewer, host, stream, payout, rejected) = (id(1), id(9), id(100), id(50), id(51));
+    let day = |d: u32| chrono::NaiveDate::from_ymd_opt(2026, 1, d).unwrap();
+    // 2026-01-01 (t0 is its midnight).
+    purchase(&mut given, viewer, "pi_1", 1_000);
+    start(&mut given, stream, host, "music");
+    let g1 = gift(&mut given, viewer, stream, host, 100);
+    let g2 = gift(&mut given, viewer, stream, host, 11);
+    // The first batch ends here: the day's row is summed on over batches.
+    project_all(store.clone(), given.log.clone()).await;
+    let gifts = vec![
+        ReceivedGift { source_position: g1, viewer_id: viewer, stream_id: stream, coins: 100, host_coins: 70 },
+        ReceivedGift { source_position: g2, viewer_id: viewer, stream_id: stream, coins: 11, host_coins: 7 },
+    ];
+    let commit = given.commit_with(
+        host,
+        vec![
+            transfer(Account::TransitGifts, Account::Earnings(host), 77),
+            transfer(Account::TransitGifts, Account::PlatformRevenue, 34),
+        ],
+        |s| s.last_credited_position = g2,
+    );
+    given.event(Event::GiftsReceived(GiftsReceived { user_id: host, gifts, commit }));
+    let commit = given.commit(viewer, vec![transfer(Account::Wallet(viewer), Account::ExternalStripe, 300)]);
+    let day_one_last = given.event(Event::PurchaseRefunded(PurchaseRefunded {
+        user_id: viewer,
+        payment_id: "pi_1".into(),
+        coins: 300,
+        source_position: 0,
+        commit,
+    }));
+    // 2026-01-03: an adjustment, two payout requests, one paid, one rejected.
+    given.advance(chrono::Duration::days(2));
+    let commit = given.commit(host, vec![transfer(Account::PlatformAdjustments, Account::Earnings(host), 5_000)]);
+    given.event(Event::LedgerAdjusted(LedgerAdjusted {
+        user_id: host,
+        coins: 5_000,
+        reason: "seed".into(),
+        admin_id: id(2),
+        commit,
+    }));
+    payout_events(&mut given, host, payout, 1_234);
+    payout_events(&mut given, host, rejected, 1_000);
+    let commit =
+        given.commit_with(host, vec![transfer(Account::PayoutHold(host), Account::ExternalPayouts, 1_234)], |s| {
+            s.pending_payouts.retain(|p| p.payout_id != payout)
+        });
+    given.event(Event::PayoutApproved(PayoutApproved {
+        user_id: host,
+        payout_id: payout,
+        coins: 1_234,
+        external_ref: "po_1".into(),
+        commit,
+    }));
+    let commit =
+        given.commit_with(host, vec![transfer(Account::PayoutHold(host), Account::Earnings(host), 1_000)], |s| {
+            s.pending_payouts.clear()
+        });
+    given.event(Event::PayoutRejected(PayoutRejected {
+        user_id: host,
+        payout_id: rejected,
+        coins: 1_000,
+        reason: "no".into(),
+        commit,
+    }));
+    let last = purchase(&mut given, viewer, "pi_2", 250);
+    project_all(store.clone(), given.log.clone()).await;
+
+    let days = store.ledger_days(day(1), day(31)).await.unwrap();
+    let found: Vec<(chrono::NaiveDate, [i64; 5], u64)> = days
+        .iter()
+        .map(|d| {
+            let t = &d.totals;
+            (
+                d.day,
+                [t.purchased_coins, t.gifted_coins, t.credited_coins, t.paid_out_coins, t.reversed_coins],
+                d.position,
+            )
+        })
+        .collect();
+    assert_eq!(
+        found,
+        vec![(day(1), [1_000, 111, 77, 0, 300], day_one_last), (day(3), [250, 0, 0, 1_234, 0], last)],
+        "purchased, gifted, credited, paid out, reversed"
+    );
+    assert_eq!(store.ledger_days(day(2), day(3)).await.unwrap().len(), 1, "only the range's days");
+    assert!(store.ledger_days(day(2), day(2)).await.unwrap().is_empty(), "a day nothing moved on has no document");
+    let year = chrono::NaiveDate::from_ymd_opt(2026, 12, 31).unwrap();
+    assert_eq!(store.ledger_days(day(1), year).await.unwrap().len(), 2, "365 days may be asked");
+    let day_367 = chrono::NaiveDate::from_ymd_opt(2027, 1, 2).unwrap();
+    assert!(
+        matches!(store.ledger_days(day(1), day_367).await, Err(projections::ProjectionError::InvalidInput(_))),
+        "at most 366 days"
+    );
+    assert!(
+        matches!(store.ledger_days(day(3), day(1)).await, Err(projections::ProjectionError::InvalidInput(_))),
+        "a range runs forward"
+    );
+}
+
 every_store!(
+    daily_totals_count_each_kind_on_the_day_its_commit_occurred,
     registered_user_is_found_by_id_and_by_normalised_email,
     roles_change_replaces_the_roles,
     purchase_makes_wallet_transaction_stripe_payment_and_two_entries,

@@ -59,6 +59,11 @@ impl Given {
         self.log.append(Bytes::from(envelope.encode()))
     }
 
+    /// Moves the clock on (the next event occurs `by` plus a second later).
+    pub fn advance(&mut self, by: Duration) {
+        self.clock += by;
+    }
+
     pub fn raw(&mut self, bytes: &[u8]) -> u64 {
         self.log.append(Bytes::copy_from_slice(bytes))
     }

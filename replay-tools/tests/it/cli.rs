@@ -40,7 +40,7 @@ async fn the_cli_answers_with_exit_codes_and_json() {
     let (code, out, _) = replay(&url, dir, &["status", "--json"]).await;
     assert_eq!(code, 0);
     let projectors = json(&out)["projectors"].as_array().cloned().unwrap_or_default();
-    assert_eq!(projectors.len(), 8);
+    assert_eq!(projectors.len(), projections::Projection::ALL.len());
     assert!(
         projectors.iter().all(|p| p["version"] == 2 && p["active"] == true && p["lagEvents"] == 0),
         "{projectors:?}"

@@ -203,6 +203,9 @@ fn cases() -> Vec<Case> {
         get("/api/v1/ledger/accounts/payout_hold:{user}/entries", [401, 200, 403, 200, 200, 403]),
         get("/api/v1/ledger/accounts/platform:revenue/entries", FINANCE_READ),
         get("/api/v1/ledger/trial-balance", FINANCE_READ),
+        // The console's chart: ops too (the other user holds ops since the
+        // roles row above).
+        get("/api/v1/ledger/daily", [401, 403, 200, 200, 200, 200]),
         get("/api/v1/ledger/reconciliation", FINANCE_READ),
         // Last but one: ends the user's stream (host and admin may).
         post("/api/v1/streams/{live_stream}/end", "{}", [401, 200, 403, 200, 403, 403]),

@@ -1,9 +1,13 @@
 //! The finance and ops console in a real browser: Debian's headless
 //! Chromium driven by playwright-core (`tests/support/console-check.js`)
 //! against the real service, with a seeded history (a purchase flagged
-//! through a signed webhook, gifts, a pending payout, a proposed
-//! adjustment). Each role signs in and sees what it may see; a plain user
-//! is turned away; an admin approves the payout and sees it leave the
+//! through a signed webhook, a purchase credited then refunded in full
+//! after its coins were gifted, gifts, a pending payout with a risk flag,
+//! a proposed adjustment). Each role signs in and sees what it may see,
+//! the 30-day chart among it (for the admin, today's bars are the daily
+//! route's figures); a plain user is turned away; every control has a
+//! label, no page is wider than 1280 or 1440 pixels, a confirmation opens
+//! by keyboard with focus inside and closes on Escape with focus back; an admin approves the payout and sees it leave the
 //! queue, and is refused their own proposal with the API's message; a
 //! second admin approves it; finance credits the flagged payment, reads a
 //! balance at a time and downloads a statement whose rows match the
@@ -15,7 +19,7 @@ use std::process::Command;
 use halobuzz_tests::http::{PASSWORD, TestApp};
 use serde_json::json;
 
-use crate::stripe::{SECRET, accepted, intent_succeeded};
+use crate::stripe::{SECRET, accepted, charge_refunded, intent_succeeded};
 
 /// The tools `scripts/ensure-browser.sh` installs (`scripts/test.sh` exports
 /// them); the test fails without them.
@@ -48,6 +52,20 @@ async fn each_role_signs_in_to_the_console_and_sees_what_it_may() {
     }
     let gift = app.gift(&scene.viewer.token, scene.stream, "crown", 2).await;
     assert_eq!(gift.status, 201, "{}", gift.text);
+    // A buyer pays through Stripe (a signed webhook), gifts most of the
+    // coins, and is refunded in full: the wallet goes negative, so the
+    // host's payout carries a risk flag; the chart has purchased and
+    // reversed coins.
+    let buyer = app.register("console_buyer").await;
+    accepted(&app, &intent_succeeded("evt_console_buy", "pi_console_buy", &buyer.id.to_string(), "coins_500")).await;
+    let bought = app
+        .eventually(&format!("/api/v1/wallet?minPosition={}", app.last_position().await), Some(&buyer.token), |r| {
+            r.body["coins"] == json!(500)
+        })
+        .await;
+    assert_eq!(bought.status, 200, "{}", bought.text);
+    let buyer_gift = app.gift(&buyer.token, scene.stream, "crown", 4).await;
+    assert_eq!(buyer_gift.status, 201, "{}", buyer_gift.text);
     let settled = app.settle_reactor().await;
     let wallet = app.wallet(&scene.host, settled).await;
     let earnings = wallet["earnings"].as_i64().expect("earnings");
@@ -67,6 +85,36 @@ async fn each_role_signs_in_to_the_console_and_sees_what_it_may() {
         .await;
     assert_eq!(proposed.status, 202, "{}", proposed.text);
     let adjustment_id = proposed.body["adjustmentId"].as_str().expect("an adjustment id").to_string();
+    // The full refund: 500 coins back, the buyer's wallet at -400.
+    accepted(&app, &charge_refunded("evt_console_refund", "pi_console_buy", 499)).await;
+    let risky = app
+        .eventually(
+            &format!("/api/v1/admin/payouts?status=pending&minPosition={}", app.last_position().await),
+            Some(&admin.token),
+            |r| r.text.contains("gifts_from_negative_wallets"),
+        )
+        .await;
+    assert_eq!(risky.body["items"][0]["risk"][0]["coins"], json!(400), "{}", risky.text);
+    // Today's coins as the API counts them, once every posting is in: the
+    // admin's chart must draw these.
+    let gifts = [&gift, &buyer_gift].map(|g| g.body["coins"].as_i64().expect("the gift's coins"));
+    let gifted: i64 = gifts.iter().sum();
+    let credited: i64 = gifts.iter().map(|coins| coins * 7_000 / 10_000).sum();
+    let end = app.last_position().await;
+    let daily = app
+        .eventually(&format!("/api/v1/ledger/daily?days=30&minPosition={end}"), Some(&admin.token), |r| {
+            r.status == 200 && r.body["days"][29]["reversedCoins"] != json!(0)
+        })
+        .await;
+    let today = daily.body["days"][29].clone();
+    assert_eq!(today["day"], json!(chrono::Utc::now().date_naive().to_string()), "{}", daily.text);
+    // coins_500 bought and reversed; the host's 70% of each gift.
+    let counted = [500, gifted, credited, 0, 500];
+    for (kind, coins) in
+        ["purchasedCoins", "giftedCoins", "creditedCoins", "paidOutCoins", "reversedCoins"].iter().zip(counted)
+    {
+        assert_eq!(today[kind], json!(coins), "{kind}: {}", daily.text);
+    }
     let now = chrono::Utc::now();
     let local = |t: chrono::DateTime<chrono::Utc>| t.format("%Y-%m-%dT%H:%M:%S").to_string();
     let scene_json = json!({
@@ -78,6 +126,8 @@ async fn each_role_signs_in_to_the_console_and_sees_what_it_may() {
         "creditUserId": viewer.id,
         "from": local(now - chrono::Duration::days(1)),
         "to": local(now + chrono::Duration::hours(1)),
+        "today": today,
+        "risk": "gifts_from_negative_wallets: 400 coins",
     });
 
     let page = app.get("/console", None).await;
@@ -88,7 +138,7 @@ async fn each_role_signs_in_to_the_console_and_sees_what_it_may() {
     let out = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("console");
     std::fs::create_dir_all(&out).expect("the screenshot folder");
     let accounts = json!([
-        {"name": "admin", "email": admin.email, "password": PASSWORD, "sees": "trial", "does": ["payout", "own-adjustment"]},
+        {"name": "admin", "email": admin.email, "password": PASSWORD, "sees": "trial", "chart": "today", "does": ["payout", "own-adjustment"]},
         {"name": "deputy", "email": deputy.email, "password": PASSWORD, "sees": "trial", "does": ["adjustment"]},
         {"name": "finance", "email": finance.email, "password": PASSWORD, "sees": "trial", "does": ["resolve", "account"]},
         {"name": "ops", "email": ops.email, "password": PASSWORD, "sees": "workers-only"},

@@ -176,3 +176,61 @@ async fn bad_finance_reads_are_clear_4xx_problems() {
     }
     app.stop().await;
 }
+
+/// The sum of one kind over every day of a daily answer.
+fn kind_total(daily: &Value, kind: &str) -> i64 {
+    daily["days"].as_array().map_or(0, |days| days.iter().map(|d| d[kind].as_i64().unwrap_or(0)).sum())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn daily_totals_count_gifts_sent_and_credited_and_every_day_is_there() {
+    on_both_stores(async |app, store| {
+        let scene = app.stream_scene("daily", 1_000).await;
+        let mut gifted = 0;
+        let mut credited = 0;
+        for quantity in [1, 3, 7] {
+            let r = app.gift(&scene.viewer.token, scene.stream, "rose", quantity).await;
+            assert_eq!(r.status, 201, "{store}: {}", r.text);
+            let coins = r.body["coins"].as_i64().expect("the gift's coins");
+            gifted += coins;
+            // The host's share, rounded down per gift (HOST_SHARE_BPS 7000).
+            credited += coins * 7_000 / 10_000;
+        }
+        let settled = app.settle_reactor().await;
+        let admin = &scene.admin;
+        let daily = app.get(&format!("/api/v1/ledger/daily?minPosition={settled}"), Some(&admin.token)).await;
+        assert_eq!(daily.status, 200, "{store}: {}", daily.text);
+        let days = daily.body["days"].as_array().expect("days");
+        assert_eq!(days.len(), 30, "{store}: the default window, every day present: {}", daily.text);
+        let today = chrono::Utc::now().date_naive().to_string();
+        assert_eq!(days[29]["day"], json!(today), "{store}: today last");
+        assert_eq!(daily.body["to"], json!(today), "{store}");
+        assert_eq!(days[0]["day"], daily.body["from"], "{store}");
+        assert!(daily.body["position"].as_u64().is_some_and(|p| p >= settled), "{store}: {}", daily.text);
+        // Funding by adjustment is in no kind; nothing was bought, paid
+        // out or reversed.
+        assert_eq!(kind_total(&daily.body, "giftedCoins"), gifted, "{store}: {}", daily.text);
+        assert_eq!(kind_total(&daily.body, "creditedCoins"), credited, "{store}: {}", daily.text);
+        for kind in ["purchasedCoins", "paidOutCoins", "reversedCoins"] {
+            assert_eq!(kind_total(&daily.body, kind), 0, "{store}: {kind}: {}", daily.text);
+        }
+        let one = app.get("/api/v1/ledger/daily?days=1", Some(&admin.token)).await;
+        assert_eq!(one.body["days"].as_array().map(Vec::len), Some(1), "{store}: {}", one.text);
+        let year = app.get("/api/v1/ledger/daily?days=366", Some(&admin.token)).await;
+        assert_eq!(year.body["days"].as_array().map(Vec::len), Some(366), "{store}: {}", year.text);
+        assert_eq!(kind_total(&year.body, "giftedCoins"), gifted, "{store}");
+
+        // Out of range or not a number: 422 problem+json.
+        for days in ["0", "367", "-1", "thirty", "1.5"] {
+            let r = app.get(&format!("/api/v1/ledger/daily?days={days}"), Some(&admin.token)).await;
+            assert_eq!(r.status, 422, "{store}: days={days}: {}", r.text);
+            assert_eq!(r.body["code"], json!("validation_failed"), "{store}: {}", r.text);
+            assert_eq!(r.headers["content-type"], "application/problem+json", "{store}");
+        }
+        // Finance, ops and admins; not users.
+        let refused = app.get("/api/v1/ledger/daily", Some(&scene.viewer.token)).await;
+        assert_eq!(refused.status, 403, "{store}: {}", refused.text);
+        assert_eq!(app.get("/api/v1/ledger/daily", None).await.status, 401, "{store}");
+    })
+    .await;
+}

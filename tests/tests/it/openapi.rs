@@ -47,6 +47,8 @@ const CONTRACT_ROUTES: &[(&str, &str)] = &[
     ("post", "/api/v1/admin/adjustments/{id}/reject"),
     ("get", "/api/v1/ledger/accounts/{account}/balance"),
     ("get", "/api/v1/ledger/accounts/{account}/statement"),
+    // The console's chart.
+    ("get", "/api/v1/ledger/daily"),
 ];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
