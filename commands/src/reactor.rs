@@ -481,8 +481,11 @@ impl Worker {
             let stored_at_ms = i64::try_from(info.published.unix_timestamp_nanos() / 1_000_000).unwrap_or(0);
             // A record older than the horizon has expired by design: none
             // is written again for an event that old (a reactor replaying
-            // an old log would otherwise rewrite every one).
-            if envelope.header.command_fingerprint.is_some() && stored_at_ms > forgotten_before_ms {
+            // an old log, or a log imported after a disaster, whose server
+            // times are all recent, would otherwise rewrite every one). The
+            // event's own time decides.
+            let occurred_at_ms = envelope.header.occurred_at.timestamp_millis();
+            if envelope.header.command_fingerprint.is_some() && occurred_at_ms > forgotten_before_ms {
                 recorded.push((position, envelope.clone(), stored_at_ms));
             }
             if let Event::GiftSent(sent) = envelope.event {

@@ -223,7 +223,9 @@ async fn disaster_recovery_drill_restores_every_answer() {
     assert!(transactions > GIFTS, "the snapshot holds every transaction: {transactions}");
     let trial = &before["/api/v1/ledger/trial-balance"];
     assert_eq!(trial["rest"]["totalCoins"], json!(0), "{trial}");
-    assert!(at > 2 * GIFTS as u64, "a journey of thousands of commands: {at} events");
+    // Each gift is one commit in the ledger (its record is in the records
+    // stream), besides the hosts' credits, registrations and payouts.
+    assert!(at > GIFTS as u64 + 500, "a journey of thousands of commands: {at} events");
 
     // Export, then lose everything.
     let backup = tempfile::tempdir().expect("tempdir");
