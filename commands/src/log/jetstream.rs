@@ -102,6 +102,9 @@ impl JetStreamLog {
     /// (JetStream cannot change those) is refused with `Invalid`.
     pub async fn connect(config: LogConfig) -> Result<JetStreamLog, LogError> {
         config.validate()?;
+        if config.max_age_ms != 0 {
+            return Err(LogError::Invalid("the ledger's stream keeps every message: max_age_ms must be 0".into()));
+        }
         let addresses = config
             .urls
             .iter()

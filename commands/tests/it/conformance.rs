@@ -460,6 +460,9 @@ async fn connect_creates_checks_and_repairs_the_stream() {
     let mut bad = server.log_config();
     bad.replicas = 0;
     assert!(matches!(JetStreamLog::connect(bad).await, Err(LogError::Invalid(_))));
+    let mut expiring = server.log_config();
+    expiring.max_age_ms = 60_000;
+    assert!(matches!(JetStreamLog::connect(expiring).await, Err(LogError::Invalid(_))), "a ledger never expires");
     let nobody = LogConfig::new(Vec::<String>::new());
     assert!(matches!(JetStreamLog::connect(nobody).await, Err(LogError::Invalid(_))));
 }
