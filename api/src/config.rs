@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use commands::handler::CommandConfig;
+use commands::log::LogConfig;
 use domain::ledger::PayoutPolicy;
 use events_schema::Money;
 use rust_decimal::Decimal;
@@ -446,6 +447,17 @@ impl Config {
                 events
             },
         })
+    }
+
+    /// The event log's settings for the servers `urls` (with the `token`
+    /// they want): the stream's replicas and the idempotency horizon from
+    /// the environment, the rest the adapter's defaults.
+    pub fn log_config(&self, urls: Vec<String>, token: Option<commands::managed::NatsToken>) -> LogConfig {
+        let mut log_config = LogConfig::new(urls);
+        log_config.replicas = self.nats_stream_replicas;
+        log_config.token = token;
+        log_config.idempotency_horizon_ms = u64::from(self.idempotency_horizon_hours) * 3_600_000;
+        log_config
     }
 
     /// The servers of an external NATS (`NATS_URL`, comma-separated), with

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use commands::handler::Commands;
-use commands::log::{EventLog, JetStreamLog, LogConfig};
+use commands::log::{EventLog, JetStreamLog};
 use domain::user::ChangeRoles;
 use events_schema::{Actor, Event, Role};
 use uuid::Uuid;
@@ -116,10 +116,7 @@ pub async fn connect(config: &Config) -> anyhow::Result<JetStreamLog> {
             (vec![format!("nats://127.0.0.1:{port}")], commands::managed::running_token(&config.data_dir))
         }
     };
-    let mut log_config = LogConfig::new(urls);
-    log_config.replicas = config.nats_stream_replicas;
-    log_config.token = token;
-    log_config.idempotency_horizon_ms = u64::from(config.idempotency_horizon_hours) * 3_600_000;
+    let mut log_config = config.log_config(urls, token);
     log_config.connect_timeout_ms = log_config.connect_timeout_ms.min(PROBE_TIMEOUT_MS * 4);
     tokio::time::timeout(Duration::from_millis(PROBE_TIMEOUT_MS * 8), JetStreamLog::connect(log_config))
         .await

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use commands::log::{EventLog, JetStreamLog, LogConfig};
+use commands::log::{EventLog, JetStreamLog};
 use commands::managed::{ManagedConfig, ManagedNats, SyncMode};
 use projections::{LogSource, MongoStore, ReadStore, SqliteStore};
 use tokio::io::AsyncReadExt;
@@ -81,10 +81,7 @@ pub async fn open_log(config: &Config, managed: ManagedServer) -> anyhow::Result
             }
         }
     };
-    let mut log_config = LogConfig::new(urls);
-    log_config.replicas = config.nats_stream_replicas;
-    log_config.token = token;
-    log_config.idempotency_horizon_ms = u64::from(config.idempotency_horizon_hours) * 3_600_000;
+    let log_config = config.log_config(urls, token);
     match JetStreamLog::connect(log_config).await.context("connecting the event log (NATS_URL)") {
         Ok(log) => Ok(LogConnection { log, managed: server }),
         Err(e) => {

@@ -269,13 +269,7 @@ pub(crate) async fn orphan_gift(world: &World, viewer: Uuid, stream_id: Uuid, ke
     let command = gift::SendGift { stream_id, gift_id: "rose".into(), quantity: 1, unit_coins, host_share_bps: 7000 };
     let events =
         gift::decide(gift::GiftState { viewer: &loaded.state, stream: &stream_state }, &command).expect("accepted");
-    let meta = events_schema::EventMeta {
-        event_id: Uuid::now_v7(),
-        occurred_at: chrono::Utc::now(),
-        command_id: c.command_id.clone(),
-        correlation_id: c.correlation_id.clone(),
-        actor: c.actor.clone(),
-    };
+    let meta = crate::world::meta_of(&c);
     let sealed = loaded.seal_for_command(&meta, Some(&c.fingerprint), events.into_iter().next().expect("one"));
     let request = AppendRequest {
         subject: ledger_subject,

@@ -6,12 +6,10 @@
 use std::time::Duration;
 
 use commands::log::{AppendRequest, EventLog};
-use events_schema::{
-    Account, ActorKind, CommandRecorded, Envelope, Event, EventMeta, GENESIS_HASH, command_record_id, subject,
-};
+use events_schema::{Account, ActorKind, CommandRecorded, Envelope, Event, GENESIS_HASH, command_record_id, subject};
 use uuid::Uuid;
 
-use crate::world::{World, balance, balances, ctx};
+use crate::world::{World, balance, balances, ctx, meta_of};
 
 /// Messages the stream `name` holds now.
 async fn held(world: &World, name: &str) -> u64 {
@@ -100,13 +98,7 @@ async fn a_command_recorded_in_the_ledger_before_the_records_stream_still_answer
         event_positions: vec![gift],
     });
     assert_eq!(key.actor.kind, ActorKind::User);
-    let meta = EventMeta {
-        event_id: Uuid::now_v7(),
-        occurred_at: chrono::Utc::now(),
-        command_id: key.command_id.clone(),
-        correlation_id: key.correlation_id.clone(),
-        actor: key.actor.clone(),
-    };
+    let meta = meta_of(&key);
     let (_, bytes) = Envelope::seal_encoded(&meta, None, record, 1, GENESIS_HASH);
     let legacy = subject("command", &command_record_id(&key.scope, &key.command_id));
     world

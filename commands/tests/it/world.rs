@@ -157,6 +157,17 @@ pub fn gift_positions(events: &[(u64, Envelope)]) -> Vec<u64> {
 }
 
 /// Events of commands with an id that have no record yet.
+/// The meta of an event a run of the command `ctx` writes now.
+pub fn meta_of(ctx: &CommandContext) -> events_schema::EventMeta {
+    events_schema::EventMeta {
+        event_id: Uuid::now_v7(),
+        occurred_at: chrono::Utc::now(),
+        command_id: ctx.command_id.clone(),
+        correlation_id: ctx.correlation_id.clone(),
+        actor: ctx.actor.clone(),
+    }
+}
+
 pub fn unrecorded(events: &[(u64, Envelope)]) -> usize {
     let recorded: std::collections::HashSet<(String, String)> = events
         .iter()
